@@ -1,0 +1,52 @@
+"""The ``seeknetic-prep`` command line: parse, call the library, map errors to exit codes.
+
+All behaviour lives in the library; this module only wires the command modules of
+:mod:`seeknetic_prep.commands` into one parser and turns our error tree into one line on
+stderr and an exit code (see :func:`seeknetic_prep.errors.exit_code_for`). A traceback here is
+a bug: only exceptions outside our tree may produce one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .commands import COMMANDS
+from .errors import SeekneticPrepError, exit_code_for
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seeknetic-prep",
+        description="Turn local video into Seeknetic tensors, upload them, and collect embeddings and tags.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f".commands.{name}", __package__)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (0 ok, 1 failures, 2 usage/auth, 3 quota, 130 Ctrl-C)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args._main(args)
+    except SeekneticPrepError as exc:
+        print(f"seeknetic-prep {args.command}: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        print(f"seeknetic-prep {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

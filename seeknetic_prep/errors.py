@@ -1,0 +1,195 @@
+"""The one error tree of seeknetic-prep.
+
+Every exception the package raises on purpose is a :class:`SeekneticPrepError`. Foreign
+exceptions (``av.FFmpegError``, ``requests.RequestException``, ``sqlite3.Error``, ...) are
+translated exactly once, at the seam where they enter (``media``, ``client``, ``store``), with
+``raise X(...) from exc`` so the cause stays attached. Anything else that escapes is a bug.
+
+Where an error is also a builtin kind of failure it inherits that builtin too, as PyAV does
+(``InvalidDataError(FFmpegError, ValueError)``), so ``except ValueError`` keeps working::
+
+    SeekneticPrepError
+    ├── MediaError (ValueError)              unusable input file: missing, empty, not media,
+    │                                        no video stream, truncated, undecodable
+    ├── InvalidArgumentError (ValueError)    a value outside its rule (window bounds, options)
+    ├── TensorError (ValueError)             tensor JSON that does not decode to its declared array
+    ├── StateError                           the state database is unusable (corrupt, newer schema)
+    └── APIError                             anything that went wrong talking to the API
+        ├── APIStatusError                   the server answered with an error status
+        │   ├── BadRequestError              400
+        │   ├── AuthenticationError          401 (PermissionError)
+        │   ├── QuotaExceededError           402
+        │   ├── NotFoundError                404 (LookupError)
+        │   ├── ConflictError                409
+        │   ├── PayloadTooLargeError         413
+        │   ├── ValidationError              422 (ValueError)
+        │   ├── RateLimitError               429
+        │   └── ServerError                  5xx
+        └── APIConnectionError (ConnectionError)   no answer: refused, reset, DNS
+            └── APITimeoutError (TimeoutError)     no answer in time
+
+The CLI maps the tree to exit codes in one place (:func:`exit_code_for`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "InvalidArgumentError",
+    "MediaError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "SeekneticPrepError",
+    "ServerError",
+    "StateError",
+    "TensorError",
+    "ValidationError",
+    "error_for_status",
+    "exit_code_for",
+]
+
+
+class SeekneticPrepError(Exception):
+    """Root of every error seeknetic-prep raises on purpose."""
+
+
+class MediaError(SeekneticPrepError, ValueError):
+    """An input file cannot be turned into windows; the message names the file and the cause."""
+
+    def __init__(self, path: object, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}")
+
+
+class InvalidArgumentError(SeekneticPrepError, ValueError):
+    """A caller-supplied value breaks its rule; the message states the value and the rule."""
+
+
+class TensorError(SeekneticPrepError, ValueError):
+    """A tensor JSON object that does not decode to the array it declares."""
+
+
+class StateError(SeekneticPrepError):
+    """The state database cannot be used as it is (corrupt, or written by a newer version)."""
+
+
+class APIError(SeekneticPrepError):
+    """A call to the Seeknetic API (or the emulator) failed.
+
+    ``request_id`` is the job or upload id involved when there is one, so a failure in a run of
+    thousands of calls can be traced to its unit.
+    """
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        self.request_id = request_id
+        super().__init__(message)
+
+
+class APIStatusError(APIError):
+    """The server answered with an error status; ``detail`` is its explanation."""
+
+    status_code: int = 0
+
+    def __init__(
+        self, message: str, *, status_code: int, detail: object = None, request_id: str | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.detail = detail
+        super().__init__(message, request_id=request_id)
+
+
+class BadRequestError(APIStatusError):
+    """400: the server could not parse the request."""
+
+
+class AuthenticationError(APIStatusError, PermissionError):
+    """401: the API key is missing or wrong."""
+
+
+class QuotaExceededError(APIStatusError):
+    """402: the key's quota is spent; more work needs more quota, not a retry."""
+
+
+class NotFoundError(APIStatusError, LookupError):
+    """404: no such job or object for this key."""
+
+
+class ConflictError(APIStatusError):
+    """409: the request_id already names a different job."""
+
+
+class PayloadTooLargeError(APIStatusError):
+    """413: the body is over the server's limit; split it, do not retry it."""
+
+
+class ValidationError(APIStatusError, ValueError):
+    """422: the body does not match the API's schema or tensor rules."""
+
+
+class RateLimitError(APIStatusError):
+    """429: over the key's requests per second; ``retry_after`` seconds is the server's hint."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 429,
+        detail: object = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status_code=status_code, detail=detail, request_id=request_id)
+
+
+class ServerError(APIStatusError):
+    """5xx: the server failed; safe to retry because our request ids are deterministic."""
+
+
+class APIConnectionError(APIError, ConnectionError):
+    """No HTTP answer at all: refused, reset, dropped mid-body."""
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """No answer within the timeout; the request may or may not have taken effect."""
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: QuotaExceededError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    422: ValidationError,
+    429: RateLimitError,
+}
+
+
+def error_for_status(status_code: int) -> type[APIStatusError]:
+    """The exception class for an HTTP error status (5xx -> ServerError, unknown -> APIStatusError)."""
+    if status_code >= 500:
+        return ServerError
+    return _BY_STATUS.get(status_code, APIStatusError)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The CLI's exit code for an error that stopped a command.
+
+    2: usage or authentication (the user must fix a command or a key); 3: quota spent (resume
+    later with more quota); 1: anything else that failed.
+    """
+    if isinstance(exc, (InvalidArgumentError, AuthenticationError)):
+        return 2
+    if isinstance(exc, QuotaExceededError):
+        return 3
+    return 1
