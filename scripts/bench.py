@@ -1,0 +1,600 @@
+#!/usr/bin/env python3
+"""How fast seeknetic-prep preprocesses video, against the official SDK and the decode limit.
+
+    python scripts/bench.py                  # everything, 3 interleaved repetitions, prints tables
+    python scripts/bench.py --quick          # small clips only, 1 repetition: a smoke run
+    python scripts/bench.py --only a,c --reps 5
+    python scripts/bench.py --write-readme   # also replace the README's performance section
+
+Sections (each one a markdown table):
+
+a. seconds for the first 10 s window of each clip: ``seeknetic_prep.preprocess`` vs a naive
+   PyAV loop (decode every frame, convert every frame to RGB, then pick 12) vs the official
+   SDK 0.1.0's ``_preprocess_for_upload`` (which shells out to ``ffmpeg``/``ffprobe``);
+b. the whole 60 s 1080p clip: all six windows vs six SDK calls vs the decode limit,
+   ``ffmpeg -threads <cores> -i FILE -f null -``, and PyAV decode-only (frame threads);
+c. peak RSS of a fresh process that preprocesses the 4K HEVC 10-bit clip;
+d. ``seeknetic-prep run DIR --local`` windows/s vs preprocess-only windows/s over one folder.
+
+Contenders of a section run interleaved (A B C A B C ...) so that load from other processes
+hits them alike; each cell is the median of the repetitions. Ratios come from the same run.
+Inputs are generated once with PyAV into ``.bench-cache/`` (see ``_bench_inputs.py``); a
+missing ``ffmpeg`` binary, SDK or library stage turns its cells into "skipped (why)", never
+into a crash, so the script runs from a fresh install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_inputs as inputs  # sibling helper module, found via the line above
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+SECTIONS = ("a", "b", "c", "d")
+MEDIA_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+WHOLE_FILE = "h264-1080p30-60s"
+RSS_FILE = "hevc10-2160p30-5s"
+SLOW_FILES = {WHOLE_FILE, RSS_FILE}
+WINDOW_MS = 10_000
+FRAMES = 12
+SIZE = 224
+SR = 22_050
+
+
+class Skip(Exception):
+    """A contender that cannot run here (no ffmpeg, stage not built yet); the cell says why."""
+
+
+@dataclass
+class Cell:
+    """One contender's repetitions; ``skipped`` replaces the samples when it could not run."""
+
+    samples: list[float] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples and not self.skipped else None
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def interleaved(contenders: dict[str, Callable[[], float | None]], reps: int) -> dict[str, Cell]:
+    """Run A B C A B C ... ``reps`` times; a contender returning a number reports its own value
+    (a subprocess's RSS, say) instead of the wall time of the call."""
+    cells = {name: Cell() for name in contenders}
+    for _ in range(reps):
+        for name, fn in contenders.items():
+            cell = cells[name]
+            if cell.skipped:
+                continue
+            try:
+                t0 = time.perf_counter()
+                value = fn()
+                elapsed = time.perf_counter() - t0
+            except Skip as exc:
+                cell.skipped = f"skipped ({exc})"
+            except Exception as exc:  # a broken contender is a finding to print, not a crash
+                cell.skipped = f"failed ({type(exc).__name__}: {str(exc)[:90]})"
+            else:
+                cell.samples.append(elapsed if value is None else value)
+    return cells
+
+
+def duration_ms(path: Path) -> int:
+    """Container duration, floored: the SDK rejects an ``end_ms`` past its ffprobe duration."""
+    import av
+
+    with av.open(str(path)) as c:
+        if c.duration is not None:
+            return int(c.duration // 1000)
+        vs = c.streams.video[0]
+        return int(float(vs.duration * vs.time_base) * 1000)
+
+
+def _need_ours() -> None:
+    if importlib.util.find_spec("seeknetic_prep.preprocess") is None:
+        raise Skip("seeknetic_prep.preprocess not built yet")
+
+
+def ours(path: Path, start_ms: int | None = None, end_ms: int | None = None) -> None:
+    _need_ours()
+    from seeknetic_prep.preprocess import preprocess  # type: ignore[import-not-found,unused-ignore]
+
+    segments = preprocess(path, start_ms=start_ms, end_ms=end_ms)
+    if not segments:
+        raise RuntimeError(f"preprocess({path.name}) returned no windows")
+
+
+def sdk(path: Path, start_ms: int, end_ms: int) -> None:
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        raise Skip("no ffmpeg")
+    try:
+        from seeknetic.upload_from_video import _preprocess_for_upload
+    except ImportError as exc:
+        raise Skip("SDK seeknetic==0.1.0 not installed") from exc
+    _preprocess_for_upload(video_path=path, service="embedding", start_ms=start_ms, end_ms=end_ms)
+
+
+def sdk_windows(path: Path, total_ms: int) -> None:
+    for start in range(0, total_ms, WINDOW_MS):
+        sdk(path, start, min(start + WINDOW_MS, total_ms))
+
+
+def naive(path: Path, start_ms: int, end_ms: int) -> tuple[object, object]:
+    """What a first attempt looks like: decode every frame, convert every one, then pick.
+
+    Frame i of 12 is the one on screen at the centre of the i-th twelfth of the window; it is
+    resized (short side 224) and centre-cropped with OpenCV. Audio is decoded and resampled to
+    mono 22050 Hz by PyAV and zero-padded to the window.
+    """
+    import av
+    import cv2
+    import numpy as np
+
+    step = (end_ms - start_ms) / FRAMES
+    targets = [start_ms + (i + 0.5) * step for i in range(FRAMES)]
+    shown: list[tuple[float, np.ndarray]] = []
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            t = float(frame.time or 0.0) * 1000
+            rgb = frame.to_ndarray(format="rgb24")  # every frame, used or not: the naive part
+            if t >= end_ms:
+                break
+            shown.append((t, rgb))
+    picked = []
+    for target in targets:
+        before = [rgb for t, rgb in shown if t <= target] or [shown[0][1]]
+        img = before[-1]
+        h, w = img.shape[:2]
+        scale = SIZE / min(h, w)
+        img = cv2.resize(img, (max(SIZE, round(w * scale)), max(SIZE, round(h * scale))),
+                         interpolation=cv2.INTER_AREA)
+        y0, x0 = (img.shape[0] - SIZE) // 2, (img.shape[1] - SIZE) // 2
+        picked.append(img[y0 : y0 + SIZE, x0 : x0 + SIZE].transpose(2, 0, 1))
+    video = np.ascontiguousarray(np.stack(picked)[None])
+    audio = np.zeros(SR * (end_ms - start_ms) // 1000, np.float32)
+    with av.open(str(path)) as c:
+        if c.streams.audio:
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SR)
+            chunks: list[np.ndarray] = []
+            for frame in c.decode(audio=0):
+                if frame.time is not None and frame.time * 1000 >= end_ms:
+                    break
+                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+            got = np.concatenate(chunks)[: audio.size] if chunks else audio[:0]
+            audio[: got.size] = got
+    return video, audio[None, None]
+
+
+def naive_timed(path: Path, start_ms: int, end_ms: int) -> None:
+    naive(path, start_ms, end_ms)
+
+
+def pyav_decode_only(path: Path) -> None:
+    """Every video frame through the decoder with frame + slice threads, nothing else."""
+    import av
+
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        vs.thread_type = "AUTO"
+        vs.thread_count = cores()
+        for _ in c.decode(vs):
+            pass
+
+
+def ffmpeg_null(path: Path) -> None:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise Skip("no ffmpeg")
+    cmd = [exe, "-v", "error", "-nostdin", "-threads", str(cores()), "-i", str(path), "-f", "null", "-"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def child_peak_rss_mb(code: str, *args: str) -> float:
+    """Peak RSS of a fresh ``python -c code`` in MB, from the kernel's own account (wait4)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(err.read().decode(errors="replace").strip().splitlines()[-1:])
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return usage.ru_maxrss * scale / 1e6
+
+
+RSS_IMPORTS = "import av, numpy, cv2\nimport seeknetic_prep.preprocess\n"
+RSS_OURS = RSS_IMPORTS + "import sys\nseeknetic_prep.preprocess.preprocess(sys.argv[1])\n"
+PREPROCESS_ONLY = (
+    "import sys\nfrom pathlib import Path\nfrom seeknetic_prep.preprocess import preprocess\n"
+    "n = sum(len(preprocess(p)) for p in sorted(Path(sys.argv[1]).iterdir()))\nprint(n)\n"
+)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("seeknetic-prep")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "seeknetic_prep"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, check=False)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A padded GitHub markdown table; numbers (anything starting with a digit) align right."""
+    body = [list(map(str, r)) for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for cell, w in zip(cells, widths, strict=True):
+            numeric = cell[:1].isdigit() or cell[:2] in ("-0", "-1")
+            out.append(cell.rjust(w) if numeric else cell.ljust(w))
+        return "| " + " | ".join(out) + " |"
+
+    rule = "| " + " | ".join("-" * w for w in widths) + " |"
+    return "\n".join([line(header), rule, *(line(r) for r in body)])
+
+
+def fmt_s(cell: Cell) -> str:
+    return cell.skipped or (f"{cell.median:.2f}" if cell.median is not None else "-")
+
+
+def ratio(num: Cell | float | None, den: Cell | float | None) -> float | None:
+    a = num.median if isinstance(num, Cell) else num
+    b = den.median if isinstance(den, Cell) else den
+    return a / b if a is not None and b else None
+
+
+def fmt_x(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def geomean(values: Iterable[float | None]) -> float | None:
+    got = [v for v in values if v is not None and v > 0]
+    return math.exp(sum(map(math.log, got)) / len(got)) if got else None
+
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass
+class Report:
+    """Everything one run measured, for the tables, the README and ``--json``."""
+
+    reps: int
+    tables: dict[str, str] = field(default_factory=dict)
+    targets: list[tuple[str, str, float | None, Callable[[float], bool], str]] = field(default_factory=list)
+    raw: dict[str, object] = field(default_factory=dict)
+
+    def target(
+        self, name: str, goal: str, value: float | None, ok: Callable[[float], bool], unit: str
+    ) -> None:
+        self.targets.append((name, goal, value, ok, unit))
+
+    def targets_table(self) -> str:
+        rows = []
+        for name, goal, value, ok, unit in self.targets:
+            shown = "-" if value is None else (f"{value:.0f} MB" if unit == "MB" else f"{value:.2f}x")
+            verdict = "-" if value is None else ("met" if ok(value) else "NOT met")
+            rows.append([name, goal, shown, verdict])
+        return markdown_table(["target", "goal", "measured", ""], rows)
+
+
+def section_a(files: list[Path], reps: int, report: Report) -> None:
+    rows: list[list[str]] = []
+    sdk_ratios: list[float | None] = []
+    naive_ratios: list[float | None] = []
+    raw: dict[str, object] = {}
+    for path in files:
+        end = min(WINDOW_MS, duration_ms(path))
+        print(f"  a: {path.name} [0, {end}) ms", file=sys.stderr, flush=True)
+        cells = interleaved(
+            {
+                "ours": lambda p=path, e=end: ours(p, 0, e),  # type: ignore[misc]
+                "naive": lambda p=path, e=end: naive_timed(p, 0, e),  # type: ignore[misc]
+                "sdk": lambda p=path, e=end: sdk(p, 0, e),  # type: ignore[misc]
+            },
+            reps,
+        )
+        sdk_ratios.append(ratio(cells["sdk"], cells["ours"]))
+        naive_ratios.append(ratio(cells["naive"], cells["ours"]))
+        rows.append([_label(path), fmt_s(cells["ours"]), fmt_s(cells["naive"]), fmt_s(cells["sdk"]),
+                     fmt_x(naive_ratios[-1]), fmt_x(sdk_ratios[-1])])
+        raw[path.name] = {k: c.samples or c.skipped for k, c in cells.items()}
+    g = geomean(sdk_ratios)
+    rows.append(["geometric mean", "", "", "", fmt_x(geomean(naive_ratios)), fmt_x(g)])
+    report.tables["a"] = markdown_table(
+        ["first 10 s window (s)", "ours", "naive PyAV", "SDK 0.1.0", "naive / ours", "SDK / ours"], rows
+    )
+    report.target("first window, SDK / ours (geometric mean over files)", ">= 8x", g, lambda v: v >= 8, "x")
+    report.raw["a"] = raw
+
+
+def _label(path: Path) -> str:
+    name = path.name
+    stem = name.split("-")
+    # cached clips are "<recipe>-<hash>.<ext>": show the recipe, which says what the clip is
+    if path.parent.name == inputs.CACHE_NAME and len(stem) > 1:
+        return "-".join(stem[:-1])
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return name
+
+
+def section_b(path: Path, reps: int, report: Report) -> None:
+    total = duration_ms(path)
+    print(f"  b: {path.name} whole file ({total} ms)", file=sys.stderr, flush=True)
+    cells = interleaved(
+        {
+            "ours": lambda: ours(path),
+            "sdk": lambda: sdk_windows(path, total),
+            "ffmpeg": lambda: ffmpeg_null(path),
+            "pyav": lambda: pyav_decode_only(path),
+        },
+        reps,
+    )
+    n = math.ceil(total / WINDOW_MS)
+    o = cells["ours"]
+    rows = [
+        [f"ours: preprocess(path), all {n} windows", fmt_s(o), "1.00x" if o.median else "-"],
+        [f"SDK 0.1.0 called {n} times", fmt_s(cells["sdk"]), fmt_x(ratio(cells["sdk"], o))],
+        [f"ffmpeg -threads {cores()} -i FILE -f null - (decode limit)", fmt_s(cells["ffmpeg"]),
+         fmt_x(ratio(cells["ffmpeg"], o))],
+        ["PyAV decode-only, frame threads", fmt_s(cells["pyav"]), fmt_x(ratio(cells["pyav"], o))],
+    ]
+    report.tables["b"] = markdown_table([f"whole {_label(path)} (s)", "seconds", "÷ ours"], rows)
+    report.target("whole 60 s 1080p, ours / ffmpeg decode-only", "<= 1.0x (stretch 0.6x)",
+                  ratio(o, cells["ffmpeg"]), lambda v: v <= 1.0, "x")
+    report.target("whole 60 s 1080p, six SDK calls / ours", ">= 2.5x", ratio(cells["sdk"], o),
+                  lambda v: v >= 2.5, "x")
+    report.raw["b"] = {k: c.samples or c.skipped for k, c in cells.items()}
+
+
+def section_c(path: Path, reps: int, report: Report) -> None:
+    print(f"  c: {path.name} peak RSS", file=sys.stderr, flush=True)
+
+    def measured(code: str) -> Callable[[], float]:
+        def run() -> float:
+            _need_ours()
+            return child_peak_rss_mb(code, str(path))
+
+        return run
+
+    cells = interleaved({"imports": measured(RSS_IMPORTS), "ours": measured(RSS_OURS)}, reps)
+
+    def mb(cell: Cell) -> str:
+        return cell.skipped or (f"{cell.median:.0f}" if cell.median is not None else "-")
+
+    rows = [
+        ["python + imports only (av, numpy, cv2, seeknetic_prep.preprocess)", mb(cells["imports"])],
+        ["preprocess(path) of the whole file", mb(cells["ours"])],
+    ]
+    report.tables["c"] = markdown_table([f"peak RSS, {_label(path)} (MB)", "MB"], rows)
+    report.target("4K HEVC 10-bit, peak RSS of preprocess", "<= 300 MB", cells["ours"].median,
+                  lambda v: v <= 300, "MB")
+    report.raw["c"] = {k: c.samples or c.skipped for k, c in cells.items()}
+
+
+def section_d(folder: Path, reps: int, report: Report) -> None:
+    print(f"  d: {folder.name} run --local vs preprocess-only", file=sys.stderr, flush=True)
+    windows: list[int] = []
+
+    def pre_only() -> None:
+        _need_ours()
+        done = subprocess.run([sys.executable, "-c", PREPROCESS_ONLY, str(folder)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip().splitlines()[-1:])
+        windows.append(int(done.stdout.split()[-1]))
+
+    def e2e() -> None:
+        if importlib.util.find_spec("seeknetic_prep.commands.run") is None:
+            raise Skip("`seeknetic-prep run` not built yet")
+        with tempfile.TemporaryDirectory(prefix="bench-run-") as out:
+            done = run_cli("run", str(folder), "--local", "--out", out)
+        if done.returncode != 0:
+            raise RuntimeError(f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
+
+    cells = interleaved({"pre": pre_only, "e2e": e2e}, reps)
+    n = windows[0] if windows else None
+    rates = {k: (n / c.median if n and c.median else None) for k, c in cells.items()}
+
+    def rate(k: str) -> str:
+        return cells[k].skipped or (f"{rates[k]:.2f}" if rates[k] else "-")
+
+    rows = [
+        ["preprocess-only (fresh process, files in turn)", fmt_s(cells["pre"]), rate("pre"), "1.00x"],
+        ["seeknetic-prep run DIR --local --out TMP", fmt_s(cells["e2e"]), rate("e2e"),
+         fmt_x(ratio(rates["e2e"], rates["pre"]))],
+    ]
+    clips = ", ".join(sorted(_label(p) for p in folder.iterdir()))
+    report.tables["d"] = markdown_table(
+        [f"folder of {len(list(folder.iterdir()))} clips, {n or '?'} windows", "seconds", "windows/s",
+         "÷ preprocess-only"], rows) + f"\n\nClips: {clips}."
+    report.target("run --local / preprocess-only windows/s", ">= 0.85x", ratio(rates["e2e"], rates["pre"]),
+                  lambda v: v >= 0.85, "x")
+    report.raw["d"] = {k: c.samples or c.skipped for k, c in cells.items()} | {"windows": n}
+
+
+# ---------------------------------------------------------------- output
+
+
+TITLES = {
+    "a": "a. First 10 s window, seconds (lower is better)",
+    "b": "b. Whole 60 s 1080p file, seconds",
+    "c": "c. Peak memory",
+    "d": "d. End-to-end folder run",
+}
+
+
+def machine_line() -> str:
+    import av
+
+    ff = shutil.which("ffmpeg")
+    ff_ver = "absent"
+    if ff:
+        first = subprocess.run([ff, "-version"], capture_output=True, text=True, check=False).stdout
+        ff_ver = " ".join(first.split()[:3][2:]) or "present"
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (f"{cores()} cores, {cpu_model()}, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, PyAV {av.__version__}, ffmpeg binary {ff_ver}; "
+            f"load average at the end of the run {load}")
+
+
+def render(report: Report, command: str) -> str:
+    parts = [f"Machine: {machine_line()}.", f"Command: `{command}` ({report.reps} interleaved "
+             "repetitions per cell, median shown; ratios from the same run)."]
+    if report.targets:
+        parts.append("**Targets**\n\n" + report.targets_table())
+    for key in SECTIONS:
+        if key in report.tables:
+            parts.append(f"**{TITLES[key]}**\n\n{report.tables[key]}")
+    return "\n\n".join(parts) + "\n"
+
+
+README_INTRO = """\
+## Performance
+
+`scripts/bench.py` generates realistic clips (moving multi-octave texture with per-frame grain,
+so decoding costs what camera footage costs) into `.bench-cache/` and measures, interleaved
+A B A B so that machine load falls on every contender alike: (a) the first 10 s window of
+each clip with `preprocess()`, a naive PyAV loop (decode and RGB-convert every frame, then pick
+12) and the official SDK 0.1.0 (`ffmpeg` subprocesses plus a Python loop over pixels); (b) a
+whole 60 s 1080p H.264 file against the decode limit (`ffmpeg -f null` and PyAV decode-only);
+(c) peak RSS for a 4K HEVC 10-bit clip; (d) the end-to-end `run --local` against
+preprocessing alone. Reproduce with `python scripts/bench.py` (add `--quick` for a smoke run;
+rows that need the `ffmpeg` binary say "skipped" without it).
+"""
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """``text`` with everything between the ``<!-- section: name -->`` markers replaced by ``body``."""
+    start, end = f"<!-- section: {name} -->", f"<!-- /section: {name} -->"
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise SystemExit(f"README has no '{start}' ... '{end}' markers")
+    return text[: i + len(start)] + "\n" + body.rstrip("\n") + "\n" + text[j:]
+
+
+def write_readme(body: str) -> None:
+    text = README.read_text()  # re-read right before writing: other sections change under us
+    README.write_text(replace_section(text, "performance", README_INTRO + "\n" + body))
+
+
+# ---------------------------------------------------------------- main
+
+
+def fixture_files() -> list[Path]:
+    root = ROOT / "fixtures"
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for p in root.rglob("*")
+        if p.suffix.lower() in MEDIA_EXTS and "bad" not in p.relative_to(root).parts and p.is_file()
+    )
+
+
+def warm_up(path: Path) -> None:
+    """Import and first-call costs (librosa, cv2, codec tables) out of the first timed cell."""
+    for fn in (lambda: ours(path, 0, min(WINDOW_MS, duration_ms(path))),
+               lambda: naive(path, 0, min(WINDOW_MS, duration_ms(path)))):
+        with contextlib.suppress(Exception):  # the timed run will report it
+            fn()
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="1 repetition, small clips only: skips the 1080p/4K clips and sections b, c")
+    p.add_argument("--only", default=",".join(SECTIONS), help="sections to run, e.g. a,c (default: all)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions per cell (default 3, --quick 1)")
+    p.add_argument("--cache", type=Path, default=ROOT / inputs.CACHE_NAME, help="where clips are generated")
+    p.add_argument("--no-fixtures", action="store_true", help="leave the repo's fixtures out of section a")
+    p.add_argument("--json", type=Path, help="also write every sample to this file")
+    p.add_argument("--write-readme", action="store_true", help="replace the README's performance section")
+    args = p.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in args.only if s not in SECTIONS]
+    if bad:
+        p.error(f"unknown section(s) {bad}: choose from {','.join(SECTIONS)}")
+    if args.reps is None:
+        args.reps = 1 if args.quick else 3
+    if args.reps < 1:
+        p.error(f"--reps {args.reps}: must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(["python", "scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
+    sections = [s for s in args.only if not (args.quick and s in ("b", "c"))]
+    cache = args.cache
+    clips = [n for n in inputs.RECIPES if not (args.quick and n in SLOW_FILES)]
+    files = [inputs.ensure(inputs.RECIPES[n], cache) for n in clips] if "a" in sections else []
+    if not args.no_fixtures and "a" in sections:
+        files += fixture_files()
+    report = Report(reps=args.reps)
+    smallest = inputs.ensure(inputs.RECIPES["h264-360p30-35s"], cache)
+    warm_up(smallest)
+    print(f"benchmark: sections {','.join(sections)}, {args.reps} reps, {cores()} cores", file=sys.stderr)
+    if "a" in sections:
+        section_a(files, args.reps, report)
+    if "b" in sections:
+        section_b(inputs.ensure(inputs.RECIPES[WHOLE_FILE], cache), args.reps, report)
+    if "c" in sections:
+        section_c(inputs.ensure(inputs.RECIPES[RSS_FILE], cache), args.reps, report)
+    if "d" in sections:
+        section_d(inputs.ensure_folder(inputs.E2E_SET, cache), args.reps, report)
+    body = render(report, command)
+    print(body)
+    if args.json:
+        args.json.write_text(json.dumps({"command": command, "machine": machine_line(), **report.raw},
+                                        indent=1, default=str))
+    if args.write_readme:
+        write_readme(body)
+        print(f"wrote the performance section of {README}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
