@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Write the test media in ``fixtures/`` and the ground truth that describes them.
+
+    python scripts/make_fixtures.py          # rewrites fixtures/ (a few hundred KB in all)
+
+Every frame shows its own index as a 6x6 grid of black/white cells in the middle of the
+picture (16 bits of index, then the same 16 bits inverted as a check), so a test can read back
+which frame a tensor holds after a 16:9 centre-crop, a 224 px resize and lossy coding. The four
+corner cells are red (top-left), green (top-right), blue (bottom-left) and white (bottom-right):
+an orientation marker, and a check that colours survive YUV -> RGB. Audio is a sine whose
+frequency steps every second: ``base_hz + step_hz * k`` during second ``k`` of the audio
+stream, so a test can tell which second of sound came back.
+
+``ground_truth.json`` records for each file: every frame's pts in ms (read back from the
+container's packets, in presentation order) and its index, the display rotation, the audio plan
+(start on the video timeline, end, tone rule), the expected windows, and for the bad files the
+cause the library must report. PyAV writes everything (no ffmpeg binary needed); the rotated
+clip gets its display matrix from ``VideoStream.set_display_matrix`` (the iPhone portrait
+matrix, which FFmpeg reads as -90 degrees) and the script checks PyAV reads it back.
+
+Encoders run single-threaded with fixed settings so a re-run gives the same frames and tones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "fixtures"
+
+GRID = 6  # cells per side
+BITS = 16
+CORNERS = {(0, 0): (255, 0, 0), (0, GRID - 1): (0, 255, 0), (GRID - 1, 0): (0, 0, 255),
+           (GRID - 1, GRID - 1): (255, 255, 255)}
+DATA_CELLS = [(r, c) for r in range(GRID) for c in range(GRID) if (r, c) not in CORNERS]
+assert len(DATA_CELLS) == 2 * BITS
+# iPhone portrait: FFmpeg reads rotation -90 (rotate 90 degrees clockwise to display).
+IPHONE_PORTRAIT_MATRIX = [0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30]
+
+
+def code_bits(index: int) -> list[int]:
+    """32 cell values: the index's 16 bits (MSB first), then the same bits inverted."""
+    bits = [(index >> (BITS - 1 - b)) & 1 for b in range(BITS)]
+    return bits + [1 - b for b in bits]
+
+
+def draw_frame(index: int, width: int, height: int, background: tuple[int, int, int]) -> np.ndarray:
+    """An upright RGB picture of ``width`` x ``height`` showing ``index`` in a centred grid."""
+    img = np.empty((height, width, 3), np.uint8)
+    img[:] = background
+    # A slow diagonal ramp so neighbouring frames differ and encoders have texture to code.
+    ramp = ((np.arange(width)[None, :] + np.arange(height)[:, None] + 3 * index) % 64).astype(np.uint8)
+    img[..., 1] = np.clip(img[..., 1].astype(np.int16) + ramp - 32, 0, 255).astype(np.uint8)
+    side = (min(width, height) * 2 // 3) // GRID * GRID
+    cell = side // GRID
+    top, left = (height - side) // 2, (width - side) // 2
+    bits = code_bits(index)
+    for (r, c), rgb in CORNERS.items():
+        img[top + r * cell: top + (r + 1) * cell, left + c * cell: left + (c + 1) * cell] = rgb
+    for (r, c), bit in zip(DATA_CELLS, bits, strict=True):
+        img[top + r * cell: top + (r + 1) * cell, left + c * cell: left + (c + 1) * cell] = 255 * bit
+    return img
+
+
+def tone(seconds: float, rate: int, base_hz: float, step_hz: float, amp: float = 0.5) -> np.ndarray:
+    """``base_hz + step_hz * k`` during second k, phase-continuous, float32 mono."""
+    n = round(seconds * rate)
+    t = np.arange(n) / rate
+    freq = base_hz + step_hz * np.floor(t)
+    phase = 2 * np.pi * np.cumsum(freq) / rate
+    return (amp * np.sin(phase)).astype(np.float32)
+
+
+@dataclass
+class Spec:
+    name: str  # path under fixtures/
+    codec: str = "libx264"
+    pix_fmt: str = "yuv420p"
+    width: int = 320
+    height: int = 180
+    frame_ms: list[float] = field(default_factory=list)  # pts of each frame, ms
+    time_base: Fraction = Fraction(1, 15360)
+    codec_options: dict[str, str] = field(default_factory=dict)
+    background: tuple[int, int, int] = (96, 96, 96)
+    rotate_portrait: bool = False  # draw upright portrait content, store it rotated, tag -90
+    colorspace_709: bool = False
+    audio: dict[str, Any] | None = None  # codec, rate, layout, start_s, seconds, base_hz, step_hz
+    container_options: dict[str, str] = field(default_factory=dict)
+
+
+def cfr(fps: float, seconds: float) -> list[float]:
+    return [i * 1000.0 / fps for i in range(round(fps * seconds))]
+
+
+def vfr(seconds: float) -> list[float]:
+    """Irregular frame durations, including one frame held for 700 ms."""
+    steps = [33, 50, 17, 100, 40, 67, 25, 700, 33, 83]
+    out, t, k = [], 0.0, 0
+    while t < seconds * 1000:
+        out.append(t)
+        t += steps[k % len(steps)]
+        k += 1
+    return out
+
+
+def write(spec: Spec) -> dict[str, Any]:
+    path = OUT / spec.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    container = av.open(str(path), "w", options=spec.container_options)
+    fps = round(1000 * len(spec.frame_ms) / (spec.frame_ms[-1] + 1)) or 1
+    vs = container.add_stream(spec.codec, rate=fps, options=spec.codec_options)
+    vs.width, vs.height, vs.pix_fmt = spec.width, spec.height, spec.pix_fmt
+    vs.codec_context.time_base = spec.time_base
+    vs.time_base = spec.time_base
+    vs.codec_context.thread_count = 1
+    if spec.colorspace_709:
+        vs.codec_context.colorspace = 1  # AVCOL_SPC_BT709
+        vs.codec_context.color_primaries = 1
+        vs.codec_context.color_trc = 1
+        vs.codec_context.color_range = 1  # limited
+    if spec.rotate_portrait:
+        vs.set_display_matrix(IPHONE_PORTRAIT_MATRIX)
+    astream = None
+    if spec.audio is not None:
+        a = spec.audio
+        astream = container.add_stream(a["codec"], rate=a["rate"], layout=a["layout"])
+        astream.codec_context.thread_count = 1
+        astream.time_base = Fraction(1, a["rate"])
+
+    for index, ms in enumerate(spec.frame_ms):
+        if spec.rotate_portrait:
+            upright = draw_frame(index, spec.height, spec.width, spec.background)
+            img = np.ascontiguousarray(np.rot90(upright, k=1))  # stored CCW; display turns it CW
+        else:
+            img = draw_frame(index, spec.width, spec.height, spec.background)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        if spec.colorspace_709:
+            frame = frame.reformat(format=spec.pix_fmt, dst_colorspace="itu709", dst_color_range="MPEG")
+            frame.colorspace = 1
+            frame.color_range = 1
+        else:
+            frame = frame.reformat(format=spec.pix_fmt)
+        frame.pts = round(Fraction(ms) / 1000 / spec.time_base)
+        frame.time_base = spec.time_base
+        for packet in vs.encode(frame):
+            container.mux(packet)
+    for packet in vs.encode():
+        container.mux(packet)
+
+    if astream is not None and spec.audio is not None:
+        a = spec.audio
+        rate, channels = a["rate"], av.AudioLayout(a["layout"]).nb_channels
+        mono = tone(a["seconds"], rate, a["base_hz"], a["step_hz"])
+        gains = np.linspace(1.0, 0.4, channels)[:, None].astype(np.float32)
+        samples = gains * mono[None, :] / float(gains.mean())  # the channel average is the tone
+        start = round(a["start_s"] * rate)
+        fmt = "s16p" if a["codec"].startswith("pcm_s16") else "fltp"
+        for k in range(0, samples.shape[1], 1024):
+            chunk = samples[:, k:k + 1024]
+            if fmt == "s16p":
+                chunk = (chunk * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=fmt, layout=a["layout"])
+            frame.sample_rate = rate
+            frame.pts = start + k
+            frame.time_base = Fraction(1, rate)
+            for packet in astream.encode(frame):
+                container.mux(packet)
+        for packet in astream.encode():
+            container.mux(packet)
+    container.close()
+    return truth_for(spec, path)
+
+
+def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
+    """Read back the container facts (pts, rotation, audio start) the tests compare against."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        packets = [(float(p.pts * p.time_base * 1000), float(p.duration * p.time_base * 1000))
+                   for p in c.demux(v) if p.pts is not None]
+    pts = sorted(t for t, _ in packets)
+    # Where the video ends: the end of its last frame (its stored duration, else the last step).
+    last_step = pts[-1] - pts[-2] if len(pts) > 1 else 0.0
+    duration_ms = max(t + (d or last_step) for t, d in packets)
+    assert len(pts) == len(spec.frame_ms), (spec.name, len(pts), len(spec.frame_ms))
+    with av.open(str(path)) as c:
+        first = next(c.decode(video=0))
+        rotation = first.rotation
+        assert float(first.pts * first.time_base * 1000) == pts[0]
+    assert rotation == (-90 if spec.rotate_portrait else 0), (spec.name, rotation)
+    audio = None
+    if spec.audio is not None:
+        a = spec.audio
+        audio = {"start_ms": a["start_s"] * 1000, "end_ms": (a["start_s"] + a["seconds"]) * 1000,
+                 "base_hz": a["base_hz"], "step_hz": a["step_hz"], "rate": a["rate"],
+                 "channels": av.AudioLayout(a["layout"]).nb_channels, "codec": a["codec"]}
+    n_windows = math.ceil(round(duration_ms) / 10_000)
+    return {
+        "kind": "good",
+        "codec": spec.codec,
+        "pix_fmt": spec.pix_fmt,
+        "coded_size": [spec.width, spec.height],
+        "display_size": [spec.height, spec.width] if spec.rotate_portrait else [spec.width, spec.height],
+        "rotation": rotation,
+        "duration_ms": duration_ms,
+        "windows": [[i * 10_000, min((i + 1) * 10_000, round(duration_ms))] for i in range(n_windows)],
+        "frames": [[i, ms] for i, ms in enumerate(pts)],
+        "audio": audio,
+    }
+
+
+def aac(rate: int = 44100, layout: str = "stereo", start_s: float = 0.0, seconds: float = 0.0,
+        base_hz: float = 300, step_hz: float = 100, codec: str = "aac") -> dict[str, Any]:
+    return {"codec": codec, "rate": rate, "layout": layout, "start_s": start_s, "seconds": seconds,
+            "base_hz": base_hz, "step_hz": step_hz}
+
+
+X264_LONG_GOP = {"g": "300", "bf": "3", "preset": "veryfast", "crf": "28"}
+X264 = {"preset": "veryfast", "crf": "28"}
+
+
+def specs() -> list[Spec]:
+    return [
+        Spec("cfr30_bframes.mp4", frame_ms=cfr(30, 20), codec_options=X264_LONG_GOP,
+             audio=aac(seconds=20)),
+        Spec("vfr.mp4", frame_ms=vfr(12), time_base=Fraction(1, 1000), codec_options=X264,
+             background=(40, 90, 140), audio=aac(seconds=12, base_hz=400)),
+        Spec("vfr.mkv", frame_ms=vfr(6), time_base=Fraction(1, 1000), codec_options=X264,
+             background=(140, 60, 60), audio=aac(seconds=6, base_hz=500, codec="libopus", rate=48000)),
+        Spec("rotated90.mp4", frame_ms=cfr(25, 6), codec_options=X264, background=(70, 120, 70),
+             rotate_portrait=True, audio=aac(seconds=6)),
+        Spec("no_audio.mp4", frame_ms=cfr(25, 8), codec_options=X264, background=(120, 120, 40)),
+        Spec("late_audio_25s.mkv", frame_ms=cfr(15, 25), time_base=Fraction(1, 1000),
+             codec_options=X264_LONG_GOP, background=(60, 60, 120),
+             audio=aac(start_s=2.0, seconds=23)),
+        Spec("late_audio.mp4", frame_ms=cfr(15, 8), codec_options=X264, background=(90, 60, 120),
+             audio=aac(start_s=2.0, seconds=6, base_hz=600)),
+        Spec("six_ch_48k.mp4", frame_ms=cfr(24, 11), codec_options=X264, background=(30, 30, 30),
+             audio=aac(rate=48000, layout="5.1", seconds=11)),
+        Spec("hevc10.mp4", codec="libx265", pix_fmt="yuv420p10le", frame_ms=cfr(24, 5),
+             codec_options={"preset": "ultrafast", "x265-params": "log-level=error:pools=1:frame-threads=1"},
+             background=(128, 100, 160), colorspace_709=True, audio=aac(seconds=5)),
+        Spec("vp9.webm", codec="libvpx-vp9", frame_ms=cfr(24, 4), time_base=Fraction(1, 1000),
+             codec_options={"deadline": "realtime", "cpu-used": "8", "crf": "40", "b": "0"},
+             pix_fmt="yuv420p", background=(150, 150, 150), audio=aac(rate=48000, seconds=4,
+                                                                    codec="libopus")),
+        Spec("mjpeg.avi", codec="mjpeg", pix_fmt="yuvj420p", frame_ms=cfr(10, 4),
+             time_base=Fraction(1, 10), codec_options={"qscale": "3"}, background=(100, 50, 20),
+             audio=aac(rate=22050, layout="mono", seconds=4, codec="pcm_s16le")),
+        Spec("short_700ms.mp4", frame_ms=cfr(30, 0.7), codec_options=X264, background=(20, 80, 80),
+             audio=aac(seconds=0.7, base_hz=1000)),
+        Spec("demo/lake.mp4", frame_ms=cfr(15, 12), codec_options=X264, background=(30, 90, 160),
+             audio=aac(seconds=12, base_hz=350)),
+        Spec("demo/desert.mp4", frame_ms=cfr(15, 7), codec_options=X264, background=(200, 160, 90),
+             audio=aac(seconds=7, base_hz=450)),
+        Spec("demo/forest.webm", codec="libvpx-vp9", frame_ms=cfr(12, 15), time_base=Fraction(1, 1000),
+             codec_options={"deadline": "realtime", "cpu-used": "8", "crf": "40", "b": "0"},
+             background=(40, 120, 50), audio=aac(rate=48000, seconds=15, base_hz=550, codec="libopus")),
+    ]
+
+
+def write_bad() -> dict[str, dict[str, Any]]:
+    bad = OUT / "bad"
+    bad.mkdir(parents=True, exist_ok=True)
+    truth: dict[str, dict[str, Any]] = {}
+    # Truncated: moov (the index) in front, so the header declares 10 s that the file lacks.
+    spec = Spec("bad/truncated.mp4", frame_ms=cfr(25, 10), codec_options=X264,
+                container_options={"movflags": "faststart"}, audio=aac(seconds=10))
+    write(spec)
+    data = (OUT / spec.name).read_bytes()
+    (OUT / spec.name).write_bytes(data[: len(data) * 55 // 100])
+    truth[spec.name] = {"kind": "bad", "error": "truncated"}
+    (bad / "empty.mp4").write_bytes(b"")
+    truth["bad/empty.mp4"] = {"kind": "bad", "error": "empty"}
+    (bad / "not_media.mp4").write_bytes(b"This is a text file, not a video.\n" * 40)
+    truth["bad/not_media.mp4"] = {"kind": "bad", "error": "not media"}
+    (bad / "random.mkv").write_bytes(np.random.default_rng(7).integers(0, 256, 20_000, np.uint8).tobytes())
+    truth["bad/random.mkv"] = {"kind": "bad", "error": "not media"}
+    # Audio only: a valid file without a video stream.
+    with av.open(str(bad / "audio_only.mp4"), "w") as c:
+        s = c.add_stream("aac", rate=44100, layout="mono")
+        mono = tone(2, 44100, 300, 100)
+        for k in range(0, len(mono), 1024):
+            f = av.AudioFrame.from_ndarray(mono[None, k:k + 1024], format="fltp", layout="mono")
+            f.sample_rate, f.pts, f.time_base = 44100, k, Fraction(1, 44100)
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    truth["bad/audio_only.mp4"] = {"kind": "bad", "error": "no video stream"}
+    return truth
+
+
+def main() -> None:
+    for sub in ("demo", "bad"):
+        shutil.rmtree(OUT / sub, ignore_errors=True)
+    for old in OUT.glob("*.*"):
+        if old.name not in ("README.md",):
+            old.unlink()
+    truth: dict[str, Any] = {}
+    for spec in specs():
+        truth[spec.name] = write(spec)
+        print(f"wrote {spec.name}: {(OUT / spec.name).stat().st_size} bytes")
+    truth.update(write_bad())
+    corners = {f"{r},{c}": rgb for (r, c), rgb in CORNERS.items()}
+    doc = {"grid": {"cells": GRID, "bits": BITS, "corners": corners}, "files": truth}
+    (OUT / "ground_truth.json").write_text(json.dumps(doc, indent=1) + "\n")
+    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
+    print(f"fixtures: {len(truth)} files, {total} bytes")
+
+
+if __name__ == "__main__":
+    main()

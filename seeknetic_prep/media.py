@@ -1,0 +1,425 @@
+"""PyAV at one seam: probe a file, decode the frames on screen at given times, decode its audio.
+
+This is the only module that touches ``av``; every FFmpeg failure is translated here into
+:class:`~seeknetic_prep.errors.MediaError` naming the file and the cause in one line.
+
+**Timeline.** Times are milliseconds from the presentation time of the video stream's first
+frame (its origin), so a file whose video starts at pts 0 reads as-is and one whose container
+clock starts elsewhere (MPEG-TS, trimmed edits) still starts at 0. Audio is placed on the same
+clock: an audio stream whose first sample is 2 s after the first video frame starts at 2000 ms.
+
+**Duration** is where the video ends: the end of its last frame (pts + duration), found by
+demuxing the file's last seconds, not by trusting the header. When the header declares more
+than the data holds (a cut download, a faststart mp4 cut short) the file is refused as
+truncated rather than padded with copies of the last good frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+import soxr
+
+from .errors import MediaError
+from .profile import SAMPLE_RATE
+
+__all__ = ["MediaInfo", "decode_audio", "decode_frames_at", "probe"]
+
+_TAIL_SECONDS = 3.0
+"""How much of the end of a file is demuxed to find where its content really ends."""
+_TRUNCATION_SLACK_S = 0.25
+"""How far the data may fall short of the header's duration before the file counts as cut."""
+_AUDIO_SEEK_LEAD_S = 1.0
+"""Audio decoding for a window starts this much earlier, so the resampler is warm at its start."""
+
+# AVColorSpace (frame metadata) -> swscale's matrix names; unknown/unspecified falls back on size.
+_SWS_COLORSPACE = {
+    1: "itu709", 4: "fcc", 5: "itu601", 6: "smpte170m", 7: "smpte240m", 9: "bt2020", 10: "bt2020"
+}
+_AVCOL_RANGE_JPEG = 2
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a file holds, as the decoder sees it.
+
+    ``width``/``height`` are the display size (after rotation and sample aspect ratio);
+    ``coded_width``/``coded_height`` are the stored picture. ``rotation`` is the display matrix's
+    counter-clockwise angle as FFmpeg reports it (an iPhone portrait clip says -90).
+    ``duration_ms`` is the end of the last video frame on the timeline (see the module doc).
+    """
+
+    path: str
+    duration_ms: int
+    width: int
+    height: int
+    rotation: int
+    fps: float
+    has_audio: bool
+    video_codec: str
+    pix_fmt: str
+    coded_width: int
+    coded_height: int
+    audio_codec: str | None
+    audio_rate: int | None
+    audio_channels: int | None
+    origin_s: float
+    """The first video frame's presentation time on the container clock: timeline zero."""
+    size_bytes: int
+
+
+def _check_file(path: Path) -> int:
+    if not path.exists():
+        raise MediaError(path, "missing: no such file")
+    if not path.is_file():
+        raise MediaError(path, "not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise MediaError(path, "empty: the file has 0 bytes")
+    return size
+
+
+def _open(path: Path) -> Any:
+    try:
+        return av.open(str(path), "r")
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"not media: FFmpeg cannot read it ({_reason(exc)})") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).split(":")[0].strip() if ": '" in str(text) else str(text).strip()
+
+
+def _video_stream(path: Path, container: Any) -> Any:
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+        raise MediaError(path, f"no video stream (the file holds {', '.join(kinds)})")
+    return container.streams.video[0]
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Open a file, check it is usable video, and describe it.
+
+    Decodes one frame (for the rotation and the timeline origin) and demuxes the last seconds
+    (for the true duration), so it stays fast whatever the file's length.
+
+    Raises:
+        MediaError: missing, empty, not media, no video stream, undecodable or truncated.
+
+    >>> probe("fixtures/rotated90.mp4").rotation  # doctest: +SKIP
+    -90
+    """
+    p = Path(path)
+    size = _check_file(p)
+    with _open(p) as container:
+        vs = _video_stream(p, container)
+        try:
+            first = next(container.decode(vs), None)
+        except av.error.FFmpegError as exc:
+            raise MediaError(p, f"undecodable video: {_reason(exc)}") from exc
+        if first is None or first.pts is None:
+            raise MediaError(p, "undecodable video: no frame could be decoded")
+        tb = vs.time_base
+        origin = float(first.pts * first.time_base)
+        rotation = int(first.rotation)
+        end_s, declared_s = _content_end(p, container, vs, origin, size)
+        fps = float(vs.average_rate or vs.guessed_rate or 0) or 0.0
+        sar = vs.sample_aspect_ratio
+        cw, ch = int(vs.codec_context.width), int(vs.codec_context.height)
+        dw = round(cw * sar) if sar and sar > 0 and sar != 1 else cw
+        width, height = (ch, dw) if rotation % 180 else (dw, ch)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        duration_ms = round((end_s - origin) * 1000)
+        if duration_ms <= 0:
+            raise MediaError(p, f"no content: the video lasts {duration_ms} ms")
+        del tb, declared_s
+        return MediaInfo(
+            path=str(p),
+            duration_ms=duration_ms,
+            width=width,
+            height=height,
+            rotation=rotation,
+            fps=fps,
+            has_audio=audio is not None,
+            video_codec=str(vs.codec_context.name),
+            pix_fmt=str(first.format.name),
+            coded_width=cw,
+            coded_height=ch,
+            audio_codec=None if audio is None else str(audio.codec_context.name),
+            audio_rate=None if audio is None else int(audio.rate),
+            audio_channels=None if audio is None else int(audio.channels),
+            origin_s=origin,
+            size_bytes=size,
+        )
+
+
+def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) -> tuple[float, float]:
+    """(end of the last video frame, end the header declares), both on the container clock, s.
+
+    Demuxes (no decoding) from a few seconds before the declared end. A file cut short stops
+    delivering packets where its data stops, well before what its header promised.
+    """
+    streams = [vs, *container.streams.audio[:1]]
+    declared: dict[int, float] = {}
+    for s in streams:
+        if s.duration:
+            declared[s.index] = float((s.start_time or 0) * s.time_base + s.duration * s.time_base)
+    whole = None
+    if container.duration:
+        whole = (float(container.duration) + float(container.start_time or 0)) / 1e6
+    declared_end = max([*declared.values(), *([whole] if whole else [])], default=origin)
+    seek_to = declared.get(vs.index, declared_end) - _TAIL_SECONDS
+    ends: dict[int, float] = {}
+    last_video: list[float] = []
+    try:
+        if seek_to > origin:
+            container.seek(int(seek_to / vs.time_base), stream=vs, backward=True, any_frame=False)
+        for packet in container.demux(streams):
+            if packet.pts is None or packet.size == 0:
+                continue
+            t = float(packet.pts * packet.time_base)
+            dur = float(packet.duration * packet.time_base) if packet.duration else 0.0
+            idx = packet.stream.index
+            ends[idx] = max(ends.get(idx, t), t + dur)
+            if idx == vs.index:
+                last_video.append(t)
+                if dur == 0.0:
+                    ends[idx] = max(ends[idx], t + _interval(last_video))
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"truncated or corrupt near the end: {_reason(exc)}") from exc
+    if vs.index not in ends:
+        raise MediaError(path, "truncated: no video data where the header says the video ends")
+    for idx, want in declared.items():
+        got = ends.get(idx, origin)
+        if got < want - _TRUNCATION_SLACK_S:
+            kind = "video" if idx == vs.index else "audio"
+            raise MediaError(
+                path,
+                f"truncated: the header declares {kind} up to {want - origin:.3f} s but the data "
+                f"ends at {got - origin:.3f} s ({size} bytes)",
+            )
+    got_all = max(ends.values())
+    if whole is not None and got_all < whole - _TRUNCATION_SLACK_S:
+        raise MediaError(
+            path,
+            f"truncated: the header declares {whole - origin:.3f} s but the data ends at "
+            f"{got_all - origin:.3f} s ({size} bytes)",
+        )
+    return ends[vs.index], declared_end
+
+
+def _interval(times: list[float]) -> float:
+    """A frame duration guess for containers that do not store one: the last pts step."""
+    steps = sorted(b - a for a, b in itertools.pairwise(times[-8:]) if b > a)
+    return steps[len(steps) // 2] if steps else 0.0
+
+
+def decode_frames_at(
+    info: MediaInfo, targets_ms: Sequence[float], size: tuple[int, int]
+) -> Generator[tuple[float, np.ndarray], None, None]:
+    """For each target time (ascending), the frame on screen then: ``(pts_ms, rgb)``.
+
+    The frame on screen at t is the last frame whose pts <= t, exact for constant and variable
+    frame rates. One forward pass: seek to the keyframe before the first target, decode
+    forward with frame threading, keep only the latest decoded frame as the candidate, and
+    convert to RGB only the frames chosen. ``rgb`` is ``uint8 (h, w, 3)`` in the *stored*
+    orientation, scaled by swscale (area filter when shrinking) so that once rotated upright it
+    is ``size = (width, height)``; consecutive targets on one frame share one array.
+
+    Raises:
+        MediaError: the file fails to decode, or its frames stop before a target.
+    """
+    path = Path(info.path)
+    if not targets_ms:
+        return
+    if any(b < a for a, b in itertools.pairwise(targets_ms)):
+        raise ValueError("targets_ms must be ascending")
+    out_w, out_h = size
+    coded_size = (out_h, out_w) if info.rotation % 180 else (out_w, out_h)
+    first_target_s = info.origin_s + targets_ms[0] / 1000
+    with _open(path) as container:
+        vs = _video_stream(path, container)
+        vs.codec_context.thread_type = "AUTO"
+        try:
+            yield from _scan(path, container, vs, info, targets_ms, first_target_s, coded_size)
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"undecodable video: {_reason(exc)}") from exc
+
+
+def _scan(
+    path: Path,
+    container: Any,
+    vs: Any,
+    info: MediaInfo,
+    targets_ms: Sequence[float],
+    first_target_s: float,
+    coded_size: tuple[int, int],
+) -> Iterator[tuple[float, np.ndarray]]:
+    # Seek to the keyframe at or before the first target; if the demuxer lands after it (an
+    # index that is coarse or missing), step further back, and at worst start from the top.
+    for lead in (0.0, 2.0, 10.0, math.inf):
+        seek_s = first_target_s - lead
+        frames = _frames_from(container, vs, seek_s, info.origin_s)
+        first = next(frames, None)
+        if first is None:
+            raise MediaError(path, "undecodable video: no frame after seeking")
+        if float(first.pts * first.time_base) <= first_target_s or lead == math.inf:
+            break
+        frames.close()
+    j = 0
+    current = first
+    cache: tuple[int, np.ndarray] | None = None  # (pts, rgb) of the last converted frame
+    for nxt in frames:
+        nxt_s = float(nxt.pts * nxt.time_base)
+        while j < len(targets_ms) and info.origin_s + targets_ms[j] / 1000 < nxt_s:
+            cache = _pick(current, cache, coded_size)
+            yield _ms(current, info.origin_s), cache[1]
+            j += 1
+        if j == len(targets_ms):
+            return
+        current = nxt
+    # End of stream: the last frame stays on screen until its own end, and no further.
+    end_s = info.origin_s + info.duration_ms / 1000
+    while j < len(targets_ms):
+        t_s = info.origin_s + targets_ms[j] / 1000
+        if t_s >= end_s + _TRUNCATION_SLACK_S:
+            raise MediaError(
+                path,
+                f"truncated: the video stops at {_ms(current, info.origin_s):.0f} ms, "
+                f"before {targets_ms[j]:.0f} ms",
+            )
+        cache = _pick(current, cache, coded_size)
+        yield _ms(current, info.origin_s), cache[1]
+        j += 1
+
+
+def _frames_from(container: Any, vs: Any, seek_s: float, origin_s: float) -> Generator[Any, None, None]:
+    if seek_s > origin_s:
+        container.seek(int(seek_s / vs.time_base), stream=vs, backward=True, any_frame=False)
+    else:
+        container.seek(0, stream=None, backward=True)
+    for frame in container.decode(vs):
+        if frame.pts is not None:
+            yield frame
+
+
+def _ms(frame: Any, origin_s: float) -> float:
+    return float(Fraction(frame.pts) * frame.time_base - Fraction(origin_s)) * 1000
+
+
+def _pick(
+    frame: Any, cache: tuple[int, np.ndarray] | None, coded_size: tuple[int, int]
+) -> tuple[int, np.ndarray]:
+    if cache is not None and cache[0] == frame.pts:
+        return cache
+    return int(frame.pts), _to_rgb(frame, coded_size)
+
+
+def _to_rgb(frame: Any, coded_size: tuple[int, int]) -> np.ndarray:
+    """YUV -> RGB with the frame's own matrix and range, scaled in the same swscale pass."""
+    width, height = coded_size
+    shrink = width * height < frame.width * frame.height
+    space = _SWS_COLORSPACE.get(int(frame.colorspace)) or ("itu709" if frame.height >= 720 else "itu601")
+    full = int(frame.color_range) == _AVCOL_RANGE_JPEG or frame.format.name.startswith("yuvj")
+    rgb = frame.reformat(
+        width=width,
+        height=height,
+        format="rgb24",
+        src_colorspace=space,
+        src_color_range="JPEG" if full else "MPEG",
+        dst_color_range="JPEG",
+        interpolation="AREA" if shrink else "BICUBIC",
+    )
+    arr: np.ndarray = rgb.to_ndarray()
+    return arr
+
+
+def decode_audio(info: MediaInfo, start_ms: float) -> Iterator[tuple[int, np.ndarray]]:
+    """The audio from ``start_ms`` on, as mono float32 at 22050 Hz: ``(position, samples)`` chunks.
+
+    ``position`` is the chunk's first sample on the timeline, in 22050 Hz samples from timeline
+    zero; chunks follow each other without gaps. All channels are averaged; resampling is
+    soxr's streaming HQ converter, the engine and quality of ``librosa.resample(res_type=
+    "soxr_hq")``, fed in order and flushed at the end, so the output equals librosa's on the
+    whole signal. Yields nothing for a file without audio.
+
+    Raises:
+        MediaError: the audio fails to decode.
+    """
+    if not info.has_audio:
+        return
+    path = Path(info.path)
+    with _open(path) as container:
+        stream = container.streams.audio[0]
+        stream.codec_context.thread_type = "AUTO"
+        try:
+            yield from _audio_chunks(container, stream, info, start_ms)
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"undecodable audio: {_reason(exc)}") from exc
+
+
+def _audio_chunks(
+    container: Any, stream: Any, info: MediaInfo, start_ms: float
+) -> Iterator[tuple[int, np.ndarray]]:
+    seek_s = info.origin_s + start_ms / 1000 - _AUDIO_SEEK_LEAD_S
+    if seek_s > info.origin_s:
+        container.seek(int(seek_s / stream.time_base), stream=stream, backward=True, any_frame=False)
+        first = next(_decoded(container, stream), None)
+        if first is not None and float(first.pts * first.time_base) > seek_s + _AUDIO_SEEK_LEAD_S:
+            # The demuxer landed after the window (coarse or missing index): start from the top.
+            container.seek(0, backward=True)
+    resampler: Any = None
+    position = 0
+    for frame in _decoded(container, stream):
+        if resampler is None:
+            t0 = float(frame.pts * frame.time_base) - info.origin_s
+            resampler = soxr.ResampleStream(
+                int(frame.sample_rate), SAMPLE_RATE, 1, dtype="float32", quality="HQ"
+            )
+            position = round(t0 * SAMPLE_RATE)
+        out = resampler.resample_chunk(_mono(frame), last=False)
+        if out.size:
+            yield position, out
+            position += out.size
+    if resampler is not None:
+        out = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        if out.size:
+            yield position, out
+
+
+def _decoded(container: Any, stream: Any) -> Iterator[Any]:
+    for frame in container.decode(stream):
+        if frame.pts is not None and frame.samples:
+            yield frame
+
+
+def _mono(frame: Any) -> np.ndarray:
+    """All channels averaged, as float32 in [-1, 1] whatever the sample format."""
+    arr = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        arr = arr.reshape(-1, channels).T
+    name = frame.format.name.rstrip("p")
+    if name == "s16":
+        data = arr.astype(np.float32) / 32768.0
+    elif name == "s32":
+        data = (arr.astype(np.float64) / 2147483648.0).astype(np.float32)
+    elif name == "u8":
+        data = (arr.astype(np.float32) - 128.0) / 128.0
+    elif name == "s64":
+        data = (arr.astype(np.float64) / 9223372036854775808.0).astype(np.float32)
+    else:
+        data = arr.astype(np.float32)
+    mono: np.ndarray = data.mean(axis=0, dtype=np.float32)
+    return np.ascontiguousarray(mono)

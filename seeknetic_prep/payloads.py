@@ -1,0 +1,99 @@
+"""A segment becomes the exact JSON body of ``POST /files/upload/tensors``; files get stable ids.
+
+Request ids are deterministic (content fingerprint + window + service), which is what makes
+retrying an upload safe: the same window of the same bytes always carries the same id, whatever
+the file is called or where it lives, so the server can treat a repeat as the same upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidArgumentError, MediaError
+from .profile import FRAMES_PER_WINDOW, ResizeMode, Segment, Service, Window
+from .tensors import encode_tensor
+
+__all__ = ["SERVICES", "file_fingerprint", "request_id_for", "upload_body"]
+
+SERVICES: tuple[Service, ...] = ("embedding", "tagging")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_EDGE = 1 << 20  # first and last MiB
+_BLOCK = 64 << 10  # plus this much at a few evenly spaced places in between
+_BLOCKS = 8
+
+
+def upload_body(segment: Segment, *, service: Service, request_id: str) -> dict[str, Any]:
+    """The JSON body that uploads one window's tensors for one service.
+
+    embedding: ``{"service", "request_id", "video_input", "audio_input"}``; tagging:
+    ``{"service", "request_id", "video_input", "video_kwargs": {"do_sample_frames": False,
+    "fps": 12 / window seconds}}`` (the frames are already sampled; ``fps`` says how densely).
+
+    Raises:
+        InvalidArgumentError: an unknown service or a request id outside ``[A-Za-z0-9._-]{1,128}``.
+    """
+    if service not in SERVICES:
+        raise InvalidArgumentError(f"Invalid service {service!r}: must be one of {', '.join(SERVICES)}.")
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise InvalidArgumentError(f"Invalid request_id {request_id!r}: must match [A-Za-z0-9._-]{{1,128}}.")
+    body: dict[str, Any] = {
+        "service": service,
+        "request_id": request_id,
+        "video_input": encode_tensor(segment.video),
+    }
+    if service == "embedding":
+        body["audio_input"] = encode_tensor(segment.audio)
+    else:
+        body["video_kwargs"] = {"do_sample_frames": False, "fps": sampling_fps(segment.window)}
+    return body
+
+
+def sampling_fps(window: Window) -> float:
+    """Frames per second of the sampling: 12 frames over the window's span (1.2 for 10 s)."""
+    return FRAMES_PER_WINDOW * 1000 / window.duration_ms
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> str:
+    """A sha256 hex digest of a file's content, cheap even for multi-GB files.
+
+    Hashes the size, the first and last MiB and eight evenly spaced 64 KiB blocks: content
+    rather than path or mtime (a renamed or copied file keeps its ids), and never a full read.
+
+    Raises:
+        MediaError: the file cannot be read.
+    """
+    p = Path(path)
+    digest = hashlib.sha256()
+    try:
+        size = p.stat().st_size
+        digest.update(f"{size}:".encode())
+        with p.open("rb") as fh:
+            if size <= 2 * _EDGE + _BLOCKS * _BLOCK:
+                digest.update(fh.read())
+            else:
+                offsets = [0] + [size * (k + 1) // (_BLOCKS + 1) for k in range(_BLOCKS)]
+                for offset in offsets:
+                    fh.seek(offset)
+                    digest.update(fh.read(_EDGE if offset == 0 else _BLOCK))
+                fh.seek(size - _EDGE)
+                digest.update(fh.read(_EDGE))
+    except OSError as exc:
+        raise MediaError(p, f"unreadable: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def request_id_for(fingerprint: str, window: Window, service: Service, resize: ResizeMode = "crop") -> str:
+    """The deterministic request id of one window of one file for one service.
+
+    Windows are named by their bounds, so a custom window that equals a tiled one shares its
+    id (same tensors) and different bounds never collide; a non-default resize is part of the id.
+
+    >>> request_id_for("ab" * 32, Window(1, 10000, 20000), "tagging")
+    'sp-abababababababab-10000-20000-tagging'
+    """
+    suffix = "" if resize == "crop" else f"-{resize}"
+    return f"sp-{fingerprint[:16]}-{window.start_ms}-{window.end_ms}-{service}{suffix}"
