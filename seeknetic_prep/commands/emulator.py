@@ -1,0 +1,80 @@
+"""``seeknetic-prep emulator``: run the local Seeknetic API emulator in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+HELP = "Run a local, model-free emulator of the Seeknetic API (for development, demos and tests)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)"
+    )
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help="an accepted API key (repeat for several); without it one is generated and printed once",
+    )
+    parser.add_argument(
+        "--qps", type=float, default=None, help="requests per second per key (default: no limit)"
+    )
+    parser.add_argument(
+        "--quota", type=int, default=None, help="async jobs each key may submit (default: no limit)"
+    )
+    parser.add_argument(
+        "--max-body-mb", type=float, default=64.0, help="largest request body in MB (default: 64)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("seeknetic-emulator-data"),
+        help="where uploads and jobs are kept (default: ./seeknetic-emulator-data)",
+    )
+    parser.add_argument(
+        "--job-seconds",
+        type=float,
+        default=None,
+        help="how long a job stays pending/processing (default: 0.3)",
+    )
+    parser.add_argument(
+        "--fail-rate", type=float, default=0.0, help="share of requests answered with an injected 500/502/504"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed for --fail-rate, to replay the same faults"
+    )
+    parser.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..emulator import EmulatorConfig, serve
+    from ..emulator.config import DEFAULT_JOB_SECONDS
+
+    config = EmulatorConfig.build(
+        data_dir=args.data_dir,
+        api_keys=args.api_keys,
+        qps=args.qps,
+        quota=args.quota,
+        max_body_mb=args.max_body_mb,
+        job_seconds=DEFAULT_JOB_SECONDS if args.job_seconds is None else args.job_seconds,
+        fail_rate=args.fail_rate,
+        seed=args.seed,
+    )
+    generated = not args.api_keys
+
+    def ready(url: str) -> None:
+        print(f"Seeknetic emulator listening on {url} (data in {config.data_dir})", flush=True)
+        if generated:
+            # The one place a key is ever shown: the user has no other way to learn it.
+            print(f"Generated API key: {config.api_keys[0]}", flush=True)
+        sys.stdout.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(config, host=args.host, port=args.port, on_ready=ready, access_log=not args.no_access_log)
+    return 0

@@ -1,0 +1,20 @@
+"""A local HTTP server that behaves like the Seeknetic API, strictly, without a model.
+
+Modules, outside in: :mod:`.server` (start/stop), :mod:`.guard` (auth, rate limit, faults,
+body limit, before any handler), :mod:`.app` (the endpoints), :mod:`.storage` (SQLite + atomic
+files), :mod:`.jobs` (the worker that finishes jobs), :mod:`.scoring` (content-derived
+embeddings and tags).
+
+>>> from seeknetic_prep.emulator import running
+>>> with running() as server:
+...     server.base_url.startswith("http://127.0.0.1:")
+True
+"""
+
+from __future__ import annotations
+
+from .config import EmulatorConfig
+from .guard import Faults
+from .server import EmulatorHandle, running, serve
+
+__all__ = ["EmulatorConfig", "EmulatorHandle", "Faults", "running", "serve"]

@@ -1,0 +1,309 @@
+"""Everything decided before a request reaches its handler: auth, rate limit, faults, body size.
+
+:class:`Guard` is a plain ASGI middleware placed outside the FastAPI app, so a rejected request
+costs no parsing and its body is never buffered:
+
+1. paths in :data:`PUBLIC_PATHS` (the OpenAPI document and its viewers) pass straight through;
+2. 401 unless ``X-API-Key`` or ``Authorization: Bearer`` carries a configured key;
+3. unless the path is under ``/_emulator/``: 429 with ``Retry-After`` from the key's token
+   bucket, then the fault plan (latency, dropped connection, injected status);
+4. 413 from ``Content-Length`` at once, or while a chunked body streams in, the moment the
+   running count passes the limit.
+
+Runtime knobs live in :class:`Faults` and :class:`RateLimiter`; both are thread-safe because
+tests turn them from their own thread while the server runs in another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+from ..errors import InvalidArgumentError
+from .config import owner_id
+
+__all__ = ["OWNER_SCOPE_KEY", "PUBLIC_PATHS", "BodyTooLarge", "Faults", "Guard", "Keyring", "RateLimiter"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OWNER_SCOPE_KEY = "seeknetic_emulator.owner"
+PUBLIC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+EXEMPT_PREFIX = "/_emulator/"
+INJECTABLE = (500, 502, 504)
+
+
+class Keyring:
+    """The configured keys, known to the rest of the emulator only by :func:`owner_id`."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._owners = frozenset(owner_id(k) for k in keys)
+
+    def authenticate(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str]:
+        """``(owner, "")`` for a good key, else ``(None, why)``; the key itself never appears."""
+        presented: str | None = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"x-api-key" and value.strip():
+                presented = value.decode("latin-1").strip()
+                break
+            if lname == b"authorization" and presented is None:
+                scheme, _, token = value.decode("latin-1").strip().partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    presented = token.strip()
+        if presented is None:
+            return None, "Missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'."
+        owner = owner_id(presented)
+        if owner not in self._owners:
+            return None, "Invalid API key: it is not one this server accepts."
+        return owner, ""
+
+
+class RateLimiter:
+    """A token bucket per key: ``qps`` tokens a second, bursts of up to ``max(1, qps)``."""
+
+    def __init__(self, qps: float | None) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self.qps = qps
+
+    @property
+    def qps(self) -> float | None:
+        return self._qps
+
+    @qps.setter
+    def qps(self, value: float | None) -> None:
+        if value is not None and not value > 0:
+            raise InvalidArgumentError(f"Invalid qps {value}: must be > 0 (or None for no limit).")
+        with self._lock:
+            self._qps = value
+            self._buckets.clear()
+
+    def take(self, owner: str, now: float | None = None) -> float:
+        """0.0 if the request may go ahead, else the seconds until a token is free."""
+        with self._lock:
+            qps = self._qps
+            if qps is None:
+                return 0.0
+            now = time.monotonic() if now is None else now
+            capacity = max(1.0, qps)
+            tokens, last = self._buckets.get(owner, (capacity, now))
+            tokens = min(capacity, tokens + (now - last) * qps)
+            if tokens >= 1.0:
+                self._buckets[owner] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[owner] = (tokens, now)
+            return (1.0 - tokens) / qps
+
+
+class Faults:
+    """Fault knobs, applied to every request except ``/_emulator/*`` and the OpenAPI document.
+
+    * ``fail_rate`` (0..1): the share of requests answered with an injected 500, 502 or 504; the
+      draws come from ``random.Random(seed)`` in arrival order, so a seed replays a run.
+    * :meth:`fail_next` ``(n, status)``: the next ``n`` requests get ``status`` (429 carries
+      ``Retry-After: 1``), before any ``fail_rate`` draw.
+    * :meth:`drop_next` ``(n)``: the next ``n`` requests lose their connection without an answer.
+    * ``latency`` (seconds): added before every request is handled.
+    * ``injected``: a Counter of what was injected (status code or ``"drop"``), for assertions.
+    """
+
+    def __init__(self, *, fail_rate: float = 0.0, seed: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._fail_rate = 0.0
+        self.fail_rate = fail_rate
+        self._latency = 0.0
+        self._queue: deque[int | str] = deque()
+        self.injected: Counter[int | str] = Counter()
+
+    @property
+    def fail_rate(self) -> float:
+        return self._fail_rate
+
+    @fail_rate.setter
+    def fail_rate(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise InvalidArgumentError(f"Invalid fail_rate {value}: must be in [0, 1].")
+        self._fail_rate = float(value)
+
+    @property
+    def latency(self) -> float:
+        return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        if not seconds >= 0:
+            raise InvalidArgumentError(f"Invalid latency {seconds} s: must be >= 0.")
+        self._latency = float(seconds)
+
+    def fail_next(self, n: int = 1, status: int = 500) -> None:
+        """Answer the next ``n`` requests with ``status`` (any 4xx or 5xx) instead of handling them."""
+        if n < 0 or not 400 <= status <= 599:
+            raise InvalidArgumentError(
+                f"Invalid fail_next({n}, {status}): need n >= 0 and 400 <= status <= 599."
+            )
+        with self._lock:
+            self._queue.extend([status] * n)
+
+    def drop_next(self, n: int = 1) -> None:
+        """Close the connection of the next ``n`` requests without answering them."""
+        if n < 0:
+            raise InvalidArgumentError(f"Invalid drop_next({n}): need n >= 0.")
+        with self._lock:
+            self._queue.extend(["drop"] * n)
+
+    def reset(self) -> None:
+        """Back to no faults (``injected`` keeps its counts)."""
+        with self._lock:
+            self._queue.clear()
+            self._fail_rate = 0.0
+            self._latency = 0.0
+
+    def decide(self) -> int | str | None:
+        """What to do with the request that just arrived: a status, ``"drop"``, or None."""
+        with self._lock:
+            choice: int | str | None = None
+            if self._queue:
+                choice = self._queue.popleft()
+            elif self._fail_rate > 0 and self._rng.random() < self._fail_rate:
+                choice = self._rng.choice(INJECTABLE)
+            if choice is not None:
+                self.injected[choice] += 1
+            return choice
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed body passes the limit.
+
+    An HTTPException so that FastAPI's body reader re-raises it instead of turning it into 400.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=_too_large(limit))
+
+
+def _too_large(limit: int, length: int | None = None) -> str:
+    size = f"{length} bytes" if length is not None else "more than that"
+    return f"Request body too large: {size}; the limit is {limit} bytes ({limit / 2**20:g} MB)."
+
+
+async def respond(send: Send, status: int, detail: object, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """The ASGI middleware described in the module docstring."""
+
+    def __init__(
+        self, app: ASGIApp, *, keyring: Keyring, limiter: RateLimiter, faults: Faults, max_body_bytes: int
+    ) -> None:
+        self.app = app
+        self.keyring = keyring
+        self.limiter = limiter
+        self.faults = faults
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path not in PUBLIC_PATHS:
+            owner, why = self.keyring.authenticate(scope["headers"])
+            if owner is None:
+                await respond(send, 401, why, {"WWW-Authenticate": "Bearer"})
+                return
+            scope[OWNER_SCOPE_KEY] = owner
+            if not path.startswith(EXEMPT_PREFIX) and not await self._admit(owner, send):
+                return
+        limit = self.max_body_bytes
+        length = _content_length(scope["headers"])
+        if length is not None and length > limit:
+            await respond(send, 413, _too_large(limit, length))
+            return
+        started = False
+        seen = 0
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await respond(send, 413, _too_large(limit))
+
+    async def _admit(self, owner: str, send: Send) -> bool:
+        wait = self.limiter.take(owner)
+        if wait > 0:
+            await respond(
+                send,
+                429,
+                f"Rate limit: over {self.limiter.qps:g} requests per second for this API key; "
+                f"retry in {wait:.3f} s.",
+                {"Retry-After": str(max(1, math.ceil(wait))), "Retry-After-Ms": str(math.ceil(wait * 1000))},
+            )
+            return False
+        decision = self.faults.decide()
+        if self.faults.latency:
+            await asyncio.sleep(self.faults.latency)
+        if decision is None:
+            return True
+        if decision == "drop":
+            await _drop(send)
+            return False
+        status = int(decision)
+        headers = {"Retry-After": "1"} if status in (429, 503) else {}
+        await respond(send, status, f"Injected fault: {status} (emulator fault plan).", headers)
+        return False
+
+
+async def _drop(send: Send) -> None:
+    """Abort the TCP connection with no answer, as a crashed proxy would."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        raise ConnectionAbortedError("Injected fault: connection dropped.")
+    transport.abort()
+    # Let the server see the disconnect before this request ends, so it does not answer 500.
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,19 @@
+"""The one way emulator code says "answer this request with an error status".
+
+Handlers and storage raise :class:`Problem`; the app renders every one as ``{"detail": ...}``
+with its status, so the error shape cannot drift between endpoints.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Problem"]
+
+
+class Problem(Exception):
+    """An HTTP error answer: ``status`` and the ``detail`` shown to the client."""
+
+    def __init__(self, status: int, detail: object, *, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+        super().__init__(f"{status}: {detail}")
