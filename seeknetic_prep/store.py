@@ -25,7 +25,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -278,26 +278,23 @@ class Store:
             (error, time.time(), fingerprint),
         )
 
-    def retry_failed(self, request_id_for: Any) -> int:
+    def retry_failed(self, new_request_id: Callable[[Unit, int], str]) -> int:
         """Put failed units back to ``planned`` under a new attempt number and request id.
 
         A server-side job keeps its id forever, so a retried unit needs a fresh one:
-        ``request_id_for(fingerprint, window_index, service, attempt)`` makes it.
+        ``new_request_id(unit, attempt)`` makes it.
         """
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT fingerprint, window_index, service, attempt FROM units WHERE status='failed'"
-            ).fetchall()
+        failed = self.units_with_status("failed")
         now = time.time()
         self._write_many([
             (
                 "UPDATE units SET status='planned', attempt=?, request_id=?, error=NULL, result=NULL, "
                 "r2_keys=NULL, updated_at=? WHERE fingerprint=? AND window_index=? AND service=?",
-                (a + 1, request_id_for(fp, idx, svc, a + 1), now, fp, idx, svc),
+                (u.attempt + 1, new_request_id(u, u.attempt + 1), now, *u.key),
             )
-            for fp, idx, svc, a in rows
+            for u in failed
         ])
-        return len(rows)
+        return len(failed)
 
     def start_run(self) -> int:
         now = time.time()

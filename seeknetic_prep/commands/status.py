@@ -1,0 +1,58 @@
+"""``seeknetic-prep status``: what a run's state database says, without touching the API."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Show a run's progress from --out: units by status, throughput so far, failed files with reasons."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="seeknetic-out", type=Path,
+                        help="the output folder of a run (default ./seeknetic-out)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..errors import InvalidArgumentError
+    from ..store import Store
+
+    db = Path(args.out) / "state.sqlite"
+    if not db.exists():
+        raise InvalidArgumentError(f"Invalid --out {str(args.out)!r}: no state.sqlite there (run first).")
+    with Store(db) as store:
+        counts = store.counts()
+        files = store.files()
+        runs = store.runs()
+        failed_units = store.units_with_status("failed")
+    total = sum(counts.values())
+    order = ("completed", "submitted", "uploaded", "planned", "failed")
+    print(f"state: {db}")
+    print(f"files: {len(files)} ({sum(f.status == 'ok' for f in files)} preprocessed, "
+          f"{sum(f.status == 'failed' for f in files)} failed)")
+    print(f"jobs: {total} (" + ", ".join(f"{counts.get(s, 0)} {s}" for s in order) + ")")
+    busy_s = sum(max(0.0, updated - started) for _, started, updated, _, _, _ in runs)
+    decoded = sum(r[3] for r in runs)
+    done = sum(r[4] for r in runs)
+    if runs and busy_s > 0:
+        print(f"throughput: {decoded / busy_s:.2f} windows/s decoded, {done / busy_s:.2f} jobs/s "
+              f"completed over {len(runs)} run(s), {busy_s:.1f} s")
+    bad = [f for f in files if f.status == "failed"]
+    if bad:
+        print("failed files:")
+        for f in bad:
+            print(f"  {f.path}: {f.error}")
+    if failed_units:
+        paths: dict[str | None, list[str]] = {}
+        for f in files:
+            paths.setdefault(f.fingerprint, []).append(f.path)
+        print("failed jobs:")
+        for u in failed_units[:50]:
+            where = ", ".join(paths.get(u.fingerprint, ["?"]))
+            print(f"  {where} window {u.window_index} {u.service} ({u.request_id}): {u.error}")
+        if len(failed_units) > 50:
+            print(f"  ... and {len(failed_units) - 50} more")
+    return 0
+
+
+__all__ = ["HELP", "add_arguments", "main"]

@@ -1,0 +1,769 @@
+"""The folder run: every window of every file embedded and tagged exactly once, resumably.
+
+Stages and the values that cross them::
+
+    discover (main)            paths
+    plan_file (process pool)   path -> FilePlan (fingerprint, duration, windows)
+    decode_windows (pool)      path + windows -> EncodedWindow (frame times + upload bodies)
+    upload + submit (threads)  body -> r2 keys -> job        (state committed after each ack)
+    poll (one thread)          request_id -> embedding | tags | error
+    results.jsonl              regenerated from the state database
+
+``plan_file`` and ``decode_windows`` are plain module-level functions over plain, picklable
+values, so any executor (a process pool here, Ray later) can run them. Each window is decoded
+once for both services; the bodies are serialized in the worker, so upload threads only send
+bytes. Queues between the stages are bounded (a few decode tasks in flight, a few windows
+waiting for upload), so memory stays flat for a folder of any size while decoding overlaps
+uploading.
+
+Resume comes from the :class:`~seeknetic_prep.store.Store`, not from output files: for each
+unit, ``completed``/``failed`` are left alone, ``submitted`` is polled, ``uploaded`` is
+submitted with its stored keys, ``planned`` is decoded and uploaded. A unit that existed before
+this run is looked up with ``async_status`` before it is submitted, so a submission whose
+acknowledgement was lost to a crash is never repeated.
+
+Progress is reported through a :class:`Progress` object (no-op by default): the library never
+prints and never looks at a terminal.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import heapq
+import json
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .client import Client
+from .discover import VIDEO_EXTENSIONS, discover
+from .errors import (
+    APIError,
+    AuthenticationError,
+    InvalidArgumentError,
+    NotFoundError,
+    QuotaExceededError,
+    SeekneticPrepError,
+)
+from .results import write_results
+from .store import Store, Unit
+
+__all__ = [
+    "DecodeTask",
+    "EncodedWindow",
+    "FilePlan",
+    "Progress",
+    "RunOptions",
+    "RunSummary",
+    "StageError",
+    "decode_windows",
+    "plan_file",
+    "run_folder",
+    "unit_request_id",
+]
+
+SERVICES = ("embedding", "tagging")
+
+
+class StageError(SeekneticPrepError):
+    """A stage function's own error, carried out of a worker process as its message.
+
+    Our errors take keyword arguments and so do not survive pickling; this one does.
+    """
+
+
+# ---------------------------------------------------------------------- stage functions
+
+
+def unit_request_id(fingerprint: str, window: tuple[int, int, int], service: str, attempt: int = 0) -> str:
+    """The request id of one unit: :func:`seeknetic_prep.payloads.request_id_for` (the ids
+    ``prep`` writes too), plus ``-r<attempt>`` for a ``--retry-failed`` attempt, because a job id
+    is the server's forever and a retried unit needs a new one."""
+    from .payloads import request_id_for
+    from .profile import Window
+
+    rid = request_id_for(fingerprint, Window(*window), service)  # type: ignore[arg-type]
+    return rid if attempt == 0 else f"{rid}-r{attempt}"
+
+
+def _retry_id(unit: Unit, attempt: int) -> str:
+    return unit_request_id(unit.fingerprint, (unit.window_index, unit.start_ms, unit.end_ms),
+                           unit.service, attempt)
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    path: str
+    fingerprint: str
+    size: int
+    duration_ms: int
+    windows: tuple[tuple[int, int, int], ...]  # (index, start_ms, end_ms)
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    path: str
+    fingerprint: str
+    windows: tuple[tuple[int, int, int], ...]
+    request_ids: tuple[tuple[int, str, str], ...]  # (window index, service, request_id)
+    resize: str = "crop"
+
+
+@dataclass(frozen=True)
+class EncodedWindow:
+    index: int
+    start_ms: int
+    end_ms: int
+    frame_times_ms: tuple[float, ...]
+    bodies: tuple[tuple[str, str, bytes], ...]  # (service, request_id, JSON body)
+
+
+def plan_file(path: str) -> FilePlan:
+    """Fingerprint, probe and plan one file.
+
+    Raises:
+        StageError: the file is not usable video (the message names it and the cause).
+    """
+    from .media import probe
+    from .payloads import file_fingerprint
+    from .sampling import plan_windows
+
+    try:
+        fp = file_fingerprint(path)
+        size = os.path.getsize(path)
+        info = probe(path)
+        windows = plan_windows(int(info.duration_ms))
+    except OSError as exc:
+        raise StageError(f"{path}: cannot read ({exc.strerror or exc}).") from None
+    except SeekneticPrepError as exc:
+        raise StageError(str(exc)) from None
+    return FilePlan(path, fp, size, int(info.duration_ms),
+                    tuple((w.index, w.start_ms, w.end_ms) for w in windows))
+
+
+def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
+    """Decode the task's windows in one pass and serialize each for every service asked.
+
+    Raises:
+        StageError: decoding failed (truncated or undecodable content).
+    """
+    from .payloads import upload_body
+    from .preprocess import iter_segments
+    from .profile import Window
+
+    wanted: dict[int, list[tuple[str, str]]] = {}
+    for index, service, rid in task.request_ids:
+        wanted.setdefault(index, []).append((service, rid))
+    out: list[EncodedWindow] = []
+    try:
+        windows = [Window(*w) for w in task.windows]
+        for seg in iter_segments(task.path, windows, resize=task.resize):  # type: ignore[arg-type]
+            bodies = tuple(
+                (service, rid,
+                 json.dumps(upload_body(seg, service=service, request_id=rid)).encode())  # type: ignore[arg-type]
+                for service, rid in wanted.get(seg.index, ())
+            )
+            out.append(EncodedWindow(seg.index, seg.start_ms, seg.end_ms,
+                                     tuple(float(t) for t in seg.frame_times_ms), bodies))
+    except OSError as exc:
+        raise StageError(f"{task.path}: cannot read ({exc.strerror or exc}).") from None
+    except SeekneticPrepError as exc:
+        raise StageError(str(exc)) from None
+    return out
+
+
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group; only the main process decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ---------------------------------------------------------------------- options, progress, summary
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run works. ``workers=0`` decodes in a thread of the main process (debugging)."""
+
+    services: tuple[str, ...] = SERVICES
+    workers: int | None = None
+    uploaders: int = 4
+    windows_per_task: int = 2
+    retry_failed: bool = False
+    extensions: frozenset[str] = VIDEO_EXTENSIONS
+    resize: str = "crop"
+    job_timeout_s: float = 3600.0
+    poll_s: float = 0.3
+    max_poll_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.services if s not in SERVICES]
+        if bad or not self.services:
+            raise InvalidArgumentError(
+                f"Invalid services {','.join(self.services)!r}: must be one or more of embedding, tagging."
+            )
+        if self.workers is not None and self.workers < 0:
+            raise InvalidArgumentError(f"Invalid workers {self.workers}: must be >= 0.")
+        if self.uploaders < 1:
+            raise InvalidArgumentError(f"Invalid uploaders {self.uploaders}: must be >= 1.")
+        if self.windows_per_task < 1:
+            raise InvalidArgumentError(f"Invalid windows_per_task {self.windows_per_task}: must be >= 1.")
+
+
+class Progress:
+    """Callbacks a run makes as it goes; override what you display. Calls are serialized."""
+
+    def files_found(self, count: int) -> None:
+        """``count`` more candidate files were found."""
+
+    def file_planned(self, path: str, *, windows: int, to_decode: int, jobs: int) -> None:
+        """A file was probed: ``windows`` in all, ``to_decode`` still to decode, ``jobs`` units
+        still to finish (resumed runs skip what is done)."""
+
+    def windows_decoded(self, count: int) -> None:
+        """``count`` more windows were decoded."""
+
+    def job_finished(self, request_id: str, status: str) -> None:
+        """A unit reached ``completed`` or ``failed``."""
+
+    def file_finished(self, path: str, *, ok: bool, windows: int, error: str | None) -> None:
+        """Every unit of a file is terminal (or it could not be preprocessed)."""
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    results_path: Path
+    files_ok: int = 0
+    files_failed: int = 0
+    files_unfinished: int = 0
+    windows: int = 0
+    windows_decoded: int = 0
+    jobs_completed: int = 0
+    jobs_failed: int = 0
+    jobs_pending: int = 0
+    elapsed_s: float = 0.0
+    stopped_by: str | None = None  # "auth", "quota", "interrupt"
+    stop_message: str | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all completed; 2 auth; 3 quota; 1 failures; 130 interrupted (precedence 2, 3, 1)."""
+        if self.stopped_by == "auth":
+            return 2
+        if self.stopped_by == "quota":
+            return 3
+        if self.stopped_by == "interrupt":
+            return 130
+        if self.files_failed or self.jobs_failed or self.jobs_pending:
+            return 1
+        return 0
+
+    def line(self) -> str:
+        rate = self.windows_decoded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        text = (
+            f"files: {self.files_ok} ok, {self.files_failed} failed"
+            + (f", {self.files_unfinished} unfinished" if self.files_unfinished else "")
+            + f"; windows: {self.windows} ({self.windows_decoded} decoded now); "
+            f"jobs: {self.jobs_completed} completed, {self.jobs_failed} failed"
+            + (f", {self.jobs_pending} pending" if self.jobs_pending else "")
+            + f"; {self.elapsed_s:.1f} s, {rate:.2f} windows/s"
+        )
+        return text
+
+
+# ---------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Work:
+    request_id: str
+    service: str
+    fingerprint: str
+    body: bytes | None = None
+    frame_times_ms: tuple[float, ...] = ()
+    r2_keys: dict[str, str] | None = None
+    lookup: bool = False
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Run:
+    def __init__(self, paths: Sequence[str | Path], out: Path, client: Client,
+                 options: RunOptions, progress: Progress) -> None:
+        self.paths = paths
+        self.out = out
+        self.client = client
+        self.opt = options
+        self.progress = progress
+        self.store = Store(out / "state.sqlite")
+        self.summary = RunSummary(out=out, results_path=out / "results.jsonl")
+        self.lock = threading.RLock()
+        self.stop = threading.Event()  # stop everything now
+        self.no_submit = threading.Event()  # quota spent: upload what is decoded, submit nothing
+        self.work: queue.Queue[_Work] = queue.Queue(maxsize=max(2, 2 * options.uploaders))
+        self.poll_heap: list[tuple[float, float, float, str]] = []  # (due, interval, deadline, rid)
+        self.poll_cv = threading.Condition(self.lock)
+        # per fingerprint: request ids not yet terminal, paths, windows, failure
+        self.pending: dict[str, set[str]] = {}
+        self.fp_of: dict[str, str] = {}
+        self.paths_of: dict[str, list[str]] = {}
+        self.windows_of: dict[str, int] = {}
+        self.failed_fp: dict[str, str] = {}
+        self.unit_failures: dict[str, int] = {}
+        self.resumed: set[str] = set()  # units that existed before this run: look up first
+        self.decoded = 0
+        self.run_id = 0
+
+    # -------------------------------------------------------------- bookkeeping
+
+    def _finish_unit(self, rid: str, status: str, error: str | None = None) -> None:
+        with self.lock:
+            fp = self.fp_of.get(rid)
+            if fp is None or rid not in self.pending.get(fp, set()):
+                return
+            self.pending[fp].discard(rid)
+            if status == "completed":
+                self.summary.jobs_completed += 1
+            else:
+                self.summary.jobs_failed += 1
+                self.unit_failures[fp] = self.unit_failures.get(fp, 0) + 1
+                if error:
+                    self.summary.failures.append((rid, error))
+            self.progress.job_finished(rid, status)
+            if not self.pending[fp]:
+                self._finish_fp(fp)
+
+    def _finish_fp(self, fp: str) -> None:
+        error = self.failed_fp.get(fp)
+        ok = error is None and not self.unit_failures.get(fp)
+        if error is None and not ok:
+            error = f"{self.unit_failures[fp]} job(s) failed"
+        for path in self.paths_of.get(fp, []):
+            if ok:
+                self.summary.files_ok += 1
+            else:
+                self.summary.files_failed += 1
+            self.progress.file_finished(path, ok=ok, windows=self.windows_of.get(fp, 0), error=error)
+
+    def _file_failed(self, path: str, error: str) -> None:
+        with self.lock:
+            self.summary.files_failed += 1
+            self.summary.failures.append((path, error))
+            self.progress.file_finished(path, ok=False, windows=0, error=error)
+
+    # -------------------------------------------------------------- main
+
+    def execute(self) -> RunSummary:
+        started = time.monotonic()
+        threads: list[threading.Thread] = []
+        executor: cf.Executor | None = None
+        try:
+            self.client.check_auth()  # a wrong key stops here, before any decoding
+            self.run_id = self.store.start_run()
+            if self.opt.retry_failed:
+                self.store.retry_failed(_retry_id)
+            threads = [threading.Thread(target=self._uploader, daemon=True, name=f"upload-{i}")
+                       for i in range(self.opt.uploaders)]
+            threads.append(threading.Thread(target=self._poller, daemon=True, name="poll"))
+            for t in threads:
+                t.start()
+            executor = self._executor()
+            self._schedule(executor)
+            self._drain()
+        except AuthenticationError as exc:
+            self._halt("auth", str(exc))
+        except QuotaExceededError as exc:  # only from check_auth; submitters set no_submit
+            self._halt("quota", str(exc))
+        except KeyboardInterrupt:
+            self._halt("interrupt", "interrupted")
+        except _Stop:
+            pass
+        finally:
+            self.stop.set()
+            with self.poll_cv:
+                self.poll_cv.notify_all()
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+            for t in threads:
+                t.join(timeout=5.0)
+            self.summary.elapsed_s = time.monotonic() - started
+            self.summary.windows_decoded = self.decoded
+            self._close_out()
+        return self.summary
+
+    def _halt(self, reason: str, message: str) -> None:
+        # auth (exit 2) outranks an interrupt, which outranks quota (exit 3)
+        rank = {"auth": 3, "interrupt": 2, "quota": 1}
+        with self.lock:
+            if rank[reason] > rank.get(self.summary.stopped_by or "", 0):
+                self.summary.stopped_by = reason
+                self.summary.stop_message = message
+        self.stop.set()
+
+    def _close_out(self) -> None:
+        with self.lock:
+            self.summary.jobs_pending = sum(len(ids) for ids in self.pending.values())
+            self.summary.files_unfinished = sum(
+                len(self.paths_of.get(fp, [])) for fp, ids in self.pending.items() if ids
+            )
+        try:
+            if self.run_id:
+                self.store.update_run(
+                    self.run_id, windows_decoded=self.decoded,
+                    jobs_completed=self.summary.jobs_completed,
+                    outcome=self.summary.stopped_by or "finished",
+                )
+            write_results(self.store, self.summary.results_path, services=self.opt.services)
+        finally:
+            self.store.close()
+
+    def _executor(self) -> cf.Executor:
+        workers = self.opt.workers if self.opt.workers is not None else (os.cpu_count() or 1)
+        if workers == 0:
+            return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        return cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+        )
+
+    def _check(self) -> None:
+        if self.stop.is_set():
+            raise _Stop
+
+    def _schedule(self, executor: cf.Executor) -> None:
+        """Feed the pool: decode tasks first, then new files; never more than ``cap`` in flight."""
+        workers = self.opt.workers if self.opt.workers is not None else (os.cpu_count() or 1)
+        cap = max(2, 2 * max(workers, 1))
+        files = iter(discover(self.paths, extensions=self.opt.extensions))
+        backlog: deque[DecodeTask] = deque()
+        pending: dict[cf.Future[Any], tuple[str, Any]] = {}
+        files_left = True
+        found = 0
+        while True:
+            self._check()
+            while len(pending) < cap and not self.no_submit.is_set():
+                if backlog:
+                    task = backlog.popleft()
+                    if task.fingerprint in self.failed_fp:
+                        continue
+                    pending[executor.submit(decode_windows, task)] = ("decode", task)
+                elif files_left:
+                    path = next(files, None)
+                    if path is None:
+                        files_left = False
+                        continue
+                    found += 1
+                    self.progress.files_found(1)
+                    pending[executor.submit(plan_file, str(path))] = ("plan", str(path))
+                else:
+                    break
+            if not pending:
+                return
+            done, _ = cf.wait(list(pending), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                kind, what = pending.pop(fut)
+                if kind == "plan":
+                    self._planned(fut, what, backlog)
+                else:
+                    self._decoded(fut, what)
+            if self.no_submit.is_set():  # quota: stop decoding; what is queued still uploads
+                for fut in pending:
+                    fut.cancel()
+                return
+
+    def _planned(self, fut: cf.Future[Any], path: str, backlog: deque[DecodeTask]) -> None:
+        try:
+            plan: FilePlan = fut.result()
+        except StageError as exc:
+            self.store.record_file(path, status="failed", error=str(exc))
+            self._file_failed(path, str(exc))
+            return
+        fp = plan.fingerprint
+        self.store.record_file(path, status="ok", fingerprint=fp, size=plan.size,
+                               duration_ms=plan.duration_ms)
+        with self.lock:
+            if fp in self.paths_of:  # the same content under another path: done once
+                self.paths_of[fp].append(path)
+                if not self.pending.get(fp):
+                    self._finish_fp_path(fp, path)
+                return
+            self.paths_of[fp] = [path]
+            self.windows_of[fp] = len(plan.windows)
+            self.summary.windows += len(plan.windows)
+        existed = bool(self.store.units_of(fp))
+        self.store.plan_units([
+            (fp, idx, svc, start, end, unit_request_id(fp, (idx, start, end), svc))
+            for idx, start, end in plan.windows for svc in self.opt.services
+        ])
+        units = [u for u in self.store.units_of(fp) if u.service in self.opt.services]
+        to_decode: dict[int, list[Unit]] = {}
+        resubmit: list[Unit] = []
+        poll: list[Unit] = []
+        with self.lock:
+            ids = self.pending.setdefault(fp, set())
+            for u in units:
+                self.fp_of[u.request_id] = fp
+                if u.status == "completed":
+                    self.summary.jobs_completed += 1
+                elif u.status == "failed":
+                    self.summary.jobs_failed += 1
+                    self.unit_failures[fp] = self.unit_failures.get(fp, 0) + 1
+                    self.summary.failures.append((u.request_id, u.error or "failed"))
+                else:
+                    ids.add(u.request_id)
+                    if u.status == "submitted":
+                        poll.append(u)
+                    elif u.status == "uploaded":
+                        resubmit.append(u)
+                    else:
+                        to_decode.setdefault(u.window_index, []).append(u)
+            self.progress.file_planned(path, windows=len(plan.windows), to_decode=len(to_decode),
+                                       jobs=len(ids))
+            if not ids:
+                self._finish_fp(fp)
+        for u in poll:
+            self._poll_later(u.request_id)
+        for u in resubmit:
+            self._put(_Work(u.request_id, u.service, fp, r2_keys=u.r2_keys, lookup=True))
+        indices = sorted(to_decode)
+        bounds = {idx: (idx, start, end) for idx, start, end in plan.windows}
+        step = self.opt.windows_per_task
+        for i in range(0, len(indices), step):
+            chunk = indices[i:i + step]
+            backlog.append(DecodeTask(
+                path=path, fingerprint=fp,
+                windows=tuple(bounds[idx] for idx in chunk),
+                request_ids=tuple((u.window_index, u.service, u.request_id)
+                                  for idx in chunk for u in to_decode[idx]),
+                resize=self.opt.resize,
+            ))
+        if existed:
+            self.resumed.update(u.request_id for idx in indices for u in to_decode[idx])
+
+    def _finish_fp_path(self, fp: str, path: str) -> None:
+        error = self.failed_fp.get(fp)
+        ok = error is None and not self.unit_failures.get(fp)
+        if ok:
+            self.summary.files_ok += 1
+        else:
+            self.summary.files_failed += 1
+        self.progress.file_finished(path, ok=ok, windows=self.windows_of.get(fp, 0), error=error)
+
+    def _decoded(self, fut: cf.Future[Any], task: DecodeTask) -> None:
+        try:
+            windows: list[EncodedWindow] = fut.result()
+        except StageError as exc:
+            self._fail_content(task, str(exc))
+            return
+        with self.lock:
+            self.decoded += len(windows)
+            self.progress.windows_decoded(len(windows))
+        for w in windows:
+            for service, rid, body in w.bodies:
+                self._put(_Work(rid, service, task.fingerprint, body=body,
+                                frame_times_ms=w.frame_times_ms, lookup=rid in self.resumed))
+
+    def _fail_content(self, task: DecodeTask, error: str) -> None:
+        """Decoding found the content unusable: the file fails, its unsent units with it."""
+        fp = task.fingerprint
+        self.store.fail_fingerprint(fp, error)
+        with self.lock:
+            first = fp not in self.failed_fp
+            self.failed_fp[fp] = error
+            if first:
+                for path in self.paths_of.get(fp, []):
+                    self.store.record_file(path, status="failed", fingerprint=fp, error=error)
+                    self.summary.failures.append((path, error))
+            failed_units = [u for u in self.store.units_of(fp) if u.status == "failed"]
+        for u in failed_units:
+            self._finish_unit(u.request_id, "failed")
+
+    def _put(self, item: _Work) -> None:
+        while True:
+            self._check()
+            try:
+                self.work.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _drain(self) -> None:
+        """Wait for the queue to empty and every job to finish (or a stop)."""
+        while True:
+            self._check()
+            with self.lock:
+                busy = any(self.pending.values())
+            if not busy and self.work.unfinished_tasks == 0:
+                return
+            if self.no_submit.is_set() and self.work.unfinished_tasks == 0:
+                with self.lock:
+                    polling = bool(self.poll_heap)
+                if not polling:
+                    self._halt("quota", self.summary.stop_message or "quota spent")
+                    raise _Stop
+            time.sleep(0.05)
+
+    # -------------------------------------------------------------- upload + submit
+
+    def _uploader(self) -> None:
+        while not self.stop.is_set():
+            try:
+                item = self.work.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._process(item)
+            except AuthenticationError as exc:
+                self._halt("auth", str(exc))
+            except QuotaExceededError as exc:
+                with self.lock:
+                    if self.summary.stopped_by is None:
+                        self.summary.stop_message = str(exc)
+                self.no_submit.set()
+            except APIError as exc:
+                self.store.mark_failed(item.request_id, str(exc))
+                self._finish_unit(item.request_id, "failed", str(exc))
+            finally:
+                self.work.task_done()
+
+    def _process(self, item: _Work) -> None:
+        if self.stop.is_set() or item.fingerprint in self.failed_fp:
+            return
+        keys = item.r2_keys
+        if item.body is not None:
+            keys = self.client.upload_body(item.body, request_id=item.request_id)
+            self.store.mark_uploaded(item.request_id, keys, item.frame_times_ms)
+        if keys is None:
+            raise APIError(f"unit {item.request_id} is uploaded but has no r2 keys",
+                           request_id=item.request_id)
+        if item.lookup:
+            try:
+                self.client.get_status(item.request_id)
+            except NotFoundError:
+                pass
+            else:  # the server has the job already: its submission was just not recorded
+                self.store.mark_submitted(item.request_id)
+                self._poll_later(item.request_id)
+                return
+        if self.stop.is_set() or self.no_submit.is_set():
+            return  # stays uploaded: the next run submits it without a new upload
+        if item.service == "embedding":
+            tensor = {"video_input_key": keys["video_input"]}
+            if "audio_input" in keys:
+                tensor["audio_input_key"] = keys["audio_input"]
+        else:
+            tensor = {"video_input_key": keys["video_input"]}
+            if "video_kwargs" in keys:
+                tensor["video_kwargs_key"] = keys["video_kwargs"]
+        self.client.submit(item.service, tensor=tensor, request_id=item.request_id)  # type: ignore[arg-type]
+        self.store.mark_submitted(item.request_id)
+        self._poll_later(item.request_id)
+
+    # -------------------------------------------------------------- polling
+
+    def _poll_later(self, rid: str) -> None:
+        now = time.monotonic()
+        with self.poll_cv:
+            heapq.heappush(self.poll_heap, (now + self.opt.poll_s, self.opt.poll_s,
+                                            now + self.opt.job_timeout_s, rid))
+            self.poll_cv.notify()
+
+    def _poller(self) -> None:
+        while not self.stop.is_set():
+            with self.poll_cv:
+                if not self.poll_heap:
+                    self.poll_cv.wait(timeout=0.2)
+                    continue
+                due, interval, deadline, rid = self.poll_heap[0]
+                wait_s = due - time.monotonic()
+                if wait_s > 0:
+                    self.poll_cv.wait(timeout=min(wait_s, 0.2))
+                    continue
+                heapq.heappop(self.poll_heap)
+            try:
+                self._poll_one(rid, interval, deadline)
+            except AuthenticationError as exc:
+                self._halt("auth", str(exc))
+
+    def _poll_one(self, rid: str, interval: float, deadline: float) -> None:
+        try:
+            answer = self.client.get_status(rid)
+        except NotFoundError:
+            error = f"the server has no job {rid} (404) although it accepted it"
+            self.store.mark_failed(rid, error)
+            self._finish_unit(rid, "failed", error)
+            return
+        except AuthenticationError:
+            raise
+        except APIError:
+            answer = {"status": "unknown"}  # transient after all retries: ask again later
+        status = answer.get("status")
+        if status == "completed":
+            result: dict[str, Any] = {
+                k: answer[k] for k in ("embedding", "tags", "model_name") if k in answer
+            }
+            self.store.mark_completed(rid, result)
+            self._finish_unit(rid, "completed")
+            return
+        if status == "failed":
+            error = str(answer.get("error_message") or "the job failed without a message")
+            self.store.mark_failed(rid, error)
+            self._finish_unit(rid, "failed", error)
+            return
+        now = time.monotonic()
+        if now > deadline:
+            error = f"job {rid} still {status} after {self.opt.job_timeout_s:g} s"
+            self.store.mark_failed(rid, error)
+            self._finish_unit(rid, "failed", error)
+            return
+        nxt = min(self.opt.max_poll_s, interval * 1.5)
+        with self.poll_cv:
+            heapq.heappush(self.poll_heap, (now + nxt, nxt, deadline, rid))
+
+
+def run_folder(
+    paths: Iterable[str | Path],
+    *,
+    out: str | Path,
+    client: Client,
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Embed and tag every window of every video under ``paths``; resumable from ``out``.
+
+    Args:
+        paths: files and folders (folders are walked recursively).
+        out: output folder: ``state.sqlite`` and ``results.jsonl``.
+        client: the API client (its key is checked first, with one cheap request).
+        options: workers, uploaders, services, ...
+        progress: callbacks; none by default.
+
+    Returns:
+        The summary; ``summary.exit_code`` is what the CLI exits with. An interrupt
+        (KeyboardInterrupt) is caught: state is kept and ``stopped_by`` is ``"interrupt"``.
+
+    Raises:
+        InvalidArgumentError: a path does not exist or an option breaks its rule.
+        StateError: ``out`` holds an unusable state database.
+
+    >>> summary = run_folder(["videos/"], out="seeknetic-out", client=Client())  # doctest: +SKIP
+    >>> summary.exit_code
+    0
+    """
+    out_dir = Path(out)
+    plist = list(paths)
+    for p in plist:
+        if not Path(p).exists():
+            raise InvalidArgumentError(f"Invalid path {str(p)!r}: no such file or folder.")
+    return _Run(plist, out_dir, client, options or RunOptions(), progress or Progress()).execute()

@@ -1,0 +1,134 @@
+"""Helpers for the client and pipeline tests: tensors, emulator stats, a fault-injecting proxy.
+
+The proxy is not a stand-in for the server: it forwards every request to a real emulator and
+only loses answers on purpose (the request reaches the server, the reply never reaches the
+client), which is the one fault a server cannot inject about itself.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from seeknetic_prep.tensors import encode_tensor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def video_tensor(seed: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    return dict(encode_tensor(rng.integers(0, 256, (1, 12, 3, 224, 224), dtype=np.uint8)))
+
+
+def audio_tensor(seed: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    return dict(encode_tensor(rng.uniform(-0.5, 0.5, (1, 1, 220500)).astype(np.float32)))
+
+
+def stats(server: Any, key: str | None = None) -> dict[str, dict[str, int]]:
+    """What reached the emulator's handlers: ``{"uploads": {id: n}, "submissions": {id: n}}``."""
+    r = requests.get(f"{server.base_url}/_emulator/stats",
+                     headers={"X-API-Key": key or server.api_key}, timeout=10)
+    r.raise_for_status()
+    data: dict[str, dict[str, int]] = r.json()
+    return data
+
+
+class _Proxy(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    upstream: str
+    drop: Callable[[str, str], bool]
+    dropped: list[str]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Proxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        resp = requests.request(self.command, self.server.upstream + self.path, data=body,
+                                headers=headers, timeout=60)
+        if self.server.drop(self.command, self.path):
+            self.server.dropped.append(self.path)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)  # the server acted; the answer is lost
+            return
+        self.send_response(resp.status_code)
+        for k, v in resp.headers.items():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(resp.content)))
+        self.end_headers()
+        self.wfile.write(resp.content)
+
+    do_GET = _forward
+    do_POST = _forward
+
+
+@contextmanager
+def lossy_proxy(upstream: str, drop: Callable[[str, str], bool]) -> Iterator[_Proxy]:
+    """A loopback proxy to ``upstream`` that swallows the answers ``drop(method, path)`` picks."""
+    proxy = _Proxy(("127.0.0.1", 0), _Handler)
+    proxy.upstream = upstream
+    proxy.drop = drop
+    proxy.dropped = []
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def proxy_url(proxy: _Proxy) -> str:
+    host, port = proxy.server_address[:2]
+    return f"http://{host!s}:{port}"
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """A loopback port that accepts connections and never answers (for read timeouts)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    conns: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(sock.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stop.set()
+        t.join()
+        for c in conns:
+            c.close()
+        sock.close()
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
