@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
+import types
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InvalidArgumentError
-from .media import MediaInfo, decode_audio, decode_frames_at, probe
 from .profile import AUDIO_SAMPLES, FRAMES_PER_WINDOW, SAMPLE_RATE, ResizeMode, Segment, Window
 from .sampling import frame_targets_ms, plan_windows
 from .transform import AudioTimeline, check_resize, fit, scaled_size, upright
+
+if TYPE_CHECKING:
+    from .media import MediaInfo
 
 __all__ = ["iter_segments", "preprocess"]
 
@@ -51,6 +56,8 @@ def preprocess(
     >>> [(s.start_ms, s.end_ms) for s in segs], segs[0].video.shape
     ([(0, 10000), (10000, 12000)], (1, 12, 3, 224, 224))
     """
+    from .media import probe
+
     mode = check_resize(resize)
     info = probe(path)
     windows = plan_windows(info.duration_ms, start_ms=start_ms, end_ms=end_ms)
@@ -76,6 +83,8 @@ def iter_segments(
             raises when the pass reaches the missing part (earlier windows were already yielded).
         InvalidArgumentError: windows out of order, overlapping, or starting past the end.
     """
+    from .media import probe
+
     mode = check_resize(resize)
     info = probe(path)
     if windows is None:
@@ -100,6 +109,8 @@ def _clip(window: Window, info: MediaInfo) -> Window:
 
 
 def _segments(info: MediaInfo, windows: Sequence[Window], resize: ResizeMode) -> Iterator[Segment]:
+    from .media import decode_audio, decode_frames_at
+
     if not windows:
         return
     targets = [frame_targets_ms(w) for w in windows]
@@ -130,3 +141,19 @@ def _segments(info: MediaInfo, windows: Sequence[Window], resize: ResizeMode) ->
             )
     finally:
         frames.close()
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`preprocess`.
+
+    The module and its main function share a name, and importing the module (``from
+    seeknetic_prep.preprocess import iter_segments``) rebinds ``seeknetic_prep.preprocess`` to
+    the module, which would turn ``sp.preprocess("clip.mp4")`` into "module is not callable"
+    depending on import order. Calling the module calls the function, so both spellings work.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[Segment]:
+        return preprocess(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
