@@ -1,0 +1,83 @@
+"""``seeknetic-prep prep PATH... --out DIR``: write the upload bodies, send nothing.
+
+Shows (and lets a test or a curious user keep) exactly what ``run`` would POST to
+``/files/upload/tensors`` for every window and service, named by the same deterministic
+request ids. One line per file; a bad file gets one line saying why and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+HELP = "Decode videos into the exact JSON bodies of POST /files/upload/tensors, without uploading."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="video files or folders (walked recursively)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="where to write <file>.<fingerprint>/<request_id>.json")
+    parser.add_argument("--service", choices=("embedding", "tagging", "both"), default="both",
+                        help="which bodies to write (default: both)")
+    parser.add_argument("--resize", choices=("crop", "squash", "pad"), default="crop",
+                        help="how frames become 224x224 (default: crop, the centre after scaling)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..discover import discover
+    from ..errors import MediaError
+    from ..payloads import SERVICES, file_fingerprint, request_id_for, upload_body
+    from ..preprocess import iter_segments
+
+    services = SERVICES if args.service == "both" else (args.service,)
+    out: Path = args.out
+    failed = 0
+    existing = []
+    for raw in args.paths:
+        if Path(raw).exists():
+            existing.append(raw)
+        else:
+            failed += 1
+            print(f"FAIL {raw}: missing: no such file or folder", flush=True)
+    done = bodies = 0
+    for path in discover(existing):
+        written: list[Path] = []
+        try:
+            fingerprint = file_fingerprint(path)
+            folder = out / f"{path.name}.{fingerprint[:12]}"
+            count = 0
+            end_ms = 0
+            for seg in iter_segments(path, resize=args.resize):
+                folder.mkdir(parents=True, exist_ok=True)
+                for service in services:
+                    rid = request_id_for(fingerprint, seg.window, service, args.resize)
+                    written.append(folder / f"{rid}.json")
+                    _write_json(written[-1], upload_body(seg, service=service, request_id=rid))
+                count += 1
+                end_ms = seg.end_ms
+        except MediaError as exc:
+            # A file found cut short midway loses the windows already written: half a file
+            # would pass for a whole one.
+            for done_path in written:
+                done_path.unlink(missing_ok=True)
+            failed += 1
+            print(f"FAIL {path}: {exc.cause}", flush=True)
+            continue
+        bodies += len(written)
+        done += 1
+        windows = f"{count} window{'s' * (count != 1)}"
+        print(f"ok   {path}: {windows} ({end_ms / 1000:.1f} s) -> {folder}", flush=True)
+    print(f"prep: {done} file(s) ok, {failed} failed; {bodies} bodies in {out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _write_json(path: Path, body: dict[str, object]) -> None:
+    """Write via a temporary name and rename, so an interrupted run never leaves half a body."""
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("w", encoding="ascii") as fh:
+        json.dump(body, fh, separators=(",", ":"))
+    os.replace(tmp, path)

@@ -1,0 +1,114 @@
+"""``seeknetic-prep prep`` as a user runs it: a subprocess over the committed fixtures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from seeknetic_prep.payloads import file_fingerprint, request_id_for
+from seeknetic_prep.preprocess import preprocess
+from seeknetic_prep.tensors import decode_tensor
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+TRUTH: dict[str, Any] = json.loads((FIXTURES / "ground_truth.json").read_text())["files"]
+
+
+def run_prep(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "seeknetic_prep", "prep", *map(str, args)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+
+
+@pytest.fixture(scope="module")
+def prepped(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("prep")
+    return run_prep("fixtures", "--out", out), out
+
+
+def test_prep_over_fixtures_writes_good_ones_and_exits_1(
+    prepped: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    proc, out = prepped
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    for name, truth in TRUTH.items():
+        mine = [line for line in lines if line.endswith(f"fixtures/{name}") or f"fixtures/{name}:" in line]
+        assert len(mine) == 1, (name, mine)  # one line per file
+        if truth["kind"] == "bad":
+            assert mine[0].startswith("FAIL") and truth["error"] in mine[0]
+        else:
+            assert mine[0].startswith("ok")
+            folder = out / f"{Path(name).name}.{file_fingerprint(FIXTURES / name)[:12]}"
+            assert len(list(folder.glob("*.json"))) == 2 * len(truth["windows"])
+    assert not list(out.rglob("*.part"))
+    bad_dirs = [p for p in out.iterdir() if any(p.name.startswith(Path(n).name + ".")
+                                                for n, t in TRUTH.items() if t["kind"] == "bad")]
+    assert bad_dirs == []
+
+
+@pytest.mark.parametrize("name", ["cfr30_bframes.mp4", "rotated90.mp4", "late_audio_25s.mkv", "no_audio.mp4"])
+def test_bodies_decode_to_the_arrays_preprocess_returns(
+    prepped: tuple[subprocess.CompletedProcess[str], Path], name: str,
+) -> None:
+    _, out = prepped
+    fp = file_fingerprint(FIXTURES / name)
+    folder = out / f"{Path(name).name}.{fp[:12]}"
+    for seg in preprocess(FIXTURES / name):
+        emb = json.loads((folder / f"{request_id_for(fp, seg.window, 'embedding')}.json").read_text())
+        tag = json.loads((folder / f"{request_id_for(fp, seg.window, 'tagging')}.json").read_text())
+        assert set(emb) == {"service", "request_id", "video_input", "audio_input"}
+        assert set(tag) == {"service", "request_id", "video_input", "video_kwargs"}
+        assert emb["service"] == "embedding" and tag["service"] == "tagging"
+        assert tag["video_kwargs"] == {"do_sample_frames": False, "fps": 12_000 / (seg.end_ms - seg.start_ms)}
+        for body in (emb, tag):
+            video = decode_tensor(body["video_input"])
+            assert video.dtype == seg.video.dtype and video.shape == seg.video.shape
+            assert np.array_equal(video, seg.video)
+        audio = decode_tensor(emb["audio_input"])
+        assert audio.dtype == np.float32 and audio.tobytes() == seg.audio.tobytes()  # bit-exact
+
+
+def test_prep_one_service_and_exit_0(tmp_path: Path) -> None:
+    proc = run_prep(FIXTURES / "short_700ms.mp4", FIXTURES / "demo", "--out", tmp_path,
+                    "--service", "tagging")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bodies = sorted(tmp_path.rglob("*.json"))
+    assert len(bodies) == 1 + 1 + 2 + 2  # short, desert, forest (2), lake (2)
+    assert all(json.loads(p.read_text())["service"] == "tagging" for p in bodies)
+    assert all(p.stem == json.loads(p.read_text())["request_id"] for p in bodies)
+
+
+def test_prep_missing_path_is_one_line_and_others_go_on(tmp_path: Path) -> None:
+    proc = run_prep(tmp_path / "nope.mp4", FIXTURES / "demo" / "desert.mp4", "--out", tmp_path / "o")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stdout.count("FAIL") == 1 and "nope.mp4: missing" in proc.stdout
+    assert len(list((tmp_path / "o").rglob("*.json"))) == 2
+
+
+def test_request_ids_are_deterministic_and_content_based(tmp_path: Path) -> None:
+    copy = tmp_path / "renamed.mp4"
+    copy.write_bytes((FIXTURES / "demo" / "lake.mp4").read_bytes())
+    assert file_fingerprint(copy) == file_fingerprint(FIXTURES / "demo" / "lake.mp4")
+    a = run_prep(copy, "--out", tmp_path / "a", "--service", "embedding")
+    b = run_prep(FIXTURES / "demo" / "lake.mp4", "--out", tmp_path / "b", "--service", "embedding")
+    assert a.returncode == b.returncode == 0
+    names_a = sorted(p.name for p in (tmp_path / "a").rglob("*.json"))
+    names_b = sorted(p.name for p in (tmp_path / "b").rglob("*.json"))
+    assert names_a == names_b and len(names_a) == 2
+
+
+def test_help_mentions_every_option() -> None:
+    proc = run_prep("--help")
+    assert proc.returncode == 0
+    for option in ("--out", "--service", "--resize", "PATH"):
+        assert option in proc.stdout
