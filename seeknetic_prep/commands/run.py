@@ -169,15 +169,16 @@ class _Progress:
             self.jobs.update(1)
 
     def file_finished(self, path: str, *, ok: bool, windows: int, error: str | None) -> None:
+        reason = error if error and error.startswith(path) else f"{path}: {error}"
         if self.bars:
             self.files.update(1)
             if not ok:
-                self.files.write(f"failed  {path}: {error}")
+                self.files.write(f"failed  {reason}")
             return
         if ok:
-            print(f"ok      {path} ({windows} windows)", flush=True)
+            print(f"ok      {path} ({windows} window{'s' if windows != 1 else ''})", flush=True)
         else:
-            print(f"failed  {path}: {error}", flush=True)
+            print(f"failed  {reason}", flush=True)
 
     def close(self) -> None:
         for bar in self.bars:
