@@ -7,7 +7,8 @@ follow what is on screen. So every result is a pure function of the pixels and s
 * each frame is shrunk to a :data:`THUMB` x :data:`THUMB` RGB thumbnail (area average), the
   audio to a 64-number summary (loudness over time, spectrum shape);
 * an embedding is a fixed, seeded random projection of those features to :data:`EMBEDDING_DIM`
-  dimensions, L2-normalised. A linear map of smooth features keeps small input changes small;
+  dimensions, plus a faint direction seeded by a hash of the raw bytes (so any change moves the
+  vector a little), L2-normalised. A linear map of smooth features keeps small changes small;
 * text is hashed word by word (and word pair) into the same space, so texts sharing words lie
   closer than texts that share none;
 * tags are measured: luma for lighting, hue histogram for colour, phase correlation between
@@ -62,12 +63,20 @@ class Content:
     def __init__(self) -> None:
         self._thumbs: list[np.ndarray] = []
         self._audio: list[np.ndarray] = []
+        self._digest = hashlib.sha256()
 
     def add_video(self, video: np.ndarray) -> None:
+        self._digest.update(b"video" + np.ascontiguousarray(video).tobytes())
         self._thumbs.append(video_thumbs(video))
 
     def add_audio(self, audio: np.ndarray) -> None:
+        self._digest.update(b"audio" + np.ascontiguousarray(audio).tobytes())
         self._audio.append(audio_features(audio))
+
+    @property
+    def digest(self) -> bytes:
+        """A hash of every byte seen: the part of identity that thumbnails round away."""
+        return self._digest.digest()
 
     @property
     def thumbs(self) -> np.ndarray | None:
@@ -153,7 +162,12 @@ def embed_content(content: Content) -> list[float]:
             [0.05],  # a constant so that all-grey silence still has a direction
         ]
     )
-    return _normalise(features @ _projection())
+    smooth = features @ _projection()
+    smooth /= max(float(np.linalg.norm(smooth)), 1e-12)
+    # A faint content-hash direction: any byte changed moves the vector, by ~1e-4 in cosine.
+    seed = int.from_bytes(content.digest[:8], "little")
+    jitter = np.random.default_rng(seed).standard_normal(EMBEDDING_DIM) / np.sqrt(EMBEDDING_DIM)
+    return _normalise(smooth + 0.01 * jitter)
 
 
 def embed_text(text: str) -> list[float]:
