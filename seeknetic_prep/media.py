@@ -39,6 +39,8 @@ _TAIL_SECONDS = 3.0
 """How much of the end of a file is demuxed to find where its content really ends."""
 _TRUNCATION_SLACK_S = 0.25
 """How far the data may fall short of the header's duration before the file counts as cut."""
+_RESEEK_GAP_MS = 20_000.0
+"""Targets further apart than this get a fresh seek instead of decoding the gap."""
 _AUDIO_SEEK_LEAD_S = 1.0
 """Audio decoding for a window starts this much earlier, so the resampler is warm at its start."""
 
@@ -247,12 +249,11 @@ def decode_frames_at(
         raise ValueError("targets_ms must be ascending")
     out_w, out_h = size
     coded_size = (out_h, out_w) if info.rotation % 180 else (out_w, out_h)
-    first_target_s = info.origin_s + targets_ms[0] / 1000
     with _open(path) as container:
         vs = _video_stream(path, container)
         vs.codec_context.thread_type = "AUTO"
         try:
-            yield from _scan(path, container, vs, info, targets_ms, first_target_s, coded_size)
+            yield from _scan(path, container, vs, info, targets_ms, coded_size)
         except av.error.FFmpegError as exc:
             raise MediaError(path, f"undecodable video: {_reason(exc)}") from exc
 
@@ -263,14 +264,33 @@ def _scan(
     vs: Any,
     info: MediaInfo,
     targets_ms: Sequence[float],
-    first_target_s: float,
     coded_size: tuple[int, int],
 ) -> Iterator[tuple[float, np.ndarray]]:
+    """Targets far apart (sparse windows) get a seek each; close ones share one forward pass."""
+    cache: list[tuple[int, np.ndarray]] = []  # the last converted frame, shared across runs
+    run: list[float] = []
+    for t in targets_ms:
+        if run and t - run[-1] > _RESEEK_GAP_MS:
+            yield from _scan_run(path, container, vs, info, run, coded_size, cache)
+            run = []
+        run.append(t)
+    yield from _scan_run(path, container, vs, info, run, coded_size, cache)
+
+
+def _scan_run(
+    path: Path,
+    container: Any,
+    vs: Any,
+    info: MediaInfo,
+    targets_ms: Sequence[float],
+    coded_size: tuple[int, int],
+    cache: list[tuple[int, np.ndarray]],
+) -> Iterator[tuple[float, np.ndarray]]:
+    first_target_s = info.origin_s + targets_ms[0] / 1000
     # Seek to the keyframe at or before the first target; if the demuxer lands after it (an
     # index that is coarse or missing), step further back, and at worst start from the top.
     for lead in (0.0, 2.0, 10.0, math.inf):
-        seek_s = first_target_s - lead
-        frames = _frames_from(container, vs, seek_s, info.origin_s)
+        frames = _frames_from(container, vs, first_target_s - lead, info.origin_s)
         first = next(frames, None)
         if first is None:
             raise MediaError(path, "undecodable video: no frame after seeking")
@@ -278,29 +298,32 @@ def _scan(
             break
         frames.close()
     j = 0
-    current = first
-    cache: tuple[int, np.ndarray] | None = None  # (pts, rgb) of the last converted frame
-    for nxt in frames:
-        nxt_s = float(nxt.pts * nxt.time_base)
-        while j < len(targets_ms) and info.origin_s + targets_ms[j] / 1000 < nxt_s:
-            cache = _pick(current, cache, coded_size)
-            yield _ms(current, info.origin_s), cache[1]
-            j += 1
-        if j == len(targets_ms):
-            return
-        current = nxt
+    current: Any = first
+    try:
+        for nxt in frames:
+            nxt_s = float(nxt.pts * nxt.time_base)
+            while j < len(targets_ms) and info.origin_s + targets_ms[j] / 1000 < nxt_s:
+                yield _ms(current, info.origin_s), _pick(current, cache, coded_size)
+                j += 1
+            if j == len(targets_ms):
+                return
+            current = nxt
+    finally:
+        frames.close()
     # End of stream: the last frame stays on screen until its own end, and no further.
-    end_s = info.origin_s + info.duration_ms / 1000
+    shown_until = float(current.pts * current.time_base)
+    if current.duration:
+        shown_until += float(current.duration * current.time_base)
+    else:
+        shown_until = max(shown_until, info.origin_s + info.duration_ms / 1000)
     while j < len(targets_ms):
-        t_s = info.origin_s + targets_ms[j] / 1000
-        if t_s >= end_s + _TRUNCATION_SLACK_S:
+        if info.origin_s + targets_ms[j] / 1000 >= shown_until + _TRUNCATION_SLACK_S:
             raise MediaError(
                 path,
                 f"truncated: the video stops at {_ms(current, info.origin_s):.0f} ms, "
                 f"before {targets_ms[j]:.0f} ms",
             )
-        cache = _pick(current, cache, coded_size)
-        yield _ms(current, info.origin_s), cache[1]
+        yield _ms(current, info.origin_s), _pick(current, cache, coded_size)
         j += 1
 
 
@@ -318,12 +341,11 @@ def _ms(frame: Any, origin_s: float) -> float:
     return float(Fraction(frame.pts) * frame.time_base - Fraction(origin_s)) * 1000
 
 
-def _pick(
-    frame: Any, cache: tuple[int, np.ndarray] | None, coded_size: tuple[int, int]
-) -> tuple[int, np.ndarray]:
-    if cache is not None and cache[0] == frame.pts:
-        return cache
-    return int(frame.pts), _to_rgb(frame, coded_size)
+def _pick(frame: Any, cache: list[tuple[int, np.ndarray]], coded_size: tuple[int, int]) -> np.ndarray:
+    """The frame as RGB, converted once even when several targets land on it."""
+    if not cache or cache[0][0] != frame.pts:
+        cache[:] = [(int(frame.pts), _to_rgb(frame, coded_size))]
+    return cache[0][1]
 
 
 def _to_rgb(frame: Any, coded_size: tuple[int, int]) -> np.ndarray:
