@@ -1,0 +1,145 @@
+"""The PyAV seam: what probe reports, exact frame choice, audio, and that nothing foreign escapes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from seeknetic_prep.errors import MediaError
+from seeknetic_prep.media import decode_audio, decode_frames_at, probe
+from seeknetic_prep.preprocess import preprocess
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+TRUTH: dict[str, Any] = json.loads((FIXTURES / "ground_truth.json").read_text())["files"]
+GOOD = sorted(name for name, t in TRUTH.items() if t["kind"] == "good")
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_probe_matches_ground_truth(name: str) -> None:
+    truth = TRUTH[name]
+    info = probe(FIXTURES / name)
+    assert info.duration_ms == round(truth["duration_ms"])
+    assert [info.width, info.height] == truth["display_size"]
+    assert [info.coded_width, info.coded_height] == truth["coded_size"]
+    assert info.rotation == truth["rotation"]
+    assert info.has_audio == (truth["audio"] is not None)
+    assert info.pix_fmt == truth["pix_fmt"]
+    assert info.origin_s == 0.0
+    if truth["audio"] is not None:
+        assert info.audio_rate == truth["audio"]["rate"]
+        assert info.audio_channels == truth["audio"]["channels"]
+
+
+def test_probe_codecs() -> None:
+    assert probe(FIXTURES / "hevc10.mp4").video_codec == "hevc"
+    assert probe(FIXTURES / "vp9.webm").video_codec == "vp9"
+    assert probe(FIXTURES / "mjpeg.avi").video_codec == "mjpeg"
+    assert probe(FIXTURES / "cfr30_bframes.mp4").fps == 30.0
+
+
+def test_a_target_exactly_on_a_pts_takes_that_frame() -> None:
+    info = probe(FIXTURES / "vfr.mkv")
+    frames = TRUTH["vfr.mkv"]["frames"]
+    exact = [frames[5][1], frames[6][1], frames[40][1]]
+    just_before = [t - 0.001 for t in exact]
+    got = [pts for pts, _ in decode_frames_at(info, sorted(exact + just_before), (40, 40))]
+    assert got == [frames[4][1], frames[5][1], frames[5][1], frames[6][1], frames[39][1], frames[40][1]]
+
+
+def test_repeated_frames_are_converted_once() -> None:
+    """Targets inside the 700 ms still frame share one converted array."""
+    info = probe(FIXTURES / "vfr.mkv")
+    held = next(pts for (i, pts), (_, nxt) in zip(TRUTH["vfr.mkv"]["frames"], TRUTH["vfr.mkv"]["frames"][1:],
+                                                      strict=False) if nxt - pts == 700)
+    out = list(decode_frames_at(info, [held + 100, held + 300, held + 600], (40, 40)))
+    assert {pts for pts, _ in out} == {held}
+    assert out[0][1] is out[1][1] is out[2][1]
+
+
+def test_decode_audio_chunks_are_gapless_mono_22050() -> None:
+    info = probe(FIXTURES / "six_ch_48k.mp4")
+    chunks = list(decode_audio(info, 0))
+    assert chunks[0][0] == 0
+    for (pos, c), (nxt, _) in itertools.pairwise(chunks):
+        assert nxt == pos + c.size and c.dtype == np.float32 and c.ndim == 1
+    total = chunks[-1][0] + chunks[-1][1].size
+    # All 11 s came through the flushed resampler, plus at most the codec's last padded frame.
+    assert 11 * 22050 <= total <= 11 * 22050 + 1024 * 22050 // 48000 + 1
+
+
+def test_no_audio_stream_yields_nothing() -> None:
+    info = probe(FIXTURES / "no_audio.mp4")
+    assert list(decode_audio(info, 0)) == []
+
+
+def _cut_points(size: int) -> list[int]:
+    return [0, 1, 16, 100, 1000, size // 10, size // 3, size // 2, size * 9 // 10, size - 100]
+
+
+@pytest.mark.parametrize("name", ["cfr30_bframes.mp4", "vfr.mkv", "vp9.webm", "mjpeg.avi"])
+def test_nothing_foreign_escapes_from_cut_files(name: str, tmp_path: Path) -> None:
+    """Any prefix of a good file either decodes to full windows or raises MediaError."""
+    data = (FIXTURES / name).read_bytes()
+    outcomes = []
+    for cut in _cut_points(len(data)):
+        path = tmp_path / f"cut{cut}{Path(name).suffix}"
+        path.write_bytes(data[:cut])
+        try:
+            segs = preprocess(path)
+        except MediaError as exc:
+            assert str(path) in str(exc)
+            outcomes.append("error")
+        else:
+            outcomes.append(f"{len(segs)} windows")
+    assert outcomes[:4] == ["error"] * 4
+
+
+def test_garbage_in_the_middle_never_raises_a_foreign_error(tmp_path: Path) -> None:
+    data = bytearray((FIXTURES / "cfr30_bframes.mp4").read_bytes())
+    rng = np.random.default_rng(3)
+    data[len(data) // 3: len(data) // 3 + 20_000] = rng.integers(0, 256, 20_000, np.uint8).tobytes()
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(bytes(data))
+    try:
+        segs = preprocess(path)
+    except MediaError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert len(segs) == 2
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_a_long_file(tmp_path: Path) -> None:
+    """90 s of 640x360 (2700 frames, 1.8 GB as RGB) decodes with a small, bounded footprint."""
+    psutil = pytest.importorskip("psutil")
+    from seeknetic_prep.preprocess import iter_segments
+
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "g": "90"})
+        vs.width, vs.height, vs.pix_fmt = 640, 360, "yuv420p"
+        ramp = np.tile(np.arange(640, dtype=np.uint8), (360, 1))
+        for i in range(90 * 30):
+            img = np.stack([ramp + np.uint8(i % 256), ramp, np.full_like(ramp, i % 256)], axis=-1)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    peak, count = before, 0
+    for seg in iter_segments(path):
+        count += 1
+        peak = max(peak, proc.memory_info().rss)
+        del seg
+    assert count == 9
+    assert (peak - before) / 2**20 < 200  # holding the frames would be > 1800 MB
