@@ -26,7 +26,9 @@ import numpy as np
 GENERATOR_VERSION = 1
 CACHE_NAME = ".bench-cache"
 
-__all__ = ["CACHE_NAME", "E2E_SET", "GENERATOR_VERSION", "RECIPES", "Recipe", "ensure", "ensure_folder"]
+__all__ = [
+    "CACHE_NAME", "E2E_QUICK", "E2E_SET", "GENERATOR_VERSION", "RECIPES", "Recipe", "ensure", "ensure_folder",
+]
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,10 @@ RECIPES: dict[str, Recipe] = {
 }
 """Clips of section (a); the first is also the whole-file clip of (b), the third the 4K of (c)."""
 
-E2E_SET = ("h264-360p30-35s", "h264-480p25-20s", "vp9-720p30-10s")
-"""The folder of section (d): several small clips of different codecs, frame rates and lengths."""
+E2E_QUICK = ("h264-360p30-35s", "h264-480p25-20s", "vp9-720p30-10s")
+"""The folder of section (d) under ``--quick``: small clips of different codecs, rates, lengths."""
+E2E_SET = (*E2E_QUICK, "h264-1080p30-60s")
+"""The folder of section (d): 13 windows, enough that start-up and the last poll do not dominate."""
 
 
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

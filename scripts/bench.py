@@ -242,10 +242,24 @@ def child_peak_rss_mb(code: str, *args: str) -> float:
 
 RSS_IMPORTS = "import av, numpy, cv2\nimport seeknetic_prep.preprocess\n"
 RSS_OURS = RSS_IMPORTS + "import sys\nseeknetic_prep.preprocess.preprocess(sys.argv[1])\n"
-PREPROCESS_ONLY = (
-    "import sys\nfrom pathlib import Path\nfrom seeknetic_prep.preprocess import preprocess\n"
-    "n = sum(len(preprocess(p)) for p in sorted(Path(sys.argv[1]).iterdir()))\nprint(n)\n"
-)
+PREPROCESS_ONLY = """\
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from seeknetic_prep.preprocess import preprocess
+
+
+def windows(path):
+    return len(preprocess(path))
+
+
+if __name__ == "__main__":
+    files = sorted(Path(sys.argv[1]).iterdir(), key=lambda p: -p.stat().st_size)
+    with ProcessPoolExecutor(int(sys.argv[2])) as pool:
+        print(sum(pool.map(windows, files)))
+"""
+"""Decode only, with as many processes as ``run`` uses by default (one per core), biggest first."""
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -420,7 +434,9 @@ def section_d(folder: Path, reps: int, report: Report) -> None:
 
     def pre_only() -> None:
         _need_ours()
-        done = subprocess.run([sys.executable, "-c", PREPROCESS_ONLY, str(folder)],
+        script = Path(tempfile.gettempdir()) / "seeknetic_bench_preprocess_only.py"
+        script.write_text(PREPROCESS_ONLY)  # a file, not -c: worker processes re-import __main__
+        done = subprocess.run([sys.executable, str(script), str(folder), str(cores())],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1:])
@@ -442,7 +458,8 @@ def section_d(folder: Path, reps: int, report: Report) -> None:
         return cells[k].skipped or (f"{rates[k]:.2f}" if rates[k] else "-")
 
     rows = [
-        ["preprocess-only (fresh process, files in turn)", fmt_s(cells["pre"]), rate("pre"), "1.00x"],
+        [f"preprocess-only ({cores()} processes, like run's default --workers)", fmt_s(cells["pre"]),
+         rate("pre"), "1.00x"],
         ["seeknetic-prep run DIR --local --out TMP", fmt_s(cells["e2e"]), rate("e2e"),
          fmt_x(ratio(rates["e2e"], rates["pre"]))],
     ]
@@ -584,7 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "c" in sections:
         section_c(inputs.ensure(inputs.RECIPES[RSS_FILE], cache), args.reps, report)
     if "d" in sections:
-        section_d(inputs.ensure_folder(inputs.E2E_SET, cache), args.reps, report)
+        folder = inputs.ensure_folder(inputs.E2E_QUICK if args.quick else inputs.E2E_SET, cache)
+        section_d(folder, args.reps, report)
     body = render(report, command)
     print(body)
     if args.json:
