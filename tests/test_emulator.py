@@ -589,6 +589,21 @@ def test_413_from_content_length_and_while_streaming_chunked(server: EmulatorHan
     assert requests.get(server.base_url + "/async_status/x", headers=headers, timeout=30).status_code == 404
 
 
+def test_chunked_body_within_the_limit_is_replayed_to_the_handler(server: EmulatorHandle) -> None:
+    raw = json.dumps(embedding_body("chunked-1", seed=8)).encode()
+    pieces = iter([raw[i : i + 300_000] for i in range(0, len(raw), 300_000)])
+    r = requests.post(
+        server.base_url + "/files/upload/tensors",
+        data=pieces,  # a generator: requests sends Transfer-Encoding: chunked
+        headers={"X-API-Key": KEY, "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["r2_keys"]["audio_input"] == "tensors/chunked-1/audio_input.json"
+    stored = server.storage.read_object(_owner(KEY), "tensors/chunked-1/video_input.json")
+    np.testing.assert_array_equal(decode_tensor(stored), seed_video(8))
+
+
 # -- fault knobs -------------------------------------------------------------------------------------
 
 

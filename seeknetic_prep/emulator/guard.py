@@ -7,8 +7,9 @@ costs no parsing and its body is never buffered:
 2. 401 unless ``X-API-Key`` or ``Authorization: Bearer`` carries a configured key;
 3. unless the path is under ``/_emulator/``: 429 with ``Retry-After`` from the key's token
    bucket, then the fault plan (latency, dropped connection, injected status);
-4. 413 from ``Content-Length`` at once, or while a chunked body streams in, the moment the
-   running count passes the limit.
+4. 413 from ``Content-Length`` at once; a chunked body is counted as it streams in and spooled
+   (at most 1 MiB in memory), so it is answered 413 the moment the count passes the limit,
+   having cost almost no memory, and replayed to the app when it ends within the limit.
 
 Runtime knobs live in :class:`Faults` and :class:`RateLimiter`; both are thread-safe because
 tests turn them from their own thread while the server runs in another.
@@ -20,6 +21,7 @@ import asyncio
 import json
 import math
 import random
+import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -238,6 +240,11 @@ class Guard:
         if length is not None and length > limit:
             await respond(send, 413, _too_large(limit, length))
             return
+        if length is None and _is_chunked(scope["headers"]):
+            replay = await _spool_chunked(receive, send, limit)
+            if replay is None:
+                return
+            receive = replay
         started = False
         seen = 0
 
@@ -297,6 +304,57 @@ async def _drop(send: Send) -> None:
     # Let the server see the disconnect before this request ends, so it does not answer 500.
     for _ in range(3):
         await asyncio.sleep(0)
+
+
+_SPOOL_IN_MEMORY = 1 << 20
+_REPLAY_CHUNK = 1 << 20
+
+
+async def _spool_chunked(receive: Receive, send: Send, limit: int) -> Receive | None:
+    """Read a chunked body to its end or to the limit, holding at most 1 MiB of it in memory.
+
+    Without a Content-Length the size is only known at the end; spooling to a temporary file
+    means a body that turns out too large is answered 413 having cost almost no memory, while
+    one under the limit is replayed to the app unchanged. Returns None when it answered (413) or
+    the client left.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 (closed in replay)
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            spool.close()
+            return None
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            spool.close()
+            await respond(send, 413, _too_large(limit))
+            return None
+        spool.write(chunk)
+        if not message.get("more_body", False):
+            break
+    spool.seek(0)
+    done = False
+
+    async def replay() -> Message:
+        nonlocal done
+        if done:
+            return await receive()  # only a disconnect can come now
+        chunk = spool.read(_REPLAY_CHUNK)
+        more = len(chunk) == _REPLAY_CHUNK and spool.tell() < seen
+        if not more:
+            done = True
+            spool.close()
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+    return replay
+
+
+def _is_chunked(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in headers
+    )
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
