@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -670,9 +671,28 @@ def test_restart_resumes_unfinished_jobs(tmp_path: Path) -> None:
         assert _submit_embedding(api, "rs-1", keys).json()["status"] == "pending"
         handle.restart()
         api = Api(handle.base_url, KEY)
-        done = api.wait("rs-1")
-        assert done["status"] == "completed"
+        seen = []
+        while not seen or seen[-1] not in ("completed", "failed"):
+            seen.append(api.get("/async_status/rs-1").json()["status"])
+            time.sleep(0.03)
+        order = ["pending", "processing", "completed"]
+        assert [order.index(s) for s in seen] == sorted(order.index(s) for s in seen), seen
+        assert "processing" in seen and seen[-1] == "completed"
         assert api.get("/_emulator/stats").json() == {"uploads": {"rs-1": 1}, "submissions": {"rs-1": 1}}
+
+
+def test_stopping_leaves_no_thread_and_frees_the_port(tmp_path: Path) -> None:
+    before = {t.name for t in threading.enumerate()}
+    with running(data_dir=tmp_path) as handle:
+        port = handle.port
+        assert Api(handle.base_url, handle.api_key).get("/async_status/x").status_code == 404
+        assert {"seeknetic-emulator-http", "seeknetic-emulator-jobs"} <= {
+            t.name for t in threading.enumerate()
+        }
+    after = {t.name for t in threading.enumerate()}
+    assert not {n for n in after - before if n.startswith("seeknetic-emulator")}
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/openapi.json", timeout=5)
 
 
 def test_stats_count_per_request_id(api: Api) -> None:
