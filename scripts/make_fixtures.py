@@ -115,7 +115,7 @@ def vfr(seconds: float) -> list[float]:
 def write(spec: Spec) -> dict[str, Any]:
     path = OUT / spec.name
     path.parent.mkdir(parents=True, exist_ok=True)
-    container = av.open(str(path), "w", options=spec.container_options)
+    container = av.open(str(path), "w", options={"fflags": "+bitexact", **spec.container_options})
     fps = round(1000 * len(spec.frame_ms) / (spec.frame_ms[-1] + 1)) or 1
     vs = container.add_stream(spec.codec, rate=fps, options=spec.codec_options)
     vs.width, vs.height, vs.pix_fmt = spec.width, spec.height, spec.pix_fmt
@@ -189,7 +189,8 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
     pts = sorted(t for t, _ in packets)
     # Where the video ends: the end of its last frame (its stored duration, else the last step).
     last_step = pts[-1] - pts[-2] if len(pts) > 1 else 0.0
-    duration_ms = max(t + (d or last_step) for t, d in packets)
+    last_t, last_d = max(packets)
+    duration_ms = last_t + (last_d or last_step)
     assert len(pts) == len(spec.frame_ms), (spec.name, len(pts), len(spec.frame_ms))
     with av.open(str(path)) as c:
         first = next(c.decode(video=0))

@@ -37,7 +37,7 @@ __all__ = ["MediaInfo", "decode_audio", "decode_frames_at", "probe"]
 
 _TAIL_SECONDS = 3.0
 """How much of the end of a file is demuxed to find where its content really ends."""
-_TRUNCATION_SLACK_S = 0.25
+_TRUNCATION_SLACK_S = 0.1
 """How far the data may fall short of the header's duration before the file counts as cut."""
 _RESEEK_GAP_MS = 20_000.0
 """Targets further apart than this get a fresh seek instead of decoding the gap."""
@@ -95,7 +95,21 @@ def _open(path: Path) -> Any:
     try:
         return av.open(str(path), "r")
     except av.error.FFmpegError as exc:
+        if _looks_like_iso_media(path):
+            # An mp4/mov whose index (moov) is at the end: cut short, or still being written.
+            raise MediaError(
+                path, f"truncated or incomplete mp4/mov: its index cannot be read ({_reason(exc)})"
+            ) from exc
         raise MediaError(path, f"not media: FFmpeg cannot read it ({_reason(exc)})") from exc
+
+
+def _looks_like_iso_media(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp"
 
 
 def _reason(exc: BaseException) -> str:
@@ -170,34 +184,46 @@ def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) 
     """(end of the last video frame, end the header declares), both on the container clock, s.
 
     Demuxes (no decoding) from a few seconds before the declared end. A file cut short stops
-    delivering packets where its data stops, well before what its header promised.
+    delivering packets where its data stops, well before what its header promised: its
+    per-stream durations, its frame count (AVI keeps that even when its index is gone), or
+    the container's duration.
     """
     streams = [vs, *container.streams.audio[:1]]
     declared: dict[int, float] = {}
     for s in streams:
         if s.duration:
             declared[s.index] = float((s.start_time or 0) * s.time_base + s.duration * s.time_base)
+    if vs.frames and vs.average_rate:
+        by_count = float((vs.start_time or 0) * vs.time_base + vs.frames / vs.average_rate)
+        declared[vs.index] = max(declared.get(vs.index, by_count), by_count)
     whole = None
-    if container.duration:
+    if container.duration and len(container.streams) == len(streams):
+        # Only when the streams demuxed are all there is: a subtitle or data track may
+        # legitimately run past the picture and the sound.
         whole = (float(container.duration) + float(container.start_time or 0)) / 1e6
     declared_end = max([*declared.values(), *([whole] if whole else [])], default=origin)
     seek_to = declared.get(vs.index, declared_end) - _TAIL_SECONDS
     ends: dict[int, float] = {}
-    last_video: list[float] = []
+    latest: dict[int, float] = {}
+    times: dict[int, list[float]] = {}
     try:
         if seek_to > origin:
             container.seek(int(seek_to / vs.time_base), stream=vs, backward=True, any_frame=False)
         for packet in container.demux(streams):
             if packet.pts is None or packet.size == 0:
                 continue
-            t = float(packet.pts * packet.time_base)
-            dur = float(packet.duration * packet.time_base) if packet.duration else 0.0
             idx = packet.stream.index
-            ends[idx] = max(ends.get(idx, t), t + dur)
-            if idx == vs.index:
-                last_video.append(t)
-                if dur == 0.0:
-                    ends[idx] = max(ends[idx], t + _interval(last_video))
+            t = float(packet.pts * packet.time_base)
+            seen = times.setdefault(idx, [])
+            seen.append(t)
+            del seen[:-16]
+            # The content ends where the packet with the latest pts stops being shown. (Not the
+            # max of pts + duration: with B-frames a packet's duration is a dts step.) Containers
+            # that store no packet duration (Matroska audio) get the last pts step.
+            if idx not in latest or t >= latest[idx]:
+                latest[idx] = t
+                dur = float(packet.duration * packet.time_base) if packet.duration else _interval(seen)
+                ends[idx] = t + dur
     except av.error.FFmpegError as exc:
         raise MediaError(path, f"truncated or corrupt near the end: {_reason(exc)}") from exc
     if vs.index not in ends:
@@ -223,7 +249,7 @@ def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) 
 
 def _interval(times: list[float]) -> float:
     """A frame duration guess for containers that do not store one: the last pts step."""
-    steps = sorted(b - a for a, b in itertools.pairwise(times[-8:]) if b > a)
+    steps = sorted(b - a for a, b in itertools.pairwise(sorted(times[-8:])) if b > a)
     return steps[len(steps) // 2] if steps else 0.0
 
 

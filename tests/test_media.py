@@ -101,6 +101,23 @@ def test_nothing_foreign_escapes_from_cut_files(name: str, tmp_path: Path) -> No
     assert outcomes[:4] == ["error"] * 4
 
 
+@pytest.mark.parametrize(
+    ("name", "fraction", "cause"),
+    [
+        ("mjpeg.avi", 0.3, "truncated: the header declares video up to 4.000 s"),  # AVI frame count
+        ("vfr.mkv", 0.97, "truncated"),  # 140 ms short
+        ("late_audio_25s.mkv", 0.995, "truncated: the header declares audio"),
+        ("cfr30_bframes.mp4", 0.9, "truncated or incomplete mp4/mov"),  # moov at the end, cut off
+    ],
+)
+def test_truncation_is_detected(name: str, fraction: float, cause: str, tmp_path: Path) -> None:
+    data = (FIXTURES / name).read_bytes()
+    path = tmp_path / f"cut{Path(name).suffix}"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(MediaError, match=cause):
+        preprocess(path)
+
+
 def test_garbage_in_the_middle_never_raises_a_foreign_error(tmp_path: Path) -> None:
     data = bytearray((FIXTURES / "cfr30_bframes.mp4").read_bytes())
     rng = np.random.default_rng(3)
