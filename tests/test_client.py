@@ -231,3 +231,12 @@ def test_no_foreign_exception_escapes_on_garbage(tmp_path: Path) -> None:
     finally:
         srv.shutdown()
     assert json.dumps({"ok": True})
+
+
+def test_dropped_connections_are_retried(client: Client, emulator: Any) -> None:
+    emulator.faults.drop_next(3)
+    try:
+        assert client.encode_text("after drops") != []
+    finally:
+        emulator.faults.reset()
+    assert emulator.faults.injected["drop"] >= 3

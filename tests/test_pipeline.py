@@ -184,3 +184,20 @@ def test_one_service(emulator: Any, fixtures_dir: Path, tmp_path: Path, services
                              options=RunOptions(workers=0, services=services))
     lines = read_results(tmp_path / "out" / "results.jsonl")
     assert summary.exit_code == 0 and [x["service"] for x in lines] == list(services)
+
+
+def test_401_mid_run_stops_at_once(fresh: Any, fixtures_dir: Path, tmp_path: Path) -> None:
+    from seeknetic_prep.pipeline import Progress
+
+    class RevokeKey(Progress):
+        def file_planned(self, path: str, *, windows: int, to_decode: int, jobs: int) -> None:
+            fresh.faults.fail_next(10_000, 401)  # the key stops working after the first check
+
+    src = _good_copy(fixtures_dir, tmp_path / "in", ("demo/lake.mp4", "vfr.mp4", "vp9.webm"))
+    with _client(fresh) as c:
+        summary = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=0),
+                             progress=RevokeKey())
+    fresh.faults.reset()
+    assert summary.exit_code == 2 and summary.stopped_by == "auth" and "401" in (summary.stop_message or "")
+    assert summary.jobs_completed == 0
+    assert fresh.faults.injected[401] <= 1 + 4  # one per uploader at most, no retries of a 401
