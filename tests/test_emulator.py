@@ -671,7 +671,7 @@ def test_restart_resumes_unfinished_jobs(tmp_path: Path) -> None:
         assert _submit_embedding(api, "rs-1", keys).json()["status"] == "pending"
         handle.restart()
         api = Api(handle.base_url, KEY)
-        seen = []
+        seen: list[str] = []
         while not seen or seen[-1] not in ("completed", "failed"):
             seen.append(api.get("/async_status/rs-1").json()["status"])
             time.sleep(0.03)

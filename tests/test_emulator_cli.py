@@ -144,7 +144,8 @@ def test_sdk_typed_errors(cli: CliEmulator) -> None:
         try:
             client.video_embedding.encode_text(text="burst")
         except seeknetic.APIStatusError as exc:
-            return exc
+            error: BaseException = exc
+            return error
         return None
 
     with ThreadPoolExecutor(8) as pool:
@@ -194,7 +195,7 @@ def test_200mb_body_is_413_with_flat_memory(tmp_path: Path, chunked: bool) -> No
         api = Api(emu.base_url, KEY)
         api.upload(embedding_body("warm-up"))  # load every code path before the baseline
         base = psutil.Process(emu.pid).memory_info().rss
-        stop, samples = threading.Event(), []
+        stop, samples = threading.Event(), list[int]()
         sampler = threading.Thread(target=sample_rss, args=(emu.pid, stop, samples))
         sampler.start()
         try:

@@ -159,6 +159,12 @@ class JobWorker:
         except JobFailed as exc:
             self.storage.finish(job, error_message=str(exc))
             return
+        except Exception as exc:  # an emulator bug: fail this job visibly instead of retrying forever
+            log.exception("emulator job %s could not be scored", job.request_id)
+            self.storage.finish(
+                job, error_message=f"Emulator error while scoring: {type(exc).__name__}: {exc}"
+            )
+            return
         self.storage.finish(job, result=result)
 
 
