@@ -6,11 +6,11 @@ Stages and the values that cross them::
     plan_file (process pool)   path -> FilePlan (fingerprint, duration, windows)
     decode_windows (pool)      path + windows -> EncodedWindow (frame times + upload bodies)
     upload + submit (threads)  body -> r2 keys -> job        (state committed after each ack)
-    poll (one thread)          request_id -> embedding | tags | error
+    poll (threads)             request_id -> embedding | tags | error
     results.jsonl              regenerated from the state database
 
-``plan_file`` and ``decode_windows`` are plain module-level functions over plain, picklable
-values, so any executor (a process pool here, Ray later) can run them. Each window is decoded
+``plan_file`` and ``decode_windows`` (:mod:`seeknetic_prep.stages`) are plain functions over
+plain, picklable values, so any executor (a process pool here, Ray later) can run them. Each window is decoded
 once for both services; the bodies are serialized in the worker, so upload threads only send
 bytes. Queues between the stages are bounded (a few decode tasks in flight, a few windows
 waiting for upload), so memory stays flat for a folder of any size while decoding overlaps
@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import heapq
-import json
 import multiprocessing
 import os
 import queue
-import signal
 import threading
 import time
 from collections import deque
@@ -51,138 +49,28 @@ from .errors import (
     InvalidArgumentError,
     NotFoundError,
     QuotaExceededError,
-    SeekneticPrepError,
 )
 from .results import write_results
+from .stages import (
+    DecodeTask,
+    EncodedWindow,
+    FilePlan,
+    StageError,
+    decode_windows,
+    plan_file,
+    unit_request_id,
+    worker_init,
+)
 from .store import Store, Unit
 
-__all__ = [
-    "DecodeTask",
-    "EncodedWindow",
-    "FilePlan",
-    "Progress",
-    "RunOptions",
-    "RunSummary",
-    "StageError",
-    "decode_windows",
-    "plan_file",
-    "run_folder",
-    "unit_request_id",
-]
+__all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
 
 SERVICES = ("embedding", "tagging")
-
-
-class StageError(SeekneticPrepError):
-    """A stage function's own error, carried out of a worker process as its message.
-
-    Our errors take keyword arguments and so do not survive pickling; this one does.
-    """
-
-
-# ---------------------------------------------------------------------- stage functions
-
-
-def unit_request_id(fingerprint: str, window: tuple[int, int, int], service: str, attempt: int = 0) -> str:
-    """The request id of one unit: :func:`seeknetic_prep.payloads.request_id_for` (the ids
-    ``prep`` writes too), plus ``-r<attempt>`` for a ``--retry-failed`` attempt, because a job id
-    is the server's forever and a retried unit needs a new one."""
-    from .payloads import request_id_for
-    from .profile import Window
-
-    rid = request_id_for(fingerprint, Window(*window), service)  # type: ignore[arg-type]
-    return rid if attempt == 0 else f"{rid}-r{attempt}"
 
 
 def _retry_id(unit: Unit, attempt: int) -> str:
     return unit_request_id(unit.fingerprint, (unit.window_index, unit.start_ms, unit.end_ms),
                            unit.service, attempt)
-
-
-@dataclass(frozen=True)
-class FilePlan:
-    path: str
-    fingerprint: str
-    size: int
-    duration_ms: int
-    windows: tuple[tuple[int, int, int], ...]  # (index, start_ms, end_ms)
-
-
-@dataclass(frozen=True)
-class DecodeTask:
-    path: str
-    fingerprint: str
-    windows: tuple[tuple[int, int, int], ...]
-    request_ids: tuple[tuple[int, str, str], ...]  # (window index, service, request_id)
-    resize: str = "crop"
-
-
-@dataclass(frozen=True)
-class EncodedWindow:
-    index: int
-    start_ms: int
-    end_ms: int
-    frame_times_ms: tuple[float, ...]
-    bodies: tuple[tuple[str, str, bytes], ...]  # (service, request_id, JSON body)
-
-
-def plan_file(path: str) -> FilePlan:
-    """Fingerprint, probe and plan one file.
-
-    Raises:
-        StageError: the file is not usable video (the message names it and the cause).
-    """
-    from .media import probe
-    from .payloads import file_fingerprint
-    from .sampling import plan_windows
-
-    try:
-        fp = file_fingerprint(path)
-        size = os.path.getsize(path)
-        info = probe(path)
-        windows = plan_windows(int(info.duration_ms))
-    except OSError as exc:
-        raise StageError(f"{path}: cannot read ({exc.strerror or exc}).") from None
-    except SeekneticPrepError as exc:
-        raise StageError(str(exc)) from None
-    return FilePlan(path, fp, size, int(info.duration_ms),
-                    tuple((w.index, w.start_ms, w.end_ms) for w in windows))
-
-
-def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
-    """Decode the task's windows in one pass and serialize each for every service asked.
-
-    Raises:
-        StageError: decoding failed (truncated or undecodable content).
-    """
-    from .payloads import upload_body
-    from .preprocess import iter_segments
-    from .profile import Window
-
-    wanted: dict[int, list[tuple[str, str]]] = {}
-    for index, service, rid in task.request_ids:
-        wanted.setdefault(index, []).append((service, rid))
-    out: list[EncodedWindow] = []
-    try:
-        windows = [Window(*w) for w in task.windows]
-        for seg in iter_segments(task.path, windows, resize=task.resize):  # type: ignore[arg-type]
-            bodies = tuple(
-                (service, rid,
-                 json.dumps(upload_body(seg, service=service, request_id=rid)).encode())  # type: ignore[arg-type]
-                for service, rid in wanted.get(seg.index, ())
-            )
-            out.append(EncodedWindow(seg.index, seg.start_ms, seg.end_ms,
-                                     tuple(float(t) for t in seg.frame_times_ms), bodies))
-    except OSError as exc:
-        raise StageError(f"{task.path}: cannot read ({exc.strerror or exc}).") from None
-    except SeekneticPrepError as exc:
-        raise StageError(str(exc)) from None
-    return out
-
-
-def _worker_init() -> None:
-    # Ctrl-C reaches the whole process group; only the main process decides how to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------- options, progress, summary
@@ -375,7 +263,8 @@ class _Run:
                 self.store.retry_failed(_retry_id)
             threads = [threading.Thread(target=self._uploader, daemon=True, name=f"upload-{i}")
                        for i in range(self.opt.uploaders)]
-            threads.append(threading.Thread(target=self._poller, daemon=True, name="poll"))
+            threads += [threading.Thread(target=self._poller, daemon=True, name=f"poll-{i}")
+                        for i in range(max(1, self.opt.uploaders // 2))]
             for t in threads:
                 t.start()
             executor = self._executor()
@@ -434,7 +323,7 @@ class _Run:
             return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         return cf.ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
+            initializer=worker_init,
         )
 
     def _check(self) -> None:
