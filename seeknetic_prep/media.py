@@ -30,7 +30,7 @@ import av.error
 import numpy as np
 import soxr
 
-from .errors import MediaError
+from .errors import InvalidArgumentError, MediaError
 from .profile import SAMPLE_RATE
 
 __all__ = ["MediaInfo", "decode_audio", "decode_frames_at", "probe"]
@@ -113,8 +113,8 @@ def _looks_like_iso_media(path: Path) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return str(text).split(":")[0].strip() if ": '" in str(text) else str(text).strip()
+    """FFmpeg's own words without the errno and the path (the message names the file once)."""
+    return str(getattr(exc, "strerror", None) or exc).strip()
 
 
 def _video_stream(path: Path, container: Any) -> Any:
@@ -146,10 +146,9 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
             raise MediaError(p, f"undecodable video: {_reason(exc)}") from exc
         if first is None or first.pts is None:
             raise MediaError(p, "undecodable video: no frame could be decoded")
-        tb = vs.time_base
         origin = float(first.pts * first.time_base)
         rotation = int(first.rotation)
-        end_s, declared_s = _content_end(p, container, vs, origin, size)
+        end_s = _content_end(p, container, vs, origin, size)
         fps = float(vs.average_rate or vs.guessed_rate or 0) or 0.0
         sar = vs.sample_aspect_ratio
         cw, ch = int(vs.codec_context.width), int(vs.codec_context.height)
@@ -159,7 +158,6 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         duration_ms = round((end_s - origin) * 1000)
         if duration_ms <= 0:
             raise MediaError(p, f"no content: the video lasts {duration_ms} ms")
-        del tb, declared_s
         return MediaInfo(
             path=str(p),
             duration_ms=duration_ms,
@@ -180,8 +178,8 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         )
 
 
-def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) -> tuple[float, float]:
-    """(end of the last video frame, end the header declares), both on the container clock, s.
+def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) -> float:
+    """Where the last video frame ends, on the container clock, in seconds.
 
     Demuxes (no decoding) from a few seconds before the declared end. A file cut short stops
     delivering packets where its data stops, well before what its header promised: its
@@ -244,7 +242,7 @@ def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) 
             f"truncated: the header declares {whole - origin:.3f} s but the data ends at "
             f"{got_all - origin:.3f} s ({size} bytes)",
         )
-    return ends[vs.index], declared_end
+    return ends[vs.index]
 
 
 def _interval(times: list[float]) -> float:
@@ -272,7 +270,7 @@ def decode_frames_at(
     if not targets_ms:
         return
     if any(b < a for a, b in itertools.pairwise(targets_ms)):
-        raise ValueError("targets_ms must be ascending")
+        raise InvalidArgumentError(f"Invalid targets_ms {list(targets_ms)}: must be ascending.")
     out_w, out_h = size
     coded_size = (out_h, out_w) if info.rotation % 180 else (out_w, out_h)
     with _open(path) as container:
@@ -393,7 +391,7 @@ def _to_rgb(frame: Any, coded_size: tuple[int, int]) -> np.ndarray:
     return arr
 
 
-def decode_audio(info: MediaInfo, start_ms: float) -> Iterator[tuple[int, np.ndarray]]:
+def decode_audio(info: MediaInfo, start_ms: float) -> Generator[tuple[int, np.ndarray], None, None]:
     """The audio from ``start_ms`` on, as mono float32 at 22050 Hz: ``(position, samples)`` chunks.
 
     ``position`` is the chunk's first sample on the timeline, in 22050 Hz samples from timeline

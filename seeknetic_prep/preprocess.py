@@ -116,7 +116,8 @@ def _segments(info: MediaInfo, windows: Sequence[Window], resize: ResizeMode) ->
     targets = [frame_targets_ms(w) for w in windows]
     size = scaled_size(info.width, info.height, resize)
     frames = decode_frames_at(info, [t for ts in targets for t in ts], size)
-    audio = AudioTimeline(decode_audio(info, windows[0].start_ms))
+    chunks = decode_audio(info, windows[0].start_ms)
+    audio = AudioTimeline(chunks)
     try:
         for window, window_targets in zip(windows, targets, strict=True):
             pictures: list[np.ndarray] = []
@@ -140,7 +141,9 @@ def _segments(info: MediaInfo, windows: Sequence[Window], resize: ResizeMode) ->
                 target_times_ms=tuple(window_targets),
             )
     finally:
+        # A caller that stops early closes both files now, not whenever the GC gets to them.
         frames.close()
+        chunks.close()
 
 
 class _CallableModule(types.ModuleType):

@@ -82,7 +82,9 @@ def test_colours_survive_yuv_to_rgb(name: str) -> None:
     seg = segments(name)[0]
     display = tuple(TRUTH[name]["display_size"])
     worst = max(corner_error(seg.video[0, i], display) for i in range(12))  # type: ignore[arg-type]
-    assert worst < 30, worst
+    # Measured: 6-8 for H.264/HEVC/VP9, 15 for MJPEG; decoding the BT.709 HEVC clip with the
+    # BT.601 matrix gives 27, so this bound catches a wrong matrix or range.
+    assert worst < 20, worst
 
 
 def test_rotated_clip_comes_out_upright() -> None:
