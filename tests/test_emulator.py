@@ -111,7 +111,7 @@ def _owner(key: str) -> str:
     return owner_id(key)
 
 
-def test_sdk_shapes_and_metadata_form_are_accepted(api: Api) -> None:
+def test_sdk_shapes_and_metadata_form_are_accepted(server: EmulatorHandle, api: Api) -> None:
     video = np.zeros((4, 3, 56, 84), np.uint8)
     audio = np.zeros(16000, np.float32)
     emb = api.upload(
@@ -138,6 +138,11 @@ def test_sdk_shapes_and_metadata_form_are_accepted(api: Api) -> None:
         "video_input": "tensors/sdk-2/video_input.json",
         "video_kwargs": "tensors/sdk-2/video_kwargs.json",
     }
+    stored = server.storage.read_object(_owner(KEY), tag["r2_keys"]["video_input"])
+    assert stored["metadata"] == {"fps": 25.0, "frames_indices": [0, 1, 2, 3]}
+    np.testing.assert_array_equal(decode_tensor(stored["tensor"]), video)
+    kwargs = server.storage.read_object(_owner(KEY), tag["r2_keys"]["video_kwargs"])
+    assert kwargs == {"do_sample_frames": False}
 
 
 @pytest.mark.parametrize(

@@ -76,11 +76,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: Any, *, access_log: bool, log_level: str) -> Any:
+def _uvicorn_config(app: Any, *, access_log: bool, log_level: str, own_logging: bool) -> Any:
     import uvicorn
 
     return uvicorn.Config(
         app,
+        # In-process, leave the host program's logging configuration alone.
+        log_config=uvicorn.config.LOGGING_CONFIG if own_logging else None,
         lifespan="off",
         access_log=access_log,  # uvicorn logs client, method, path and status: never headers
         log_level=log_level,
@@ -99,7 +101,9 @@ class _ServerThread:
     def __init__(self, app: Any, sock: socket.socket) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(_uvicorn_config(app, access_log=False, log_level="warning"))
+        self.server = uvicorn.Server(
+            _uvicorn_config(app, access_log=False, log_level="warning", own_logging=False)
+        )
         self.sock = sock
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [sock]}, name="seeknetic-emulator-http", daemon=True
@@ -296,7 +300,9 @@ def serve(
         emulator.start()
         if on_ready is not None:
             on_ready(_url(host, sock.getsockname()[1]))
-        server = uvicorn.Server(_uvicorn_config(emulator.app, access_log=access_log, log_level="info"))
+        server = uvicorn.Server(
+            _uvicorn_config(emulator.app, access_log=access_log, log_level="info", own_logging=True)
+        )
         server.run(sockets=[sock])
     finally:
         sock.close()
