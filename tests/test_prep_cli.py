@@ -112,3 +112,36 @@ def test_help_mentions_every_option() -> None:
     assert proc.returncode == 0
     for option in ("--out", "--service", "--resize", "PATH"):
         assert option in proc.stdout
+
+
+def test_upload_body_rules() -> None:
+    from seeknetic_prep.errors import InvalidArgumentError
+    from seeknetic_prep.payloads import upload_body
+
+    (seg,) = preprocess(FIXTURES / "short_700ms.mp4")
+    body = upload_body(seg, service="tagging", request_id="a.b-c_1")
+    assert body["video_kwargs"]["fps"] == pytest.approx(12 / 0.7)
+    with pytest.raises(InvalidArgumentError, match="'search'"):
+        upload_body(seg, service="search", request_id="x")  # type: ignore[arg-type]
+    for bad in ("", "has space", "slash/no", "x" * 129):
+        with pytest.raises(InvalidArgumentError, match="must match"):
+            upload_body(seg, service="embedding", request_id=bad)
+
+
+def test_fingerprint_is_content_based_and_never_reads_a_big_file_whole(tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as fh:  # 3 GiB, sparse: reading it whole would take minutes
+        fh.truncate(3 << 30)
+    first = file_fingerprint(big)
+    with big.open("r+b") as fh:
+        fh.write(b"x")
+    assert file_fingerprint(big) != first
+    small = tmp_path / "a.txt"
+    small.write_bytes(b"abc")
+    other = tmp_path / "b.txt"
+    other.write_bytes(b"abc")
+    assert file_fingerprint(small) == file_fingerprint(other)
+    other.write_bytes(b"abcd")
+    assert file_fingerprint(small) != file_fingerprint(other)
+    rid = request_id_for(first, preprocess(FIXTURES / "short_700ms.mp4")[0].window, "embedding", "pad")
+    assert rid.endswith("-0-700-embedding-pad") and len(rid) <= 128
