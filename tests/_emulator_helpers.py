@@ -121,9 +121,11 @@ class CliEmulator:
 
 
 def start_cli(args: Sequence[str], *, timeout: float = 60) -> CliEmulator:
-    """Start ``python -m seeknetic_prep emulator --port 0 ARGS`` and wait for its URL line."""
+    """Start ``seeknetic-prep emulator --port 0 ARGS`` and wait for its URL line."""
+    script = Path(sys.executable).with_name("seeknetic-prep")  # the installed console script
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "seeknetic_prep"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "seeknetic_prep", "emulator", "--port", "0", *args],
+        [*command, "emulator", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
