@@ -37,6 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,7 @@ class _Run:
         self.resumed: set[str] = set()  # units that existed before this run: look up first
         self.decoded = 0
         self.run_id = 0
+        self.executor: cf.Executor | None = None
 
     # -------------------------------------------------------------- bookkeeping
 
@@ -255,7 +257,6 @@ class _Run:
     def execute(self) -> RunSummary:
         started = time.monotonic()
         threads: list[threading.Thread] = []
-        executor: cf.Executor | None = None
         try:
             self.client.check_auth()  # a wrong key stops here, before any decoding
             self.run_id = self.store.start_run()
@@ -267,8 +268,8 @@ class _Run:
                         for i in range(max(1, self.opt.uploaders // 2))]
             for t in threads:
                 t.start()
-            executor = self._executor()
-            self._schedule(executor)
+            self.executor = self._executor()
+            self._schedule()
             self._drain()
         except AuthenticationError as exc:
             self._halt("auth", str(exc))
@@ -282,8 +283,8 @@ class _Run:
             self.stop.set()
             with self.poll_cv:
                 self.poll_cv.notify_all()
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
+            if self.executor is not None:
+                self.executor.shutdown(wait=False, cancel_futures=True)
             for t in threads:
                 t.join(timeout=5.0)
             self.summary.elapsed_s = time.monotonic() - started
@@ -330,46 +331,97 @@ class _Run:
         if self.stop.is_set():
             raise _Stop
 
-    def _schedule(self, executor: cf.Executor) -> None:
-        """Feed the pool: decode tasks first, then new files; never more than ``cap`` in flight."""
+    def _schedule(self) -> None:
+        """Feed the pool: decode tasks first, then new files; never more than ``cap`` in flight.
+
+        A worker process that dies (a crash in a decoder, the OOM killer) breaks the whole pool
+        and every task in flight with it. The pool is then replaced and those tasks run again one
+        at a time, so only a task that kills a worker on its own fails its file.
+        """
         workers = self.opt.workers if self.opt.workers is not None else (os.cpu_count() or 1)
         cap = max(2, 2 * max(workers, 1))
         files = iter(discover(self.paths, extensions=self.opt.extensions))
         backlog: deque[DecodeTask] = deque()
+        suspects: deque[tuple[str, Any]] = deque()
         pending: dict[cf.Future[Any], tuple[str, Any]] = {}
         files_left = True
-        found = 0
+        solo = False
         while True:
             self._check()
-            while len(pending) < cap and not self.no_submit.is_set():
-                if backlog:
+            while not self.no_submit.is_set() and not solo:
+                job: tuple[str, Any]
+                if suspects:
+                    if pending:
+                        break
+                    job, solo = suspects.popleft(), True
+                elif len(pending) >= cap:
+                    break
+                elif backlog:
                     task = backlog.popleft()
                     if task.fingerprint in self.failed_fp:
                         continue
-                    pending[executor.submit(decode_windows, task)] = ("decode", task)
+                    job = ("decode", task)
                 elif files_left:
                     path = next(files, None)
                     if path is None:
                         files_left = False
                         continue
-                    found += 1
                     self.progress.files_found(1)
-                    pending[executor.submit(plan_file, str(path))] = ("plan", str(path))
+                    job = ("plan", str(path))
                 else:
                     break
+                pending[self._submit(job)] = job
             if not pending:
                 return
             done, _ = cf.wait(list(pending), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            broken = False
             for fut in done:
-                kind, what = pending.pop(fut)
-                if kind == "plan":
-                    self._planned(fut, what, backlog)
-                else:
-                    self._decoded(fut, what)
+                job = pending.pop(fut)
+                try:
+                    if job[0] == "plan":
+                        self._planned(fut, job[1], backlog)
+                    else:
+                        self._decoded(fut, job[1])
+                except BrokenProcessPool:
+                    broken = True
+                    if solo:
+                        self._crashed(job)
+                    else:
+                        suspects.append(job)
+            if broken:
+                suspects.extend(pending.values())  # they died with the pool
+                pending.clear()
+                self._replace_executor()
+            if not pending:
+                solo = False
             if self.no_submit.is_set():  # quota: stop decoding; what is queued still uploads
                 for fut in pending:
                     fut.cancel()
                 return
+
+    def _submit(self, job: tuple[str, Any]) -> cf.Future[Any]:
+        assert self.executor is not None
+        fn: Any = plan_file if job[0] == "plan" else decode_windows
+        try:
+            return self.executor.submit(fn, job[1])
+        except BrokenProcessPool:  # a worker died while idle
+            self._replace_executor()
+            return self.executor.submit(fn, job[1])
+
+    def _replace_executor(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor = self._executor()
+
+    def _crashed(self, job: tuple[str, Any]) -> None:
+        if job[0] == "plan":
+            path = job[1]
+            error = f"{path}: the decoder process died while probing this file"
+            self.store.record_file(path, status="failed", error=error)
+            self._file_failed(path, error)
+        else:
+            task: DecodeTask = job[1]
+            self._fail_content(task, f"{task.path}: the decoder process died while decoding this file")
 
     def _planned(self, fut: cf.Future[Any], path: str, backlog: deque[DecodeTask]) -> None:
         try:

@@ -201,3 +201,63 @@ def test_401_mid_run_stops_at_once(fresh: Any, fixtures_dir: Path, tmp_path: Pat
     assert summary.exit_code == 2 and summary.stopped_by == "auth" and "401" in (summary.stop_message or "")
     assert summary.jobs_completed == 0
     assert fresh.faults.injected[401] <= 1 + 4  # one per uploader at most, no retries of a 401
+
+
+def test_resume_from_every_recorded_step_submits_nothing_twice(
+    fresh: Any, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Rewind units in the state to each step a crash can leave them in, then rerun."""
+    src = _good_copy(fixtures_dir, tmp_path / "in", ("demo/lake.mp4", "vp9.webm"))
+    out = tmp_path / "out"
+    with _client(fresh) as c:
+        assert run_folder([src], out=out, client=c, options=RunOptions(workers=0)).exit_code == 0
+        reference = (out / "results.jsonl").read_text()
+        with Store(out / "state.sqlite") as store:
+            units = store.units_with_status("completed")
+            assert len(units) == 6
+            # submitted, answer recorded: must be polled; uploaded: the submission's ack was lost
+            # in a crash, so it must be looked up; planned: even the upload ack was lost
+            for unit, status in zip(units, ("submitted", "submitted", "uploaded", "uploaded",
+                                            "planned", "planned")):
+                store._write("UPDATE units SET status=?, result=NULL WHERE request_id=?",
+                             (status, unit.request_id))
+        uploads_before = dict(fresh.stats()["uploads"])
+        again = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
+    assert again.exit_code == 0 and again.jobs_completed == 6
+    assert (out / "results.jsonl").read_text() == reference
+    stats = fresh.stats()
+    assert {stats["submissions"][u.request_id] for u in units} == {1}
+    uploads = {u.request_id: stats["uploads"][u.request_id] - uploads_before[u.request_id] for u in units}
+    assert [uploads[u.request_id] for u in units] == [0, 0, 0, 0, 1, 1]  # only planned re-upload
+
+
+def test_a_dead_decode_worker_does_not_lose_work(fresh: Any, fixtures_dir: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    import psutil
+
+    from seeknetic_prep.pipeline import Progress
+
+    killed: list[int] = []
+
+    class KillAWorker(Progress):
+        def file_planned(self, path: str, *, windows: int, to_decode: int, jobs: int) -> None:
+            if killed:
+                return
+            for child in psutil.Process().children(recursive=True):
+                if any("spawn_main" in part for part in child.cmdline()):
+                    os.kill(child.pid, signal.SIGKILL)  # as the OOM killer would
+                    killed.append(child.pid)
+                    return
+
+    src = _good_copy(fixtures_dir, tmp_path / "in",
+                     ("cfr30_bframes.mp4", "late_audio_25s.mkv", "demo/lake.mp4", "vfr.mp4"))
+    with _client(fresh) as c:
+        summary = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=2),
+                             progress=KillAWorker())
+    lines = read_results(tmp_path / "out" / "results.jsonl")
+    assert killed
+    assert summary.exit_code == 0, summary.failures
+    assert len(lines) == 2 * 9 and all(x["status"] == "completed" for x in lines)
+    _assert_submitted_once(fresh, lines)
