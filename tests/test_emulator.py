@@ -558,14 +558,14 @@ def test_quota_spent_is_402_and_repeats_are_free(server: EmulatorHandle, other: 
 
 
 def test_rate_limit_is_429_with_retry_after_and_stats_are_exempt(server: EmulatorHandle, api: Api) -> None:
-    server.qps = 2
-    statuses = [api.get("/async_status/rl-x").status_code for _ in range(8)]
-    assert statuses[:2] == [404, 404] and 429 in statuses
+    server.qps = 0.25  # one token, refilled every 4 s: the second quick request is over
+    statuses = [api.get("/async_status/rl-x").status_code for _ in range(3)]
+    assert statuses[0] == 404 and statuses[1:] == [429, 429]
     r = api.get("/async_status/rl-x")
     assert r.status_code == 429
-    assert r.headers["Retry-After"] == "1"
-    assert 0 < int(r.headers["Retry-After-Ms"]) <= 1000
-    assert r.json()["detail"].startswith("Rate limit: over 2 requests per second for this API key")
+    assert 1 <= int(r.headers["Retry-After"]) <= 4
+    assert 0 < int(r.headers["Retry-After-Ms"]) <= 4000
+    assert r.json()["detail"].startswith("Rate limit: over 0.25 requests per second for this API key")
     assert all(api.get("/_emulator/stats").status_code == 200 for _ in range(5))
     server.qps = None
     assert api.get("/async_status/rl-x").status_code == 404
@@ -637,7 +637,7 @@ def test_fail_rate_is_deterministic_with_a_seed(tmp_path: Path) -> None:
             assert api.get("/_emulator/stats").status_code == 200  # exempt, never faulted
             assert set(handle.faults.injected) <= {500, 502, 504}
     assert runs[0] == runs[1]
-    assert {404, 500, 502, 504} <= set(runs[0]) or {404} < set(runs[0])
+    assert set(runs[0]) <= {404, 500, 502, 504} and 404 in runs[0] and len(set(runs[0])) > 1
     assert 5 <= sum(s != 404 for s in runs[0]) <= 25
 
 

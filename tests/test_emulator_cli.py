@@ -230,7 +230,7 @@ def test_200mb_body_is_413_with_flat_memory(tmp_path: Path, chunked: bool) -> No
 
 
 def test_kill9_with_jobs_pending_then_restart_completes_them(tmp_path: Path) -> None:
-    args = ["--api-key", KEY, "--data-dir", str(tmp_path), "--job-seconds", "4"]
+    args = ["--api-key", KEY, "--data-dir", str(tmp_path), "--job-seconds", "6"]
     emu = start_cli(args)
     api = Api(emu.base_url, KEY)
     uploaded: dict[str, dict[str, str]] = {}
