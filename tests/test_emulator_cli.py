@@ -289,6 +289,11 @@ def test_kill9_with_jobs_pending_then_restart_completes_them(tmp_path: Path) -> 
         assert api2.wait("k9-later", timeout=90)["status"] == "completed"
         stats = api2.get("/_emulator/stats").json()
         assert all(stats["submissions"][rid] == 1 for rid in results)
+        files = sum(len(keys) for keys in uploaded.values())
+        print(
+            f"\nkill -9 with {unfinished} jobs unfinished; after restart {len(results)} completed, "
+            f"{len(uploaded)} uploads ({files} objects) readable, 1 new job on an old upload completed"
+        )
     finally:
         output = emu2.stop()
     assert KEY not in output

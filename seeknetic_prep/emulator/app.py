@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -268,13 +269,18 @@ def _status_body(job: JobRow) -> StatusResponse:
     )
 
 
-def create_app(storage: Storage, *, quota: Any, notify: Any) -> FastAPI:
+class QuotaSetting(Protocol):
+    """Read on every submission, so the quota can change while the server runs."""
+
+    quota: int | None
+
+
+def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], None]) -> FastAPI:
     """The API over ``storage``.
 
     Args:
         storage: where uploads and jobs live.
-        quota: an object whose ``.quota`` (int | None) is read on each submission, so tests can
-            change it at runtime.
+        quota: holds the async jobs each key may submit (None: no limit).
         notify: called after a job is created, to wake the worker.
     """
     app = FastAPI(
