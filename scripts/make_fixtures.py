@@ -186,6 +186,8 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
         v = c.streams.video[0]
         packets = [(float(p.pts * p.time_base * 1000), float(p.duration * p.time_base * 1000))
                    for p in c.demux(v) if p.pts is not None]
+    origin = min(t for t, _ in packets)  # the library's timeline zero: the first frame's pts
+    packets = [(t - origin, d) for t, d in packets]
     pts = sorted(t for t, _ in packets)
     # Where the video ends: the end of its last frame (its stored duration, else the last step).
     last_step = pts[-1] - pts[-2] if len(pts) > 1 else 0.0
@@ -195,12 +197,17 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
     with av.open(str(path)) as c:
         first = next(c.decode(video=0))
         rotation = first.rotation
-        assert float(first.pts * first.time_base * 1000) == pts[0]
+        assert float(first.pts * first.time_base * 1000) == origin
     assert rotation == (-90 if spec.rotate_portrait else 0), (spec.name, rotation)
     audio = None
     if spec.audio is not None:
         a = spec.audio
-        audio = {"start_ms": a["start_s"] * 1000, "end_ms": (a["start_s"] + a["seconds"]) * 1000,
+        # Where the container really put the sound, relative to the first video frame (muxers
+        # shift streams: B-frame delay in MPEG-TS, AAC priming in an mp4 empty edit).
+        with av.open(str(path)) as c:
+            af = next(c.decode(audio=0))
+            start_ms = float(af.pts * af.time_base * 1000) - origin
+        audio = {"start_ms": start_ms, "end_ms": start_ms + a["seconds"] * 1000,
                  "base_hz": a["base_hz"], "step_hz": a["step_hz"], "rate": a["rate"],
                  "channels": av.AudioLayout(a["layout"]).nb_channels, "codec": a["codec"]}
     n_windows = math.ceil(round(duration_ms) / 10_000)
@@ -211,6 +218,7 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
         "coded_size": [spec.width, spec.height],
         "display_size": [spec.height, spec.width] if spec.rotate_portrait else [spec.width, spec.height],
         "rotation": rotation,
+        "origin_ms": origin,
         "duration_ms": duration_ms,
         "windows": [[i * 10_000, min((i + 1) * 10_000, round(duration_ms))] for i in range(n_windows)],
         "frames": [[i, ms] for i, ms in enumerate(pts)],
@@ -256,6 +264,9 @@ def specs() -> list[Spec]:
         Spec("mjpeg.avi", codec="mjpeg", pix_fmt="yuvj420p", frame_ms=cfr(10, 4),
              time_base=Fraction(1, 10), codec_options={"qscale": "3"}, background=(100, 50, 20),
              audio=aac(rate=22050, layout="mono", seconds=4, codec="pcm_s16le")),
+        # MPEG-TS starts its clock at 1.4 s: timeline zero is the first frame, not the container's 0.
+        Spec("mpegts_offset.ts", frame_ms=cfr(25, 5), codec_options=X264, background=(150, 90, 150),
+             audio=aac(seconds=5, base_hz=700)),
         Spec("short_700ms.mp4", frame_ms=cfr(30, 0.7), codec_options=X264, background=(20, 80, 80),
              audio=aac(seconds=0.7, base_hz=1000)),
         Spec("demo/lake.mp4", frame_ms=cfr(15, 12), codec_options=X264, background=(30, 90, 160),

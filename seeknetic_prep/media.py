@@ -313,14 +313,15 @@ def _scan_run(
     first_target_s = info.origin_s + targets_ms[0] / 1000
     # Seek to the keyframe at or before the first target; if the demuxer lands after it (an
     # index that is coarse or missing), step further back, and at worst start from the top.
+    # A container without an index (MPEG-TS) may land past the only keyframe and decode nothing.
     for lead in (0.0, 2.0, 10.0, math.inf):
         frames = _frames_from(container, vs, first_target_s - lead, info.origin_s)
         first = next(frames, None)
-        if first is None:
-            raise MediaError(path, "undecodable video: no frame after seeking")
-        if float(first.pts * first.time_base) <= first_target_s or lead == math.inf:
+        if first is not None and (float(first.pts * first.time_base) <= first_target_s or lead == math.inf):
             break
         frames.close()
+    if first is None:
+        raise MediaError(path, "undecodable video: no frame could be decoded")
     j = 0
     current: Any = first
     try:
@@ -422,7 +423,7 @@ def _audio_chunks(
     if seek_s > info.origin_s:
         container.seek(int(seek_s / stream.time_base), stream=stream, backward=True, any_frame=False)
         first = next(_decoded(container, stream), None)
-        if first is not None and float(first.pts * first.time_base) > seek_s + _AUDIO_SEEK_LEAD_S:
+        if first is None or float(first.pts * first.time_base) > seek_s + _AUDIO_SEEK_LEAD_S:
             # The demuxer landed after the window (coarse or missing index): start from the top.
             container.seek(0, backward=True)
     resampler: Any = None

@@ -31,7 +31,7 @@ def test_probe_matches_ground_truth(name: str) -> None:
     assert info.rotation == truth["rotation"]
     assert info.has_audio == (truth["audio"] is not None)
     assert info.pix_fmt == truth["pix_fmt"]
-    assert info.origin_s == 0.0
+    assert info.origin_s * 1000 == pytest.approx(truth["origin_ms"], abs=1e-6)
     if truth["audio"] is not None:
         assert info.audio_rate == truth["audio"]["rate"]
         assert info.audio_channels == truth["audio"]["channels"]

@@ -132,6 +132,9 @@ CUSTOM = [
     ("vfr.mkv", 1500, 4000),
     ("late_audio_25s.mkv", 1000, 7000),
     ("short_700ms.mp4", 100, 600),
+    ("mpegts_offset.ts", 2000, 4500),  # no index: the seek lands past the only keyframe
+    ("vp9.webm", 2500, 3999),
+    ("mjpeg.avi", 1000, 3000),
 ]
 
 
