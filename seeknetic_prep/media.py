@@ -42,6 +42,8 @@ _TRUNCATION_SLACK_S = 0.1
 _RESEEK_GAP_MS = 20_000.0
 """Targets further apart than this get a fresh seek instead of decoding the gap."""
 _AUDIO_SEEK_LEAD_S = 1.0
+_AUDIO_GAP_S = 0.1
+"""A jump in audio timestamps larger than this is a hole, filled with silence, not closed up."""
 """Audio decoding for a window starts this much earlier, so the resampler is warm at its start."""
 
 # AVColorSpace (frame metadata) -> swscale's matrix names; unknown/unspecified falls back on size.
@@ -427,14 +429,25 @@ def _audio_chunks(
             # The demuxer landed after the window (coarse or missing index): start from the top.
             container.seek(0, backward=True)
     resampler: Any = None
-    position = 0
+    rate = 0
+    position = 0  # next output sample on the timeline, 22050 Hz
+    expected_s = 0.0  # where the next input frame should start if the stream is gapless
     for frame in _decoded(container, stream):
-        if resampler is None:
-            t0 = float(frame.pts * frame.time_base) - info.origin_s
-            resampler = soxr.ResampleStream(
-                int(frame.sample_rate), SAMPLE_RATE, 1, dtype="float32", quality="HQ"
-            )
-            position = round(t0 * SAMPLE_RATE)
+        t_s = float(frame.pts * frame.time_base) - info.origin_s
+        gap = resampler is not None and t_s - expected_s > _AUDIO_GAP_S
+        if resampler is None or gap or int(frame.sample_rate) != rate:
+            # First frame, a hole in the stream, or a new sample rate: flush what the resampler
+            # holds and start again where this frame belongs (silence fills a hole).
+            if resampler is not None:
+                tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                if tail.size:
+                    yield position, tail
+                    position += tail.size
+            rate = int(frame.sample_rate)
+            resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            start = round(t_s * SAMPLE_RATE)
+            position = start if expected_s == 0.0 and position == 0 else max(position, start)
+        expected_s = t_s + frame.samples / rate
         out = resampler.resample_chunk(_mono(frame), last=False)
         if out.size:
             yield position, out

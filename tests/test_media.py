@@ -160,3 +160,39 @@ def test_memory_stays_flat_over_a_long_file(tmp_path: Path) -> None:
         del seg
     assert count == 9
     assert (peak - before) / 2**20 < 200  # holding the frames would be > 1800 MB
+
+
+def test_a_hole_in_the_audio_stays_silent(tmp_path: Path) -> None:
+    """Audio packets from 0-1 s and 2-4 s: the hole is silence, the tone after it is in place."""
+    path = tmp_path / "hole.mkv"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
+        au = out.add_stream("pcm_s16le", rate=16000, layout="mono")
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        t = np.arange(16000 * 4) / 16000
+        tone = (0.5 * np.sin(2 * np.pi * 500 * t) * 32767).astype(np.int16)
+        for k in range(0, tone.size, 800):
+            if 16000 <= k < 32000:
+                continue
+            af = av.AudioFrame.from_ndarray(tone[None, k:k + 800], format="s16", layout="mono")
+            af.sample_rate, af.pts, af.time_base = 16000, k, Fraction(1, 16000)
+            for p in au.encode(af):
+                out.mux(p)
+        for p in au.encode():
+            out.mux(p)
+    (seg,) = preprocess(path)
+    audio = seg.audio[0, 0]
+    assert float(np.abs(audio[int(1.1 * 22050): int(1.9 * 22050)]).max()) < 1e-3
+    assert float(np.abs(audio[int(0.1 * 22050): int(0.9 * 22050)]).max()) > 0.4
+    later = audio[int(2.2 * 22050): int(3.8 * 22050)]
+    assert float(np.abs(later).max()) > 0.4
+    # In place: a 500 Hz sine sampled from t = 2.2 s has the phase of the source at 2.2 s.
+    ref = 0.5 * np.sin(2 * np.pi * 500 * (np.arange(later.size) / 22050 + 2.2))
+    assert float(np.abs(later - ref).max()) < 0.02
