@@ -9,7 +9,7 @@ themselves where they are made: a wrong shape fails in the decoder that produced
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -102,7 +102,7 @@ class Segment:
         return Window(self.index, self.start_ms, self.end_ms)
 
 
-def _check_array(name: str, arr: object, shape: tuple[int, ...], dtype: np.dtype[object]) -> None:
+def _check_array(name: str, arr: object, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
     if not isinstance(arr, np.ndarray):
         raise InvalidArgumentError(f"Invalid {name}: {type(arr).__name__}, must be a numpy array.")
     if arr.shape != shape or arr.dtype != dtype:
