@@ -258,7 +258,6 @@ class _Run:
         started = time.monotonic()
         threads: list[threading.Thread] = []
         try:
-            self.client.check_auth()  # a wrong key stops here, before any decoding
             self.run_id = self.store.start_run()
             if self.opt.retry_failed:
                 self.store.retry_failed(_retry_id)
@@ -696,6 +695,9 @@ def run_folder(
 
     Raises:
         InvalidArgumentError: a path does not exist or an option breaks its rule.
+        AuthenticationError: the key is wrong (checked with one request before anything else;
+            a 401 later in the run ends it with ``stopped_by == "auth"`` instead).
+        APIConnectionError: the API cannot be reached at all.
         StateError: ``out`` holds an unusable state database.
 
     >>> summary = run_folder(["videos/"], out="seeknetic-out", client=Client())  # doctest: +SKIP
@@ -707,4 +709,5 @@ def run_folder(
     for p in plist:
         if not Path(p).exists():
             raise InvalidArgumentError(f"Invalid path {str(p)!r}: no such file or folder.")
+    client.check_auth()  # a wrong key stops here: one request, before any state or decoding
     return _Run(plist, out_dir, client, options or RunOptions(), progress or Progress()).execute()

@@ -151,12 +151,12 @@ def test_quota_stops_with_3_then_resumes(fixtures_dir: Path, tmp_path: Path) -> 
 
 
 def test_wrong_key_stops_before_decoding(emulator: Any, fixtures_dir: Path, tmp_path: Path) -> None:
-    with _client(emulator, key="definitely-wrong") as c:
-        summary = run_folder([fixtures_dir / "demo"], out=tmp_path / "out", client=c,
-                             options=RunOptions(workers=0))
-    assert summary.exit_code == 2 and summary.stopped_by == "auth"
-    assert summary.windows_decoded == 0 and "401" in (summary.stop_message or "")
-    assert "definitely-wrong" not in (summary.stop_message or "")
+    from seeknetic_prep.errors import AuthenticationError
+
+    with _client(emulator, key="definitely-wrong") as c, pytest.raises(AuthenticationError) as info:
+        run_folder([fixtures_dir / "demo"], out=tmp_path / "out", client=c, options=RunOptions(workers=0))
+    assert "401" in str(info.value) and "definitely-wrong" not in str(info.value)
+    assert not (tmp_path / "out").exists()  # nothing was started
 
 
 def test_retry_failed_gives_failed_jobs_a_new_id(fresh: Any, fixtures_dir: Path, tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ def test_resume_from_every_recorded_step_submits_nothing_twice(
             # submitted, answer recorded: must be polled; uploaded: the submission's ack was lost
             # in a crash, so it must be looked up; planned: even the upload ack was lost
             for unit, status in zip(units, ("submitted", "submitted", "uploaded", "uploaded",
-                                            "planned", "planned")):
+                                            "planned", "planned"), strict=True):
                 store._write("UPDATE units SET status=?, result=NULL WHERE request_id=?",
                              (status, unit.request_id))
         uploads_before = dict(fresh.stats()["uploads"])

@@ -102,7 +102,17 @@ def test_wrong_key_one_line_exit_2(fresh: Any, tmp_path: Path) -> None:
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and "401" in errors[0], proc.stderr
-    assert "not-the-key-XYZ" not in proc.stderr + proc.stdout
+    assert proc.stdout == "" and "not-the-key-XYZ" not in proc.stderr
+
+
+def test_the_key_is_never_written(fresh: Any, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _run("run", "fixtures/demo", "--base-url", fresh.base_url, "--out", str(out), "--workers", "0",
+                key=fresh.api_key)
+    assert proc.returncode == 0, proc.stderr
+    assert fresh.api_key not in proc.stdout + proc.stderr
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and not any(fresh.api_key.encode() in p.read_bytes() for p in files)
 
 
 def test_missing_path_is_usage_error(tmp_path: Path) -> None:
