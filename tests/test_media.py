@@ -41,6 +41,7 @@ def test_probe_codecs() -> None:
     assert probe(FIXTURES / "hevc10.mp4").video_codec == "hevc"
     assert probe(FIXTURES / "vp9.webm").video_codec == "vp9"
     assert probe(FIXTURES / "mjpeg.avi").video_codec == "mjpeg"
+    assert probe(FIXTURES / "av1.mp4").video_codec in {"libdav1d", "av1"}
     assert probe(FIXTURES / "cfr30_bframes.mp4").fps == 30.0
 
 
