@@ -45,11 +45,14 @@ from typing import Any
 from .client import Client
 from .discover import VIDEO_EXTENSIONS, discover
 from .errors import (
+    APIConnectionError,
     APIError,
     AuthenticationError,
     InvalidArgumentError,
     NotFoundError,
     QuotaExceededError,
+    RateLimitError,
+    ServerError,
 )
 from .results import write_results
 from .stages import (
@@ -91,6 +94,7 @@ class RunOptions:
     job_timeout_s: float = 3600.0
     poll_s: float = 0.3
     max_poll_s: float = 5.0
+    max_transient_streak: int = 8
 
     def __post_init__(self) -> None:
         bad = [s for s in self.services if s not in SERVICES]
@@ -139,7 +143,7 @@ class RunSummary:
     jobs_failed: int = 0
     jobs_pending: int = 0
     elapsed_s: float = 0.0
-    stopped_by: str | None = None  # "auth", "quota", "interrupt"
+    stopped_by: str | None = None  # "auth", "quota", "interrupt", "unreachable"
     stop_message: str | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -212,6 +216,7 @@ class _Run:
         self.unit_failures: dict[str, int] = {}
         self.resumed: set[str] = set()  # units that existed before this run: look up first
         self.decoded = 0
+        self.transient_streak = 0
         self.run_id = 0
         self.executor: cf.Executor | None = None
 
@@ -293,7 +298,7 @@ class _Run:
 
     def _halt(self, reason: str, message: str) -> None:
         # auth (exit 2) outranks an interrupt, which outranks quota (exit 3)
-        rank = {"auth": 3, "interrupt": 2, "quota": 1}
+        rank = {"auth": 4, "interrupt": 3, "quota": 2, "unreachable": 1}
         with self.lock:
             if rank[reason] > rank.get(self.summary.stopped_by or "", 0):
                 self.summary.stopped_by = reason
@@ -571,11 +576,23 @@ class _Run:
                     if self.summary.stopped_by is None:
                         self.summary.stop_message = str(exc)
                 self.no_submit.set()
+            except (APIConnectionError, ServerError, RateLimitError) as exc:
+                self._transient(exc)  # still failing after all retries: the API, not the unit
             except APIError as exc:
                 self.store.mark_failed(item.request_id, str(exc))
                 self._finish_unit(item.request_id, "failed", str(exc))
+            else:
+                self.transient_streak = 0
             finally:
                 self.work.task_done()
+
+    def _transient(self, exc: APIError) -> None:
+        """Leave the unit where it is (a rerun picks it up); stop when the API seems gone."""
+        with self.lock:
+            self.transient_streak += 1
+            streak = self.transient_streak
+        if streak >= self.opt.max_transient_streak:
+            self._halt("unreachable", f"{streak} calls in a row failed after all retries; last: {exc}")
 
     def _process(self, item: _Work) -> None:
         if self.stop.is_set() or item.fingerprint in self.failed_fp:
@@ -646,8 +663,9 @@ class _Run:
             return
         except AuthenticationError:
             raise
-        except APIError:
-            answer = {"status": "unknown"}  # transient after all retries: ask again later
+        except APIError as exc:
+            self._transient(exc)
+            answer = {"status": "unknown"}  # ask again later
         status = answer.get("status")
         if status == "completed":
             result: dict[str, Any] = {

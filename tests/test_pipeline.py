@@ -261,3 +261,29 @@ def test_a_dead_decode_worker_does_not_lose_work(fresh: Any, fixtures_dir: Path,
     assert summary.exit_code == 0, summary.failures
     assert len(lines) == 2 * 9 and all(x["status"] == "completed" for x in lines)
     _assert_submitted_once(fresh, lines)
+
+
+def test_api_outage_stops_without_failing_units_then_resumes(
+    fresh: Any, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    from seeknetic_prep.pipeline import Progress
+
+    class Outage(Progress):
+        def file_planned(self, path: str, *, windows: int, to_decode: int, jobs: int) -> None:
+            fresh.faults.fail_next(100_000, 503)
+
+    src = _good_copy(fixtures_dir, tmp_path / "in", ("demo/lake.mp4", "vp9.webm"))
+    out = tmp_path / "out"
+    brief = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02)
+    with Client(fresh.api_key, base_url=fresh.base_url, retry=brief) as c:
+        first = run_folder([src], out=out, client=c, options=RunOptions(workers=0, max_transient_streak=3),
+                           progress=Outage())
+    fresh.faults.reset()
+    assert first.stopped_by == "unreachable" and first.exit_code == 1 and first.jobs_failed == 0
+    with Store(out / "state.sqlite") as store:
+        assert store.counts().get("failed", 0) == 0
+    with _client(fresh) as c:
+        again = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
+    lines = read_results(out / "results.jsonl")
+    assert again.exit_code == 0 and len(lines) == 6
+    _assert_submitted_once(fresh, lines)

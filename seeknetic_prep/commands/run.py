@@ -93,6 +93,9 @@ def main(args: argparse.Namespace) -> int:
     elif summary.stopped_by == "quota":
         print(f"seeknetic-prep run: quota spent ({summary.stop_message}); state saved in {out}. "
               "Run the same command again once the key has more quota to resume.", file=sys.stderr)
+    elif summary.stopped_by == "unreachable":
+        print(f"seeknetic-prep run: stopped, the API keeps failing ({summary.stop_message}); state saved "
+              f"in {out}. Run the same command again to resume.", file=sys.stderr)
     elif summary.stopped_by == "interrupt":
         print(f"seeknetic-prep run: interrupted; state saved in {out}. "
               "Run the same command again to resume.", file=sys.stderr)
