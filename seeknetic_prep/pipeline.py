@@ -228,6 +228,7 @@ class _Run:
             if fp is None or rid not in self.pending.get(fp, set()):
                 return
             self.pending[fp].discard(rid)
+            del self.fp_of[rid]  # bookkeeping only for units in flight: flat for any folder
             if status == "completed":
                 self.summary.jobs_completed += 1
             else:
@@ -237,6 +238,7 @@ class _Run:
                     self.summary.failures.append((rid, error))
             self.progress.job_finished(rid, status)
             if not self.pending[fp]:
+                del self.pending[fp]
                 self._finish_fp(fp)
 
     def _finish_fp(self, fp: str) -> None:
@@ -458,7 +460,6 @@ class _Run:
         with self.lock:
             ids = self.pending.setdefault(fp, set())
             for u in units:
-                self.fp_of[u.request_id] = fp
                 if u.status == "completed":
                     self.summary.jobs_completed += 1
                 elif u.status == "failed":
@@ -467,6 +468,7 @@ class _Run:
                     self.summary.failures.append((u.request_id, u.error or "failed"))
                 else:
                     ids.add(u.request_id)
+                    self.fp_of[u.request_id] = fp
                     if u.status == "submitted":
                         poll.append(u)
                     elif u.status == "uploaded":
@@ -476,6 +478,7 @@ class _Run:
             self.progress.file_planned(path, windows=len(plan.windows), to_decode=len(to_decode),
                                        jobs=len(ids))
             if not ids:
+                del self.pending[fp]
                 self._finish_fp(fp)
         for u in poll:
             self._poll_later(u.request_id)
