@@ -70,8 +70,6 @@ REGIONS: dict[str, str] = {
 }
 TERMINAL = frozenset({"completed", "failed"})
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Statuses after which a submission may or may not have reached the handler.
-_AMBIGUOUS_STATUSES = frozenset({500, 502, 503, 504})
 _SUBMIT_PATHS: dict[str, str] = {
     "embedding": "/video_embedding/encode_video/async",
     "tagging": "/video_tagging/async",
@@ -403,14 +401,14 @@ class Client:
                     return existing
                 raise
             except (APIConnectionError, ServerError, RateLimitError) as exc:
+                if isinstance(exc, ServerError) and exc.status_code not in _RETRY_STATUSES:
+                    raise
                 if attempt >= self.retry.max_attempts:
                     raise
                 retry_after = exc.retry_after if isinstance(exc, RateLimitError) else None
                 self._sleep(attempt, retry_after, exc)
                 if isinstance(exc, RateLimitError):
                     continue  # refused before the handler: nothing to look up
-                if isinstance(exc, ServerError) and exc.status_code not in _AMBIGUOUS_STATUSES:
-                    continue
                 existing = self._lookup(request_id)
                 if existing is not None:
                     log.info("submission %s: answer lost but the server has the job", request_id)

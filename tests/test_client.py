@@ -240,3 +240,18 @@ def test_dropped_connections_are_retried(client: Client, emulator: Any) -> None:
     finally:
         emulator.faults.reset()
     assert emulator.faults.injected["drop"] >= 3
+
+
+def test_only_retryable_server_errors_are_retried(client: Client, emulator: Any) -> None:
+    from seeknetic_prep.errors import ServerError
+
+    emulator.faults.fail_next(2, 503)
+    try:
+        assert client.encode_text("after two 503s") != []
+        emulator.faults.fail_next(1, 501)
+        with pytest.raises(ServerError, match="501"):
+            client.submit_embedding(tensor={"video_input_key": "x"}, request_id="cl-501")
+    finally:
+        emulator.faults.reset()
+    assert emulator.faults.injected[503] >= 2 and emulator.faults.injected[501] == 1
+    assert "cl-501" not in stats(emulator)["submissions"]
