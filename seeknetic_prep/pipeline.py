@@ -114,7 +114,7 @@ class Progress:
     """Callbacks a run makes as it goes; override what you display. Calls are serialized."""
 
     def files_found(self, count: int) -> None:
-        """``count`` more candidate files were found."""
+        """Discovery is done: ``count`` candidate files will be worked on."""
 
     def file_planned(self, path: str, *, windows: int, to_decode: int, jobs: int) -> None:
         """A file was probed: ``windows`` in all, ``to_decode`` still to decode, ``jobs`` units
@@ -346,7 +346,9 @@ class _Run:
         """
         workers = self.opt.workers if self.opt.workers is not None else (os.cpu_count() or 1)
         cap = max(2, 2 * max(workers, 1))
-        files = iter(discover(self.paths, extensions=self.opt.extensions))
+        found = list(discover(self.paths, extensions=self.opt.extensions))  # paths only: small
+        self.progress.files_found(len(found))
+        files = iter(found)
         backlog: deque[DecodeTask] = deque()
         suspects: deque[tuple[str, Any]] = deque()
         pending: dict[cf.Future[Any], tuple[str, Any]] = {}
@@ -372,7 +374,6 @@ class _Run:
                     if path is None:
                         files_left = False
                         continue
-                    self.progress.files_found(1)
                     job = ("plan", str(path))
                 else:
                     break

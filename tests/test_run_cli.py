@@ -91,6 +91,9 @@ def test_bad_fixtures_fail_with_reasons_exit_1(fixtures_dir: Path, tmp_path: Pat
     lines = read_results(tmp_path / "out" / "results.jsonl")
     assert sum(x["status"] == "failed" for x in lines) == 10
     assert sum(x["status"] == "completed" for x in lines) == 2
+    status = _run("status", "--out", str(tmp_path / "out"))
+    assert status.returncode == 0 and "2 completed" in status.stdout and "failed files:" in status.stdout
+    assert "empty.mp4: " in status.stdout and "throughput:" in status.stdout
 
 
 def test_wrong_key_one_line_exit_2(fresh: Any, tmp_path: Path) -> None:
