@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,72 @@ def test_a_hole_in_the_audio_stays_silent(tmp_path: Path) -> None:
     # In place: a 500 Hz sine sampled from t = 2.2 s has the phase of the source at 2.2 s.
     ref = 0.5 * np.sin(2 * np.pi * 500 * (np.arange(later.size) / 22050 + 2.2))
     assert float(np.abs(later - ref).max()) < 0.02
+
+
+class _Counted:
+    """Forwards to a PyAV object, counting decoded frames and RGB conversions."""
+
+    def __init__(self, inner: Any, counts: dict[str, int]) -> None:
+        self._inner, self._counts = inner, counts
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __enter__(self) -> _Counted:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._inner.__exit__(*exc)
+
+    def decode(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        for frame in self._inner.decode(*args, **kwargs):
+            if isinstance(frame, av.VideoFrame):
+                self._counts["decoded"] += 1
+                yield _CountedFrame(frame, self._counts)
+            else:
+                yield frame
+
+
+class _CountedFrame(_Counted):
+    def reformat(self, *args: Any, **kwargs: Any) -> Any:
+        self._counts["converted"] += 1
+        return self._inner.reformat(*args, **kwargs)
+
+
+def _count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    import seeknetic_prep.media as media
+
+    counts = {"decoded": 0, "converted": 0}
+    real_open = av.open
+    monkeypatch.setattr(media.av, "open", lambda *a, **k: _Counted(real_open(*a, **k), counts))
+    return counts
+
+
+def test_one_pass_converts_only_the_chosen_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    counts = _count(monkeypatch)
+    segs = preprocess(FIXTURES / "cfr30_bframes.mp4")  # 600 frames, 2 windows
+    assert len(segs) == 2
+    assert counts["converted"] == 24  # 12 per window, nothing else
+    assert counts["decoded"] <= 600 + 1  # one pass (probe decodes one frame)
+
+
+def test_a_custom_window_does_not_decode_the_whole_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GOP of 300 frames (keyframes at 0 and 10 s): [15 s, 20 s) decodes from 10 s on only."""
+    counts = _count(monkeypatch)
+    preprocess(FIXTURES / "cfr30_bframes.mp4", start_ms=15000, end_ms=20000)
+    assert counts["converted"] == 12
+    assert counts["decoded"] <= 300 + 1
+
+
+def test_far_apart_windows_get_a_seek_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keyframes at 0 and 20 s: [0, 1 s) and [23 s, 24 s) decode about 75 frames, not 360."""
+    from seeknetic_prep.preprocess import iter_segments
+    from seeknetic_prep.profile import Window
+
+    counts = _count(monkeypatch)
+    wanted = [Window(0, 0, 1000), Window(1, 23_000, 24_000)]
+    got = list(iter_segments(FIXTURES / "late_audio_25s.mkv", wanted))
+    assert [s.start_ms for s in got] == [0, 23_000]
+    assert counts["converted"] == 24
+    assert counts["decoded"] < 120
