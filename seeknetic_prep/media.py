@@ -207,8 +207,8 @@ def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) 
     latest: dict[int, float] = {}
     times: dict[int, list[float]] = {}
     try:
-        if seek_to > origin:
-            container.seek(int(seek_to / vs.time_base), stream=vs, backward=True, any_frame=False)
+        # Always seek, even to the start: probing already consumed the first packets.
+        container.seek(int(max(seek_to, origin) / vs.time_base), stream=vs, backward=True, any_frame=False)
         for packet in container.demux(streams):
             if packet.pts is None or packet.size == 0:
                 continue
@@ -228,6 +228,9 @@ def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) 
         raise MediaError(path, f"truncated or corrupt near the end: {_reason(exc)}") from exc
     if vs.index not in ends:
         raise MediaError(path, "truncated: no video data where the header says the video ends")
+    if ends[vs.index] <= latest[vs.index]:  # one frame and no stored duration: one frame period
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        ends[vs.index] = latest[vs.index] + (float(1 / rate) if rate else 0.04)
     for idx, want in declared.items():
         got = ends.get(idx, origin)
         if got < want - _TRUNCATION_SLACK_S:

@@ -267,3 +267,19 @@ def test_far_apart_windows_get_a_seek_each(monkeypatch: pytest.MonkeyPatch) -> N
     assert [s.start_ms for s in got] == [0, 23_000]
     assert counts["converted"] == 24
     assert counts["decoded"] < 120
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_single_frame_clip_is_one_short_window(suffix: str, tmp_path: Path) -> None:
+    path = tmp_path / f"one{suffix}"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        vs.width, vs.height, vs.pix_fmt = 322, 182, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.full((182, 322, 3), 100, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = 0, Fraction(1, 25)
+        for p in [*vs.encode(frame), *vs.encode()]:
+            out.mux(p)
+    (seg,) = preprocess(path)
+    assert (seg.start_ms, seg.end_ms) == (0, 40)
+    assert seg.frame_times_ms == (0.0,) * 12
+    assert abs(float(seg.video.mean()) - 100) < 4 and not seg.has_audio
