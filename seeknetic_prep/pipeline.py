@@ -217,6 +217,7 @@ class _Run:
         self.resumed: set[str] = set()  # units that existed before this run: look up first
         self.decoded = 0
         self.transient_streak = 0
+        self.polls_in_flight = 0
         self.run_id = 0
         self.executor: cf.Executor | None = None
 
@@ -485,18 +486,22 @@ class _Run:
             self._poll_later(u.request_id)
         for u in resubmit:
             self._put(_Work(u.request_id, u.service, fp, r2_keys=u.r2_keys, lookup=True))
-        indices = sorted(to_decode)
-        bounds = {idx: (idx, start, end) for idx, start, end in plan.windows}
+        # Chunks are fixed by window index, not by what is left to do, so a window is always
+        # decoded in the same company: a resumed run uploads the very tensors an uninterrupted
+        # run would have (decoding a window after a seek need not match decoding it in sequence).
         step = self.opt.windows_per_task
-        for i in range(0, len(indices), step):
-            chunk = indices[i:i + step]
-            backlog.append(DecodeTask(
-                path=path, fingerprint=fp,
-                windows=tuple(bounds[idx] for idx in chunk),
-                request_ids=tuple((u.window_index, u.service, u.request_id)
-                                  for idx in chunk for u in to_decode[idx]),
-                resize=self.opt.resize,
-            ))
+        chunks: dict[int, list[tuple[int, int, int]]] = {}
+        for bound in plan.windows:
+            chunks.setdefault(bound[0] // step, []).append(bound)
+        for chunk in chunks.values():
+            wanted = [u for idx, _, _ in chunk for u in to_decode.get(idx, [])]
+            if wanted:
+                backlog.append(DecodeTask(
+                    path=path, fingerprint=fp, windows=tuple(chunk),
+                    request_ids=tuple((u.window_index, u.service, u.request_id) for u in wanted),
+                    resize=self.opt.resize,
+                ))
+        indices = sorted(to_decode)
         if existed:
             self.resumed.update(u.request_id for idx in indices for u in to_decode[idx])
 
@@ -515,9 +520,10 @@ class _Run:
         except StageError as exc:
             self._fail_content(task, str(exc))
             return
+        needed = sum(1 for w in windows if w.bodies)  # the rest of a chunk was only decoded along
         with self.lock:
-            self.decoded += len(windows)
-            self.progress.windows_decoded(len(windows))
+            self.decoded += needed
+            self.progress.windows_decoded(needed)
         for w in windows:
             for service, rid, body in w.bodies:
                 self._put(_Work(rid, service, task.fingerprint, body=body,
@@ -557,7 +563,7 @@ class _Run:
                 return
             if self.no_submit.is_set() and self.work.unfinished_tasks == 0:
                 with self.lock:
-                    polling = bool(self.poll_heap)
+                    polling = bool(self.poll_heap) or self.polls_in_flight > 0
                 if not polling:
                     self._halt("quota", self.summary.stop_message or "quota spent")
                     raise _Stop
@@ -652,10 +658,14 @@ class _Run:
                     self.poll_cv.wait(timeout=min(wait_s, 0.2))
                     continue
                 heapq.heappop(self.poll_heap)
+                self.polls_in_flight += 1
             try:
                 self._poll_one(rid, interval, deadline)
             except AuthenticationError as exc:
                 self._halt("auth", str(exc))
+            finally:
+                with self.poll_cv:
+                    self.polls_in_flight -= 1
 
     def _poll_one(self, rid: str, interval: float, deadline: float) -> None:
         try:
