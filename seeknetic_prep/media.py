@@ -120,10 +120,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def _video_stream(path: Path, container: Any) -> Any:
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
-        raise MediaError(path, f"no video stream (the file holds {', '.join(kinds)})")
-    return container.streams.video[0]
+    # Cover art in a music file is a one-picture "video" stream: not video.
+    still = av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails
+    for stream in container.streams.video:
+        if not stream.disposition & still:
+            return stream
+    kinds = sorted({s.type for s in container.streams if s.type != "video"})
+    kinds += ["cover art"] if container.streams.video else []
+    raise MediaError(path, f"no video stream (the file holds {' and '.join(kinds) or 'nothing'})")
 
 
 def probe(path: str | os.PathLike[str]) -> MediaInfo:
