@@ -311,26 +311,6 @@ def write_bad() -> dict[str, dict[str, Any]]:
         for p in s.encode():
             c.mux(p)
     truth["bad/audio_only.mp4"] = {"kind": "bad", "error": "no video stream"}
-    # Music with cover art: the picture is a "video" stream marked attached_pic, not video.
-    with av.open(str(bad / "cover_art.mp4"), "w", options={"fflags": "+bitexact"}) as c:
-        s = c.add_stream("aac", rate=44100, layout="mono")
-        pic = c.add_stream("mjpeg", rate=1)
-        pic.width, pic.height, pic.pix_fmt = 64, 64, "yuvj420p"
-        pic.disposition = av.stream.Disposition.attached_pic
-        art = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")
-        art = art.reformat(format="yuvj420p")
-        art.pts = 0
-        art_packets = [*pic.encode(art), *pic.encode()]
-        mono = tone(1, 44100, 300, 100)
-        for k in range(0, len(mono), 1024):
-            f = av.AudioFrame.from_ndarray(mono[None, k:k + 1024], format="fltp", layout="mono")
-            f.sample_rate, f.pts, f.time_base = 44100, k, Fraction(1, 44100)
-            for p in s.encode(f):
-                c.mux(p)
-        for p in [*s.encode(), *art_packets]:
-            c.mux(p)
-    cause = "no video stream (the file holds audio and cover art)"
-    truth["bad/cover_art.mp4"] = {"kind": "bad", "error": cause}
     return truth
 
 

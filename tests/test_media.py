@@ -283,3 +283,26 @@ def test_a_single_frame_clip_is_one_short_window(suffix: str, tmp_path: Path) ->
     assert (seg.start_ms, seg.end_ms) == (0, 40)
     assert seg.frame_times_ms == (0.0,) * 12
     assert abs(float(seg.video.mean()) - 100) < 4 and not seg.has_audio
+
+
+def test_cover_art_is_not_a_video_stream(tmp_path: Path) -> None:
+    """Music with cover art: its only "video" stream is an attached picture."""
+    path = tmp_path / "song.mp4"
+    with av.open(str(path), "w") as c:
+        audio = c.add_stream("aac", rate=44100, layout="mono")
+        pic = c.add_stream("mjpeg", rate=1)
+        pic.width, pic.height, pic.pix_fmt = 64, 64, "yuvj420p"
+        pic.disposition = av.stream.Disposition.attached_pic
+        art = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")
+        art = art.reformat(format="yuvj420p")
+        art.pts = 0
+        art_packets = [*pic.encode(art), *pic.encode()]
+        for k in range(0, 44100, 1024):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts, f.time_base = 44100, k, Fraction(1, 44100)
+            for p in audio.encode(f):
+                c.mux(p)
+        for p in [*audio.encode(), *art_packets]:
+            c.mux(p)
+    with pytest.raises(MediaError, match=r"no video stream \(the file holds audio and cover art\)"):
+        preprocess(path)
