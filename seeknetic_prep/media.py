@@ -326,7 +326,8 @@ def _scan_run(
     for lead in (0.0, 2.0, 10.0, math.inf):
         frames = _frames_from(container, vs, first_target_s - lead, info.origin_s)
         first = next(frames, None)
-        if first is not None and (float(first.pts * first.time_base) <= first_target_s or lead == math.inf):
+        landed_s = math.inf if first is None else float(first.pts * first.time_base)
+        if landed_s <= first_target_s or (first is not None and lead == math.inf):
             break
         frames.close()
     if first is None:
@@ -405,7 +406,8 @@ def decode_audio(info: MediaInfo, start_ms: float) -> Generator[tuple[int, np.nd
     """The audio from ``start_ms`` on, as mono float32 at 22050 Hz: ``(position, samples)`` chunks.
 
     ``position`` is the chunk's first sample on the timeline, in 22050 Hz samples from timeline
-    zero; chunks follow each other without gaps. All channels are averaged; resampling is
+    zero; chunks come in order and follow each other without gaps, except where the stream
+    itself has a hole (its timestamps jump), which stays a hole. All channels are averaged; resampling is
     soxr's streaming HQ converter, the engine and quality of ``librosa.resample(res_type=
     "soxr_hq")``, fed in order and flushed at the end, so the output equals librosa's on the
     whole signal. Yields nothing for a file without audio.
