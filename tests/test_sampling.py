@@ -64,3 +64,15 @@ def test_targets_are_slice_centres() -> None:
     assert all(20_000 < t < 25_000 for t in targets)
     steps = {round(b - a, 9) for a, b in itertools.pairwise(targets)}
     assert steps == {round(5000 / 12, 9)}
+
+
+@pytest.mark.parametrize("module", ["sampling", "transform", "payloads", "preprocess"])
+def test_docstring_examples_run(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The examples in the core's docstrings are runnable (from the repository root)."""
+    import doctest
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    result = doctest.testmod(importlib.import_module(f"seeknetic_prep.{module}"))
+    assert result.attempted > 0 and result.failed == 0
