@@ -218,7 +218,9 @@ class _Run:
         self.decoded = 0
         self.transient_streak = 0
         self.polls_in_flight = 0
+        self.completed_now = 0  # by this run, for the throughput `status` shows
         self.run_id = 0
+        self.beat = 0.0
         self.executor: cf.Executor | None = None
 
     # -------------------------------------------------------------- bookkeeping
@@ -232,6 +234,7 @@ class _Run:
             del self.fp_of[rid]  # bookkeeping only for units in flight: flat for any folder
             if status == "completed":
                 self.summary.jobs_completed += 1
+                self.completed_now += 1
             else:
                 self.summary.jobs_failed += 1
                 self.unit_failures[fp] = self.unit_failures.get(fp, 0) + 1
@@ -317,8 +320,7 @@ class _Run:
         try:
             if self.run_id:
                 self.store.update_run(
-                    self.run_id, windows_decoded=self.decoded,
-                    jobs_completed=self.summary.jobs_completed,
+                    self.run_id, windows_decoded=self.decoded, jobs_completed=self.completed_now,
                     outcome=self.summary.stopped_by or "finished",
                 )
             write_results(self.store, self.summary.results_path, services=self.opt.services)
@@ -337,6 +339,11 @@ class _Run:
     def _check(self) -> None:
         if self.stop.is_set():
             raise _Stop
+        now = time.monotonic()
+        if now - self.beat > 2.0:  # so `status` has throughput even after a kill -9
+            self.beat = now
+            self.store.update_run(self.run_id, windows_decoded=self.decoded,
+                                  jobs_completed=self.completed_now)
 
     def _schedule(self) -> None:
         """Feed the pool: decode tasks first, then new files; never more than ``cap`` in flight.
