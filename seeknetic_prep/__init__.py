@@ -1,25 +1,22 @@
 """seeknetic-prep: frame-exact, fast, resumable preprocessing of local video for the Seeknetic API.
 
 >>> import seeknetic_prep as sp
->>> segs = sp.preprocess("clip.mp4")  # doctest: +SKIP
->>> segs[0].video.shape, segs[0].audio.shape  # doctest: +SKIP
+>>> segs = sp.preprocess("fixtures/demo/desert.mp4")
+>>> segs[0].video.shape, segs[0].audio.shape
 ((1, 12, 3, 224, 224), (1, 1, 220500))
 
-Names are loaded on first use, so ``seeknetic-prep emulator`` never pays for PyAV and
-``seeknetic-prep prep`` never pays for FastAPI.
+The imports are eager on purpose: the function ``preprocess`` shares its name with its module,
+and binding it here, once, keeps ``sp.preprocess(...)`` the function whatever is imported later.
+None of these modules loads PyAV or FastAPI at import time.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .client import Client
-    from .errors import MediaError, SeekneticPrepError
-    from .preprocess import preprocess
-    from .profile import Segment, Window
-    from .tensors import decode_tensor, encode_tensor
+from .client import Client
+from .errors import MediaError, SeekneticPrepError
+from .preprocess import preprocess
+from .profile import Segment, Window
+from .tensors import decode_tensor, encode_tensor
 
 __all__ = [
     "Client",
@@ -32,26 +29,3 @@ __all__ = [
     "preprocess",
 ]
 __version__ = "0.1.0"
-
-_HOME = {
-    "Client": "client",
-    "MediaError": "errors",
-    "SeekneticPrepError": "errors",
-    "Segment": "profile",
-    "Window": "profile",
-    "decode_tensor": "tensors",
-    "encode_tensor": "tensors",
-    "preprocess": "preprocess",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

@@ -58,7 +58,21 @@ __all__ = [
 
 
 class SeekneticPrepError(Exception):
-    """Root of every error seeknetic-prep raises on purpose."""
+    """Root of every error seeknetic-prep raises on purpose.
+
+    Picklable with all its attributes, whatever a subclass's ``__init__`` takes, because errors
+    cross process pools (a decode worker's ``MediaError`` reaches the main process intact).
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[SeekneticPrepError], args: tuple[object, ...], state: dict[str, object]) -> Exception:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 class MediaError(SeekneticPrepError, ValueError):

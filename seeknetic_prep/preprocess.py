@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
-import types
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -144,19 +142,3 @@ def _segments(info: MediaInfo, windows: Sequence[Window], resize: ResizeMode) ->
         # A caller that stops early closes both files now, not whenever the GC gets to them.
         frames.close()
         chunks.close()
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`preprocess`.
-
-    The module and its main function share a name, and importing the module (``from
-    seeknetic_prep.preprocess import iter_segments``) rebinds ``seeknetic_prep.preprocess`` to
-    the module, which would turn ``sp.preprocess("clip.mp4")`` into "module is not callable"
-    depending on import order. Calling the module calls the function, so both spellings work.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> list[Segment]:
-        return preprocess(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
