@@ -1,0 +1,62 @@
+"""``seeknetic-prep search``: find windows in a run's results by text and/or tags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+HELP = (
+    "Rank the windows in --out/results.jsonl by similarity to a text query (embedded by the API) "
+    "and/or filter them by tags."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("query", nargs="?", default=None,
+                        help="text to search for (omit to list the windows whose tags match)")
+    parser.add_argument("--out", default="seeknetic-out", type=Path,
+                        help="the run's output folder (default ./seeknetic-out)")
+    parser.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE",
+                        help="keep only windows with this tag value (repeatable), e.g. --tag shot_size=wide")
+    parser.add_argument("--top", type=int, default=10, help="how many windows to show (default 10)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per hit instead of a table")
+    parser.add_argument("--local", action="store_true",
+                        help="embed the query with the built-in emulator (what `run --local` used)")
+    parser.add_argument("--api-key", default=None, help="API key (default: $SEEKNETIC_API_KEY)")
+    parser.add_argument("--base-url", default=None, help="API base URL (default: $SEEKNETIC_BASE_URL)")
+    parser.add_argument("--region", default="tokyo", choices=("tokyo", "us", "cn"),
+                        help="API region when no base URL is given (default tokyo)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..client import Client
+    from ..search import load_windows, parse_tag_filters, rank
+
+    filters = parse_tag_filters(args.tag)
+    windows = load_windows(args.out / "results.jsonl")
+    query_vec: list[float] | None = None
+    if args.query:
+        with ExitStack() as stack:
+            base_url, key = args.base_url, args.api_key
+            if args.local:
+                from ..emulator import running
+
+                server = stack.enter_context(running())
+                base_url, key = server.base_url, server.api_key
+            client = stack.enter_context(Client(key, base_url=base_url, region=args.region))
+            query_vec = client.encode_text(args.query)
+    hits = rank(windows, query_vec, tags=filters, top=args.top)
+    for hit in hits:
+        if args.json:
+            print(json.dumps({"path": hit.path, "start_ms": hit.start_ms, "end_ms": hit.end_ms,
+                              "score": hit.score, "tags": dict(hit.tags)}))
+            continue
+        score = "      " if hit.score is None else f"{hit.score:+.3f}"
+        # Categorical tags only: the measurements are in --json.
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(hit.tags.items()) if isinstance(v, str))
+        print(f"{score}  {hit.path}  [{hit.start_ms / 1000:.1f}-{hit.end_ms / 1000:.1f} s]  {tags}")
+    if not hits:
+        print(f"no matching windows among {len(windows)} in {args.out / 'results.jsonl'}")
+    return 0
