@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .client import Client
 from .errors import MediaError, SeekneticPrepError
+from .pipeline import run_folder
 from .preprocess import preprocess
 from .profile import Segment, Window
 from .tensors import decode_tensor, encode_tensor
@@ -27,5 +28,6 @@ __all__ = [
     "decode_tensor",
     "encode_tensor",
     "preprocess",
+    "run_folder",
 ]
 __version__ = "0.1.0"
