@@ -42,9 +42,12 @@ _TRUNCATION_SLACK_S = 0.1
 _RESEEK_GAP_MS = 20_000.0
 """Targets further apart than this get a fresh seek instead of decoding the gap."""
 _AUDIO_SEEK_LEAD_S = 1.0
+"""Audio decoding for a window starts this much earlier: the codec (MDCT overlap, Opus
+pre-roll) and the resampler are settled by the window's start."""
 _AUDIO_GAP_S = 0.1
 """A jump in audio timestamps larger than this is a hole, filled with silence, not closed up."""
-"""Audio decoding for a window starts this much earlier, so the resampler is warm at its start."""
+_AUDIO_INEXACT_SKIP = 3
+"""Frames the resampler may wait for one whose sample index is exact, when (re)starting."""
 
 # AVColorSpace (frame metadata) -> swscale's matrix names; unknown/unspecified falls back on size.
 _SWS_COLORSPACE = {
@@ -430,41 +433,108 @@ def decode_audio(info: MediaInfo, start_ms: float) -> Generator[tuple[int, np.nd
 def _audio_chunks(
     container: Any, stream: Any, info: MediaInfo, start_ms: float
 ) -> Iterator[tuple[int, np.ndarray]]:
+    frames = _decoded(container, stream)
     seek_s = info.origin_s + start_ms / 1000 - _AUDIO_SEEK_LEAD_S
+    grid: _SampleGrid | None = None
     if seek_s > info.origin_s:
+        # The stream's first frame anchors the sample grid, so that a window decoded after a
+        # seek lands on exactly the samples (and resampler phases) of a pass from the top.
+        head = next(frames, None)
+        if head is None:
+            return
+        grid = _SampleGrid(head, stream, info.origin_s)
         container.seek(int(seek_s / stream.time_base), stream=stream, backward=True, any_frame=False)
-        first = next(_decoded(container, stream), None)
+        frames = _decoded(container, stream)
+        first = next(frames, None)
         if first is None or float(first.pts * first.time_base) > seek_s + _AUDIO_SEEK_LEAD_S:
             # The demuxer landed after the window (coarse or missing index): start from the top.
             container.seek(0, backward=True)
+            frames = _decoded(container, stream)
+        else:
+            frames = itertools.chain([first], frames)
     resampler: Any = None
-    rate = 0
-    position = 0  # next output sample on the timeline, 22050 Hz
-    expected_s = 0.0  # where the next input frame should start if the stream is gapless
-    for frame in _decoded(container, stream):
-        t_s = float(frame.pts * frame.time_base) - info.origin_s
-        gap = resampler is not None and t_s - expected_s > _AUDIO_GAP_S
-        if resampler is None or gap or int(frame.sample_rate) != rate:
-            # First frame, a hole in the stream, or a new sample rate: flush what the resampler
-            # holds and start again where this frame belongs (silence fills a hole).
-            if resampler is not None:
-                tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-                if tail.size:
-                    yield position, tail
-                    position += tail.size
-            rate = int(frame.sample_rate)
-            resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-            start = round(t_s * SAMPLE_RATE)
-            position = start if expected_s == 0.0 and position == 0 else max(position, start)
-        expected_s = t_s + frame.samples / rate
-        out = resampler.resample_chunk(_mono(frame), last=False)
-        if out.size:
+    position: int | None = None  # next output sample on the timeline, 22050 Hz
+    expected = 0  # where the next input frame should start (source samples) if gapless
+    inexact = 0  # frames skipped in a row, waiting for one whose sample index is exact
+    for frame in frames:
+        new_rate = grid is not None and int(frame.sample_rate) != grid.rate
+        if grid is None or new_rate:
+            grid = _SampleGrid(frame, stream, info.origin_s)
+        index, exact = grid.index(frame)
+        if resampler is not None and (new_rate or index - expected > _AUDIO_GAP_S * grid.rate):
+            # A hole in the stream or a new sample rate: flush what the resampler holds and
+            # start again where this frame belongs (silence fills a hole).
+            tail = _flush(resampler)
+            if tail is not None and position is not None:
+                yield position, tail
+                position += tail.size
+            resampler = None
+        expected = index + frame.samples
+        samples = _mono(frame)
+        if resampler is None:
+            # Start on a source sample that falls exactly on a 22050 Hz output sample of the
+            # whole-stream grid: every decode path then resamples with the same phases.
+            skip = -index % grid.period
+            if skip >= samples.size or (not exact and inexact < _AUDIO_INEXACT_SKIP):
+                inexact += not exact
+                continue
+            inexact = 0
+            samples, index = samples[skip:], index + skip
+            resampler = soxr.ResampleStream(grid.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            start = grid.base + index * SAMPLE_RATE // grid.rate
+            position = start if position is None else max(position, start)
+        out = resampler.resample_chunk(samples, last=False)
+        if out.size and position is not None:
             yield position, out
             position += out.size
-    if resampler is not None:
-        out = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-        if out.size:
-            yield position, out
+    tail = _flush(resampler)
+    if tail is not None and position is not None:
+        yield position, tail
+
+
+def _flush(resampler: Any) -> np.ndarray | None:
+    """What a resampler still holds at the end of its input, or None."""
+    if resampler is None:
+        return None
+    out: np.ndarray = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+    return out if out.size else None
+
+
+class _SampleGrid:
+    """Exact source-sample indices of audio frames, counted from the stream's first frame.
+
+    Containers with a coarse clock (Matroska and WebM store ms, MPEG-TS 90 kHz ticks) give a
+    frame's start only to within a sample or so; codecs with a fixed frame size (AAC 1024, Opus
+    960, MP3 1152) put every frame end on the grid ``first end + k * frame_size``, so the index is
+    recovered exactly by snapping the end there (the end, not the start: a decoder trims the
+    first frame after a seek from its start, as Opus pre-skip does). Where the codec does not
+    state its frame size (Opus in PyAV), the largest frame seen so far stands for it.
+    """
+
+    def __init__(self, first: Any, stream: Any, origin_s: float) -> None:
+        self.rate = int(first.sample_rate)
+        self.origin = Fraction(first.pts) * first.time_base
+        self.first_samples = int(first.samples)
+        self.frame_size = int(stream.codec_context.frame_size or 0)
+        self.largest = self.first_samples
+        self.period = self.rate // math.gcd(self.rate, SAMPLE_RATE)
+        """Source samples between two instants that are on both this and the 22050 Hz grid."""
+        self.base = round((float(self.origin) - origin_s) * SAMPLE_RATE)
+        """Output position (22050 Hz, on the timeline) of the first frame's first sample."""
+
+    def index(self, frame: Any) -> tuple[int, bool]:
+        """The frame's first sample, and whether that index is exact rather than estimated."""
+        tick = Fraction(frame.time_base) * self.rate
+        estimate = (Fraction(frame.pts) * frame.time_base - self.origin) * self.rate
+        if tick <= 1 or estimate == 0:  # a clock as fine as the samples: the pts is exact
+            return round(estimate), True
+        self.largest = max(self.largest, int(frame.samples))
+        size = self.frame_size or self.largest
+        end = estimate + int(frame.samples)
+        snapped = self.first_samples + round((end - self.first_samples) / size) * size
+        if abs(snapped - end) <= tick / 2 + 1:
+            return snapped - int(frame.samples), True
+        return round(estimate), False
 
 
 def _decoded(container: Any, stream: Any) -> Iterator[Any]:
