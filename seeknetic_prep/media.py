@@ -16,9 +16,11 @@ truncated rather than padded with copies of the last good frame.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import os
+from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -41,6 +43,12 @@ _TRUNCATION_SLACK_S = 0.1
 """How far the data may fall short of the header's duration before the file counts as cut."""
 _RESEEK_GAP_MS = 20_000.0
 """Targets further apart than this get a fresh seek instead of decoding the gap."""
+_NONREF_SKIP_CODECS = frozenset({"h264", "hevc"})
+"""Decoders whose ``skip_frame="NONREF"`` drops only pictures nothing references (checked on
+the fixtures, frame by frame), so frames nobody looks at can go undecoded."""
+_LOOKAHEAD_PACKETS = 64
+"""Packets held back while their fate is open; past this (no dts in the container) they are
+decoded in full, which is always exact."""
 _AUDIO_SEEK_LEAD_S = 1.0
 """Audio decoding for a window starts this much earlier: the codec (MDCT overlap, Opus
 pre-roll) and the resampler are settled by the window's start."""
@@ -327,7 +335,8 @@ def _scan_run(
     # index that is coarse or missing), step further back, and at worst start from the top.
     # A container without an index (MPEG-TS) may land past the only keyframe and decode nothing.
     for lead in (0.0, 2.0, 10.0, math.inf):
-        frames = _frames_from(container, vs, first_target_s - lead, info.origin_s)
+        targets_s = [info.origin_s + t / 1000 for t in targets_ms]
+        frames = _frames_from(container, vs, first_target_s - lead, info.origin_s, targets_s)
         first = next(frames, None)
         landed_s = math.inf if first is None else float(first.pts * first.time_base)
         if landed_s <= first_target_s or (first is not None and lead == math.inf):
@@ -365,14 +374,85 @@ def _scan_run(
         j += 1
 
 
-def _frames_from(container: Any, vs: Any, seek_s: float, origin_s: float) -> Generator[Any, None, None]:
+def _frames_from(
+    container: Any, vs: Any, seek_s: float, origin_s: float, targets_s: Sequence[float]
+) -> Generator[Any, None, None]:
     if seek_s > origin_s:
         container.seek(int(seek_s / vs.time_base), stream=vs, backward=True, any_frame=False)
     else:
         container.seek(0, stream=None, backward=True)
-    for frame in container.decode(vs):
+    for frame in _decode_needed(container, vs, targets_s):
         if frame.pts is not None:
+            if frame.time_base is None:  # drained at the end: no packet lent it a clock
+                frame.time_base = vs.time_base
             yield frame
+
+
+def _decode_needed(container: Any, vs: Any, targets_s: Sequence[float]) -> Iterator[Any]:
+    """Decode on from where the container stands, skipping pictures that no target shows.
+
+    The frame on screen at t is the packet with the largest pts <= t among *all* packets, and
+    every packet has pts >= dts, so once a packet with dts > t has been demuxed the choice for t
+    is final. Packets wait in a short look-ahead until their fate is known; then the decoder
+    gets each one with ``skip_frame`` "DEFAULT" (shown at some target) or "NONREF" (not
+    shown: decoded anyway if other pictures reference it, dropped otherwise). Reference
+    pictures are always decoded, so what comes out is exact; only unseen, unreferenced pictures
+    (most B-frames) are saved. Codecs whose skipping is not known to be exact decode all.
+    """
+    cc = vs.codec_context
+    skipping = str(cc.name) in _NONREF_SKIP_CODECS
+    if cc.skip_frame != "DEFAULT":  # left over from a pass that stopped early
+        cc.skip_frame = "DEFAULT"
+    tb = vs.time_base
+    waiting: deque[Any] = deque()
+    seen_s: list[float] = []  # pts of every packet demuxed so far, ascending, seconds
+    horizon = -math.inf  # the largest dts demuxed so far: every pts to come is later
+    ended = False
+
+    def shown(pts_s: float) -> bool | None:
+        """Whether the picture at ``pts_s`` is on screen at a target; None while undecided."""
+        k = bisect.bisect_left(targets_s, pts_s)
+        if k == len(targets_s):
+            return False
+        t = targets_s[k]
+        if t >= horizon and not ended:
+            return None
+        return seen_s[bisect.bisect_right(seen_s, t) - 1] == pts_s
+
+    def send(packet: Any, show: bool) -> Iterator[Any]:
+        if skipping:
+            mode = "DEFAULT" if show else "NONREF"
+            if cc.skip_frame != mode:
+                cc.skip_frame = mode
+        yield from cc.decode(packet)
+
+    for packet in container.demux(vs):
+        if packet.size == 0:  # the demuxer's end-of-stream marker
+            break
+        if packet.pts is None or not skipping:
+            # No pts to choose by: decode everything from here on.
+            skipping = False
+            while waiting:
+                yield from send(waiting.popleft(), True)
+            yield from send(packet, True)
+            continue
+        pts_s = float(packet.pts * tb)
+        if packet.dts is not None:
+            horizon = max(horizon, float(packet.dts * tb))
+        bisect.insort(seen_s, pts_s)
+        waiting.append(packet)
+        while waiting:
+            show = shown(float(waiting[0].pts * tb))
+            if show is None and len(waiting) < _LOOKAHEAD_PACKETS:
+                break
+            yield from send(waiting.popleft(), show is not False)
+    ended = True
+    while waiting:
+        packet = waiting.popleft()
+        yield from send(packet, shown(float(packet.pts * tb)) is not False)
+    if skipping:
+        cc.skip_frame = "DEFAULT"
+    yield from cc.decode(None)
 
 
 def _ms(frame: Any, origin_s: float) -> float:

@@ -200,8 +200,8 @@ def test_a_hole_in_the_audio_stays_silent(tmp_path: Path) -> None:
     assert float(np.abs(later - ref).max()) < 0.02
 
 
-class _Counted:
-    """Forwards to a PyAV object, counting decoded frames and RGB conversions."""
+class _CountedFrame:
+    """Forwards to a decoded PyAV frame, counting RGB conversions."""
 
     def __init__(self, inner: Any, counts: dict[str, int]) -> None:
         self._inner, self._counts = inner, counts
@@ -209,34 +209,24 @@ class _Counted:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def __enter__(self) -> _Counted:
-        self._inner.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._inner.__exit__(*exc)
-
-    def decode(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        for frame in self._inner.decode(*args, **kwargs):
-            if isinstance(frame, av.VideoFrame):
-                self._counts["decoded"] += 1
-                yield _CountedFrame(frame, self._counts)
-            else:
-                yield frame
-
-
-class _CountedFrame(_Counted):
     def reformat(self, *args: Any, **kwargs: Any) -> Any:
         self._counts["converted"] += 1
         return self._inner.reformat(*args, **kwargs)
 
 
 def _count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the pictures the decoder puts out (skipped ones never come out) and conversions."""
     import seeknetic_prep.media as media
 
     counts = {"decoded": 0, "converted": 0}
-    real_open = av.open
-    monkeypatch.setattr(media.av, "open", lambda *a, **k: _Counted(real_open(*a, **k), counts))
+    real = media._decode_needed
+
+    def counted(*args: Any) -> Iterator[Any]:
+        for frame in real(*args):
+            counts["decoded"] += 1
+            yield _CountedFrame(frame, counts)
+
+    monkeypatch.setattr(media, "_decode_needed", counted)
     return counts
 
 
@@ -245,7 +235,19 @@ def test_one_pass_converts_only_the_chosen_frames(monkeypatch: pytest.MonkeyPatc
     segs = preprocess(FIXTURES / "cfr30_bframes.mp4")  # 600 frames, 2 windows
     assert len(segs) == 2
     assert counts["converted"] == 24  # 12 per window, nothing else
-    assert counts["decoded"] <= 600 + 1  # one pass (probe decodes one frame)
+    # One pass, and the B-frames that no target shows and nothing references are skipped:
+    # I and P frames, referenced B-frames and the 24 shown ones, 327 of 600 with x264's pyramid.
+    assert counts["decoded"] <= 0.6 * 600
+
+
+def test_an_intra_only_codec_decodes_every_frame_it_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MJPEG is not skipped (every frame is a keyframe and ``skip_frame`` is not trusted there)."""
+    counts = _count(monkeypatch)
+    assert len(preprocess(FIXTURES / "mjpeg.avi")) == 1
+    assert counts["converted"] == 12
+    # Every frame from the one on screen at the first target (100 ms: every frame is a
+    # keyframe, so the seek lands there) to the one after the last target that closes it.
+    assert counts["decoded"] == len(TRUTH["mjpeg.avi"]["frames"]) - 1
 
 
 def test_a_custom_window_does_not_decode_the_whole_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,7 +255,8 @@ def test_a_custom_window_does_not_decode_the_whole_file(monkeypatch: pytest.Monk
     counts = _count(monkeypatch)
     preprocess(FIXTURES / "cfr30_bframes.mp4", start_ms=15000, end_ms=20000)
     assert counts["converted"] == 12
-    assert counts["decoded"] <= 300 + 1
+    # From the keyframe at 10 s: references only up to 15 s, then references and shown frames.
+    assert counts["decoded"] <= 0.75 * 300
 
 
 def test_far_apart_windows_get_a_seek_each(monkeypatch: pytest.MonkeyPatch) -> None:
