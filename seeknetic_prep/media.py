@@ -43,6 +43,10 @@ _TRUNCATION_SLACK_S = 0.1
 """How far the data may fall short of the header's duration before the file counts as cut."""
 _RESEEK_GAP_MS = 20_000.0
 """Targets further apart than this get a fresh seek instead of decoding the gap."""
+_FRAME_THREADS_MAX_PIXELS = 2 * 1920 * 1088
+"""Above this picture size, slice threads only: each frame thread keeps its own picture pool
+(a 4K 10-bit picture is 25 MB), which took a 4K HEVC file past 300 MB of RSS; HEVC's
+wavefront rows (x265 writes them by default) still spread such pictures over the cores."""
 _NONREF_SKIP_CODECS = frozenset({"h264", "hevc"})
 """Decoders whose ``skip_frame="NONREF"`` drops only pictures nothing references (checked on
 the fixtures, frame by frame), so frames nobody looks at can go undecoded."""
@@ -278,8 +282,9 @@ def decode_frames_at(
 
     The frame on screen at t is the last frame whose pts <= t, exact for constant and variable
     frame rates. One forward pass: seek to the keyframe before the first target, decode
-    forward with frame threading, keep only the latest decoded frame as the candidate, and
-    convert to RGB only the frames chosen. ``rgb`` is ``uint8 (h, w, 3)`` in the *stored*
+    forward with frame threading (slice threading above 2 x 1080p, for memory), leave
+    unreferenced pictures that no target shows undecoded, keep only the latest decoded frame as
+    the candidate, and convert to RGB only the frames chosen. ``rgb`` is ``uint8 (h, w, 3)`` in the *stored*
     orientation, scaled by swscale (area filter when shrinking) so that once rotated upright it
     is ``size = (width, height)``; consecutive targets on one frame share one array.
 
@@ -295,7 +300,8 @@ def decode_frames_at(
     coded_size = (out_h, out_w) if info.rotation % 180 else (out_w, out_h)
     with _open(path) as container:
         vs = _video_stream(path, container)
-        vs.codec_context.thread_type = "AUTO"
+        big = info.coded_width * info.coded_height > _FRAME_THREADS_MAX_PIXELS
+        vs.codec_context.thread_type = "SLICE" if big else "AUTO"
         try:
             yield from _scan(path, container, vs, info, targets_ms, coded_size)
         except av.error.FFmpegError as exc:
@@ -346,6 +352,7 @@ def _scan_run(
         raise MediaError(path, "undecodable video: no frame could be decoded")
     j = 0
     current: Any = first
+    del first  # one full-size picture held at a time (a 4K 10-bit one is 25 MB)
     try:
         for nxt in frames:
             nxt_s = float(nxt.pts * nxt.time_base)
