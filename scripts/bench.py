@@ -622,7 +622,7 @@ Wall seconds decide the targets; CPU seconds (this process's threads plus waited
 such as `ffmpeg`) are shown beside them because on a shared machine they move far less with
 other people's load. Where the time goes (stage timings and py-spy on the 1080p and 4K clips):
 the frame pass is 82-98% of `preprocess()`'s CPU, almost all of it inside the video decoder
-(swscale of the 12 chosen frames per window is a few %); probe is 1-5%, audio decode + soxr
+(swscale of the 12 chosen frames per window is a few %); probe is 1-6%, audio decode + soxr
 1-2%. Non-reference pictures no target shows are not decoded (`skip_frame` per packet, H.264
 and HEVC), which is why the whole-file row beats full decoding; what is left is the reference
 frames, which exact output cannot skip. On small clips the fixed cost (opening the file three
