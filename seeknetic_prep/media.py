@@ -400,7 +400,8 @@ def _decode_needed(container: Any, vs: Any, targets_s: Sequence[float]) -> Itera
 
     The frame on screen at t is the packet with the largest pts <= t among *all* packets, and
     every packet has pts >= dts, so once a packet with dts > t has been demuxed the choice for t
-    is final. Packets wait in a short look-ahead until their fate is known; then the decoder
+    is final; a picture is out as soon as a later one before the next target turns up.
+    Packets wait in a short look-ahead until their fate is known; then the decoder
     gets each one with ``skip_frame`` "DEFAULT" (shown at some target) or "NONREF" (not
     shown: decoded anyway if other pictures reference it, dropped otherwise). Reference
     pictures are always decoded, so what comes out is exact; only unseen, unreferenced pictures
@@ -411,7 +412,7 @@ def _decode_needed(container: Any, vs: Any, targets_s: Sequence[float]) -> Itera
     if cc.skip_frame != "DEFAULT":  # left over from a pass that stopped early
         cc.skip_frame = "DEFAULT"
     tb = vs.time_base
-    waiting: deque[Any] = deque()
+    waiting: deque[tuple[Any, float]] = deque()  # (packet, pts in seconds), in decode order
     seen_s: list[float] = []  # pts of every packet demuxed so far, ascending, seconds
     horizon = -math.inf  # the largest dts demuxed so far: every pts to come is later
     ended = False
@@ -422,9 +423,12 @@ def _decode_needed(container: Any, vs: Any, targets_s: Sequence[float]) -> Itera
         if k == len(targets_s):
             return False
         t = targets_s[k]
+        later = bisect.bisect_right(seen_s, pts_s)
+        if later < len(seen_s) and seen_s[later] <= t:
+            return False  # a later picture is on screen by the next target already
         if t >= horizon and not ended:
-            return None
-        return seen_s[bisect.bisect_right(seen_s, t) - 1] == pts_s
+            return None  # a picture between it and the target may still come
+        return True
 
     def send(packet: Any, show: bool) -> Iterator[Any]:
         if skipping:
@@ -440,23 +444,28 @@ def _decode_needed(container: Any, vs: Any, targets_s: Sequence[float]) -> Itera
             # No pts to choose by: decode everything from here on.
             skipping = False
             while waiting:
-                yield from send(waiting.popleft(), True)
+                yield from send(waiting.popleft()[0], True)
             yield from send(packet, True)
             continue
         pts_s = float(packet.pts * tb)
         if packet.dts is not None:
             horizon = max(horizon, float(packet.dts * tb))
         bisect.insort(seen_s, pts_s)
-        waiting.append(packet)
+        waiting.append((packet, pts_s))
         while waiting:
-            show = shown(float(waiting[0].pts * tb))
+            show = shown(waiting[0][1])
             if show is None and len(waiting) < _LOOKAHEAD_PACKETS:
                 break
-            yield from send(waiting.popleft(), show is not False)
+            yield from send(waiting.popleft()[0], show is not False)
+        if len(seen_s) > 4 * _LOOKAHEAD_PACKETS:
+            # Only pts above the earliest one still waiting or to come (dts rises, pts >= dts)
+            # are ever looked at again: keep the list short on a long pass.
+            cut = min([horizon, *(s for _, s in waiting)])
+            del seen_s[: bisect.bisect_left(seen_s, cut)]
     ended = True
     while waiting:
-        packet = waiting.popleft()
-        yield from send(packet, shown(float(packet.pts * tb)) is not False)
+        packet, pts_s = waiting.popleft()
+        yield from send(packet, shown(pts_s) is not False)
     if skipping:
         cc.skip_frame = "DEFAULT"
     yield from cc.decode(None)
@@ -608,9 +617,13 @@ class _SampleGrid:
         """Source samples between two instants that are on both this and the 22050 Hz grid."""
         self.base = round((float(self.origin) - origin_s) * SAMPLE_RATE)
         """Output position (22050 Hz, on the timeline) of the first frame's first sample."""
+        self._sample_clock = first.time_base if first.time_base == Fraction(1, self.rate) else None
+        self._first_pts = int(first.pts)
 
     def index(self, frame: Any) -> tuple[int, bool]:
         """The frame's first sample, and whether that index is exact rather than estimated."""
+        if self._sample_clock is not None and frame.time_base == self._sample_clock:
+            return int(frame.pts) - self._first_pts, True  # mp4's usual clock counts samples
         tick = Fraction(frame.time_base) * self.rate
         estimate = (Fraction(frame.pts) * frame.time_base - self.origin) * self.rate
         if tick <= 1 or estimate == 0:  # a clock as fine as the samples: the pts is exact

@@ -272,6 +272,31 @@ def test_far_apart_windows_get_a_seek_each(monkeypatch: pytest.MonkeyPatch) -> N
     assert counts["decoded"] < 120
 
 
+def test_targets_far_apart_at_a_high_frame_rate_still_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """120 fps with B-frames, targets 100 frames apart (more than the packet look-ahead): an
+    unshown picture is let go as soon as a later one before the next target is demuxed, so
+    skipping goes on; the frames picked are still exactly the ones on screen."""
+    path = tmp_path / "fast.mp4"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=120, options={"preset": "veryfast", "bf": "3"})
+        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
+        for i in range(1200):
+            grey = np.full((64, 64, 3), (i * 7) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(grey, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 120)
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+    counts = _count(monkeypatch)
+    (seg,) = preprocess(path)
+    # Target i at (i + 0.5) * 10000 / 12 ms: the frame on screen is floor(target * 0.12).
+    assert seg.frame_times_ms == tuple((int((i + 0.5) * 100) * 1000 / 120) for i in range(12))
+    assert counts["decoded"] <= 0.55 * 1200  # 584; waiting on the look-ahead alone gave 782
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
 def test_a_single_frame_clip_is_one_short_window(suffix: str, tmp_path: Path) -> None:
     path = tmp_path / f"one{suffix}"
