@@ -72,6 +72,13 @@ __all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
 SERVICES = ("embedding", "tagging")
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # planning reports why
+
+
 def _retry_id(unit: Unit, attempt: int) -> str:
     return unit_request_id(unit.fingerprint, (unit.window_index, unit.start_ms, unit.end_ms),
                            unit.service, attempt)
@@ -87,7 +94,7 @@ class RunOptions:
     services: tuple[str, ...] = SERVICES
     workers: int | None = None
     uploaders: int = 4
-    windows_per_task: int = 2
+    windows_per_task: int = 4
     retry_failed: bool = False
     extensions: frozenset[str] = VIDEO_EXTENSIONS
     resize: str = "crop"
@@ -193,7 +200,7 @@ class _Stop(Exception):
 
 class _Run:
     def __init__(self, paths: Sequence[str | Path], out: Path, client: Client,
-                 options: RunOptions, progress: Progress) -> None:
+                 options: RunOptions, progress: Progress, executor: cf.Executor | None = None) -> None:
         self.paths = paths
         self.out = out
         self.client = client
@@ -221,7 +228,7 @@ class _Run:
         self.completed_now = 0  # by this run, for the throughput `status` shows
         self.run_id = 0
         self.beat = 0.0
-        self.executor: cf.Executor | None = None
+        self.executor: cf.Executor | None = executor
 
     # -------------------------------------------------------------- bookkeeping
 
@@ -278,7 +285,8 @@ class _Run:
                         for i in range(max(1, self.opt.uploaders // 2))]
             for t in threads:
                 t.start()
-            self.executor = self._executor()
+            if self.executor is None:
+                self.executor = _new_executor(self.opt)
             self._schedule()
             self._drain()
         except AuthenticationError as exc:
@@ -327,15 +335,6 @@ class _Run:
         finally:
             self.store.close()
 
-    def _executor(self) -> cf.Executor:
-        workers = self.opt.workers if self.opt.workers is not None else (os.cpu_count() or 1)
-        if workers == 0:
-            return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
-        return cf.ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=worker_init,
-        )
-
     def _check(self) -> None:
         if self.stop.is_set():
             raise _Stop
@@ -355,6 +354,9 @@ class _Run:
         workers = self.opt.workers if self.opt.workers is not None else (os.cpu_count() or 1)
         cap = max(2, 2 * max(workers, 1))
         found = list(discover(self.paths, extensions=self.opt.extensions))  # paths only: small
+        # Biggest first, as a scheduler of unequal jobs should: the long file no longer starts
+        # last and runs alone on one worker while the others idle.
+        found.sort(key=_size, reverse=True)
         self.progress.files_found(len(found))
         files = iter(found)
         backlog: deque[DecodeTask] = deque()
@@ -426,7 +428,7 @@ class _Run:
     def _replace_executor(self) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
-        self.executor = self._executor()
+        self.executor = _new_executor(self.opt)
 
     def _crashed(self, job: tuple[str, Any]) -> None:
         if job[0] == "plan":
@@ -711,6 +713,27 @@ class _Run:
             heapq.heappush(self.poll_heap, (now + nxt, nxt, deadline, rid))
 
 
+def _new_executor(opt: RunOptions) -> cf.Executor:
+    workers = opt.workers if opt.workers is not None else (os.cpu_count() or 1)
+    if workers == 0:
+        return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+    return cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=worker_init,
+    )
+
+
+def _started_executor(opt: RunOptions) -> cf.Executor:
+    """A pool whose workers are already starting (spawn + importing the decoder: about a
+    second each), so that cost overlaps the key check and a local server's start-up instead of
+    delaying the first decode."""
+    executor = _new_executor(opt)
+    workers = opt.workers if opt.workers is not None else (os.cpu_count() or 1)
+    for _ in range(workers):  # each submit to a busy pool launches one more worker
+        executor.submit(int)
+    return executor
+
+
 def run_folder(
     paths: Iterable[str | Path],
     *,
@@ -748,5 +771,12 @@ def run_folder(
     for p in plist:
         if not Path(p).exists():
             raise InvalidArgumentError(f"Invalid path {str(p)!r}: no such file or folder.")
-    client.check_auth()  # a wrong key stops here: one request, before any state or decoding
-    return _Run(plist, out_dir, client, options or RunOptions(), progress or Progress()).execute()
+    opt = options or RunOptions()
+    executor = _started_executor(opt)
+    try:
+        client.check_auth()  # a wrong key stops here: one request, before any state or decoding
+        run = _Run(plist, out_dir, client, opt, progress or Progress(), executor)
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    return run.execute()

@@ -130,3 +130,5 @@ def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
 def worker_init() -> None:
     # Ctrl-C reaches the whole process group; only the main process decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Import the decoder now, while the pool is being set up, not inside the first task.
+    from . import payloads, preprocess  # noqa: F401

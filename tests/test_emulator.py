@@ -740,3 +740,51 @@ def test_audio_only_and_video_only_embeddings_differ(api: Api) -> None:
     )
     va, vb = (np.array(api.wait(r)["embedding"]) for r in ("ao-1", "ao-2"))
     assert va @ vb < 0.999
+
+
+def test_spawned_serves_from_a_child_and_stops_with_the_block(tmp_path: Path) -> None:
+    from seeknetic_prep.emulator import spawned
+
+    with spawned(api_keys=["child-key-123"], data_dir=tmp_path / "emu") as proc:
+        assert proc.base_url.startswith("http://127.0.0.1:")
+        # The URL is valid before the child has finished starting: this request waits for it.
+        r = requests.post(f"{proc.base_url}/video_embedding/encode_text", json={"text": "a cat"},
+                          headers={"X-API-Key": proc.api_key}, timeout=60)
+        assert r.status_code == 200 and len(r.json()["embedding"]) == 1024
+        assert requests.post(f"{proc.base_url}/video_embedding/encode_text", json={"text": "a"},
+                             headers={"X-API-Key": "wrong-key-123"}, timeout=60).status_code == 401
+        assert proc.returncode is None
+    assert proc.returncode is not None  # stopped and reaped by the block
+    assert (tmp_path / "emu").is_dir()
+
+
+def test_spawned_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from seeknetic_prep.emulator import spawned\n"
+        "with spawned(data_dir=Path(sys.argv[1])) as p:\n"
+        "    print(p.pid, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "emu")],
+                              stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail(f"the emulator child {child} outlived its killed parent by 60 s")

@@ -73,9 +73,11 @@ def main(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"Invalid path {p!r}: no such file or folder.")
     with ExitStack() as stack:
         if args.local:
-            from ..emulator import running
+            from ..emulator import spawned
 
-            server = stack.enter_context(running(api_keys=[_local_key(out)], data_dir=out / "emulator"))
+            # In a child process: the server's work neither waits for nor holds our interpreter
+            # lock, and its start-up overlaps the decode workers' start-up.
+            server = stack.enter_context(spawned(api_keys=[_local_key(out)], data_dir=out / "emulator"))
             base_url, key = server.base_url, server.api_key
             print(f"local emulator at {base_url} (state in {out / 'emulator'})", file=sys.stderr)
         else:

@@ -15,6 +15,6 @@ from __future__ import annotations
 
 from .config import EmulatorConfig
 from .guard import Faults
-from .server import EmulatorHandle, running, serve
+from .server import EmulatorHandle, EmulatorProcess, running, serve, spawned
 
-__all__ = ["EmulatorConfig", "EmulatorHandle", "Faults", "running", "serve"]
+__all__ = ["EmulatorConfig", "EmulatorHandle", "EmulatorProcess", "Faults", "running", "serve", "spawned"]

@@ -1,4 +1,5 @@
-"""Starting and stopping the emulator: in-process for tests (:func:`running`), or as a CLI server.
+"""Starting and stopping the emulator: in-process for tests (:func:`running`), in a child
+process for ``run --local`` (:func:`spawned`), or as a CLI server.
 
 Both bind the listening socket themselves, so port 0 gives a free port whose number is known
 before the first request, and both run the same :class:`Emulator` (storage, job worker, guard).
@@ -22,7 +23,7 @@ from .guard import Faults, Guard, Keyring, RateLimiter
 from .jobs import JobWorker
 from .storage import Storage
 
-__all__ = ["Emulator", "EmulatorHandle", "running", "serve"]
+__all__ = ["Emulator", "EmulatorHandle", "EmulatorProcess", "running", "serve", "spawned"]
 
 log = logging.getLogger("seeknetic_prep.emulator")
 
@@ -303,6 +304,120 @@ def serve(
         server = uvicorn.Server(
             _uvicorn_config(emulator.app, access_log=access_log, log_level="info", own_logging=True)
         )
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        emulator.close()
+
+
+class EmulatorProcess:
+    """An emulator serving from a child process (see :func:`spawned`).
+
+    Attributes:
+        base_url: ``http://127.0.0.1:<port>``, valid at once: the socket is bound before the child starts.
+        api_key: the first configured key.
+        pid: the child's process id.
+    """
+
+    def __init__(self, config: EmulatorConfig, host: str, port: int) -> None:
+        import json
+        import subprocess
+        import sys
+
+        self.api_key = config.api_keys[0]
+        sock = _bind(host, port)
+        self.base_url = _url(host, sock.getsockname()[1])
+        fd = sock.fileno()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", "from seeknetic_prep.emulator.server import _child; _child()"],
+                stdin=subprocess.PIPE, pass_fds=(sock.fileno(),),
+                start_new_session=True,  # Ctrl-C is the parent's to handle; it stops the child
+            )
+        finally:
+            sock.close()  # the child holds it now; connections wait in its backlog meanwhile
+        assert self._proc.stdin is not None
+        spec = {  # on stdin, not argv: keys must not show in a process list
+            "fd": fd, "data_dir": str(config.data_dir), "api_keys": list(config.api_keys),
+            "qps": config.qps, "quota": config.quota, "max_body_mb": config.max_body_mb,
+            "job_seconds": config.job_seconds, "fail_rate": config.fail_rate, "seed": config.seed,
+        }
+        self._proc.stdin.write(json.dumps(spec).encode() + b"\n")
+        self._proc.stdin.flush()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """None while the child runs."""
+        return self._proc.poll()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Ask the child to stop (end of its stdin) and wait for it; kill it if it hangs."""
+        import subprocess
+
+        assert self._proc.stdin is not None
+        with contextlib.suppress(OSError):  # it is gone already
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+@contextlib.contextmanager
+def spawned(
+    *,
+    api_keys: Sequence[str] | None = None,
+    data_dir: Path,
+    job_seconds: float = DEFAULT_JOB_SECONDS,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> Iterator[EmulatorProcess]:
+    """Run an emulator in a child process for the ``with`` block (what ``run --local`` uses).
+
+    Unlike :func:`running`, the server's work (parsing multi-MB bodies, scoring jobs) does not
+    share the caller's interpreter lock, and its start-up (importing FastAPI) overlaps the
+    caller's instead of preceding it: the URL is known at once and the first request simply
+    waits in the socket's backlog until the child serves. The child stops when the block ends
+    or when the parent dies (its stdin reaches end of file), so a kill -9 leaves no server behind.
+
+    Raises:
+        InvalidArgumentError: a setting breaks its rule, or the port cannot be bound.
+    """
+    config = EmulatorConfig.build(data_dir=Path(data_dir), api_keys=api_keys, job_seconds=job_seconds)
+    proc = EmulatorProcess(config, host, port)
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+def _child() -> None:
+    """The child of :class:`EmulatorProcess`: settings on stdin's first line, then serve on the
+    inherited socket until stdin ends."""
+    import json
+    import sys
+
+    import uvicorn
+
+    spec = json.loads(sys.stdin.buffer.readline())
+    sock = socket.socket(fileno=int(spec.pop("fd")))
+    config = EmulatorConfig.build(data_dir=Path(spec.pop("data_dir")), **spec)
+    emulator = Emulator(config)
+    server = uvicorn.Server(_uvicorn_config(emulator.app, access_log=False, log_level="warning",
+                                            own_logging=False))
+
+    def watch_parent() -> None:
+        sys.stdin.buffer.read()  # returns at end of file: the parent closed it, or died
+        server.should_exit = True
+
+    threading.Thread(target=watch_parent, name="seeknetic-emulator-parent", daemon=True).start()
+    emulator.start()
+    try:
         server.run(sockets=[sock])
     finally:
         sock.close()
