@@ -788,3 +788,24 @@ def test_spawned_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail(f"the emulator child {child} outlived its killed parent by 60 s")
+
+
+def test_job_scores_the_latest_upload_whether_kept_in_memory_or_read_back(tmp_path: Path) -> None:
+    # A job normally scores the arrays its upload just validated (kept in memory); after a
+    # restart it reads the stored files back. Both must give the same result, for the latest upload.
+    with running(api_keys=[KEY], data_dir=tmp_path) as first:
+        api = Api(first.base_url, KEY)
+        api.upload(embedding_body("kept", seed=7))
+        keys = api.upload(embedding_body("kept", seed=8))["r2_keys"]  # replaces seed 7
+        read_back_keys = api.upload(embedding_body("read-back", seed=8))["r2_keys"]
+        assert _submit_embedding(api, "kept", keys).status_code == 200
+        kept = np.array(api.wait("kept")["embedding"])
+    with running(api_keys=[KEY], data_dir=tmp_path) as second:
+        api = Api(second.base_url, KEY)
+        assert _submit_embedding(api, "read-back", read_back_keys).status_code == 200
+        read_back = np.array(api.wait("read-back")["embedding"])
+        seven = api.upload(embedding_body("seven", seed=7))["r2_keys"]
+        assert _submit_embedding(api, "seven", seven).status_code == 200
+        other = np.array(api.wait("seven")["embedding"])
+    np.testing.assert_array_equal(kept, read_back)
+    assert kept @ other < 0.99  # the replaced tensors were not the ones scored

@@ -320,6 +320,7 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
         request_id = body.request_id or _new_id()
         storage.count(owner, "uploads", request_id)
         objects: dict[str, bytes] = {}
+        arrays: dict[str, np.ndarray] = {}  # validated once here; the job scores these
         if body.video_input is not None:
             inner = (
                 body.video_input.tensor
@@ -327,10 +328,12 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
                 else body.video_input
             )
             loc = "video_input" if inner is body.video_input else "video_input.tensor"
-            _check_video(loc, _decode(loc, inner))
+            arrays["video_input"] = _decode(loc, inner)
+            _check_video(loc, arrays["video_input"])
             objects["video_input"] = _tensor_json(inner, body.video_input)
         if body.audio_input is not None:
-            _check_audio("audio_input", _decode("audio_input", body.audio_input))
+            arrays["audio_input"] = _decode("audio_input", body.audio_input)
+            _check_audio("audio_input", arrays["audio_input"])
             objects["audio_input"] = _tensor_json(body.audio_input, body.audio_input)
         if body.video_kwargs is not None:
             _check_kwargs(body.video_kwargs)
@@ -339,7 +342,7 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
             raise _invalid(
                 [], "Nothing to upload: send at least one of video_input, audio_input, video_kwargs."
             )
-        keys = storage.put_uploads(owner, request_id, body.service, objects)
+        keys = storage.put_uploads(owner, request_id, body.service, objects, arrays)
         return UploadResponse(request_id=request_id, r2_keys=keys)
 
     def submit(task_type: Literal["embedding", "tagging"], body: _SubmitBase, owner: str) -> SubmitResponse:

@@ -46,8 +46,9 @@ def _content_from_tensors(storage: Storage, job: JobRow) -> scoring.Content:
         if field == "video_kwargs_key":
             continue
         try:
-            value = storage.read_object(job.owner, key)
-            array = decode_tensor(_tensor_of(value))
+            array = storage.take_array(job.owner, key)
+            if array is None:
+                array = decode_tensor(_tensor_of(storage.read_object(job.owner, key)))
         except (OSError, ValueError) as exc:
             raise JobFailed(f"Tensor {key!r} ({field}) cannot be read back: {exc}") from exc
         if field == "video_input_key":

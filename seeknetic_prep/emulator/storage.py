@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ CREATE TABLE IF NOT EXISTS stats (
 UPLOAD_NAMES = ("video_input", "audio_input", "video_kwargs")
 _STEM_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 _STRIPES = 64
+_FRESH = 32  # decoded tensors kept for their job: at most ~60 MB
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -134,6 +136,10 @@ class Storage:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        # Arrays the upload handler just validated, for the job that scores them moments later
+        # (so a job does not read back and base64-decode what was decoded at upload). Bounded;
+        # a miss (evicted, restarted emulator) reads the file as before.
+        self._fresh: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._db = sqlite3.connect(
             self.data_dir / "emulator.sqlite3", check_same_thread=False, isolation_level=None, timeout=30
         )
@@ -197,9 +203,13 @@ class Storage:
     # -- uploads -------------------------------------------------------------------------------
 
     def put_uploads(
-        self, owner: str, request_id: str, service: str, objects: dict[str, bytes]
+        self, owner: str, request_id: str, service: str, objects: dict[str, bytes],
+        arrays: dict[str, Any] | None = None,
     ) -> dict[str, str]:
         """Store (add or replace) objects of one request_id; return every key it now has.
+
+        ``arrays`` are the decoded tensors of (some of) ``objects``, kept briefly in memory for
+        :meth:`take_array`.
 
         Raises:
             Problem: 409 when the request_id was uploaded for the other service.
@@ -215,6 +225,14 @@ class Storage:
                 )
             for name, data in objects.items():
                 atomic_write(self.object_path(owner, request_id, name), data)
+            with self._lock:
+                for name in objects:
+                    key = (owner, r2_key(request_id, name))
+                    self._fresh.pop(key, None)  # replaced: an older array must not be scored
+                    if arrays is not None and name in arrays:
+                        self._fresh[key] = arrays[name]
+                while len(self._fresh) > _FRESH:
+                    self._fresh.popitem(last=False)
             now = time.time()
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -260,6 +278,11 @@ class Storage:
                 (owner,),
             ).fetchall()
         return [UploadRow(r["owner"], r["request_id"], r["name"], r["service"], r["r2_key"]) for r in rows]
+
+    def take_array(self, owner: str, key: str) -> Any | None:
+        """The decoded tensor stored under ``key`` if it was uploaded recently (once), else None."""
+        with self._lock:
+            return self._fresh.pop((owner, key), None)
 
     def read_object(self, owner: str, key: str) -> Any:
         """The JSON value stored under ``key`` for ``owner`` (raises OSError/ValueError if unreadable)."""
