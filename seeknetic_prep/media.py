@@ -31,11 +31,12 @@ import av
 import av.error
 import numpy as np
 import soxr
+from av.video.reformatter import VideoReformatter
 
 from .errors import InvalidArgumentError, MediaError
 from .profile import SAMPLE_RATE
 
-__all__ = ["MediaInfo", "decode_audio", "decode_frames_at", "probe"]
+__all__ = ["MediaInfo", "decode_audio", "decode_frames_at", "probe", "probe_open"]
 
 _TAIL_SECONDS = 3.0
 """How much of the end of a file is demuxed to find where its content really ends."""
@@ -50,6 +51,8 @@ wavefront rows (x265 writes them by default) still spread such pictures over the
 _NONREF_SKIP_CODECS = frozenset({"h264", "hevc"})
 """Decoders whose ``skip_frame="NONREF"`` drops only pictures nothing references (checked on
 the fixtures, frame by frame), so frames nobody looks at can go undecoded."""
+_ONE_THREAD_SWS_PIXELS = 640 * 480
+"""Up to this picture size swscale runs on one thread: starting threads costs more than it saves."""
 _LOOKAHEAD_PACKETS = 64
 """Packets held back while their fate is open; past this (no dts in the container) they are
 decoded in full, which is always exact."""
@@ -157,46 +160,76 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     >>> probe("fixtures/rotated90.mp4").rotation  # doctest: +SKIP
     -90
     """
-    p = Path(path)
+    info, container = _probe(Path(path), for_frames=False)
+    container.close()
+    return info
+
+
+def probe_open(path: str | os.PathLike[str]) -> tuple[MediaInfo, Any]:
+    """:func:`probe`, keeping the open container for the frame pass.
+
+    On a small file opening it again costs as much as decoding a window's frames; hand the
+    container to :func:`decode_frames_at` (``container=``), which closes it. Its decoder is
+    already threaded the way the frame pass wants (threading cannot change once it is open).
+    """
+    return _probe(Path(path), for_frames=True)
+
+
+def _probe(p: Path, *, for_frames: bool) -> tuple[MediaInfo, Any]:
     size = _check_file(p)
-    with _open(p) as container:
-        vs = _video_stream(p, container)
-        try:
-            first = next(container.decode(vs), None)
-        except av.error.FFmpegError as exc:
-            raise MediaError(p, f"undecodable video: {_reason(exc)}") from exc
-        if first is None or first.pts is None:
-            raise MediaError(p, "undecodable video: no frame could be decoded")
-        origin = float(first.pts * first.time_base)
-        rotation = int(first.rotation)
-        end_s = _content_end(p, container, vs, origin, size)
-        fps = float(vs.average_rate or vs.guessed_rate or 0) or 0.0
-        sar = vs.sample_aspect_ratio
-        cw, ch = int(vs.codec_context.width), int(vs.codec_context.height)
-        dw = round(cw * sar) if sar and sar > 0 and sar != 1 else cw
-        width, height = (ch, dw) if rotation % 180 else (dw, ch)
-        audio = container.streams.audio[0] if container.streams.audio else None
-        duration_ms = round((end_s - origin) * 1000)
-        if duration_ms <= 0:
-            raise MediaError(p, f"no content: the video lasts {duration_ms} ms")
-        return MediaInfo(
-            path=str(p),
-            duration_ms=duration_ms,
-            width=width,
-            height=height,
-            rotation=rotation,
-            fps=fps,
-            has_audio=audio is not None,
-            video_codec=str(vs.codec_context.name),
-            pix_fmt=str(first.format.name),
-            coded_width=cw,
-            coded_height=ch,
-            audio_codec=None if audio is None else str(audio.codec_context.name),
-            audio_rate=None if audio is None else int(audio.rate),
-            audio_channels=None if audio is None else int(audio.channels),
-            origin_s=origin,
-            size_bytes=size,
-        )
+    container = _open(p)
+    try:
+        info = _describe(p, container, size, for_frames=for_frames)
+    except BaseException:
+        container.close()
+        raise
+    return info, container
+
+
+def _describe(p: Path, container: Any, size: int, *, for_frames: bool) -> MediaInfo:
+    vs = _video_stream(p, container)
+    if for_frames:
+        _set_threads(vs, int(vs.codec_context.width) * int(vs.codec_context.height))
+    try:
+        first = next(container.decode(vs), None)
+    except av.error.FFmpegError as exc:
+        raise MediaError(p, f"undecodable video: {_reason(exc)}") from exc
+    if first is None or first.pts is None:
+        raise MediaError(p, "undecodable video: no frame could be decoded")
+    origin = float(first.pts * first.time_base)
+    rotation = int(first.rotation)
+    end_s = _content_end(p, container, vs, origin, size)
+    fps = float(vs.average_rate or vs.guessed_rate or 0) or 0.0
+    sar = vs.sample_aspect_ratio
+    cw, ch = int(vs.codec_context.width), int(vs.codec_context.height)
+    dw = round(cw * sar) if sar and sar > 0 and sar != 1 else cw
+    width, height = (ch, dw) if rotation % 180 else (dw, ch)
+    audio = container.streams.audio[0] if container.streams.audio else None
+    duration_ms = round((end_s - origin) * 1000)
+    if duration_ms <= 0:
+        raise MediaError(p, f"no content: the video lasts {duration_ms} ms")
+    return MediaInfo(
+        path=str(p),
+        duration_ms=duration_ms,
+        width=width,
+        height=height,
+        rotation=rotation,
+        fps=fps,
+        has_audio=audio is not None,
+        video_codec=str(vs.codec_context.name),
+        pix_fmt=str(first.format.name),
+        coded_width=cw,
+        coded_height=ch,
+        audio_codec=None if audio is None else str(audio.codec_context.name),
+        audio_rate=None if audio is None else int(audio.rate),
+        audio_channels=None if audio is None else int(audio.channels),
+        origin_s=origin,
+        size_bytes=size,
+    )
+
+
+def _set_threads(vs: Any, coded_pixels: int) -> None:
+    vs.codec_context.thread_type = "SLICE" if coded_pixels > _FRAME_THREADS_MAX_PIXELS else "AUTO"
 
 
 def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) -> float:
@@ -276,7 +309,11 @@ def _interval(times: list[float]) -> float:
 
 
 def decode_frames_at(
-    info: MediaInfo, targets_ms: Sequence[float], size: tuple[int, int]
+    info: MediaInfo,
+    targets_ms: Sequence[float],
+    size: tuple[int, int],
+    *,
+    container: Any = None,
 ) -> Generator[tuple[float, np.ndarray], None, None]:
     """For each target time (ascending), the frame on screen then: ``(pts_ms, rgb)``.
 
@@ -288,24 +325,33 @@ def decode_frames_at(
     orientation, scaled by swscale (area filter when shrinking) so that once rotated upright it
     is ``size = (width, height)``; consecutive targets on one frame share one array.
 
+    ``container`` is one :func:`probe_open` returned for this file; it is closed when the
+    generator ends (also unstarted: by the caller's ``close()``).
+
     Raises:
         MediaError: the file fails to decode, or its frames stop before a target.
     """
     path = Path(info.path)
-    if not targets_ms:
-        return
-    if any(b < a for a, b in itertools.pairwise(targets_ms)):
-        raise InvalidArgumentError(f"Invalid targets_ms {list(targets_ms)}: must be ascending.")
-    out_w, out_h = size
-    coded_size = (out_h, out_w) if info.rotation % 180 else (out_w, out_h)
-    with _open(path) as container:
-        vs = _video_stream(path, container)
-        big = info.coded_width * info.coded_height > _FRAME_THREADS_MAX_PIXELS
-        vs.codec_context.thread_type = "SLICE" if big else "AUTO"
+    try:
+        if not targets_ms:
+            return
+        if any(b < a for a, b in itertools.pairwise(targets_ms)):
+            raise InvalidArgumentError(f"Invalid targets_ms {list(targets_ms)}: must be ascending.")
+        if container is None:
+            container = _open(path)
+            vs = _video_stream(path, container)
+            _set_threads(vs, info.coded_width * info.coded_height)
+        else:
+            vs = _video_stream(path, container)
+        out_w, out_h = size
+        coded_size = (out_h, out_w) if info.rotation % 180 else (out_w, out_h)
         try:
             yield from _scan(path, container, vs, info, targets_ms, coded_size)
         except av.error.FFmpegError as exc:
             raise MediaError(path, f"undecodable video: {_reason(exc)}") from exc
+    finally:
+        if container is not None:
+            container.close()
 
 
 def _scan(
@@ -317,14 +363,14 @@ def _scan(
     coded_size: tuple[int, int],
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Targets far apart (sparse windows) get a seek each; close ones share one forward pass."""
-    cache: list[tuple[int, np.ndarray]] = []  # the last converted frame, shared across runs
+    cache = _Converter(coded_size)  # the last converted frame, shared across runs
     run: list[float] = []
     for t in targets_ms:
         if run and t - run[-1] > _RESEEK_GAP_MS:
-            yield from _scan_run(path, container, vs, info, run, coded_size, cache)
+            yield from _scan_run(path, container, vs, info, run, cache)
             run = []
         run.append(t)
-    yield from _scan_run(path, container, vs, info, run, coded_size, cache)
+    yield from _scan_run(path, container, vs, info, run, cache)
 
 
 def _scan_run(
@@ -333,8 +379,7 @@ def _scan_run(
     vs: Any,
     info: MediaInfo,
     targets_ms: Sequence[float],
-    coded_size: tuple[int, int],
-    cache: list[tuple[int, np.ndarray]],
+    cache: _Converter,
 ) -> Iterator[tuple[float, np.ndarray]]:
     first_target_s = info.origin_s + targets_ms[0] / 1000
     # Seek to the keyframe at or before the first target; if the demuxer lands after it (an
@@ -357,7 +402,7 @@ def _scan_run(
         for nxt in frames:
             nxt_s = float(nxt.pts * nxt.time_base)
             while j < len(targets_ms) and info.origin_s + targets_ms[j] / 1000 < nxt_s:
-                yield _ms(current, info.origin_s), _pick(current, cache, coded_size)
+                yield _ms(current, info.origin_s), cache.pick(current)
                 j += 1
             if j == len(targets_ms):
                 return
@@ -377,7 +422,7 @@ def _scan_run(
                 f"truncated: the video stops at {_ms(current, info.origin_s):.0f} ms, "
                 f"before {targets_ms[j]:.0f} ms",
             )
-        yield _ms(current, info.origin_s), _pick(current, cache, coded_size)
+        yield _ms(current, info.origin_s), cache.pick(current)
         j += 1
 
 
@@ -475,20 +520,33 @@ def _ms(frame: Any, origin_s: float) -> float:
     return float(Fraction(frame.pts) * frame.time_base - Fraction(origin_s)) * 1000
 
 
-def _pick(frame: Any, cache: list[tuple[int, np.ndarray]], coded_size: tuple[int, int]) -> np.ndarray:
-    """The frame as RGB, converted once even when several targets land on it."""
-    if not cache or cache[0][0] != frame.pts:
-        cache[:] = [(int(frame.pts), _to_rgb(frame, coded_size))]
-    return cache[0][1]
+class _Converter:
+    """Frames as RGB, each converted once even when several targets land on it.
+
+    One swscale context serves the whole pass: ``VideoFrame.reformat`` builds (and threads)
+    a new one per call, which on a 320 x 180 clip costs more than the scaling itself. Small
+    pictures are scaled on one thread, for the same reason; the output is the same bits.
+    """
+
+    def __init__(self, coded_size: tuple[int, int]) -> None:
+        self.coded_size = coded_size
+        self.last: tuple[int, np.ndarray] | None = None
+        self.sws = VideoReformatter()
+
+    def pick(self, frame: Any) -> np.ndarray:
+        if self.last is None or self.last[0] != frame.pts:
+            self.last = (int(frame.pts), _to_rgb(frame, self.coded_size, self.sws))
+        return self.last[1]
 
 
-def _to_rgb(frame: Any, coded_size: tuple[int, int]) -> np.ndarray:
+def _to_rgb(frame: Any, coded_size: tuple[int, int], sws: Any) -> np.ndarray:
     """YUV -> RGB with the frame's own matrix and range, scaled in the same swscale pass."""
     width, height = coded_size
     shrink = width * height < frame.width * frame.height
     space = _SWS_COLORSPACE.get(int(frame.colorspace)) or ("itu709" if frame.height >= 720 else "itu601")
     full = int(frame.color_range) == _AVCOL_RANGE_JPEG or frame.format.name.startswith("yuvj")
-    rgb = frame.reformat(
+    rgb = sws.reformat(
+        frame,
         width=width,
         height=height,
         format="rgb24",
@@ -496,6 +554,7 @@ def _to_rgb(frame: Any, coded_size: tuple[int, int]) -> np.ndarray:
         src_color_range="JPEG" if full else "MPEG",
         dst_color_range="JPEG",
         interpolation="AREA" if shrink else "BICUBIC",
+        threads=1 if frame.width * frame.height <= _ONE_THREAD_SWS_PIXELS else 0,
     )
     arr: np.ndarray = rgb.to_ndarray()
     return arr

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,12 +54,13 @@ def preprocess(
     >>> [(s.start_ms, s.end_ms) for s in segs], segs[0].video.shape
     ([(0, 10000), (10000, 12000)], (1, 12, 3, 224, 224))
     """
-    from .media import probe
+    from .media import probe_open
 
     mode = check_resize(resize)
-    info = probe(path)
-    windows = plan_windows(info.duration_ms, start_ms=start_ms, end_ms=end_ms)
-    return list(_segments(info, windows, mode))
+    info, container = probe_open(path)
+    with container:
+        windows = plan_windows(info.duration_ms, start_ms=start_ms, end_ms=end_ms)
+        return list(_segments(info, windows, mode, container))
 
 
 def iter_segments(
@@ -81,20 +82,21 @@ def iter_segments(
             raises when the pass reaches the missing part (earlier windows were already yielded).
         InvalidArgumentError: windows out of order, overlapping, or starting past the end.
     """
-    from .media import probe
+    from .media import probe_open
 
     mode = check_resize(resize)
-    info = probe(path)
-    if windows is None:
-        planned = plan_windows(info.duration_ms)
-    else:
-        planned = [_clip(w, info) for w in windows]
-        for a, b in itertools.pairwise(planned):
-            if b.start_ms < a.end_ms:
-                raise InvalidArgumentError(
-                    f"Invalid windows {a} then {b}: must be ascending and must not overlap."
-                )
-    yield from _segments(info, planned, mode)
+    info, container = probe_open(path)
+    with container:
+        if windows is None:
+            planned = plan_windows(info.duration_ms)
+        else:
+            planned = [_clip(w, info) for w in windows]
+            for a, b in itertools.pairwise(planned):
+                if b.start_ms < a.end_ms:
+                    raise InvalidArgumentError(
+                        f"Invalid windows {a} then {b}: must be ascending and must not overlap."
+                    )
+        yield from _segments(info, planned, mode, container)
 
 
 def _clip(window: Window, info: MediaInfo) -> Window:
@@ -106,14 +108,18 @@ def _clip(window: Window, info: MediaInfo) -> Window:
     return Window(window.index, window.start_ms, min(window.end_ms, info.duration_ms))
 
 
-def _segments(info: MediaInfo, windows: Sequence[Window], resize: ResizeMode) -> Iterator[Segment]:
+def _segments(
+    info: MediaInfo, windows: Sequence[Window], resize: ResizeMode, container: Any
+) -> Iterator[Segment]:
+    """``container`` is the probe's, reused for the frames: a small file's first window costs
+    about as much as opening it again."""
     from .media import decode_audio, decode_frames_at
 
     if not windows:
         return
     targets = [frame_targets_ms(w) for w in windows]
     size = scaled_size(info.width, info.height, resize)
-    frames = decode_frames_at(info, [t for ts in targets for t in ts], size)
+    frames = decode_frames_at(info, [t for ts in targets for t in ts], size, container=container)
     chunks = decode_audio(info, windows[0].start_ms)
     audio = AudioTimeline(chunks)
     try:

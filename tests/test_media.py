@@ -200,33 +200,25 @@ def test_a_hole_in_the_audio_stays_silent(tmp_path: Path) -> None:
     assert float(np.abs(later - ref).max()) < 0.02
 
 
-class _CountedFrame:
-    """Forwards to a decoded PyAV frame, counting RGB conversions."""
-
-    def __init__(self, inner: Any, counts: dict[str, int]) -> None:
-        self._inner, self._counts = inner, counts
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def reformat(self, *args: Any, **kwargs: Any) -> Any:
-        self._counts["converted"] += 1
-        return self._inner.reformat(*args, **kwargs)
-
-
 def _count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts the pictures the decoder puts out (skipped ones never come out) and conversions."""
     import seeknetic_prep.media as media
 
     counts = {"decoded": 0, "converted": 0}
     real = media._decode_needed
+    real_rgb = media._to_rgb
 
     def counted(*args: Any) -> Iterator[Any]:
         for frame in real(*args):
             counts["decoded"] += 1
-            yield _CountedFrame(frame, counts)
+            yield frame
+
+    def converted(*args: Any) -> Any:
+        counts["converted"] += 1
+        return real_rgb(*args)
 
     monkeypatch.setattr(media, "_decode_needed", counted)
+    monkeypatch.setattr(media, "_to_rgb", converted)
     return counts
 
 
