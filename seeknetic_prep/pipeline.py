@@ -94,10 +94,11 @@ class RunOptions:
     services: tuple[str, ...] = SERVICES
     workers: int | None = None
     uploaders: int = 4
-    # Each task seeks to its first window and decodes from the keyframe before it: with long
-    # GOPs (8 s is common) small tasks decode much of the file twice. 6 windows (60 s) keeps
-    # that under ~10% while long files still spread over every worker.
-    windows_per_task: int = 6
+    # Each task seeks to its first window and decodes from the keyframe before it, so small
+    # tasks decode more with long GOPs (2 windows: +15% CPU on an 8 s GOP 1080p clip); but a
+    # task's windows are uploaded only when it ends, so big ones leave a longer upload tail.
+    # 4 measured best of 2, 4 and 6 (wall) on the bench folder.
+    windows_per_task: int = 4
     retry_failed: bool = False
     extensions: frozenset[str] = VIDEO_EXTENSIONS
     resize: str = "crop"
