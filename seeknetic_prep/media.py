@@ -61,6 +61,8 @@ _AUDIO_SEEK_LEAD_S = 1.0
 pre-roll) and the resampler are settled by the window's start."""
 _AUDIO_GAP_S = 0.1
 """A jump in audio timestamps larger than this is a hole, filled with silence, not closed up."""
+_AUDIO_BATCH_SAMPLES = 8192
+"""Source samples gathered before they are mixed down and resampled in one call."""
 _AUDIO_INEXACT_SKIP = 3
 """Frames the resampler may wait for one whose sample index is exact, when (re)starting."""
 
@@ -611,12 +613,21 @@ def _audio_chunks(
     position: int | None = None  # next output sample on the timeline, 22050 Hz
     expected = 0  # where the next input frame should start (source samples) if gapless
     inexact = 0  # frames skipped in a row, waiting for one whose sample index is exact
+    pending: list[Any] = []  # gapless frames of one format, mixed and resampled in one call
+    pending_samples = 0
     for frame in frames:
         new_rate = grid is not None and int(frame.sample_rate) != grid.rate
         if grid is None or new_rate:
             grid = _SampleGrid(frame, stream, info.origin_s)
         index, exact = grid.index(frame)
-        if resampler is not None and (new_rate or index - expected > _AUDIO_GAP_S * grid.rate):
+        hole = resampler is not None and (new_rate or index - expected > _AUDIO_GAP_S * grid.rate)
+        if pending and (hole or not _same_format(pending[0], frame)):
+            out = resampler.resample_chunk(_mono(pending), last=False)
+            pending, pending_samples = [], 0
+            if out.size and position is not None:
+                yield position, out
+                position += out.size
+        if hole:
             # A hole in the stream or a new sample rate: flush what the resampler holds and
             # start again where this frame belongs (silence fills a hole).
             tail = _flush(resampler)
@@ -625,7 +636,17 @@ def _audio_chunks(
                 position += tail.size
             resampler = None
         expected = index + frame.samples
-        samples = _mono(frame)
+        if resampler is not None:
+            # Per-frame numpy and soxr calls cost more than the work on 1024 samples; soxr's
+            # output does not depend on how its input is chunked, so batching is exact.
+            pending.append(frame)
+            pending_samples += int(frame.samples)
+            if pending_samples < _AUDIO_BATCH_SAMPLES:
+                continue
+            samples = _mono(pending)
+            pending, pending_samples = [], 0
+        else:
+            samples = _mono([frame])
         if resampler is None:
             # Start on a source sample that falls exactly on a 22050 Hz output sample of the
             # whole-stream grid: every decode path then resamples with the same phases.
@@ -639,6 +660,11 @@ def _audio_chunks(
             start = grid.base + index * SAMPLE_RATE // grid.rate
             position = start if position is None else max(position, start)
         out = resampler.resample_chunk(samples, last=False)
+        if out.size and position is not None:
+            yield position, out
+            position += out.size
+    if pending:
+        out = resampler.resample_chunk(_mono(pending), last=False)
         if out.size and position is not None:
             yield position, out
             position += out.size
@@ -702,9 +728,19 @@ def _decoded(container: Any, stream: Any) -> Iterator[Any]:
             yield frame
 
 
-def _mono(frame: Any) -> np.ndarray:
-    """All channels averaged, as float32 in [-1, 1] whatever the sample format."""
-    arr = frame.to_ndarray()
+def _same_format(a: Any, b: Any) -> bool:
+    return bool(a.format.name == b.format.name and len(a.layout.channels) == len(b.layout.channels))
+
+
+def _mono(frames: Sequence[Any]) -> np.ndarray:
+    """All channels averaged, as float32 in [-1, 1] whatever the sample format.
+
+    ``frames`` follow each other and share one format; each output sample depends only on its
+    own column, so mixing them together gives the same bits as one by one.
+    """
+    frame = frames[0]
+    arrays = [f.to_ndarray() for f in frames]
+    arr = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
     channels = len(frame.layout.channels)
     if not frame.format.is_planar:
         arr = arr.reshape(-1, channels).T
