@@ -257,29 +257,17 @@ def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) 
         whole = (float(container.duration) + float(container.start_time or 0)) / 1e6
     declared_end = max([*declared.values(), *([whole] if whole else [])], default=origin)
     seek_to = declared.get(vs.index, declared_end) - _TAIL_SECONDS
-    ends: dict[int, float] = {}
-    latest: dict[int, float] = {}
-    times: dict[int, list[float]] = {}
+    seek_pts = int(max(seek_to, origin) / vs.time_base)
+    # Any packet will do to start demuxing from (nothing is decoded), which saves most of a
+    # GOP on a small file. A file that then looks cut short is scanned again from a keyframe,
+    # so the verdict and its message are those of the thorough scan.
     try:
-        # Always seek, even to the start: probing already consumed the first packets.
-        container.seek(int(max(seek_to, origin) / vs.time_base), stream=vs, backward=True, any_frame=False)
-        for packet in container.demux(streams):
-            if packet.pts is None or packet.size == 0:
-                continue
-            idx = packet.stream.index
-            t = float(packet.pts * packet.time_base)
-            seen = times.setdefault(idx, [])
-            seen.append(t)
-            del seen[:-16]
-            # The content ends where the packet with the latest pts stops being shown. (Not the
-            # max of pts + duration: with B-frames a packet's duration is a dts step.) Containers
-            # that store no packet duration (Matroska audio) get the last pts step.
-            if idx not in latest or t >= latest[idx]:
-                latest[idx] = t
-                dur = float(packet.duration * packet.time_base) if packet.duration else _interval(seen)
-                ends[idx] = t + dur
-    except av.error.FFmpegError as exc:
-        raise MediaError(path, f"truncated or corrupt near the end: {_reason(exc)}") from exc
+        ends, latest = _tail_ends(path, container, streams, vs, seek_pts, any_frame=True)
+        complete = _complete(ends, declared, whole, vs, origin)
+    except MediaError:
+        complete = False
+    if not complete:
+        ends, latest = _tail_ends(path, container, streams, vs, seek_pts, any_frame=False)
     if vs.index not in ends:
         raise MediaError(path, "truncated: no video data where the header says the video ends")
     if ends[vs.index] <= latest[vs.index]:  # one frame and no stored duration: one frame period
@@ -302,6 +290,54 @@ def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) 
             f"{got_all - origin:.3f} s ({size} bytes)",
         )
     return ends[vs.index]
+
+
+def _tail_ends(
+    path: Path, container: Any, streams: list[Any], vs: Any, seek_pts: int, *, any_frame: bool
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Per stream: where the content ends, and the latest pts, demuxing from ``seek_pts`` on."""
+    ends: dict[int, float] = {}
+    latest: dict[int, float] = {}
+    times: dict[int, list[float]] = {}
+    try:
+        # Always seek, even to the start: probing already consumed the first packets.
+        container.seek(seek_pts, stream=vs, backward=True, any_frame=any_frame)
+        # Demuxed packets carry their stream's time base. int * num / den is the correctly
+        # rounded float of the exact product, as float(pts * Fraction) is, without a Fraction
+        # per packet (the tail of a small file is most of it: hundreds of packets).
+        clock = {s.index: (s.time_base.numerator, s.time_base.denominator) for s in streams}
+        for packet in container.demux(streams):
+            pts = packet.pts
+            if pts is None or packet.size == 0:
+                continue
+            idx = packet.stream_index
+            num, den = clock[idx]
+            t = pts * num / den
+            seen = times.setdefault(idx, [])
+            seen.append(t)
+            del seen[:-16]
+            # The content ends where the packet with the latest pts stops being shown. (Not the
+            # max of pts + duration: with B-frames a packet's duration is a dts step.) Containers
+            # that store no packet duration (Matroska audio) get the last pts step.
+            if idx not in latest or t >= latest[idx]:
+                latest[idx] = t
+                duration = packet.duration
+                dur = duration * num / den if duration else _interval(seen)
+                ends[idx] = t + dur
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"truncated or corrupt near the end: {_reason(exc)}") from exc
+    return ends, latest
+
+
+def _complete(
+    ends: dict[int, float], declared: dict[int, float], whole: float | None, vs: Any, origin: float
+) -> bool:
+    """Whether a tail scan found every stream reaching what the header declares."""
+    if vs.index not in ends:
+        return False
+    if any(ends.get(idx, origin) < want - _TRUNCATION_SLACK_S for idx, want in declared.items()):
+        return False
+    return whole is None or max(ends.values()) >= whole - _TRUNCATION_SLACK_S
 
 
 def _interval(times: list[float]) -> float:
