@@ -120,6 +120,13 @@ def test_truncation_is_detected(name: str, fraction: float, cause: str, tmp_path
         preprocess(path)
 
 
+def test_a_cut_faststart_mp4_says_where_its_data_ends() -> None:
+    """The quick tail scan starts anywhere and finds nothing here; the keyframe rescan tells
+    how much is left, as a scan from a keyframe always did."""
+    with pytest.raises(MediaError, match=r"declares video up to 10\.000 s but the data ends at 5\.360 s"):
+        probe(FIXTURES / "bad" / "truncated.mp4")
+
+
 def test_garbage_in_the_middle_never_raises_a_foreign_error(tmp_path: Path) -> None:
     data = bytearray((FIXTURES / "cfr30_bframes.mp4").read_bytes())
     rng = np.random.default_rng(3)
