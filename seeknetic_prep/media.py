@@ -51,6 +51,9 @@ wavefront rows (x265 writes them by default) still spread such pictures over the
 _NONREF_SKIP_CODECS = frozenset({"h264", "hevc"})
 """Decoders whose ``skip_frame="NONREF"`` drops only pictures nothing references (checked on
 the fixtures, frame by frame), so frames nobody looks at can go undecoded."""
+_ONE_THREAD_DECODE_PIXELS = 320 * 240
+"""Up to this picture size one decoding thread: on the 320 x 180 fixtures frame threads cost
+more to start and feed (a frame of delay each) than they save, 10-25% of the frame pass."""
 _ONE_THREAD_SWS_PIXELS = 640 * 480
 """Up to this picture size swscale runs on one thread: starting threads costs more than it saves."""
 _LOOKAHEAD_PACKETS = 64
@@ -231,6 +234,9 @@ def _describe(p: Path, container: Any, size: int, *, for_frames: bool) -> MediaI
 
 
 def _set_threads(vs: Any, coded_pixels: int) -> None:
+    if 0 < coded_pixels <= _ONE_THREAD_DECODE_PIXELS:
+        vs.codec_context.thread_count = 1
+        return
     vs.codec_context.thread_type = "SLICE" if coded_pixels > _FRAME_THREADS_MAX_PIXELS else "AUTO"
 
 
