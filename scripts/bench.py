@@ -625,9 +625,13 @@ the frame pass is 82-98% of `preprocess()`'s CPU, almost all of it inside the vi
 (swscale of the 12 chosen frames per window is a few %); probe is 1-6%, audio decode + soxr
 1-2%. Non-reference pictures no target shows are not decoded (`skip_frame` per packet, H.264
 and HEVC), which is why the whole-file row beats full decoding; what is left is the reference
-frames, which exact output cannot skip. On small clips the fixed cost (opening the file three
-times: probe, video, audio) is most of our time and the SDK's ~0.5 s of process start-ups is
-most of its time; on real-size clips both are decode-bound, hence the two geometric means.
+frames, which exact output cannot skip. On small clips our fixed cost (two opens of the file,
+one swscale context per pass, batched audio resampling: 20-60 ms a clip) is most of our time
+and the SDK's ~0.5 s of process start-ups is most of its; on real-size clips both are
+decode-bound, hence the two geometric means. End to end (d), the remaining overhead over
+preprocessing alone is the upload tail after each decode task (a task's windows are sent when
+the task ends), the built-in emulator's own CPU (it shares the 2 cores: parsing, validating and
+scoring every upload) and re-decoding from the keyframe before each 4-window task.
 """
 
 
