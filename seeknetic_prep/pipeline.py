@@ -52,6 +52,7 @@ from .errors import (
     NotFoundError,
     QuotaExceededError,
     RateLimitError,
+    SeekneticPrepError,
     ServerError,
 )
 from .results import write_results
@@ -59,7 +60,6 @@ from .stages import (
     DecodeTask,
     EncodedWindow,
     FilePlan,
-    StageError,
     decode_windows,
     plan_file,
     unit_request_id,
@@ -447,7 +447,7 @@ class _Run:
     def _planned(self, fut: cf.Future[Any], path: str, backlog: deque[DecodeTask]) -> None:
         try:
             plan: FilePlan = fut.result()
-        except StageError as exc:
+        except SeekneticPrepError as exc:  # the stage's own error (MediaError, ...)
             self.store.record_file(path, status="failed", error=str(exc))
             self._file_failed(path, str(exc))
             return
@@ -530,7 +530,7 @@ class _Run:
     def _decoded(self, fut: cf.Future[Any], task: DecodeTask) -> None:
         try:
             windows: list[EncodedWindow] = fut.result()
-        except StageError as exc:
+        except SeekneticPrepError as exc:  # the stage's own error (MediaError, ...)
             self._fail_content(task, str(exc))
             return
         needed = sum(1 for w in windows if w.bodies)  # the rest of a chunk was only decoded along

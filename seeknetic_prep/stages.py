@@ -4,7 +4,8 @@
 frame times + serialized upload bodies) hold no state and touch neither the network nor the
 state database, so any executor can run them: the process pool of
 :mod:`seeknetic_prep.pipeline` today, an engine such as Ray later, without a rewrite. Their
-own errors leave a worker as :class:`StageError`, which survives pickling.
+errors are our own (:class:`~seeknetic_prep.errors.MediaError` and kin), which pickle with
+their attributes, so a worker's error reaches the caller with its real type.
 """
 
 from __future__ import annotations
@@ -14,25 +15,17 @@ import os
 import signal
 from dataclasses import dataclass
 
-from .errors import SeekneticPrepError
+from .errors import MediaError
 
 __all__ = [
     "DecodeTask",
     "EncodedWindow",
     "FilePlan",
-    "StageError",
     "decode_windows",
     "plan_file",
     "unit_request_id",
     "worker_init",
 ]
-
-
-class StageError(SeekneticPrepError):
-    """A stage function's own error, carried out of a worker process as its message.
-
-    Our errors take keyword arguments and so do not survive pickling; this one does.
-    """
 
 
 def unit_request_id(fingerprint: str, window: tuple[int, int, int], service: str, attempt: int = 0) -> str:
@@ -77,7 +70,7 @@ def plan_file(path: str) -> FilePlan:
     """Fingerprint, probe and plan one file.
 
     Raises:
-        StageError: the file is not usable video (the message names it and the cause).
+        MediaError: the file is not usable video (the message names it and the cause).
     """
     from .media import probe
     from .payloads import file_fingerprint
@@ -89,9 +82,7 @@ def plan_file(path: str) -> FilePlan:
         info = probe(path)
         windows = plan_windows(int(info.duration_ms))
     except OSError as exc:
-        raise StageError(f"{path}: cannot read ({exc.strerror or exc}).") from None
-    except SeekneticPrepError as exc:
-        raise StageError(str(exc)) from None
+        raise MediaError(path, f"cannot read ({exc.strerror or exc}).") from exc
     return FilePlan(path, fp, size, int(info.duration_ms),
                     tuple((w.index, w.start_ms, w.end_ms) for w in windows))
 
@@ -100,7 +91,7 @@ def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
     """Decode the task's windows in one pass and serialize each for every service asked.
 
     Raises:
-        StageError: decoding failed (truncated or undecodable content).
+        MediaError: decoding failed (truncated or undecodable content).
     """
     from .payloads import upload_body
     from .preprocess import iter_segments
@@ -121,9 +112,7 @@ def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
             out.append(EncodedWindow(seg.index, seg.start_ms, seg.end_ms,
                                      tuple(float(t) for t in seg.frame_times_ms), bodies))
     except OSError as exc:
-        raise StageError(f"{task.path}: cannot read ({exc.strerror or exc}).") from None
-    except SeekneticPrepError as exc:
-        raise StageError(str(exc)) from None
+        raise MediaError(task.path, f"cannot read ({exc.strerror or exc}).") from exc
     return out
 
 
