@@ -107,6 +107,11 @@ class RunOptions:
     max_poll_s: float = 5.0
     max_transient_streak: int = 8
 
+    @property
+    def worker_count(self) -> int:
+        """Decode processes: ``workers``, or one per core when not given."""
+        return self.workers if self.workers is not None else (os.cpu_count() or 1)
+
     def __post_init__(self) -> None:
         bad = [s for s in self.services if s not in SERVICES]
         if bad or not self.services:
@@ -256,12 +261,13 @@ class _Run:
                 del self.pending[fp]
                 self._finish_fp(fp)
 
-    def _finish_fp(self, fp: str) -> None:
+    def _finish_fp(self, fp: str, paths: Sequence[str] | None = None) -> None:
+        """Report the content's files (all its paths, or just ``paths``) as finished."""
         error = self.failed_fp.get(fp)
         ok = error is None and not self.unit_failures.get(fp)
         if error is None and not ok:
             error = f"{self.unit_failures[fp]} job(s) failed"
-        for path in self.paths_of.get(fp, []):
+        for path in self.paths_of.get(fp, []) if paths is None else paths:
             if ok:
                 self.summary.files_ok += 1
             else:
@@ -355,7 +361,7 @@ class _Run:
         and every task in flight with it. The pool is then replaced and those tasks run again one
         at a time, so only a task that kills a worker on its own fails its file.
         """
-        workers = self.opt.workers if self.opt.workers is not None else (os.cpu_count() or 1)
+        workers = self.opt.worker_count
         cap = max(2, 2 * max(workers, 1))
         found = list(discover(self.paths, extensions=self.opt.extensions))  # paths only: small
         # Biggest first, as a scheduler of unequal jobs should: the long file no longer starts
@@ -458,12 +464,12 @@ class _Run:
             if fp in self.paths_of:  # the same content under another path: done once
                 self.paths_of[fp].append(path)
                 if not self.pending.get(fp):
-                    self._finish_fp_path(fp, path)
+                    self._finish_fp(fp, [path])
                 return
             self.paths_of[fp] = [path]
             self.windows_of[fp] = len(plan.windows)
             self.summary.windows += len(plan.windows)
-        existed = bool(self.store.units_of(fp))
+        existed = self.store.has_units(fp)
         self.store.plan_units([
             (fp, idx, svc, start, end, unit_request_id(fp, (idx, start, end), svc))
             for idx, start, end in plan.windows for svc in self.opt.services
@@ -514,18 +520,8 @@ class _Run:
                     request_ids=tuple((u.window_index, u.service, u.request_id) for u in wanted),
                     resize=self.opt.resize,
                 ))
-        indices = sorted(to_decode)
         if existed:
-            self.resumed.update(u.request_id for idx in indices for u in to_decode[idx])
-
-    def _finish_fp_path(self, fp: str, path: str) -> None:
-        error = self.failed_fp.get(fp)
-        ok = error is None and not self.unit_failures.get(fp)
-        if ok:
-            self.summary.files_ok += 1
-        else:
-            self.summary.files_failed += 1
-        self.progress.file_finished(path, ok=ok, windows=self.windows_of.get(fp, 0), error=error)
+            self.resumed.update(u.request_id for us in to_decode.values() for u in us)
 
     def _decoded(self, fut: cf.Future[Any], task: DecodeTask) -> None:
         try:
@@ -718,7 +714,7 @@ class _Run:
 
 
 def _new_executor(opt: RunOptions) -> cf.Executor:
-    workers = opt.workers if opt.workers is not None else (os.cpu_count() or 1)
+    workers = opt.worker_count
     if workers == 0:
         return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
     return cf.ProcessPoolExecutor(
@@ -732,7 +728,7 @@ def _started_executor(opt: RunOptions) -> cf.Executor:
     second each), so that cost overlaps the key check and a local server's start-up instead of
     delaying the first decode."""
     executor = _new_executor(opt)
-    workers = opt.workers if opt.workers is not None else (os.cpu_count() or 1)
+    workers = opt.worker_count
     for _ in range(workers):  # each submit to a busy pool launches one more worker
         executor.submit(int)
     return executor

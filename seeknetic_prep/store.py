@@ -327,6 +327,10 @@ class Store:
             (fingerprint,),
         )]
 
+    def has_units(self, fingerprint: str) -> bool:
+        """Whether a unit of this content was planned before (without loading any result)."""
+        return bool(self._read("SELECT 1 FROM units WHERE fingerprint=? LIMIT 1", (fingerprint,)))
+
     def units_with_status(self, *statuses: UnitStatus) -> list[Unit]:
         marks = ", ".join("?" * len(statuses))
         return [_unit(r) for r in self._read(
@@ -346,9 +350,6 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Units by status."""
         return {s: n for s, n in self._read("SELECT status, COUNT(*) FROM units GROUP BY status")}
-
-    def file_counts(self) -> dict[str, int]:
-        return {s: n for s, n in self._read("SELECT status, COUNT(*) FROM files GROUP BY status")}
 
     def runs(self) -> list[tuple[int, float, float, int, int, str | None]]:
         return [
