@@ -66,11 +66,13 @@ class Content:
         self._digest = hashlib.sha256()
 
     def add_video(self, video: np.ndarray) -> None:
-        self._digest.update(b"video" + np.ascontiguousarray(video).tobytes())
+        self._digest.update(b"video")
+        self._digest.update(np.ascontiguousarray(video).data)  # hashed in place, no copies
         self._thumbs.append(video_thumbs(video))
 
     def add_audio(self, audio: np.ndarray) -> None:
-        self._digest.update(b"audio" + np.ascontiguousarray(audio).tobytes())
+        self._digest.update(b"audio")
+        self._digest.update(np.ascontiguousarray(audio).data)
         self._audio.append(audio_features(audio))
 
     @property

@@ -8,6 +8,7 @@ before the first request, and both run the same :class:`Emulator` (storage, job 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import tempfile
@@ -331,17 +332,15 @@ class EmulatorProcess:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", "from seeknetic_prep.emulator.server import _child; _child()"],
-                stdin=subprocess.PIPE, pass_fds=(sock.fileno(),),
+                stdin=subprocess.PIPE, pass_fds=(fd,),
                 start_new_session=True,  # Ctrl-C is the parent's to handle; it stops the child
             )
         finally:
             sock.close()  # the child holds it now; connections wait in its backlog meanwhile
         assert self._proc.stdin is not None
-        spec = {  # on stdin, not argv: keys must not show in a process list
-            "fd": fd, "data_dir": str(config.data_dir), "api_keys": list(config.api_keys),
-            "qps": config.qps, "quota": config.quota, "max_body_mb": config.max_body_mb,
-            "job_seconds": config.job_seconds, "fail_rate": config.fail_rate, "seed": config.seed,
-        }
+        # Every config field, so one added later reaches the child too; on stdin, not argv,
+        # because keys must not show in a process list.
+        spec = {**dataclasses.asdict(config), "fd": fd, "data_dir": str(config.data_dir)}
         self._proc.stdin.write(json.dumps(spec).encode() + b"\n")
         self._proc.stdin.flush()
 
