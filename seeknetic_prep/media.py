@@ -425,12 +425,12 @@ def _scan_run(
     targets_ms: Sequence[float],
     cache: _Converter,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    first_target_s = info.origin_s + targets_ms[0] / 1000
+    targets_s = [info.origin_s + t / 1000 for t in targets_ms]  # on the container clock
+    first_target_s = targets_s[0]
     # Seek to the keyframe at or before the first target; if the demuxer lands after it (an
     # index that is coarse or missing), step further back, and at worst start from the top.
     # A container without an index (MPEG-TS) may land past the only keyframe and decode nothing.
     for lead in (0.0, 2.0, 10.0, math.inf):
-        targets_s = [info.origin_s + t / 1000 for t in targets_ms]
         frames = _frames_from(container, vs, first_target_s - lead, info.origin_s, targets_s)
         first = next(frames, None)
         landed_s = math.inf if first is None else float(first.pts * first.time_base)
@@ -445,7 +445,7 @@ def _scan_run(
     try:
         for nxt in frames:
             nxt_s = float(nxt.pts * nxt.time_base)
-            while j < len(targets_ms) and info.origin_s + targets_ms[j] / 1000 < nxt_s:
+            while j < len(targets_s) and targets_s[j] < nxt_s:
                 yield _ms(current, info.origin_s), cache.pick(current)
                 j += 1
             if j == len(targets_ms):
@@ -460,7 +460,7 @@ def _scan_run(
     else:
         shown_until = max(shown_until, info.origin_s + info.duration_ms / 1000)
     while j < len(targets_ms):
-        if info.origin_s + targets_ms[j] / 1000 >= shown_until + _TRUNCATION_SLACK_S:
+        if targets_s[j] >= shown_until + _TRUNCATION_SLACK_S:
             raise MediaError(
                 path,
                 f"truncated: the video stops at {_ms(current, info.origin_s):.0f} ms, "
