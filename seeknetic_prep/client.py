@@ -5,14 +5,19 @@ Everything that can go wrong on the wire becomes one of the classes of
 module. The policies that make a long run survivable live here too, so the pipeline can treat a
 call as either done or failed for good:
 
-* retries with exponential backoff and full jitter, bounded in attempts and delay, honouring
-  ``Retry-After``, for connection errors, timeouts, 429 and 500/502/503/504 only (never 400,
-  401, 402, 413, 422: repeating those cannot help);
+* retries with exponential backoff and full jitter, bounded in attempts and delay, for
+  connection errors, timeouts and 500/502/503/504 only (never 400, 401, 402, 413, 422:
+  repeating those cannot help);
+* a 429 is waited out, not counted as a failure: every thread pauses until the server's
+  ``Retry-After`` (plus jitter, so they do not all come back at once), and an adaptive limit
+  (:class:`AdaptiveRate`) slows the client to what the key is allowed, then creeps back up;
 * POST retries are safe because our request ids are deterministic and uploads idempotent, but
   a *submission* whose answer was lost (timeout, dropped connection, gateway error) is first
   looked up with ``GET /async_status/<id>``: a job the server already has is never submitted
   twice;
-* a token bucket shared by every thread using the client keeps a run under the key's rate;
+* a token bucket shared by every thread using the client keeps a run under ``qps``;
+* :meth:`Client.cancel` makes every wait and retry in every thread give up at once, so a run
+  that is told to stop stops promptly;
 * a 413 upload is sent again as one request per tensor under the same request_id.
 
 The API key is held privately: it is never part of a repr, a log line or an error message
@@ -28,6 +33,7 @@ The API key is held privately: it is never part of a repr, a log line or an erro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,7 +41,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -55,7 +61,7 @@ from .errors import (
     error_for_status,
 )
 
-__all__ = ["REGIONS", "AuthScheme", "Client", "Region", "RetryPolicy", "TokenBucket"]
+__all__ = ["REGIONS", "AdaptiveRate", "AuthScheme", "Client", "Region", "RetryPolicy", "TokenBucket"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +129,51 @@ class TokenBucket:
             time.sleep(slot - now)
 
 
+class AdaptiveRate:
+    """A client-side rate that finds the key's limit from 429s (AIMD, as TCP finds a link's).
+
+    Unlimited until the first 429; then the rate starts at the pace of the last second's
+    requests and is cut by ``decrease`` on each further 429 (at most once per ``1/rate``), and
+    grows by ``increase`` requests/s for every second without one. Shared by every thread.
+    """
+
+    def __init__(self, *, decrease: float = 0.7, increase: float = 0.5, floor: float = 0.2) -> None:
+        self.rate: float | None = None
+        self._decrease, self._increase, self._floor = decrease, increase, floor
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._sent: list[float] = []
+        self._last_cut = 0.0
+        self._last_grow = 0.0
+
+    def acquire(self, cancelled: threading.Event) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._sent = [t for t in self._sent if now - t < 1.0]
+            self._sent.append(now)
+            if self.rate is None:
+                return
+            if now - self._last_grow >= 1.0:
+                self.rate += self._increase * min(10.0, now - self._last_grow)
+                self._last_grow = now
+            slot = max(now, self._next)
+            self._next = slot + 1.0 / self.rate
+        if slot > now:
+            cancelled.wait(slot - now)
+
+    def limited(self) -> None:
+        """A 429 came back."""
+        with self._lock:
+            now = time.monotonic()
+            if self.rate is None:
+                self.rate = max(self._floor, 0.8 * len(self._sent))
+            elif now - self._last_cut >= 1.0 / self.rate:
+                self.rate = max(self._floor, self.rate * self._decrease)
+            else:
+                return
+            self._last_cut = self._last_grow = now
+
+
 class Client:
     """A thread-safe client of the Seeknetic API (or of ``seeknetic-prep emulator``).
 
@@ -170,6 +221,15 @@ class Client:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._bucket = TokenBucket(qps) if qps else None
+        self._adaptive = AdaptiveRate()
+        self._cancelled = threading.Event()
+        self._pause_until = 0.0  # a 429's Retry-After holds every thread until then
+        self.last_ok = time.monotonic()
+        """When the server last answered a call (monotonic)."""
+        self.failing_since: float | None = None
+        """Since when every call has failed (no answer, 5xx or 429); None while calls succeed."""
+        self.on_event: Callable[[str], None] | None = None
+        """Told ``"retry"`` before a retry after a failure and ``"rate_limited"`` on a 429."""
         self.__key = key
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "seeknetic-prep"
@@ -189,6 +249,20 @@ class Client:
 
     def close(self) -> None:
         self._session.close()
+
+    def cancel(self) -> None:
+        """Make every wait and retry, in every thread, give up now (with APIConnectionError)."""
+        self._cancelled.set()
+
+    @contextlib.contextmanager
+    def cancelled_by(self, event: threading.Event) -> Iterator[None]:
+        """While inside, setting ``event`` cancels the client (a run passes its stop flag);
+        afterwards the client is as before, so one client can serve run after run."""
+        old, self._cancelled = self._cancelled, event
+        try:
+            yield
+        finally:
+            self._cancelled = old
 
     # ------------------------------------------------------------------ endpoints
 
@@ -400,15 +474,15 @@ class Client:
                 if existing is not None and existing.get("task_type") in (None, service):
                     return existing
                 raise
-            except (APIConnectionError, ServerError, RateLimitError) as exc:
+            except RateLimitError as exc:
+                attempt -= 1  # refused before the handler: nothing to look up, nothing spent
+                self._wait_out(exc)
+            except (APIConnectionError, ServerError) as exc:
                 if isinstance(exc, ServerError) and exc.status_code not in _RETRY_STATUSES:
                     raise
                 if attempt >= self.retry.max_attempts:
                     raise
-                retry_after = exc.retry_after if isinstance(exc, RateLimitError) else None
-                self._sleep(attempt, retry_after, exc)
-                if isinstance(exc, RateLimitError):
-                    continue  # refused before the handler: nothing to look up
+                self._sleep(attempt, None, exc)
                 existing = self._lookup(request_id)
                 if existing is not None:
                     log.info("submission %s: answer lost but the server has the job", request_id)
@@ -436,24 +510,50 @@ class Client:
             attempt += 1
             try:
                 return self._send(method, path, json_body, data, request_id)
-            except (APIConnectionError, RateLimitError, ServerError) as exc:
+            except RateLimitError as exc:
+                if not retries:
+                    raise
+                attempt -= 1  # waited out, never counted as a failed attempt
+                self._wait_out(exc)
+            except (APIConnectionError, ServerError) as exc:
                 if isinstance(exc, ServerError) and exc.status_code not in _RETRY_STATUSES:
                     raise
                 if attempt >= attempts:
                     raise
-                retry_after = exc.retry_after if isinstance(exc, RateLimitError) else None
-                self._sleep(attempt, retry_after, exc)
+                self._sleep(attempt, None, exc)
 
     def _sleep(self, attempt: int, retry_after: float | None, exc: Exception) -> None:
         delay = self.retry.delay_s(attempt, retry_after)
         log.debug("attempt %d failed (%s); retrying in %.2f s", attempt, exc, delay)
-        time.sleep(delay)
+        if self.on_event is not None:
+            self.on_event("retry")
+        self._wait(delay)
+
+    def _wait_out(self, exc: RateLimitError) -> None:
+        """A 429: slow the whole client down and pause every thread until the server's
+        ``Retry-After``, each with its own jitter so they do not return together."""
+        self._adaptive.limited()
+        if self.on_event is not None:
+            self.on_event("rate_limited")
+        hint = exc.retry_after if exc.retry_after is not None else 1.0
+        hint = min(max(hint, 0.0), self.retry.max_delay_s)
+        self._pause_until = max(self._pause_until, time.monotonic() + hint)
+
+    def _wait(self, seconds: float) -> None:
+        if self._cancelled.wait(max(0.0, seconds)):
+            raise APIConnectionError("cancelled: the run is stopping")
 
     def _send(
         self, method: str, path: str, json_body: object, data: bytes | None, request_id: str | None
     ) -> Any:
+        if self._cancelled.is_set():
+            raise APIConnectionError("cancelled: the run is stopping")
+        paused = self._pause_until - time.monotonic()
+        if paused > 0:  # each thread with its own jitter, so they do not return together
+            self._wait(paused + random.uniform(0.0, min(1.0, 0.5 * paused)))
         if self._bucket is not None:
             self._bucket.acquire()
+        self._adaptive.acquire(self._cancelled)
         url = self.base_url + path
         headers = {"Content-Type": "application/json"} if data is not None else None
         try:
@@ -461,16 +561,23 @@ class Client:
                 method, url, json=json_body, data=data, headers=headers, timeout=self.timeout
             )
         except requests.Timeout as exc:
+            self._failed()
             raise APITimeoutError(
                 f"{method} {path}: no answer within {self.timeout[1]:g} s{_rid(request_id)}",
                 request_id=request_id,
             ) from exc
         except requests.RequestException as exc:
+            self._failed()
             raise APIConnectionError(
                 f"{method} {path}: connection failed ({type(exc).__name__}: "
                 f"{self._redact(str(exc))[:200]}){_rid(request_id)}",
                 request_id=request_id,
             ) from exc
+        if resp.status_code < 500 and resp.status_code != 429:
+            self.last_ok = time.monotonic()
+            self.failing_since = None
+        else:
+            self._failed()
         if resp.status_code >= 400:
             raise self._status_error(method, path, resp, request_id)
         try:
@@ -480,6 +587,10 @@ class Client:
                 f"{method} {path}: answer {resp.status_code} is not JSON{_rid(request_id)}",
                 request_id=request_id,
             ) from exc
+
+    def _failed(self) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
 
     def _status_error(
         self, method: str, path: str, resp: requests.Response, request_id: str | None

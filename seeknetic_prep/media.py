@@ -36,7 +36,7 @@ from av.video.reformatter import VideoReformatter
 from .errors import InvalidArgumentError, MediaError
 from .profile import SAMPLE_RATE
 
-__all__ = ["MediaInfo", "decode_audio", "decode_frames_at", "probe", "probe_open"]
+__all__ = ["MediaInfo", "decode_audio", "decode_frames_at", "probe", "probe_open", "set_thread_cap"]
 
 _TAIL_SECONDS = 3.0
 """How much of the end of a file is demuxed to find where its content really ends."""
@@ -233,11 +233,27 @@ def _describe(p: Path, container: Any, size: int, *, for_frames: bool) -> MediaI
     )
 
 
+_thread_cap = 0
+"""Threads a decoder (and swscale) may use in this process; 0 lets FFmpeg take every core."""
+
+
+def set_thread_cap(threads: int) -> None:
+    """Cap FFmpeg's threads per decoder in this process (0: no cap, one per core).
+
+    A run with W decode processes on C cores gives each ``C // W``: FFmpeg's default of one
+    thread per core in every process oversubscribes the machine W times over.
+    """
+    global _thread_cap
+    _thread_cap = max(0, int(threads))
+
+
 def _set_threads(vs: Any, coded_pixels: int) -> None:
-    if 0 < coded_pixels <= _ONE_THREAD_DECODE_PIXELS:
+    if 0 < coded_pixels <= _ONE_THREAD_DECODE_PIXELS or _thread_cap == 1:
         vs.codec_context.thread_count = 1
         return
     vs.codec_context.thread_type = "SLICE" if coded_pixels > _FRAME_THREADS_MAX_PIXELS else "AUTO"
+    if _thread_cap:
+        vs.codec_context.thread_count = _thread_cap
 
 
 def _content_end(path: Path, container: Any, vs: Any, origin: float, size: int) -> float:
@@ -598,7 +614,7 @@ def _to_rgb(frame: Any, coded_size: tuple[int, int], sws: Any) -> np.ndarray:
         src_color_range="JPEG" if full else "MPEG",
         dst_color_range="JPEG",
         interpolation="AREA" if shrink else "BICUBIC",
-        threads=1 if frame.width * frame.height <= _ONE_THREAD_SWS_PIXELS else 0,
+        threads=1 if frame.width * frame.height <= _ONE_THREAD_SWS_PIXELS else _thread_cap,
     )
     arr: np.ndarray = rgb.to_ndarray()
     return arr
@@ -623,6 +639,8 @@ def decode_audio(info: MediaInfo, start_ms: float) -> Generator[tuple[int, np.nd
     with _open(path) as container:
         stream = container.streams.audio[0]
         stream.codec_context.thread_type = "AUTO"
+        if _thread_cap:
+            stream.codec_context.thread_count = _thread_cap
         try:
             yield from _audio_chunks(container, stream, info, start_ms)
         except av.error.FFmpegError as exc:

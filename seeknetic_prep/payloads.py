@@ -8,16 +8,18 @@ the file is called or where it lives, so the server can treat a repeat as the sa
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgumentError, MediaError
 from .profile import FRAMES_PER_WINDOW, ResizeMode, Segment, Service, Window
-from .tensors import encode_tensor
+from .tensors import encode_tensor, tensor_json_bytes
 
-__all__ = ["SERVICES", "file_fingerprint", "request_id_for", "upload_body"]
+__all__ = ["SERVICES", "file_fingerprint", "request_id_for", "upload_body", "upload_body_bytes"]
 
 SERVICES: tuple[Service, ...] = ("embedding", "tagging")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -36,10 +38,7 @@ def upload_body(segment: Segment, *, service: Service, request_id: str) -> dict[
     Raises:
         InvalidArgumentError: an unknown service or a request id outside ``[A-Za-z0-9._-]{1,128}``.
     """
-    if service not in SERVICES:
-        raise InvalidArgumentError(f"Invalid service {service!r}: must be one of {', '.join(SERVICES)}.")
-    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
-        raise InvalidArgumentError(f"Invalid request_id {request_id!r}: must match [A-Za-z0-9._-]{{1,128}}.")
+    _check(service, request_id)
     body: dict[str, Any] = {
         "service": service,
         "request_id": request_id,
@@ -50,6 +49,42 @@ def upload_body(segment: Segment, *, service: Service, request_id: str) -> dict[
     else:
         body["video_kwargs"] = {"do_sample_frames": False, "fps": sampling_fps(segment.window)}
     return body
+
+
+def upload_body_bytes(segment: Segment, wanted: Sequence[tuple[Service, str]]) -> list[bytes]:
+    """``json.dumps(upload_body(segment, ...)).encode()`` for each ``(service, request_id)``,
+    byte for byte, at a fraction of the cost.
+
+    A window's bodies are 3-6 MB of base64 each. Here each array's base64 is made once, straight
+    from its buffer, and shared by every body that carries it (both services send the same
+    ``video_input``), and no JSON encoder ever scans it: only the small fields around it go
+    through ``json.dumps``.
+
+    Raises:
+        InvalidArgumentError: as for :func:`upload_body`.
+    """
+    video = tensor_json_bytes(segment.video)
+    audio: bytes | None = None
+    out: list[bytes] = []
+    for service, request_id in wanted:
+        _check(service, request_id)
+        head = json.dumps({"service": service, "request_id": request_id}).encode()[:-1]
+        if service == "embedding":
+            if audio is None:
+                audio = tensor_json_bytes(segment.audio)
+            tail = b', "audio_input": ' + audio
+        else:
+            kwargs = {"do_sample_frames": False, "fps": sampling_fps(segment.window)}
+            tail = b', "video_kwargs": ' + json.dumps(kwargs).encode()
+        out.append(b"".join((head, b', "video_input": ', video, tail, b"}")))
+    return out
+
+
+def _check(service: str, request_id: object) -> None:
+    if service not in SERVICES:
+        raise InvalidArgumentError(f"Invalid service {service!r}: must be one of {', '.join(SERVICES)}.")
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise InvalidArgumentError(f"Invalid request_id {request_id!r}: must match [A-Za-z0-9._-]{{1,128}}.")
 
 
 def sampling_fps(window: Window) -> float:

@@ -1,19 +1,21 @@
 """The stage functions of a run: plain, picklable functions over plain values.
 
-``plan_file`` (path -> fingerprint, duration, windows) and ``decode_windows`` (path + windows ->
-frame times + serialized upload bodies) hold no state and touch neither the network nor the
-state database, so any executor can run them: the process pool of
-:mod:`seeknetic_prep.pipeline` today, an engine such as Ray later, without a rewrite. Their
+``plan_file`` (path -> fingerprint, duration, windows) and ``encode_windows`` (path + windows ->
+frame times + serialized upload bodies, one window at a time as decoded) hold no state and
+touch neither the network nor the state database, so any engine of
+:mod:`seeknetic_prep.executors` runs them unchanged (a local process pool, a thread, Ray). Their
 errors are our own (:class:`~seeknetic_prep.errors.MediaError` and kin), which pickle with
 their attributes, so a worker's error reaches the caller with its real type.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import MediaError
 
@@ -22,7 +24,10 @@ __all__ = [
     "EncodedWindow",
     "FilePlan",
     "decode_windows",
+    "encode_windows",
+    "is_environmental",
     "plan_file",
+    "retry_request_id",
     "unit_request_id",
     "worker_init",
 ]
@@ -37,6 +42,12 @@ def unit_request_id(fingerprint: str, window: tuple[int, int, int], service: str
 
     rid = request_id_for(fingerprint, Window(*window), service)  # type: ignore[arg-type]
     return rid if attempt == 0 else f"{rid}-r{attempt}"
+
+
+def retry_request_id(unit: Any, attempt: int) -> str:
+    """The request id of a ``--retry-failed`` attempt of a stored unit."""
+    return unit_request_id(unit.fingerprint, (unit.window_index, unit.start_ms, unit.end_ms),
+                           unit.service, attempt)
 
 
 @dataclass(frozen=True)
@@ -59,11 +70,21 @@ class DecodeTask:
 
 @dataclass(frozen=True)
 class EncodedWindow:
+    """One decoded window, ready for the upload stage: its upload ``bodies`` (service,
+    request_id, JSON bytes) or, when the engine uploaded it where it was decoded, ``uploaded``
+    (service, request_id, r2 keys)."""
+
     index: int
     start_ms: int
     end_ms: int
     frame_times_ms: tuple[float, ...]
-    bodies: tuple[tuple[str, str, bytes], ...]  # (service, request_id, JSON body)
+    bodies: tuple[tuple[str, str, bytes], ...]
+    uploaded: tuple[tuple[str, str, dict[str, str]], ...] = ()
+
+    @property
+    def wanted(self) -> bool:
+        """Whether any unit needs this window (the rest of a task is only decoded along)."""
+        return bool(self.bodies or self.uploaded)
 
 
 def plan_file(path: str) -> FilePlan:
@@ -77,47 +98,77 @@ def plan_file(path: str) -> FilePlan:
     from .sampling import plan_windows
 
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block; a device is no video
+            raise MediaError(path, f"not a regular file ({_kind(st.st_mode)}).")
         fp = file_fingerprint(path)
-        size = os.path.getsize(path)
         info = probe(path)
         windows = plan_windows(int(info.duration_ms))
+    except FileNotFoundError as exc:
+        raise MediaError(path, "missing: no such file") from exc
     except OSError as exc:
-        raise MediaError(path, f"cannot read ({exc.strerror or exc}).") from exc
-    return FilePlan(path, fp, size, int(info.duration_ms),
+        raise MediaError(path, f"unreadable: {exc.strerror or exc}") from exc
+    return FilePlan(path, fp, st.st_size, int(info.duration_ms),
                     tuple((w.index, w.start_ms, w.end_ms) for w in windows))
 
 
-def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
-    """Decode the task's windows in one pass and serialize each for every service asked.
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
+    """Decode the task's windows in one pass; yield each, serialized for every service asked,
+    as soon as it is decoded (so its upload starts while the next one decodes).
 
     Raises:
-        MediaError: decoding failed (truncated or undecodable content).
+        MediaError: decoding failed (truncated or undecodable content); windows before the
+            failure were already yielded.
     """
-    from .payloads import upload_body
+    from .payloads import upload_body_bytes
     from .preprocess import iter_segments
     from .profile import Window
 
     wanted: dict[int, list[tuple[str, str]]] = {}
     for index, service, rid in task.request_ids:
         wanted.setdefault(index, []).append((service, rid))
-    out: list[EncodedWindow] = []
     try:
         windows = [Window(*w) for w in task.windows]
         for seg in iter_segments(task.path, windows, resize=task.resize):  # type: ignore[arg-type]
-            bodies = tuple(
-                (service, rid,
-                 json.dumps(upload_body(seg, service=service, request_id=rid)).encode())  # type: ignore[arg-type]
-                for service, rid in wanted.get(seg.index, ())
-            )
-            out.append(EncodedWindow(seg.index, seg.start_ms, seg.end_ms,
-                                     tuple(float(t) for t in seg.frame_times_ms), bodies))
+            asked = wanted.get(seg.index, [])
+            bodies = upload_body_bytes(seg, asked)  # type: ignore[arg-type]
+            pairs = zip(asked, bodies, strict=True)
+            yield EncodedWindow(seg.index, seg.start_ms, seg.end_ms,
+                                tuple(float(t) for t in seg.frame_times_ms),
+                                tuple((svc, rid, body) for (svc, rid), body in pairs))
+    except FileNotFoundError as exc:
+        raise MediaError(task.path, "missing: no such file") from exc
     except OSError as exc:
-        raise MediaError(task.path, f"cannot read ({exc.strerror or exc}).") from exc
-    return out
+        raise MediaError(task.path, f"unreadable: {exc.strerror or exc}") from exc
 
 
-def worker_init() -> None:
+def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
+    """:func:`encode_windows` as a list (for engines that cannot stream)."""
+    return list(encode_windows(task))
+
+
+def worker_init(decode_threads: int = 0) -> None:
+    """Set up a decode worker process: ``decode_threads`` FFmpeg threads per decoder (0: FFmpeg
+    decides, which is every core: right for one worker, oversubscription for many)."""
     # Ctrl-C reaches the whole process group; only the main process decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Import the decoder now, while the pool is being set up, not inside the first task.
-    from . import payloads, preprocess  # noqa: F401
+    from . import media, payloads, preprocess  # noqa: F401  (imported now, not in the first task)
+
+    media.set_thread_cap(decode_threads)
+
+
+def is_environmental(error: Exception) -> bool:
+    """Whether a file's failure depends on the machine rather than on its bytes (missing,
+    unreadable, not a regular file right now): such a file is tried again by the next run,
+    while a file whose content is bad is not, unless it changed."""
+    cause = getattr(error, "cause", "")
+    return isinstance(error, MediaError) and str(cause).startswith(("missing", "unreadable", "not a regular"))

@@ -276,7 +276,7 @@ def test_api_outage_stops_without_failing_units_then_resumes(
     out = tmp_path / "out"
     brief = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02)
     with Client(fresh.api_key, base_url=fresh.base_url, retry=brief) as c:
-        first = run_folder([src], out=out, client=c, options=RunOptions(workers=0, max_transient_streak=3),
+        first = run_folder([src], out=out, client=c, options=RunOptions(workers=0, unreachable_after_s=1.0),
                            progress=Outage())
     fresh.faults.reset()
     assert first.stopped_by == "unreachable" and first.exit_code == 1 and first.jobs_failed == 0

@@ -1,0 +1,115 @@
+"""The decode seam: one small, streaming interface that every engine implements.
+
+A run hands an :class:`Executor` two kinds of task, both plain picklable values:
+
+* :class:`PlanTask` (a path) -> one :class:`Planned` event (fingerprint, duration, windows);
+* :class:`~seeknetic_prep.stages.DecodeTask` (a path and some windows) -> one
+  :class:`WindowReady` event per window, *as soon as that window is decoded*, then
+  :class:`TaskDone`.
+
+Either can end in :class:`TaskFailed` instead, carrying our own error type (a
+:class:`~seeknetic_prep.errors.MediaError` from a bad file) and whether the worker itself died.
+Modelled on :class:`concurrent.futures.Executor` (``submit``/``shutdown``) but narrower and
+streaming: results are pulled with :meth:`Executor.events`, which is also the backpressure — an
+engine must not run ahead of a caller that stops pulling by more than a bounded number of
+windows. Engines never touch the state database and never submit a job: exactly-once lives in
+:mod:`seeknetic_prep.ledger`, whatever runs the decoding. An engine may upload a window itself
+(from the machine that decoded it) and hand back its r2 keys instead of its bodies; uploads are
+idempotent, submissions are not, so that is safe.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from ..errors import SeekneticPrepError
+from ..stages import DecodeTask, EncodedWindow, FilePlan
+
+__all__ = [
+    "Event",
+    "Executor",
+    "PlanTask",
+    "Planned",
+    "Task",
+    "TaskDone",
+    "TaskFailed",
+    "WindowReady",
+]
+
+
+@dataclass(frozen=True)
+class PlanTask:
+    """Fingerprint and probe one file."""
+
+    path: str
+
+
+Task = PlanTask | DecodeTask
+
+
+@dataclass(frozen=True)
+class Planned:
+    task: PlanTask
+    plan: FilePlan
+
+
+@dataclass(frozen=True)
+class WindowReady:
+    task: DecodeTask
+    window: EncodedWindow
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    """Every window of a decode task was delivered."""
+
+    task: DecodeTask
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """The task ended in our own error; ``crashed``: the worker process died running it
+    (after the engine's own retry on a fresh worker)."""
+
+    task: Task
+    error: SeekneticPrepError
+    crashed: bool = False
+
+
+Event = Planned | WindowReady | TaskDone | TaskFailed
+
+
+class Executor(abc.ABC):
+    """Runs plan and decode tasks somewhere; streams their results back.
+
+    ``capacity`` is how many tasks the engine wants in flight to keep its workers busy; the
+    caller submits up to that many and pulls events. Every submitted task ends in exactly one
+    ``Planned``, ``TaskDone`` or ``TaskFailed``. Not thread-safe: one driver thread calls it.
+    """
+
+    capacity: int = 1
+
+    @abc.abstractmethod
+    def submit(self, task: Task) -> None:
+        """Queue ``task``; it starts as soon as a worker is free."""
+
+    @abc.abstractmethod
+    def events(self, timeout: float) -> list[Event]:
+        """What happened since the last call; waits up to ``timeout`` seconds for something."""
+
+    @property
+    @abc.abstractmethod
+    def in_flight(self) -> int:
+        """Tasks submitted that have not ended yet."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop now: cancel what is queued, end the workers, leave no process behind.
+        Idempotent; events not yet pulled are dropped."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,299 @@
+"""The engines of one machine: a pool of decode processes (the default) and one thread.
+
+:class:`ProcessExecutor` owns its worker processes directly instead of using
+``concurrent.futures.ProcessPoolExecutor``, for three reasons that matter to a long run:
+
+* **streaming**: a worker sends each window down its own pipe as soon as it is decoded, and a
+  pipe holds only a few KB, so a worker whose window is not pulled waits (backpressure reaches
+  the decoders, memory stays bounded by ``workers`` windows);
+* **blame**: each worker runs one task at a time and the pool knows which, so a worker that
+  dies (a crash in a decoder, the OOM killer) fails only its own task; that task is tried once
+  more on a fresh worker before it is reported as ``crashed``; the others carry on;
+* **clean exits**: no hidden manager thread joined at interpreter exit, so any number of
+  Ctrl-C ends promptly, and :meth:`close` kills every worker it started.
+
+Workers are started with ``spawn`` (CUDA and some libraries break under ``fork``) and ignore
+SIGINT: the main process decides how to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection as mpc
+import os
+import queue
+import threading
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import MediaError, SeekneticPrepError
+from ..stages import DecodeTask, encode_windows, plan_file, worker_init
+from .base import Event, Executor, Planned, PlanTask, Task, TaskDone, TaskFailed, WindowReady
+
+__all__ = ["InlineExecutor", "ProcessExecutor", "decode_threads_for"]
+
+_CRASH_RETRIES = 1
+
+
+def decode_threads_for(workers: int) -> int:
+    """FFmpeg threads per decoder so that ``workers`` processes fill the cores without
+    oversubscribing them (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _run_task(task: Task, send: Any) -> None:
+    """Run one task in a worker, sending ``(kind, payload)`` messages; never raises ours."""
+    try:
+        if isinstance(task, PlanTask):
+            send(("planned", plan_file(task.path)))
+            return
+        for window in encode_windows(task):
+            send(("window", window))
+        send(("done", None))
+    except SeekneticPrepError as exc:
+        send(("failed", exc))
+
+
+def _worker_main(tasks: mpc.Connection, results: mpc.Connection, threads: int) -> None:
+    worker_init(threads)
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            _run_task(task, results.send)
+        except (BrokenPipeError, EOFError, OSError):
+            return  # the pool is gone
+        except Exception:  # a bug: surface it in the main process, with its traceback
+            results.send(("bug", traceback.format_exc()))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    tasks: mpc.Connection
+    results: mpc.Connection
+    task: Task | None = None
+
+
+class ProcessExecutor(Executor):
+    """``workers`` decode processes, each with ``threads`` FFmpeg threads (default: cores split
+    evenly). Workers start at construction, so their start-up overlaps whatever the caller
+    does next (a key check, a local server's start)."""
+
+    def __init__(self, workers: int, *, threads: int | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"Invalid workers {workers}: must be >= 1.")
+        self._ctx = multiprocessing.get_context("spawn")
+        self._threads = decode_threads_for(workers) if threads is None else threads
+        self._workers: list[_Worker] = [self._start() for _ in range(workers)]
+        self._queue: deque[Task] = deque()
+        self._attempts: dict[Task, int] = {}
+        self._closed = False
+        self.capacity = 2 * workers  # one running per worker, one waiting to start
+
+    def _start(self) -> _Worker:
+        task_r, task_w = self._ctx.Pipe(duplex=False)
+        res_r, res_w = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(target=_worker_main, args=(task_r, res_w, self._threads),
+                                    daemon=True, name="seeknetic-decode")
+        process.start()
+        task_r.close()
+        res_w.close()
+        return _Worker(process, task_w, res_r)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue) + sum(w.task is not None for w in self._workers)
+
+    def submit(self, task: Task) -> None:
+        if self._closed:
+            raise RuntimeError("submit on a closed executor")
+        self._queue.append(task)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for w in self._workers:
+            if not self._queue:
+                return
+            if w.task is None:
+                w.task = self._queue.popleft()
+                w.tasks.send(w.task)
+
+    def events(self, timeout: float) -> list[Event]:
+        self._dispatch()
+        busy = [w for w in self._workers if w.task is not None]
+        if not busy:
+            return []
+        handles: dict[Any, _Worker] = {}
+        for w in busy:
+            handles[w.results] = w
+            handles[w.process.sentinel] = w
+        out: list[Event] = []
+        for ready in mpc.wait(list(handles), timeout):
+            w = handles[ready]
+            if w.task is None:
+                continue
+            if ready is w.results:
+                self._receive(w, out)
+            elif not w.results.poll():  # died, and nothing it sent is left to read
+                self._died(w, out)
+        self._dispatch()
+        return out
+
+    def _receive(self, w: _Worker, out: list[Event]) -> None:
+        task = w.task
+        assert task is not None
+        try:
+            kind, payload = w.results.recv()
+        except (EOFError, OSError):
+            self._died(w, out)
+            return
+        if kind == "window":
+            assert isinstance(task, DecodeTask)
+            out.append(WindowReady(task, payload))
+            return
+        w.task = None
+        self._attempts.pop(task, None)
+        if kind == "planned":
+            assert isinstance(task, PlanTask)
+            out.append(Planned(task, payload))
+        elif kind == "done":
+            assert isinstance(task, DecodeTask)
+            out.append(TaskDone(task))
+        elif kind == "failed":
+            out.append(TaskFailed(task, payload))
+        else:
+            raise RuntimeError(f"a decode worker hit a bug on {task}:\n{payload}")
+
+    def _died(self, w: _Worker, out: list[Event]) -> None:
+        task = w.task
+        assert task is not None
+        w.task = None
+        code = w.process.exitcode
+        self._replace(w)
+        tries = self._attempts.get(task, 0)
+        if tries < _CRASH_RETRIES:
+            self._attempts[task] = tries + 1
+            self._queue.appendleft(task)
+            return
+        self._attempts.pop(task, None)
+        path = task.path
+        what = "probing" if isinstance(task, PlanTask) else "decoding"
+        out.append(TaskFailed(task, MediaError(
+            path, f"the decoder process died while {what} this file (exit code {code}), twice"),
+            crashed=True))
+
+    def _replace(self, w: _Worker) -> None:
+        _stop_process(w)
+        fresh = self._start()
+        w.process, w.tasks, w.results = fresh.process, fresh.tasks, fresh.results
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.clear()
+        for w in self._workers:
+            _stop_process(w)
+
+
+def _stop_process(w: _Worker) -> None:
+    for conn in (w.tasks, w.results):
+        with contextlib.suppress(OSError):
+            conn.close()
+    p = w.process
+    if p.is_alive():
+        p.kill()  # mid-decode work has no state worth saving; the ledger has it all
+    p.join(timeout=5.0)
+    with contextlib.suppress(ValueError):
+        p.close()
+
+
+class InlineExecutor(Executor):
+    """One task at a time on a thread of this process (``--workers 0``): for debugging and
+    profiling, with the same streaming and the same bound (two windows waiting)."""
+
+    capacity = 2
+
+    def __init__(self) -> None:
+        self._tasks: queue.Queue[Task | None] = queue.Queue()
+        self._events: queue.Queue[Event] = queue.Queue(maxsize=2)
+        self._count = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._bug: str | None = None
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="decode-inline")
+        self._thread.start()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._count
+
+    def submit(self, task: Task) -> None:
+        with self._lock:
+            self._count += 1
+        self._tasks.put(task)
+
+    def _put(self, event: Event) -> None:
+        while not self._stop.is_set():
+            try:
+                self._events.put(event, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Cancelled
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            task = self._tasks.get()
+            if task is None:
+                return
+            try:
+                _run_task(task, lambda msg, t=task: self._put(_event(t, msg)))
+            except _Cancelled:
+                return
+            except Exception:  # a bug: surface it in the driver rather than hang
+                self._bug = traceback.format_exc()
+                return
+
+    def events(self, timeout: float) -> list[Event]:
+        if self._bug is not None:
+            raise RuntimeError(f"the decode thread hit a bug:\n{self._bug}")
+        out: list[Event] = []
+        try:
+            out.append(self._events.get(timeout=timeout))
+            while True:
+                out.append(self._events.get_nowait())
+        except queue.Empty:
+            pass
+        with self._lock:
+            self._count -= sum(not isinstance(e, WindowReady) for e in out)
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._tasks.put(None)
+        self._thread.join(timeout=5.0)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _event(task: Task, msg: tuple[str, Any]) -> Event:
+    kind, payload = msg
+    if kind == "planned":
+        return Planned(task, payload)  # type: ignore[arg-type]
+    if kind == "window":
+        return WindowReady(task, payload)  # type: ignore[arg-type]
+    if kind == "done":
+        return TaskDone(task)  # type: ignore[arg-type]
+    return TaskFailed(task, payload)
