@@ -35,8 +35,9 @@ def parse_extensions(text: str) -> frozenset[str]:
 def discover(paths: Iterable[str | Path], *, extensions: frozenset[str] = VIDEO_EXTENSIONS) -> Iterator[Path]:
     """Yield the files to work on, each real file once, in a stable (sorted) order per folder.
 
-    A path given explicitly as a file is taken whatever its extension or name; folders are
-    walked for files whose suffix is in ``extensions``.
+    A path given explicitly as a file is taken whatever its extension or name (even a FIFO or a
+    device: it is then reported failed with the reason, never silently dropped); folders are
+    walked for regular files whose suffix is in ``extensions``.
 
     Raises:
         InvalidArgumentError: a given path does not exist.
@@ -48,7 +49,7 @@ def discover(paths: Iterable[str | Path], *, extensions: frozenset[str] = VIDEO_
         if not root.exists():
             raise InvalidArgumentError(f"Invalid path {str(root)!r}: no such file or folder.")
     for root in roots:
-        if root.is_file():
+        if not root.is_dir():  # a file, or a FIFO/device named on purpose: planning says why not
             real = root.resolve()
             if real not in seen_files:
                 seen_files.add(real)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import signal
 import sys
 import threading
 from contextlib import ExitStack
@@ -89,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
         progress = _make_progress(quiet=args.quiet or not sys.stdout.isatty())
         stack.callback(progress.close)
         summary = run_folder(args.paths, out=out, client=client, options=options, progress=progress)
+        # The run has saved everything: a Ctrl-C from now on must not cut the summary short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(f"seeknetic-prep run: {summary.line()}")
     if summary.stopped_by == "auth":
         print(f"seeknetic-prep run: error: {summary.stop_message}", file=sys.stderr)

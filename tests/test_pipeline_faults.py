@@ -1,0 +1,194 @@
+"""The faults users hit, end to end: a rate-limited flaky API, an API that goes away and comes
+back, Ctrl-C pressed several times, files that are not files or vanish mid-run.
+
+Each test asserts on what the real emulator received (``/_emulator/stats``): whatever happened,
+every request_id was submitted exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from _pipeline_helpers import ROOT, read_results
+
+from seeknetic_prep.client import Client
+from seeknetic_prep.pipeline import Progress, RunOptions, run_folder
+from seeknetic_prep.store import Store
+
+SIX = ("short_700ms.mp4", "cfr30_bframes.mp4", "no_audio.mp4", "late_audio.mp4", "vfr.mp4", "av1.mp4")
+
+
+def _copy(fixtures_dir: Path, dest: Path, names: tuple[str, ...] = SIX) -> Path:
+    dest.mkdir(parents=True)
+    for name in names:
+        shutil.copy(fixtures_dir / name, dest / Path(name).name)
+    return dest
+
+
+def _once(server: Any, lines: list[dict[str, Any]]) -> None:
+    submissions = server.stats()["submissions"]
+    assert lines and {submissions.get(x["request_id"]) for x in lines} == {1}
+
+
+@pytest.mark.slow
+def test_flaky_rate_limited_api_without_client_limit_completes_once(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 13.1: fail-rate 0.3 and 3 qps, no client --qps: it used to hang forever."""
+    from seeknetic_prep.emulator import running
+
+    src = _copy(fixtures_dir, tmp_path / "in")
+    events: list[str] = []
+
+    class Count(Progress):
+        def api_event(self, kind: str) -> None:
+            events.append(kind)
+
+    with running(data_dir=tmp_path / "emu", fail_rate=0.3, qps=3, seed=1) as server, \
+            Client(server.api_key, base_url=server.base_url) as c:
+        summary = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=1),
+                             progress=Count())
+        lines = read_results(tmp_path / "out" / "results.jsonl")
+        assert summary.exit_code == 0, (summary.stopped_by, summary.failures)
+        assert len(lines) == 2 * summary.windows and all(x["status"] == "completed" for x in lines)
+        _once(server, lines)
+    assert "rate_limited" in events and "retry" in events  # both faults were met and told
+
+
+@pytest.mark.slow
+def test_api_down_for_20_s_mid_run_then_back_completes(fixtures_dir: Path, tmp_path: Path) -> None:
+    """Issue 13.1: the emulator is stopped and restarted 20 s later on the same port and data."""
+    from seeknetic_prep.emulator import running
+
+    src = _copy(fixtures_dir, tmp_path / "in")
+    with running(data_dir=tmp_path / "emu") as server:
+        outage = threading.Event()
+
+        class Restart(Progress):
+            def job_finished(self, request_id: str, status: str) -> None:
+                if not outage.is_set():
+                    outage.set()
+                    threading.Thread(target=server.restart, kwargs={"down_seconds": 20.0}).start()
+
+        with Client(server.api_key, base_url=server.base_url) as c:
+            started = time.monotonic()
+            summary = run_folder([src], out=tmp_path / "out", client=c,
+                                 options=RunOptions(workers=1), progress=Restart())
+            took = time.monotonic() - started
+        lines = read_results(tmp_path / "out" / "results.jsonl")
+        assert outage.is_set() and took > 20
+        assert summary.exit_code == 0, (summary.stopped_by, summary.failures)
+        assert all(x["status"] == "completed" for x in lines)
+        _once(server, lines)
+
+
+def _cli_env(key: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEKNETIC_")}
+    env["SEEKNETIC_API_KEY"] = key
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("presses", [2, 3])
+def test_ctrl_c_any_number_of_times_exits_promptly_leaving_nothing(
+    presses: int, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 13.3: several SIGINTs 50 ms apart: exit 130 within seconds, the summary printed,
+    no process left behind, results that agree with the state, and a rerun that finishes."""
+    from seeknetic_prep.emulator import running
+
+    src = _copy(fixtures_dir, tmp_path / "in", ("late_audio_25s.mkv", "cfr30_bframes.mp4",
+                                                 "demo/lake.mp4", "demo/forest.webm", "vfr.mkv"))
+    out = tmp_path / "out"
+    with running(data_dir=tmp_path / "emu", job_seconds=1.0) as server:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "seeknetic_prep", "run", str(src), "--base-url", server.base_url,
+             "--out", str(out), "--workers", "2", "--quiet"],
+            env=_cli_env(server.api_key), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        proc = psutil.Process(child.pid)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(proc.children(recursive=True)) < 2:
+            time.sleep(0.05)
+        time.sleep(1.5)  # decoding and uploading are under way
+        family = proc.children(recursive=True)
+        assert family, "the run started no decode workers"
+        for _ in range(presses):
+            child.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+        sent = time.monotonic()
+        stdout, stderr = child.communicate(timeout=30)
+        took = time.monotonic() - sent
+        assert child.returncode == 130, stderr
+        assert took < 10, f"took {took:.1f} s to stop"
+        assert "Traceback" not in stderr and "seeknetic-prep run: files:" in stdout
+        gone, alive = psutil.wait_procs(family, timeout=5)
+        assert not alive, f"left behind: {[p.pid for p in alive]}"
+        with Store(out / "state.sqlite") as store:
+            terminal = sum(n for s, n in store.counts().items() if s in ("completed", "failed"))
+        assert len(read_results(out / "results.jsonl")) == terminal
+        again = subprocess.run(
+            [sys.executable, "-m", "seeknetic_prep", "run", str(src), "--base-url", server.base_url,
+             "--out", str(out), "--workers", "2", "--quiet"],
+            env=_cli_env(server.api_key), cwd=ROOT, capture_output=True, text=True, timeout=240,
+        )
+        assert again.returncode == 0, again.stderr
+        lines = read_results(out / "results.jsonl")
+        assert all(x["status"] == "completed" for x in lines)
+        _once(server, lines)
+
+
+def test_fifo_named_explicitly_fails_with_a_reason(emulator: Any, fixtures_dir: Path, tmp_path: Path) -> None:
+    """Issue 13.6: a FIFO on the command line is reported failed, never read (it would block)."""
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    with Client(emulator.api_key, base_url=emulator.base_url) as c:
+        summary = run_folder([fifo, fixtures_dir / "short_700ms.mp4"], out=tmp_path / "out", client=c,
+                             options=RunOptions(workers=0))
+    assert summary.files_failed == 1 and summary.files_ok == 1
+    assert any("not a regular file (a FIFO)" in why for _, why in summary.failures)
+
+
+def test_missing_at_decode_is_retried_next_run_bad_content_is_not(
+    fresh_emulator: Any, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 13.6: a file that vanished between probe and decode is tried again by the next
+    run (no --retry-failed); a file whose content is bad stays failed."""
+    src = _copy(fixtures_dir, tmp_path / "in", ("cfr30_bframes.mp4",))
+    shutil.copy(fixtures_dir / "bad" / "truncated.mp4", src / "truncated.mp4")
+    victim = src / "cfr30_bframes.mp4"
+    parked = tmp_path / "parked.mp4"
+
+    class Vanish(Progress):
+        def file_planned(self, path: str, *, windows: int, to_decode: int, jobs: int) -> None:
+            if path == str(victim):
+                victim.rename(parked)
+
+    with Client(fresh_emulator.api_key, base_url=fresh_emulator.base_url) as c:
+        first = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=0),
+                           progress=Vanish())
+        assert first.files_failed == 2 and first.jobs_failed == 0
+        parked.rename(victim)
+        second = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=0))
+    assert second.files_ok == 1 and second.files_failed == 1 and second.jobs_completed == 4
+    failed = {p for p, _ in second.failures}
+    assert str(src / "truncated.mp4") in failed
+
+
+@pytest.fixture()
+def fresh_emulator(tmp_path: Path) -> Any:
+    from seeknetic_prep.emulator import running
+
+    with running(data_dir=tmp_path / "emu") as server:
+        yield server
