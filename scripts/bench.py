@@ -49,7 +49,7 @@ import _bench_inputs as inputs  # sibling helper module, found via the line abov
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-SECTIONS = ("a", "b", "c", "d")
+SECTIONS = ("a", "b", "c", "d", "e")
 MEDIA_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 WHOLE_FILE = "h264-1080p30-60s"
 RSS_FILE = "hevc10-2160p30-5s"
@@ -391,7 +391,8 @@ class Report:
     def targets_table(self) -> str:
         rows = []
         for name, goal, value, cpu, ok, unit in self.targets:
-            shown = "-" if value is None else (f"{value:.0f} MB" if unit == "MB" else f"{value:.2f}x")
+            shown = "-" if value is None else (
+                f"{value:.0f} MB" if unit == "MB" else f"{value:.3f} s" if unit == "s" else f"{value:.2f}x")
             verdict = "-" if value is None else ("met" if ok(value) else "NOT met")
             rows.append([name, goal, shown, fmt_x(cpu) if unit != "MB" else "", verdict])
         return markdown_table(["target", "goal", "measured (wall)", "same in CPU s", ""], rows)
@@ -577,6 +578,7 @@ TITLES = {
     "b": "b. Whole 60 s 1080p file, seconds",
     "c": "c. Peak memory",
     "d": "d. End-to-end folder run",
+    "e": "e. Workers: run --local against preprocess-only, CPU seconds by process group",
 }
 
 
@@ -681,6 +683,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--no-fixtures", action="store_true", help="leave the repo's fixtures out of section a")
     p.add_argument("--json", type=Path, help="also write every sample to this file")
     p.add_argument("--write-readme", action="store_true", help="replace the README's performance section")
+    p.add_argument("--workers-clips", type=int, default=None,
+                   help="section e: clips of each kind (default: the core count; --quick: 1)")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = [s for s in args.only if s not in SECTIONS]
@@ -716,6 +720,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "d" in sections:
         folder = inputs.ensure_folder(inputs.E2E_QUICK if args.quick else inputs.E2E_SET, cache)
         section_d(folder, args.reps, report)
+    if "e" in sections:
+        import _bench_workers as workers
+
+        exe = Path(sys.executable).with_name("seeknetic-prep")
+        cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "seeknetic_prep"]
+        result = workers.section_e(cache, cores(), args.reps, 1 if args.quick else args.workers_clips, cli)
+        report.tables["e"] = workers.table(result)
+        report.raw["e"] = result
+        top = result["rows"][-1]
+        run_rate = top["windows"] / top["run_s"]
+        pre_rate = top["windows"] / top["pre_s"]
+        goal = 0.90 if cores() <= 2 else 0.85
+        report.target(f"run --local / preprocess-only at --workers {top['workers']}", f">= {goal:.2f}x",
+                      run_rate / pre_rate, lambda v: v >= goal, "x", None)
+        report.target("driver CPU s per window (main process)", "<= 0.15",
+                      top["run_cpu"].get("main", 0.0) / top["windows"], lambda v: v <= 0.15, "s", None)
     body = render(report, command)
     print(body)
     if args.json:

@@ -12,19 +12,28 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .commands import COMMANDS
 from .errors import SeekneticPrepError, exit_code_for
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line like every other validation error (not a usage
+    block), and still exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="seeknetic-prep",
         description="Turn local video into Seeknetic tensors, upload them, and collect embeddings and tags.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name in COMMANDS:
         module = importlib.import_module(f".commands.{name}", __package__)
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
@@ -42,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SeekneticPrepError as exc:
         print(f"seeknetic-prep {args.command}: error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
+    except OSError as exc:  # the machine said no (a full disk, a file where a folder belongs)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"seeknetic-prep {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"seeknetic-prep {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -58,6 +58,7 @@ from .errors import (
     PayloadTooLargeError,
     RateLimitError,
     ServerError,
+    UnreachableError,
     error_for_status,
 )
 
@@ -228,8 +229,8 @@ class Client:
         """When the server last answered a call (monotonic)."""
         self.failing_since: float | None = None
         """Since when every call has failed (no answer, 5xx or 429); None while calls succeed."""
-        self.on_event: Callable[[str], None] | None = None
-        """Told ``"retry"`` before a retry after a failure and ``"rate_limited"`` on a 429."""
+        self.on_event: Callable[[str, str], None] | None = None
+        """Told ``("retry", why)`` before a retry after a failure, ``("rate_limited", why)`` on a 429."""
         self.__key = key
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "seeknetic-prep"
@@ -271,13 +272,23 @@ class Client:
 
         Looks up a random request id: 404 means the key was accepted.
 
+        Tries three times at most (a key check that cannot get through should say so within
+        seconds, not retry for a minute).
+
         Raises:
             AuthenticationError: the key is wrong (401).
+            UnreachableError: no answer at all (DNS lookup failed, connection refused, ...).
         """
         try:
-            self._request("GET", f"/async_status/auth-check-{uuid.uuid4().hex}")
+            self._request("GET", f"/async_status/auth-check-{uuid.uuid4().hex}", retries=3)
         except NotFoundError:
             return
+        except APIConnectionError as exc:
+            why = _why(exc)
+            raise UnreachableError(
+                f"cannot reach {self.base_url} ({why}): check the network, --base-url, or use --local",
+                request_id=None,
+            ) from exc
 
     def upload_tensors(
         self,
@@ -502,9 +513,10 @@ class Client:
         json_body: object = None,
         data: bytes | None = None,
         request_id: str | None = None,
-        retries: bool = True,
+        retries: bool | int = True,
     ) -> Any:
-        attempts = self.retry.max_attempts if retries else 1
+        attempts = (self.retry.max_attempts if retries is True else 1 if retries is False
+                    else min(int(retries), self.retry.max_attempts))
         attempt = 0
         while True:
             attempt += 1
@@ -526,7 +538,8 @@ class Client:
         delay = self.retry.delay_s(attempt, retry_after)
         log.debug("attempt %d failed (%s); retrying in %.2f s", attempt, exc, delay)
         if self.on_event is not None:
-            self.on_event("retry")
+            why = _why(exc) if isinstance(exc, APIConnectionError) else _short(str(exc), 120)
+            self.on_event("retry", f"{why}; try {attempt + 1} in {delay:.1f} s")
         self._wait(delay)
 
     def _wait_out(self, exc: RateLimitError) -> None:
@@ -534,7 +547,7 @@ class Client:
         ``Retry-After``, each with its own jitter so they do not return together."""
         self._adaptive.limited()
         if self.on_event is not None:
-            self.on_event("rate_limited")
+            self.on_event("rate_limited", str(exc))
         hint = exc.retry_after if exc.retry_after is not None else 1.0
         hint = min(max(hint, 0.0), self.retry.max_delay_s)
         self._pause_until = max(self._pause_until, time.monotonic() + hint)
@@ -629,6 +642,22 @@ def _r2_keys(answer: object, request_id: str) -> dict[str, str]:
         raise APIError(f"upload answer for {request_id} has no r2_keys: {_short(answer)}",
                        request_id=request_id)
     return {str(k): str(v) for k, v in keys.items()}
+
+
+def _why(exc: BaseException) -> str:
+    """What kind of "no answer" this was, in words a user can act on."""
+    text = ""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text += repr(seen) + str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if "NameResolution" in text or "name resolution" in text or "not known" in text:
+        return "DNS lookup failed"
+    if "refused" in text:
+        return "connection refused"
+    if isinstance(exc, APITimeoutError) or "timed out" in text:
+        return "no answer in time"
+    return "connection failed"
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import InvalidArgumentError
 
-__all__ = ["VIDEO_EXTENSIONS", "discover", "parse_extensions"]
+__all__ = ["VIDEO_EXTENSIONS", "count_files", "discover", "parse_extensions"]
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
@@ -63,6 +63,12 @@ def discover(paths: Iterable[str | Path], *, extensions: frozenset[str] = VIDEO_
                 continue
             seen_files.add(real)
             yield file
+
+
+def count_files(paths: Iterable[str | Path]) -> int:
+    """How many files (of any name) the folders among ``paths`` hold: said when none is video."""
+    seen: set[tuple[int, int]] = set()
+    return sum(1 for p in paths if Path(p).is_dir() for _ in _walk(Path(p), seen))
 
 
 def _walk(folder: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[Path]:

@@ -26,7 +26,8 @@ Where an error is also a builtin kind of failure it inherits that builtin too, a
         │   ├── RateLimitError               429
         │   └── ServerError                  5xx
         └── APIConnectionError (ConnectionError)   no answer: refused, reset, DNS
-            └── APITimeoutError (TimeoutError)     no answer in time
+            ├── APITimeoutError (TimeoutError)     no answer in time
+            └── UnreachableError                   the API cannot be reached at all (at start-up)
 
 The CLI maps the tree to exit codes in one place (:func:`exit_code_for`).
 """
@@ -51,6 +52,7 @@ __all__ = [
     "ServerError",
     "StateError",
     "TensorError",
+    "UnreachableError",
     "ValidationError",
     "error_for_status",
     "exit_code_for",
@@ -177,6 +179,11 @@ class APITimeoutError(APIConnectionError, TimeoutError):
     """No answer within the timeout; the request may or may not have taken effect."""
 
 
+class UnreachableError(APIConnectionError):
+    """The API cannot be reached at all when a command starts (DNS, refused, no route): a setup
+    problem (network, ``--base-url``), so the command stops at once with exit 2."""
+
+
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -199,10 +206,10 @@ def error_for_status(status_code: int) -> type[APIStatusError]:
 def exit_code_for(exc: BaseException) -> int:
     """The CLI's exit code for an error that stopped a command.
 
-    2: usage or authentication (the user must fix a command or a key); 3: quota spent (resume
-    later with more quota); 1: anything else that failed.
+    2: usage, setup or authentication (the user must fix a command, the network or a key);
+    3: quota spent (resume later with more quota); 1: anything else that failed.
     """
-    if isinstance(exc, (InvalidArgumentError, AuthenticationError)):
+    if isinstance(exc, (InvalidArgumentError, AuthenticationError, UnreachableError)):
         return 2
     if isinstance(exc, QuotaExceededError):
         return 3

@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any
 
 from .client import Client
-from .discover import discover
+from .discover import count_files, discover
 from .errors import AuthenticationError, InvalidArgumentError, QuotaExceededError
 from .executors import (
     Event,
@@ -72,9 +72,9 @@ def _size(path: Path) -> int:
 
 
 class _Run:
-    def __init__(self, paths: Sequence[str | Path], out: Path, client: Client, options: RunOptions,
+    def __init__(self, found: Sequence[Path], out: Path, client: Client, options: RunOptions,
                  progress: Progress, executor: Executor) -> None:
-        self.paths = paths
+        self.found = found
         self.client = client
         self.opt = options
         self.progress = progress
@@ -94,7 +94,7 @@ class _Run:
         self.uploads = UploadStage(client, self.ledger, threads=options.uploaders, stop=self.stop,
                                    no_submit=self.no_submit, poll=self.polls.add, halt=self.halt,
                                    unreachable_after_s=options.unreachable_after_s)
-        client.on_event = progress.api_event
+        client.on_event = lambda kind, _detail: progress.api_event(kind)
         self.files_total = 0
         self.files_planned = 0
         self.jobs_planned = 0
@@ -181,7 +181,7 @@ class _Run:
             self.store.close()
 
     def _drive(self) -> None:
-        found = list(discover(self.paths, extensions=self.opt.extensions))  # paths only: small
+        found = list(self.found)
         # Biggest first, as a scheduler of unequal jobs should: the long file no longer starts
         # last and runs alone on one worker while the others idle.
         found.sort(key=_size, reverse=True)
@@ -310,10 +310,17 @@ def run_folder(
         if not os.path.lexists(p):
             raise InvalidArgumentError(f"Invalid path {str(p)!r}: no such file or folder.")
     opt = options or RunOptions()
+    found = list(discover(plist, extensions=opt.extensions))  # paths only: small
+    if not found:
+        others = count_files(plist)
+        looked = ", ".join(sorted(opt.extensions)[:6]) + (", ..." if len(opt.extensions) > 6 else "")
+        raise InvalidArgumentError(
+            f"no video files under {', '.join(str(p) for p in plist)} (looked for {looked}); "
+            f"{others} other file(s) skipped. Use --extensions to pick up other names.")
     engine = executor or make_local_executor(opt.worker_count)  # starts now: overlaps the key check
     try:
         client.check_auth()  # a wrong key stops here: one request, before any state or decoding
-        run = _Run(plist, out_dir, client, opt, progress or Progress(), engine)
+        run = _Run(found, out_dir, client, opt, progress or Progress(), engine)
     except BaseException:
         engine.close()
         raise

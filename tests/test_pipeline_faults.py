@@ -133,7 +133,7 @@ def test_ctrl_c_any_number_of_times_exits_promptly_leaving_nothing(
         assert child.returncode == 130, stderr
         assert took < 10, f"took {took:.1f} s to stop"
         assert "Traceback" not in stderr and "seeknetic-prep run: files:" in stdout
-        gone, alive = psutil.wait_procs(family, timeout=5)
+        _, alive = psutil.wait_procs(family, timeout=5)
         assert not alive, f"left behind: {[p.pid for p in alive]}"
         with Store(out / "state.sqlite") as store:
             terminal = sum(n for s, n in store.counts().items() if s in ("completed", "failed"))

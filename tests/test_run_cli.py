@@ -75,7 +75,7 @@ def test_demo_local_exits_0_and_shows_results(tmp_path: Path) -> None:
     proc = _run("run", "fixtures/demo", "--local", "--out", str(out), "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     assert f"results: {out / 'results.jsonl'}" in proc.stdout
-    assert "sample: {" in proc.stdout and "Traceback" not in proc.stderr
+    assert "seeknetic-prep search QUERY" in proc.stdout and "Traceback" not in proc.stderr
     lines = read_results(out / "results.jsonl")
     assert len(lines) == 10 and all(x["status"] == "completed" for x in lines)
     status = _run("status", "--out", str(out))

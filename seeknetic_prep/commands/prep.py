@@ -32,9 +32,11 @@ def main(args: argparse.Namespace) -> int:
     from ..errors import MediaError
     from ..payloads import SERVICES, file_fingerprint, request_id_for, upload_body
     from ..preprocess import iter_segments
+    from .run import check_out_dir
 
     services = SERVICES if args.service == "both" else (args.service,)
     out: Path = args.out
+    check_out_dir(out)
     failed = 0
     existing = []
     for raw in args.paths:

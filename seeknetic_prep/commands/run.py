@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
+import os
 import signal
 import sys
 import threading
@@ -69,8 +69,9 @@ def main(args: argparse.Namespace) -> int:
     if args.qps is not None and args.qps <= 0:
         raise InvalidArgumentError(f"Invalid --qps {args.qps}: must be > 0.")
     out: Path = args.out
+    check_out_dir(out)
     for p in args.paths:
-        if not Path(p).exists():
+        if not os.path.lexists(p):
             raise InvalidArgumentError(f"Invalid path {p!r}: no such file or folder.")
     with ExitStack() as stack:
         if args.local:
@@ -87,6 +88,10 @@ def main(args: argparse.Namespace) -> int:
             key, base_url=base_url, region=args.region, qps=args.qps,
             auth="bearer" if args.bearer else "x-api-key",
         ))
+        # Until the run's own display takes over, say each retry as it happens (a key check
+        # against an API that does not answer is otherwise seconds of silence).
+        client.on_event = lambda kind, detail: print(
+            f"seeknetic-prep run: {kind.replace('_', ' ')}: {detail}", file=sys.stderr)
         progress = _make_progress(quiet=args.quiet or not sys.stdout.isatty())
         stack.callback(progress.close)
         summary = run_folder(args.paths, out=out, client=client, options=options, progress=progress)
@@ -104,12 +109,40 @@ def main(args: argparse.Namespace) -> int:
     elif summary.stopped_by == "interrupt":
         print(f"seeknetic-prep run: interrupted; state saved in {out}. "
               "Run the same command again to resume.", file=sys.stderr)
-    if summary.stopped_by != "auth":
-        print(f"results: {summary.results_path}")
-        sample = _sample_line(summary.results_path)
-        if sample:
-            print(f"sample: {sample}")
+    _print_failures(summary, out)
+    if summary.stopped_by != "auth" and summary.results_path.exists():
+        print(f"results: {summary.results_path}  (one JSON line per window and service; "
+              f"`seeknetic-prep search QUERY --out {out}` ranks them, "
+              f"`seeknetic-prep status --out {out}` shows progress and failures)")
     return summary.exit_code
+
+
+_SHOWN_FAILURES = 10
+
+
+def _print_failures(summary: Any, out: Path) -> None:
+    """Repeat the failures at the end, where they do not scroll away (capped)."""
+    if not summary.failures:
+        return
+    print(f"failures ({len(summary.failures)}):", file=sys.stderr)
+    for where, why in summary.failures[:_SHOWN_FAILURES]:
+        print(f"  {why if why.startswith(where) else f'{where}: {why}'}", file=sys.stderr)
+    if len(summary.failures) > _SHOWN_FAILURES:
+        print(f"  and {len(summary.failures) - _SHOWN_FAILURES} more: see "
+              f"`seeknetic-prep status --out {out}`", file=sys.stderr)
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be a folder, before anything is started or written."""
+    from ..errors import InvalidArgumentError
+
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(
+            f"Invalid --out {str(out)!r}: it is a file, not a folder; give a folder (created if missing).")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is not None and not out.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(
+            f"Invalid --out {str(out)!r}: cannot create it in {parent} (permission denied).")
 
 
 def _local_key(out: Path) -> str:
@@ -117,28 +150,6 @@ def _local_key(out: Path) -> str:
     and never written anywhere."""
     digest = hashlib.sha256(f"seeknetic-prep-local:{out.resolve()}".encode()).hexdigest()
     return f"local-{digest[:32]}"
-
-
-def _sample_line(path: Path) -> str | None:
-    """One completed results line, the shortest kind (tags), with a long embedding elided."""
-    if not path.exists():
-        return None
-    best: dict[str, Any] | None = None
-    with open(path, encoding="utf-8") as f:
-        for raw in f:
-            line = json.loads(raw)
-            if line.get("status") != "completed":
-                continue
-            if best is None or (line.get("service") == "tagging" and best.get("service") != "tagging"):
-                best = line
-            if best.get("service") == "tagging":
-                break
-    if best is None:
-        return None
-    if isinstance(best.get("embedding"), list) and len(best["embedding"]) > 4:
-        emb = best["embedding"]
-        best["embedding"] = [*(round(x, 4) for x in emb[:4]), f"... {len(emb)} floats"]
-    return json.dumps(best)
 
 
 class _Progress:
@@ -202,4 +213,4 @@ def _make_progress(*, quiet: bool) -> Any:
     return Bars(quiet=quiet)
 
 
-__all__ = ["DEFAULT_OUT", "HELP", "add_arguments", "main"]
+__all__ = ["DEFAULT_OUT", "HELP", "add_arguments", "check_out_dir", "main"]

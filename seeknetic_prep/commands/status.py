@@ -41,7 +41,8 @@ def main(args: argparse.Namespace) -> int:
     if bad:
         print("failed files:")
         for f in bad:
-            print(f"  {f.path}: {f.error}")
+            reason = f.error or "failed"
+            print(f"  {reason if reason.startswith(f.path) else f'{f.path}: {reason}'}")
     if failed_units:
         paths: dict[str | None, list[str]] = {}
         for f in files:
