@@ -97,6 +97,9 @@ class _Run:
         client.on_event = lambda kind, _detail: progress.api_event(kind)
         self.files_total = 0
         self.files_planned = 0
+        self.bytes_total = 0
+        self.bytes_planned = 0
+        self.sizes: dict[str, int] = {}
         self.jobs_planned = 0
 
     # -------------------------------------------------------------- stopping
@@ -181,13 +184,15 @@ class _Run:
             self.store.close()
 
     def _drive(self) -> None:
-        found = list(self.found)
+        sized = sorted(((_size(p), str(p)) for p in self.found), reverse=True)
         # Biggest first, as a scheduler of unequal jobs should: the long file no longer starts
         # last and runs alone on one worker while the others idle.
-        found.sort(key=_size, reverse=True)
+        found = [p for _, p in sized]
+        self.sizes = {p: n for n, p in sized}
+        self.bytes_total = sum(self.sizes.values())
         self.files_total = len(found)
         self.progress.files_found(len(found))
-        files = deque(str(p) for p in found)
+        files = deque(found)
         backlog: deque[DecodeTask] = deque()
         started: set[str] = set()
         ex = self.executor
@@ -240,6 +245,7 @@ class _Run:
             for rid in admission.poll:
                 self.polls.add(rid)
             self.files_planned += 1
+            self.bytes_planned += self.sizes.get(event.task.path, 0)
             self.jobs_planned += sum(len(t.request_ids) for t in admission.tasks)
             self.jobs_planned += len(admission.submit) + len(admission.poll)
             self._report_totals()
@@ -248,6 +254,7 @@ class _Run:
             if isinstance(task, PlanTask):
                 self.ledger.file_failed(task.path, str(event.error))
                 self.files_planned += 1
+                self.bytes_planned += self.sizes.get(task.path, 0)
                 self._report_totals()
             else:
                 self.ledger.content_failed(task.fingerprint, str(event.error),
@@ -258,8 +265,8 @@ class _Run:
     def _report_totals(self) -> None:
         exact = self.files_planned >= self.files_total
         jobs = self.jobs_planned
-        if not exact and self.files_planned:
-            jobs = round(jobs * self.files_total / self.files_planned)
+        if not exact and self.bytes_planned:  # windows scale with bytes far better than with files
+            jobs = round(jobs * self.bytes_total / self.bytes_planned)
         self.progress.totals(files=self.files_total, jobs=jobs, exact=exact)
 
     def _put(self, work: Work) -> None:

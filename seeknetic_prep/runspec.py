@@ -135,6 +135,7 @@ class RunSummary:
             + f"; windows: {self.windows} ({self.windows_decoded} decoded now); "
             f"jobs: {self.jobs_completed} completed, {self.jobs_failed} failed"
             + (f", {self.jobs_pending} pending" if self.jobs_pending else "")
-            + f"; {self.elapsed_s:.1f} s, {rate:.2f} windows/s"
+            + f"; {self.elapsed_s:.1f} s"
+            + (f", {rate:.2f} windows/s" if self.windows_decoded else "")
         )
         return text

@@ -7,7 +7,6 @@ import hashlib
 import os
 import signal
 import sys
-import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,9 @@ def main(args: argparse.Namespace) -> int:
         # against an API that does not answer is otherwise seconds of silence).
         client.on_event = lambda kind, detail: print(
             f"seeknetic-prep run: {kind.replace('_', ' ')}: {detail}", file=sys.stderr)
-        progress = _make_progress(quiet=args.quiet or not sys.stdout.isatty())
+        from .display import RunDisplay
+
+        progress = RunDisplay(quiet=args.quiet or not sys.stdout.isatty(), services=len(services))
         stack.callback(progress.close)
         summary = run_folder(args.paths, out=out, client=client, options=options, progress=progress)
         # The run has saved everything: a Ctrl-C from now on must not cut the summary short.
@@ -150,67 +151,6 @@ def _local_key(out: Path) -> str:
     and never written anywhere."""
     digest = hashlib.sha256(f"seeknetic-prep-local:{out.resolve()}".encode()).hexdigest()
     return f"local-{digest[:32]}"
-
-
-class _Progress:
-    """tqdm bars (files, windows, jobs) or, when quiet / not a terminal, one line per file."""
-
-    def __init__(self, *, quiet: bool) -> None:
-        self.quiet = quiet
-        self.lock = threading.Lock()
-        self.bars: list[Any] = []
-        if not quiet:
-            from tqdm import tqdm
-
-            self.files = tqdm(total=0, desc="files", unit="file", position=0, dynamic_ncols=True)
-            self.windows = tqdm(total=0, desc="windows decoded", unit="win", position=1, dynamic_ncols=True)
-            self.jobs = tqdm(total=0, desc="jobs done", unit="job", position=2, dynamic_ncols=True)
-            self.bars = [self.files, self.windows, self.jobs]
-
-    def files_found(self, count: int) -> None:
-        if self.bars:
-            self.files.total += count
-            self.files.refresh()
-
-    def file_planned(self, path: str, *, windows: int, to_decode: int, jobs: int) -> None:
-        if self.bars:
-            self.windows.total += to_decode
-            self.windows.refresh()
-            self.jobs.total += jobs
-            self.jobs.refresh()
-
-    def windows_decoded(self, count: int) -> None:
-        if self.bars:
-            self.windows.update(count)
-
-    def job_finished(self, request_id: str, status: str) -> None:
-        if self.bars:
-            self.jobs.update(1)
-
-    def file_finished(self, path: str, *, ok: bool, windows: int, error: str | None) -> None:
-        reason = error if error and error.startswith(path) else f"{path}: {error}"
-        if self.bars:
-            self.files.update(1)
-            if not ok:
-                self.files.write(f"failed  {reason}")
-            return
-        if ok:
-            print(f"ok      {path} ({windows} window{'s' if windows != 1 else ''})", flush=True)
-        else:
-            print(f"failed  {reason}", flush=True)
-
-    def close(self) -> None:
-        for bar in self.bars:
-            bar.close()
-
-
-def _make_progress(*, quiet: bool) -> Any:
-    from ..pipeline import Progress
-
-    class Bars(_Progress, Progress):
-        pass
-
-    return Bars(quiet=quiet)
 
 
 __all__ = ["DEFAULT_OUT", "HELP", "add_arguments", "check_out_dir", "main"]

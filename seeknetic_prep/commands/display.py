@@ -1,0 +1,147 @@
+"""What ``run`` shows while it works: one honest bar, the files in flight, the API's weather.
+
+On a terminal (tqdm, two lines)::
+
+    windows  42%|████▏     | 20/48 [00:31<00:43, 0.64 win/s]
+    working on: clip07.mp4, clip12.mp4 (+2) · retries 3 · rate-limited 5 · failed 1
+
+* The bar counts windows (finished jobs / services), against every window this run has to
+  finish. Files are probed ahead of the decoders, so the total is exact within seconds; until
+  every file is probed the bar has no total and the second line shows the estimate
+  (``~48 windows``); the bar's total is set once, exact, and never moves. The ETA is tqdm's,
+  over windows: the unit that costs the time.
+* Files that a resumed run finds already done are counted once ("already done: N files"),
+  not listed.
+* Failures are written above the bar as they happen, and repeated by the command at the end.
+
+Without a terminal (``--quiet``, a pipe, CI) it prints one line per file instead, and the
+same "already done" count. tqdm was kept rather than moving to rich: the screen needs one bar
+and one status line, which tqdm draws in place with no new dependency.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..pipeline import Progress
+
+__all__ = ["RunDisplay"]
+
+_SHOWN_IN_FLIGHT = 2
+
+
+class RunDisplay(Progress):
+    def __init__(self, *, quiet: bool, services: int) -> None:
+        self.quiet = quiet
+        self.services = max(1, services)
+        self.lock = threading.Lock()
+        self.in_flight: dict[str, None] = {}
+        self.counts = {"retry": 0, "rate_limited": 0, "failed": 0}
+        self.already_done = 0
+        self._done_before: set[str] = set()
+        self.total_jobs = 0
+        self.exact = False
+        self.files = 0
+        self._last_status = 0.0
+        self.bar: Any = None
+        self.status: Any = None
+        if not quiet:
+            from tqdm import tqdm
+
+            fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]"
+            self.bar = tqdm(total=0, desc="windows", unit="win", position=0, dynamic_ncols=True,
+                            bar_format=fmt)
+            self.status = tqdm(total=0, position=1, bar_format="{desc}", dynamic_ncols=True)
+
+    # ------------------------------------------------------------------ callbacks
+
+    def files_found(self, count: int) -> None:
+        with self.lock:
+            self.files = count
+            self._status()
+
+    def totals(self, *, files: int, jobs: int, exact: bool) -> None:
+        with self.lock:
+            if self.exact:
+                return
+            self.total_jobs, self.exact = jobs, exact
+            if self.bar is not None and exact:  # set once: a total that moves is no total
+                self.bar.total = jobs / self.services
+                self.bar.refresh()
+            self._status(force=True)
+
+    def file_planned(self, path: str, *, windows: int, to_decode: int, jobs: int) -> None:
+        if jobs == 0 and to_decode == 0:
+            with self.lock:
+                self.already_done += 1
+                self._done_before.add(path)  # reported as finished right after: not listed
+
+    def file_started(self, path: str) -> None:
+        with self.lock:
+            self.in_flight[Path(path).name] = None
+            self._status(force=True)
+
+    def job_finished(self, request_id: str, status: str) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.update(1 / self.services)
+            if status == "failed":
+                self.counts["failed"] += 1
+            self._status()
+
+    def api_event(self, kind: str) -> None:
+        with self.lock:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            self._status()
+
+    def file_finished(self, path: str, *, ok: bool, windows: int, error: str | None) -> None:
+        reason = error if error and error.startswith(path) else f"{path}: {error}"
+        with self.lock:
+            self.in_flight.pop(Path(path).name, None)
+            if path in self._done_before:
+                self._done_before.discard(path)
+                if ok:
+                    return
+            if self.bar is not None:
+                if not ok:
+                    self.bar.write(f"failed  {reason}")
+                self._status(force=True)
+                return
+        if ok:
+            print(f"ok      {path} ({windows} window{'s' if windows != 1 else ''})", flush=True)
+        else:
+            print(f"failed  {reason}", flush=True)
+
+    # ------------------------------------------------------------------ drawing
+
+    def _status(self, force: bool = False) -> None:
+        if self.status is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_status < 0.2:
+            return
+        self._last_status = now
+        parts = []
+        if not self.exact:
+            estimate = self.total_jobs / self.services
+            parts.append(f"probing files: ~{estimate:.0f} windows in {self.files} files")
+        names = list(self.in_flight)
+        if names:
+            more = f" (+{len(names) - _SHOWN_IN_FLIGHT})" if len(names) > _SHOWN_IN_FLIGHT else ""
+            parts.append("working on: " + ", ".join(names[:_SHOWN_IN_FLIGHT]) + more)
+        if self.already_done:
+            parts.append(f"already done: {self.already_done} files")
+        parts += [f"{label} {self.counts[key]}" for key, label in
+                  (("retry", "retries"), ("rate_limited", "rate-limited"), ("failed", "failed"))
+                  if self.counts.get(key)]
+        self.status.set_description_str(" · ".join(parts) or "starting", refresh=True)
+
+    def close(self) -> None:
+        for bar in (self.bar, self.status):
+            if bar is not None:
+                bar.close()
+        if self.already_done:
+            print(f"already done: {self.already_done} files (finished by an earlier run)", flush=True)

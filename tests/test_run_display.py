@@ -1,0 +1,57 @@
+"""``run`` on a real terminal (a pty, 120 x 40): the bar's total is set once and never moves,
+the files in flight are named, and a resumed run says what was already done (issue 12.2)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+from _pipeline_helpers import ROOT
+
+BAR = re.compile(r"windows:\s+\d+%\|[^|]*\| (\d+)/(\d+) ")
+
+
+def _on_a_terminal(*args: str) -> str:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI, with the pty as its terminal
+        os.chdir(ROOT)
+        os.execvp(sys.executable, [sys.executable, "-m", "seeknetic_prep", *args])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    out = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 120)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1  # the fixtures hold 5 bad files
+    return out.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_bar_total_is_constant_and_files_in_flight_are_named(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    screen = _on_a_terminal("run", "fixtures", "--local", "--out", str(out), "--workers", "1")
+    frames = [(int(n), int(total)) for n, total in BAR.findall(screen)]
+    totals = {total for _, total in frames if total}
+    assert totals == {24}, totals  # 24 windows in the good fixtures, from the first frame on
+    assert frames[-1] == (24, 24)
+    assert [n for n, _ in frames] == sorted(n for n, _ in frames)  # never goes back
+    assert "working on: " in screen and "probing files: ~" in screen
+    again = _on_a_terminal("run", "fixtures", "--local", "--out", str(out), "--workers", "1")
+    assert "already done: 17 files" in again
+    assert "ok      " not in again and "windows/s" not in again
