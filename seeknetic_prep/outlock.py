@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from .errors import OutputInUseError
+from .errors import InvalidArgumentError, OutputInUseError
 
 __all__ = ["LOCK_NAME", "OutLock"]
 
@@ -79,6 +79,7 @@ class OutLock:
     Raises (from :meth:`acquire` / ``with``):
         OutputInUseError: another process holds the lock and ``wait`` is False; the message is
             ``another run (pid N) is using OUT`` and a hint.
+        InvalidArgumentError: ``out`` is not a folder that can be created or written.
     """
 
     def __init__(
@@ -91,9 +92,16 @@ class OutLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        # Not inheritable (PEP 446): a child started with exec does not keep the lock alive.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock (waiting if asked); see the class for what is raised."""
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            # Not inheritable (PEP 446): a child started with exec does not keep the lock alive.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InvalidArgumentError(
+                f"Invalid --out {str(self.out)!r}: cannot use it as the output folder "
+                f"({exc.strerror or type(exc).__name__}); give a folder you can write to."
+            ) from None
         try:
             if not _try_lock(fd):
                 holder = holder_pid(self.out)

@@ -32,6 +32,17 @@ def test_second_lock_in_the_same_process_is_refused_then_free(tmp_path: Path) ->
     assert not again.held
 
 
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", "run", CLIP, "--local", "--out",
+                           str(tmp_path / "a-file")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"seeknetic-prep run: error: Invalid --out {str(tmp_path / 'a-file')!r}: cannot use it as the "
+        "output folder (File exists); give a folder you can write to."
+    ]
+
+
 @pytest.fixture()
 def slow_server(tmp_path: Path) -> Iterator[Any]:
     from seeknetic_prep.emulator import running
