@@ -169,9 +169,11 @@ def local_key(out: Path) -> str:
                 os.link(tmp, path)
         finally:
             tmp.unlink()
-    if os.name == "posix" and path.stat().st_mode & 0o077:
-        os.chmod(path, 0o600)  # loosened by hand: the key is only ours to read
     try:
+        if path.is_symlink():  # planted: its target's key would be known to whoever made it
+            raise InvalidArgumentError(f"{path} is a symlink")
+        if os.name == "posix" and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)  # loosened by hand: the key is only ours to read
         return clean_api_key(path.read_text(encoding="ascii"), source=str(path))
     except (OSError, UnicodeDecodeError, InvalidArgumentError):
         raise InvalidArgumentError(

@@ -171,6 +171,11 @@ def test_local_key_is_random_per_out_private_and_reused(tmp_path: Path) -> None:
     path.write_text("sk\u2013bad\n")
     with pytest.raises(InvalidArgumentError, match="does not hold a usable key"):
         local_key(a)
+    path.unlink()
+    (tmp_path / "planted").write_text("sk-known-to-someone-else\n")
+    path.symlink_to(tmp_path / "planted")
+    with pytest.raises(InvalidArgumentError, match="does not hold a usable key"):
+        local_key(a)
 
 
 def test_local_run_twice_reuses_the_key_and_never_prints_it(tmp_path: Path) -> None:
