@@ -137,7 +137,11 @@ def test_kill_9_of_the_holder_frees_the_folder_at_once(slow_server: Any, tmp_pat
     children: list[Any] = []
     try:
         _wait_holding(holder, out)
-        children = psutil.Process(holder.pid).children(recursive=True)  # its decode worker
+        deadline = time.monotonic() + 60
+        while len(children) < 2:  # the resource tracker and the decode worker (spawned, not forked)
+            assert time.monotonic() < deadline, "the run never started its decode worker"
+            time.sleep(0.05)
+            children = psutil.Process(holder.pid).children(recursive=True)
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=30)
         slow_server.faults.latency = 0.0
