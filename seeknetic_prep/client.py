@@ -20,8 +20,10 @@ call as either done or failed for good:
   that is told to stop stops promptly;
 * a 413 upload is sent again as one request per tensor under the same request_id.
 
-The API key is held privately: it is never part of a repr, a log line or an error message
-(a server that echoes it in a detail gets it replaced by ``[redacted]``).
+The API key is checked before any request (surrounding whitespace stripped; a control or
+non-ASCII character refused with a message that does not quote it) and held privately: it is
+never part of a repr, a log line or an error message (a server that echoes it in a detail, in
+clear or escaped, gets it replaced by ``[redacted]``).
 
 >>> with Client("my-key", base_url="http://127.0.0.1:8000") as c:  # doctest: +SKIP
 ...     keys = c.upload_tensors("embedding", "rid-1", video_input=video, audio_input=audio)
@@ -61,6 +63,7 @@ from .errors import (
     UnreachableError,
     error_for_status,
 )
+from .keys import clean_api_key, redact, secret_forms
 
 __all__ = ["REGIONS", "AdaptiveRate", "AuthScheme", "Client", "Region", "RetryPolicy", "TokenBucket"]
 
@@ -188,7 +191,8 @@ class Client:
         retry: the retry policy.
 
     Raises:
-        InvalidArgumentError: no key, or an unknown region.
+        InvalidArgumentError: no key, a key that cannot go in a header (see
+            :func:`seeknetic_prep.keys.clean_api_key`), or an unknown region.
     """
 
     def __init__(
@@ -202,11 +206,14 @@ class Client:
         timeout: tuple[float, float] = (5.0, 60.0),
         retry: RetryPolicy | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("SEEKNETIC_API_KEY")
-        if not key:
+        source = "api_key (--api-key)" if api_key is not None else "SEEKNETIC_API_KEY"
+        raw = api_key if api_key is not None else os.environ.get("SEEKNETIC_API_KEY")
+        if not raw or not raw.strip():
             raise InvalidArgumentError(
                 "No API key: pass api_key (--api-key) or set SEEKNETIC_API_KEY (or use --local)."
             )
+        # Checked before any request: requests would quote a bad header, key and all.
+        key = clean_api_key(raw, source=source)
         if base_url is None:
             base_url = os.environ.get("SEEKNETIC_BASE_URL") or None
         if base_url is None:
@@ -231,7 +238,7 @@ class Client:
         """Since when every call has failed (no answer, 5xx or 429); None while calls succeed."""
         self.on_event: Callable[[str, str], None] | None = None
         """Told ``("retry", why)`` before a retry after a failure, ``("rate_limited", why)`` on a 429."""
-        self.__key = key
+        self.__secret_forms = secret_forms(key)
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "seeknetic-prep"
         if auth == "bearer":
@@ -624,7 +631,7 @@ class Client:
         return cls(message, status_code=resp.status_code, detail=detail, request_id=request_id)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self.__key, "[redacted]")
+        return redact(text, self.__secret_forms)
 
     def _redact_obj(self, value: object) -> object:
         if isinstance(value, str):

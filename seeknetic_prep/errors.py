@@ -14,6 +14,7 @@ Where an error is also a builtin kind of failure it inherits that builtin too, a
     ├── InvalidArgumentError (ValueError)    a value outside its rule (window bounds, options)
     ├── TensorError (ValueError)             tensor JSON that does not decode to its declared array
     ├── StateError                           the state database is unusable (corrupt, newer schema)
+    ├── OutputInUseError                     another run holds the --out folder's lock
     └── APIError                             anything that went wrong talking to the API
         ├── APIStatusError                   the server answered with an error status
         │   ├── BadRequestError              400
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidArgumentError",
     "MediaError",
     "NotFoundError",
+    "OutputInUseError",
     "PayloadTooLargeError",
     "QuotaExceededError",
     "RateLimitError",
@@ -96,6 +98,13 @@ class TensorError(SeekneticPrepError, ValueError):
 
 class StateError(SeekneticPrepError):
     """The state database cannot be used as it is (corrupt, or written by a newer version)."""
+
+
+class OutputInUseError(SeekneticPrepError):
+    """Another process holds the output folder's lock (see :mod:`seeknetic_prep.outlock`).
+
+    A usage error (exit 2): the user started a second run on the same ``--out``.
+    """
 
 
 class APIError(SeekneticPrepError):
@@ -206,10 +215,11 @@ def error_for_status(status_code: int) -> type[APIStatusError]:
 def exit_code_for(exc: BaseException) -> int:
     """The CLI's exit code for an error that stopped a command.
 
-    2: usage, setup or authentication (the user must fix a command, the network or a key);
-    3: quota spent (resume later with more quota); 1: anything else that failed.
+    2: usage, setup or authentication (the user must fix a command, the network or a key, or
+    stop a second run on the same --out); 3: quota spent (resume later with more quota); 1:
+    anything else that failed.
     """
-    if isinstance(exc, (InvalidArgumentError, AuthenticationError, UnreachableError)):
+    if isinstance(exc, (InvalidArgumentError, AuthenticationError, UnreachableError, OutputInUseError)):
         return 2
     if isinstance(exc, QuotaExceededError):
         return 3

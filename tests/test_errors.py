@@ -43,6 +43,7 @@ def test_errors_pickle_with_their_attributes(exc: e.SeekneticPrepError) -> None:
     [
         (e.InvalidArgumentError("x"), 2),
         (e.AuthenticationError("x", status_code=401), 2),
+        (e.OutputInUseError("another run (pid 1) is using out"), 2),
         (e.QuotaExceededError("x", status_code=402), 3),
         (e.MediaError("a", "b"), 1),
         (e.ServerError("x", status_code=500), 1),

@@ -20,7 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         dest="api_keys",
         metavar="KEY",
-        help="an accepted API key (repeat for several); without it one is generated and printed once",
+        help="an accepted API key (repeat for several); visible in ps: prefer --api-key-file or "
+        "$SEEKNETIC_EMULATOR_API_KEYS. With no key at all one is generated and printed once",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help="a file of accepted API keys, one per line (blank lines and # comments ignored); "
+        "keys from $SEEKNETIC_EMULATOR_API_KEYS (comma- or newline-separated) are accepted too",
     )
     parser.add_argument(
         "--qps", type=float, default=None, help="requests per second per key (default: no limit)"
@@ -56,9 +64,10 @@ def main(args: argparse.Namespace) -> int:
     from ..emulator import EmulatorConfig, serve
     from ..emulator.config import DEFAULT_JOB_SECONDS
 
+    keys = _keys(args)
     config = EmulatorConfig.build(
         data_dir=args.data_dir,
-        api_keys=args.api_keys,
+        api_keys=keys,
         qps=args.qps,
         quota=args.quota,
         max_body_mb=args.max_body_mb,
@@ -66,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         fail_rate=args.fail_rate,
         seed=args.seed,
     )
-    generated = not args.api_keys
+    generated = not keys
 
     def ready(url: str) -> None:
         print(f"Seeknetic emulator listening on {url} (data in {config.data_dir})", flush=True)
@@ -78,3 +87,14 @@ def main(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         serve(config, host=args.host, port=args.port, on_ready=ready, access_log=not args.no_access_log)
     return 0
+
+
+def _keys(args: argparse.Namespace) -> list[str]:
+    """Every accepted key: --api-key, then --api-key-file, then the environment variable."""
+    from ..keys import EMULATOR_KEYS_ENV, clean_api_key, keys_from_env, read_key_file
+
+    keys = [clean_api_key(k, source=f"--api-key (number {i})") for i, k in enumerate(args.api_keys or [], 1)]
+    if args.api_key_file is not None:
+        keys += read_key_file(args.api_key_file)
+    keys += keys_from_env(EMULATOR_KEYS_ENV)
+    return list(dict.fromkeys(keys))

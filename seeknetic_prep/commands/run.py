@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import signal
 import sys
@@ -49,12 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated video extensions to pick up in folders "
                         f"(default: {','.join(sorted(e.lstrip('.') for e in VIDEO_EXTENSIONS))})")
     parser.add_argument("--quiet", action="store_true", help="no progress bars: one line per file")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another run is using --out, wait for it to end instead of exiting 2")
 
 
 def main(args: argparse.Namespace) -> int:
     from ..client import Client
     from ..discover import VIDEO_EXTENSIONS, parse_extensions
     from ..errors import InvalidArgumentError
+    from ..keys import local_key
+    from ..outlock import OutLock
     from ..pipeline import RunOptions, run_folder
 
     services = tuple(s.strip() for s in str(args.services).split(",") if s.strip())
@@ -73,12 +76,16 @@ def main(args: argparse.Namespace) -> int:
         if not os.path.lexists(p):
             raise InvalidArgumentError(f"Invalid path {p!r}: no such file or folder.")
     with ExitStack() as stack:
+        # First of all: one run per --out, before the local emulator or the state is touched.
+        stack.enter_context(OutLock(out, wait=args.wait, on_wait=lambda pid: print(
+            f"seeknetic-prep run: another run (pid {pid if pid is not None else '?'}) is using {out}; "
+            "waiting for it to end (Ctrl-C to give up)...", file=sys.stderr, flush=True)))
         if args.local:
             from ..emulator import spawned
 
             # In a child process: the server's work neither waits for nor holds our interpreter
             # lock, and its start-up overlaps the decode workers' start-up.
-            server = stack.enter_context(spawned(api_keys=[_local_key(out)], data_dir=out / "emulator"))
+            server = stack.enter_context(spawned(api_keys=[local_key(out)], data_dir=out / "emulator"))
             base_url, key = server.base_url, server.api_key
             print(f"local emulator at {base_url} (state in {out / 'emulator'})", file=sys.stderr)
         else:
@@ -144,13 +151,6 @@ def check_out_dir(out: Path) -> None:
     if parent is not None and not out.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise InvalidArgumentError(
             f"Invalid --out {str(out)!r}: cannot create it in {parent} (permission denied).")
-
-
-def _local_key(out: Path) -> str:
-    """The --local emulator's key: derived from the output folder, so a rerun sees its jobs,
-    and never written anywhere."""
-    digest = hashlib.sha256(f"seeknetic-prep-local:{out.resolve()}".encode()).hexdigest()
-    return f"local-{digest[:32]}"
 
 
 __all__ = ["DEFAULT_OUT", "HELP", "add_arguments", "check_out_dir", "main"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
+from ..keys import clean_api_key
 
 __all__ = [
     "DEFAULT_JOB_SECONDS",
@@ -62,10 +63,12 @@ class EmulatorConfig:
     def __post_init__(self) -> None:
         if not self.api_keys:
             raise InvalidArgumentError("Invalid api_keys (): at least one key is required.")
-        for key in self.api_keys:
-            if not key or not key.isprintable() or any(c.isspace() for c in key):
+        for index, key in enumerate(self.api_keys, start=1):
+            # The rule a client applies before sending (printable ASCII, no spaces): a key no
+            # client can send is a configuration mistake. The message never quotes the key.
+            if clean_api_key(key, source=f"api_keys (key {index})") != key:
                 raise InvalidArgumentError(
-                    "Invalid API key: must be non-empty printable text without spaces."
+                    f"Invalid API key from api_keys (key {index}): it has surrounding whitespace."
                 )
         if self.qps is not None and not self.qps > 0:
             raise InvalidArgumentError(f"Invalid qps {self.qps}: must be > 0 (or unset for no limit).")

@@ -3,6 +3,9 @@
 :class:`Guard` is a plain ASGI middleware placed outside the FastAPI app, so a rejected request
 costs no parsing and its body is never buffered:
 
+0. 400 at once, body unread, for a request with both ``Content-Length`` and
+   ``Transfer-Encoding: chunked`` (RFC 9112 section 6.1: ambiguous framing, the shape of request
+   smuggling; read as chunked, its ``Content-Length`` would let it past the size check);
 1. paths in :data:`PUBLIC_PATHS` (the OpenAPI document and its viewers) pass straight through;
 2. 401 unless ``X-API-Key`` or ``Authorization: Bearer`` carries a configured key;
 3. unless the path is under ``/_emulator/``: 429 with ``Retry-After`` from the key's token
@@ -227,6 +230,11 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if _content_length_header(scope["headers"]) and _is_chunked(scope["headers"]):
+            # Ambiguous framing (the request smuggling shape): refuse before reading any body,
+            # and close, since where this request's body ends is exactly what is in doubt.
+            await respond(send, 400, _AMBIGUOUS_FRAMING, {"Connection": "close"})
+            return
         if path not in PUBLIC_PATHS:
             owner, why = self.keyring.authenticate(scope["headers"])
             if owner is None:
@@ -355,6 +363,16 @@ def _is_chunked(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return any(
         name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in headers
     )
+
+
+_AMBIGUOUS_FRAMING = (
+    "Request has both Content-Length and Transfer-Encoding: chunked: send one of them "
+    "(RFC 9112 section 6.1). The body was not read."
+)
+
+
+def _content_length_header(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"content-length" for name, _ in headers)
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:

@@ -8,17 +8,20 @@ Layout::
 
 Files are written first, atomically (tmp + fsync + ``os.replace`` + directory fsync), and the row
 that makes them visible is committed after, so a kill -9 at any point leaves either the old
-upload or the new one, never a torn file behind a row. Every path is built from an owner digest
-and a request_id that already matched ``REQUEST_ID_PATTERN``, and is checked to stay under the
+upload or the new one, never a torn file behind a row; the temporary file such a kill leaves is
+removed at the next start (:func:`remove_stale_temp_files`). Every path is built from an owner
+digest and a request_id that already matched ``REQUEST_ID_PATTERN``, and is checked to stay under the
 data directory anyway.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 import zlib
@@ -31,7 +34,9 @@ from ..errors import StateError
 from .config import REQUEST_ID_RE
 from .problems import Problem
 
-__all__ = ["JobRow", "Storage", "UploadRow", "atomic_write"]
+__all__ = ["JobRow", "Storage", "UploadRow", "atomic_write", "remove_stale_temp_files"]
+
+log = logging.getLogger("seeknetic_prep.emulator")
 
 SCHEMA_VERSION = 1
 
@@ -76,6 +81,12 @@ _STRIPES = 64
 _FRESH = 32  # decoded tensors kept for their job: at most ~60 MB
 
 
+_TMP_RE = re.compile(r"\.(?P<name>[A-Za-z0-9_-][A-Za-z0-9._-]*)\.(?P<pid>[0-9]+)\.[0-9]+\.tmp")
+"""What :func:`atomic_write` names its temporary files: ``.<name>.<pid>.<thread id>.tmp``."""
+_TMP_MAX_AGE_S = 3600.0  # no write takes an hour: a temp file that old is stale whoever wrote it
+_TMP_FOLDERS = ("tensors", "videos")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +106,51 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temp_files(data_dir: Path, *, now: float | None = None) -> int:
+    """Delete the temporary files that writers killed mid-write (``kill -9``) left behind.
+
+    Only files named as :func:`atomic_write` names them, only under ``tensors/`` and
+    ``videos/``, never through a symlink, and only when their writer is gone (its pid is not
+    alive, or the file is over an hour old, in case the pid was reused): another emulator
+    sharing the data directory keeps the file it is writing. Returns how many were removed.
+    """
+    now = time.time() if now is None else now
+    removed = 0
+    for folder in _TMP_FOLDERS:
+        top = Path(data_dir) / folder
+        if top.is_symlink() or not top.is_dir():
+            continue
+        for root, _dirs, files in os.walk(top):  # os.walk does not follow symlinked folders
+            for name in files:
+                match = _TMP_RE.fullmatch(name)
+                if match is None:
+                    continue
+                path = Path(root, name)
+                try:
+                    info = path.lstat()
+                    if not stat.S_ISREG(info.st_mode):
+                        continue
+                    if _alive(int(match["pid"])) and now - info.st_mtime < _TMP_MAX_AGE_S:
+                        continue
+                    path.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    continue  # its writer finished (renamed it) meanwhile
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return True  # on Windows os.kill(pid, 0) would terminate the process: go by age only
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True  # exists (another user's), or unknowable: keep the file
+    return True
 
 
 def r2_key(request_id: str, name: str) -> str:
@@ -134,6 +190,9 @@ class Storage:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temp_files(self.data_dir)
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted write", removed)
         self._lock = threading.RLock()
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
         # Arrays the upload handler just validated, for the job that scores them moments later
