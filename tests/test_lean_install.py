@@ -37,7 +37,7 @@ def _cli(*args: str, hide: tuple[str, ...] = ()) -> subprocess.CompletedProcess[
 
 def test_the_core_imports_none_of_the_extras() -> None:
     code = ("import sys, seeknetic_prep, seeknetic_prep.preprocess, seeknetic_prep.pipeline, "
-            "seeknetic_prep.client; "
+            "seeknetic_prep.client, seeknetic_prep.sheet, seeknetic_prep.report; "
             "print(sorted(m for m in ('librosa', 'cv2', 'fastapi', 'uvicorn', 'scipy') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
