@@ -76,3 +76,20 @@ def test_cli_flag_keep_tensors(tmp_path: Path) -> None:
         assert len(_tensor_files(tmp_path)) == 2
     finally:
         emu.stop()
+
+
+def test_tensors_shared_by_two_jobs_stay_until_both_finish(tmp_path: Path) -> None:
+    with running(api_keys=[KEY], data_dir=tmp_path, job_seconds=600) as server:  # jobs stay pending
+        api = Api(server.base_url, KEY)
+        keys = api.upload(embedding_body("shared", seed=4))["r2_keys"]
+        assert _submit(api, "job-a", keys) == 200 and _submit(api, "job-b", keys) == 200
+        storage, owner = server.storage, owner_id(KEY)
+        a, b = storage.get_job(owner, "job-a"), storage.get_job(owner, "job-b")
+        assert a is not None and b is not None
+        storage.finish(a, result={"embedding": [0.0]})
+        assert storage.drop_job_tensors(a) == 0  # job-b still needs them
+        assert len(_tensor_files(tmp_path)) == 2
+        storage.finish(b, result={"embedding": [0.0]})
+        assert storage.drop_job_tensors(b) == 2
+        assert _tensor_files(tmp_path) == []
+        assert storage.was_dropped(owner, keys["video_input"])

@@ -327,8 +327,13 @@ class Storage:
         keys = _tensor_keys(job)
         if not keys:
             return 0
+        marks = ", ".join("?" * len(keys))
         with self._lock:
-            busy = {k for other in self._unfinished(job.owner) for k in _tensor_keys(other)}
+            busy = {str(r[0]) for r in self._db.execute(
+                "SELECT k.value FROM jobs j, json_each(j.source, '$.keys') k WHERE j.owner = ? "
+                f"AND j.status IN ('pending', 'processing') AND k.value IN ({marks})",
+                (job.owner, *sorted(keys)),
+            )}
         by_request: dict[str, list[str]] = {}
         for key in keys - busy:
             by_request.setdefault(key.split("/")[1], []).append(key)
@@ -464,13 +469,9 @@ class Storage:
 
     def unfinished_jobs(self) -> list[JobRow]:
         with self._lock:
-            return self._unfinished(None)
-
-    def _unfinished(self, owner: str | None) -> list[JobRow]:
-        where = "status IN ('pending', 'processing')" + ("" if owner is None else " AND owner = ?")
-        rows = self._db.execute(
-            f"SELECT * FROM jobs WHERE {where} ORDER BY created_at", () if owner is None else (owner,)
-        ).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE status IN ('pending', 'processing') ORDER BY created_at"
+            ).fetchall()
         return [_job(r) for r in rows]
 
     def set_status(self, job: JobRow, status: str) -> None:
