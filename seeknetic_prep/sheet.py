@@ -28,7 +28,16 @@ from .transform import check_resize, scaled_size
 if TYPE_CHECKING:
     from .media import MediaInfo
 
-__all__ = ["COLUMNS", "contact_sheet", "describe_geometry", "sheet_size", "tile_origin", "write_sheets"]
+__all__ = [
+    "COLUMNS",
+    "contact_sheet",
+    "describe_geometry",
+    "sheet_size",
+    "spectrogram_box",
+    "spectrogram_rows_hz",
+    "tile_origin",
+    "write_sheets",
+]
 
 COLUMNS = 4
 """Tiles per row: 4 x 3 keeps a sheet about as wide as a laptop screen (952 px)."""
@@ -36,7 +45,9 @@ _MARGIN = 16
 _GAP = 8
 _LABEL = 22
 _HEADER = 78
-_WAVE = 120
+_WAVE = 200
+"""The audio strip: a title line, the waveform, the spectrogram, the time axis."""
+_PLOT = 74
 _BG = (24, 24, 27)
 _FG = (230, 230, 230)
 _DIM = (150, 150, 155)
@@ -64,6 +75,19 @@ def sheet_size() -> tuple[int, int]:
     width = 2 * _MARGIN + COLUMNS * FRAME_SIZE + (COLUMNS - 1) * _GAP
     height = _HEADER + rows * (FRAME_SIZE + _LABEL + _GAP) + _WAVE + 2 * _MARGIN
     return width, height
+
+
+def spectrogram_box() -> tuple[int, int, int, int]:
+    """``(x, y, width, height)`` of the spectrogram on a sheet; its rows are at the frequencies
+    :func:`spectrogram_rows_hz` gives (top row: highest), its columns span the 10 s evenly."""
+    width, height = sheet_size()
+    top = height - _MARGIN - _WAVE
+    return _MARGIN, top + 16 + _PLOT + 4, width - 2 * _MARGIN, _PLOT
+
+
+def spectrogram_rows_hz(height: int = _PLOT) -> np.ndarray:
+    """The frequency each spectrogram row shows: log-spaced, Nyquist at the top, 50 Hz at the bottom."""
+    return np.geomspace(SAMPLE_RATE / 2, _SPEC_LOW_HZ, height)
 
 
 def describe_geometry(info: MediaInfo, resize: ResizeMode) -> str:
@@ -119,45 +143,80 @@ def contact_sheet(info: MediaInfo, segment: Segment, *, resize: ResizeMode = "cr
             target = f"target {segment.target_times_ms[i]:.0f}"
             tw = draw.textlength(target, font=small)
             draw.text((x + FRAME_SIZE - tw - 2, y + FRAME_SIZE + 4), target, fill=_DIM, font=small)
-    _waveform(draw, segment, top=height - _MARGIN - _WAVE, left=_MARGIN, width=width - 2 * _MARGIN)
+    _audio(img, segment, top=height - _MARGIN - _WAVE, left=_MARGIN, width=width - 2 * _MARGIN)
     return img
 
 
-def _waveform(draw: ImageDraw.ImageDraw, segment: Segment, *, top: int, left: int, width: int) -> None:
-    """Min/max envelope per pixel column of the 10 s of samples; padding shaded; frames ticked."""
+def _audio(img: Image.Image, segment: Segment, *, top: int, left: int, width: int) -> None:
+    """Min/max envelope per pixel column of the 10 s of samples, the spectrogram under it,
+    padding shaded, frame times ticked."""
+    draw = ImageDraw.Draw(img)
     small = _font(12)
-    plot_top, plot_h = top + 16, _WAVE - 32
+    plot_top, plot_h = top + 16, _PLOT
+    spec_top = plot_top + plot_h + 4  # as spectrogram_box() says
+    axis = spec_top + _PLOT
     mid = plot_top + plot_h // 2
     samples = segment.audio.reshape(-1)
+    spec = Image.fromarray(_spectrogram(samples, width, _PLOT))
+    img.paste(spec, (left, spec_top))
     span_px = round(width * (segment.end_ms - segment.start_ms) / WINDOW_MS)
     if span_px < width:
-        draw.rectangle((left + span_px, plot_top, left + width - 1, plot_top + plot_h), fill=_PAD_BG)
+        draw.rectangle((left + span_px, plot_top, left + width - 1, axis), fill=_PAD_BG)
         draw.text((left + span_px + 4, plot_top + 2), "zero padding (after the window's end)",
                   fill=_DIM, font=small)
     cols = np.array_split(samples, width)
     lo = np.array([c.min() for c in cols])
     hi = np.array([c.max() for c in cols])
-    for x in range(width):
+    draw.line((left, mid, left + width - 1, mid), fill=_DIM)
+    for x in range(min(span_px, width)):
         y0, y1 = mid - round(hi[x] * plot_h / 2), mid - round(lo[x] * plot_h / 2)
         draw.line((left + x, y0, left + x, max(y0, y1)), fill=_WAVE_FG)
-    draw.line((left, mid, left + width - 1, mid), fill=_DIM)
     for t in segment.frame_times_ms:
         x = left + round((t - segment.start_ms) / WINDOW_MS * width)
         if left <= x < left + width:
             draw.line((x, plot_top, x, plot_top + 9), fill=_ACCENT, width=2)
+    draw.text((left + 3, spec_top + 1), f"{SAMPLE_RATE // 2000} kHz", fill=_FG, font=small)
+    draw.text((left + 3, axis - 15), f"{_SPEC_LOW_HZ} Hz", fill=_FG, font=small)
     seconds = WINDOW_MS // 1000
     for s in range(seconds + 1):
         x = min(left + round(s * 1000 / WINDOW_MS * width), left + width - 1)
-        draw.line((x, plot_top + plot_h, x, plot_top + plot_h + 4), fill=_DIM)
+        draw.line((x, axis, x, axis + 4), fill=_DIM)
         text = f"{segment.start_ms / 1000 + s:g} s"
         tx = x + 2 if s < seconds else x - 2 - draw.textlength(text, font=small)
-        draw.text((tx, plot_top + plot_h + 3), text, fill=_DIM, font=small)
+        draw.text((tx, axis + 3), text, fill=_DIM, font=small)
     peak = float(np.abs(samples).max()) if samples.size else 0.0
     rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
     title = (f"audio: {AUDIO_SAMPLES} samples, mono {SAMPLE_RATE} Hz, peak {peak:.3f}, rms {rms:.3f}"
              + ("" if segment.has_audio else " (the file has no audio: zeros)")
-             + "   orange ticks: the 12 frame times")
+             + "   orange ticks: the 12 frame times   below: spectrogram, log frequency")
     draw.text((left, top), title, fill=_DIM, font=small)
+
+
+_SPEC_LOW_HZ = 50
+_SPEC_FFT = 1024
+_SPEC_DB = 80.0
+_MAGMA = np.array([(0, 0, 4), (80, 18, 123), (182, 54, 121), (251, 136, 97), (252, 253, 191)], np.float64)
+
+
+def _spectrogram(samples: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``(height, width, 3)`` uint8: one Hann-windowed FFT per pixel column, rows on a log
+    frequency scale from 50 Hz (bottom) to Nyquist (top), the top 80 dB on a magma-like ramp."""
+    x = samples.astype(np.float64)
+    half = _SPEC_FFT // 2
+    padded = np.concatenate([np.zeros(half), x, np.zeros(half)])
+    centres = ((np.arange(width) + 0.5) * x.size / width).astype(np.int64)
+    frames = padded[centres[:, None] + np.arange(_SPEC_FFT)[None, :]] * np.hanning(_SPEC_FFT)
+    mag = np.abs(np.fft.rfft(frames, axis=1))  # (width, 513)
+    freqs = np.fft.rfftfreq(_SPEC_FFT, 1 / SAMPLE_RATE)
+    rows = spectrogram_rows_hz(height)
+    bins = np.clip(np.searchsorted(freqs, rows), 0, freqs.size - 1)
+    db = 20 * np.log10(mag[:, bins].T + 1e-9)  # (height, width)
+    top = max(float(db.max()), -60.0)  # silence stays dark instead of being stretched
+    level = np.clip((db - (top - _SPEC_DB)) / _SPEC_DB, 0.0, 1.0) * (len(_MAGMA) - 1)
+    lo = np.floor(level).astype(np.int64).clip(0, len(_MAGMA) - 2)
+    frac = (level - lo)[..., None]
+    rgb = _MAGMA[lo] * (1 - frac) + _MAGMA[lo + 1] * frac
+    return np.ascontiguousarray(rgb.round().astype(np.uint8))
 
 
 def write_sheets(

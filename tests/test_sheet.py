@@ -10,13 +10,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _media_truth import on_screen, read_index
+from _media_truth import expected_tone, on_screen, read_index
 from PIL import Image
 
 from seeknetic_prep.media import probe
 from seeknetic_prep.preprocess import preprocess
 from seeknetic_prep.profile import FRAME_SIZE
-from seeknetic_prep.sheet import describe_geometry, sheet_size, tile_origin, write_sheets
+from seeknetic_prep.sheet import (
+    describe_geometry,
+    sheet_size,
+    spectrogram_box,
+    spectrogram_rows_hz,
+    tile_origin,
+    write_sheets,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -59,6 +66,23 @@ def test_sheet_tiles_are_the_uploaded_frames(tmp_path: Path, name: str, window: 
     assert (np.abs(header.astype(int) - BG).sum(axis=2) > 100).sum() > 500
     wave = sheet[-130:-20]  # the audio strip: a waveform is drawn (and, for a short window, padding)
     assert len(np.unique(wave.reshape(-1, 3), axis=0)) > 5
+
+
+def test_spectrogram_shows_the_fixture_tones_and_silence(tmp_path: Path) -> None:
+    """late_audio_25s.mkv: silence for 2 s, then a tone that steps up 100 Hz each second."""
+    (path,) = write_sheets(FIXTURES / "late_audio_25s.mkv", tmp_path / "s.png", window=0)
+    sheet = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    x0, y0, width, height = spectrogram_box()
+    spec = sheet[y0: y0 + height, x0: x0 + width].sum(axis=2)
+    rows_hz = spectrogram_rows_hz()
+    audio = TRUTH["late_audio_25s.mkv"]["audio"]
+    for t in (0.5, 1.5):  # before the audio starts: dark
+        assert spec[:, round(t / 10 * width)].max() < 60, t
+    for t in np.arange(2.5, 10, 1.0):
+        hz = expected_tone(audio, t)
+        assert hz is not None
+        measured = rows_hz[int(np.argmax(spec[:, round(t / 10 * width)]))]
+        assert abs(measured / hz - 1) < 0.1, (t, hz, measured)
 
 
 def test_geometry_line_names_rotation_sar_and_crop() -> None:
