@@ -145,7 +145,7 @@ def write_report(out: Path, *, max_files: int = 30, max_windows: int = 12) -> Pa
         max_windows: windows shown per file, spread evenly over it.
 
     Raises:
-        InvalidArgumentError: ``out`` holds no run, or a cap is < 1.
+        InvalidArgumentError: ``out`` holds no run or cannot be written, or a cap is < 1.
     """
     if max_files < 1 or max_windows < 1:
         raise InvalidArgumentError(
@@ -158,8 +158,12 @@ def write_report(out: Path, *, max_files: int = 30, max_windows: int = 12) -> Pa
     page = _page(data, thumbs, max_files=max_files, max_windows=max_windows)
     dest = Path(out) / "report.html"
     tmp = dest.with_name(dest.name + ".part")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, dest)
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise InvalidArgumentError(f"Invalid --out {str(out)!r}: cannot write {dest} "
+                                   f"({_why(exc)}).") from exc
     return dest
 
 
@@ -361,3 +365,8 @@ def _window(w: WindowEntry, pictures: list[str], *, title: str | None = None, ta
     body += [f"<div class='t bad'>{e(err)}</div>" for err in w.errors]
     body.append("</div>")
     return "".join(body)
+
+
+def _why(exc: OSError) -> str:
+    """``<path>: <reason>`` when the OS names the path that failed (a parent that is a file)."""
+    return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)

@@ -241,7 +241,8 @@ def write_sheets(
 
     Raises:
         MediaError: the video is unusable.
-        InvalidArgumentError: ``window`` is not one of the file's windows.
+        InvalidArgumentError: ``window`` is not one of the file's windows, or ``out`` cannot
+            be written.
     """
     from .media import probe
     from .preprocess import iter_segments
@@ -260,8 +261,13 @@ def write_sheets(
     targets = _targets(Path(path), out, [w.index for w in windows])
     written = []
     for segment, target in zip(iter_segments(path, windows, resize=mode), targets, strict=True):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        contact_sheet(info, segment, resize=mode).save(target, format="PNG", optimize=False)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            contact_sheet(info, segment, resize=mode).save(target, format="PNG", optimize=False)
+        except OSError as exc:
+            raise InvalidArgumentError(
+                f"Invalid --out {str(out)!r}: cannot write {target} ({_why(exc)})."
+            ) from exc
         written.append(target)
     return written
 
@@ -275,3 +281,8 @@ def _targets(path: Path, out: str | os.PathLike[str] | None, indices: list[int])
     if len(indices) == 1:
         return [dest]
     return [dest.with_name(f"{dest.stem}-w{k}{dest.suffix}") for k in indices]
+
+
+def _why(exc: OSError) -> str:
+    """``<path>: <reason>`` when the OS names the path that failed (a parent that is a file)."""
+    return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)

@@ -114,3 +114,14 @@ def test_unusable_file_is_one_line(tmp_path: Path) -> None:
     proc = _inspect(FIXTURES / "bad" / "empty.mp4", "--out", tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "empty" in proc.stderr
+
+
+def test_unwritable_out_is_one_line_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = _inspect(FIXTURES / "short_700ms.mp4", "--out", blocker / "sheet.png")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"seeknetic-prep inspect: error: Invalid --out {str(blocker / 'sheet.png')!r}: cannot write "
+        f"{blocker / 'sheet.png'} ({blocker}: "), lines
