@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set-up and the two everyday jobs, on a machine that has only Python 3.10+.
 
-    python3 scripts/dev.py demo    # venv + install, then the main job against the local emulator
+    python3 scripts/dev.py demo    # venv + install with the emulator extra, then the main job against it
     python3 scripts/dev.py test    # venv + install with the test extra, then ruff, mypy, pytest
 
 The virtual environment lives in ``.venv`` and is reinstalled whenever ``pyproject.toml``
@@ -49,7 +49,7 @@ def ensure_venv(extra: str) -> None:
 
 
 def demo(args: list[str]) -> int:
-    ensure_venv("")
+    ensure_venv("emulator")  # the demo runs against the built-in emulator (run --local)
     return _run([BIN / "seeknetic-prep", "run", "fixtures/demo", "--local", *args])
 
 

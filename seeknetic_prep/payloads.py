@@ -19,13 +19,40 @@ from .errors import InvalidArgumentError, MediaError
 from .profile import FRAMES_PER_WINDOW, ResizeMode, Segment, Service, Window
 from .tensors import encode_tensor, tensor_json_bytes
 
-__all__ = ["SERVICES", "file_fingerprint", "request_id_for", "upload_body", "upload_body_bytes"]
+__all__ = [
+    "SERVICES",
+    "file_fingerprint",
+    "parse_services",
+    "request_id_for",
+    "upload_body",
+    "upload_body_bytes",
+]
 
 SERVICES: tuple[Service, ...] = ("embedding", "tagging")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _EDGE = 1 << 20  # first and last MiB
 _BLOCK = 64 << 10  # plus this much at a few evenly spaced places in between
 _BLOCKS = 8
+
+
+def parse_services(text: str) -> tuple[Service, ...]:
+    """``"embedding,tagging"`` (any order, spaces allowed; ``"both"`` for the two) -> services,
+    in :data:`SERVICES` order, each once.
+
+    Raises:
+        InvalidArgumentError: an unknown name, or none at all.
+
+    >>> parse_services("tagging, embedding"), parse_services("both")
+    (('embedding', 'tagging'), ('embedding', 'tagging'))
+    """
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    if "both" in names:
+        names = (names - {"both"}) | set(SERVICES)
+    if not names or not names <= set(SERVICES):
+        raise InvalidArgumentError(
+            f"Invalid services {text!r}: must be one or more of {', '.join(SERVICES)}, comma-separated."
+        )
+    return tuple(s for s in SERVICES if s in names)
 
 
 def upload_body(segment: Segment, *, service: Service, request_id: str) -> dict[str, Any]:

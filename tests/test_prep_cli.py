@@ -87,6 +87,30 @@ def test_prep_one_service_and_exit_0(tmp_path: Path) -> None:
     assert all(p.stem == json.loads(p.read_text())["request_id"] for p in bodies)
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "kinds"),
+    [
+        ("--services", "tagging,embedding", {"embedding", "tagging"}),
+        ("--services", "embedding", {"embedding"}),
+        ("--service", "both", {"embedding", "tagging"}),  # the old spelling still works
+    ],
+)
+def test_prep_services_flag_matches_run(tmp_path: Path, flag: str, value: str, kinds: set[str]) -> None:
+    proc = run_prep(FIXTURES / "short_700ms.mp4", "--out", tmp_path, flag, value)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {json.loads(p.read_text())["service"] for p in tmp_path.rglob("*.json")} == kinds
+
+
+def test_prep_unknown_service_is_one_line_exit_2(tmp_path: Path) -> None:
+    proc = run_prep(FIXTURES / "short_700ms.mp4", "--out", tmp_path, "--services", "embedding,search")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "seeknetic-prep prep: error: Invalid services 'embedding,search': must be one or more of "
+        "embedding, tagging, comma-separated."
+    ]
+    assert not list(tmp_path.rglob("*.json"))
+
+
 def test_prep_missing_path_is_one_line_and_others_go_on(tmp_path: Path) -> None:
     proc = run_prep(tmp_path / "nope.mp4", FIXTURES / "demo" / "desert.mp4", "--out", tmp_path / "o")
     assert proc.returncode == 1

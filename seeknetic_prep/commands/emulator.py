@@ -57,10 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=None, help="seed for --fail-rate, to replay the same faults"
     )
+    parser.add_argument(
+        "--keep-tensors", action="store_true",
+        help="keep uploaded tensors after their jobs finish (default: delete them, results stay)",
+    )
     parser.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..extras import require_emulator
+
+    require_emulator("seeknetic-prep emulator")
     from ..emulator import EmulatorConfig, serve
     from ..emulator.config import DEFAULT_JOB_SECONDS
 
@@ -74,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
         job_seconds=DEFAULT_JOB_SECONDS if args.job_seconds is None else args.job_seconds,
         fail_rate=args.fail_rate,
         seed=args.seed,
+        keep_tensors=args.keep_tensors,
     )
     generated = not keys
 

@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video files or folders (walked recursively)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="where to write <file>.<fingerprint>/<request_id>.json")
-    parser.add_argument("--service", choices=("embedding", "tagging", "both"), default="both",
-                        help="which bodies to write (default: both)")
+    parser.add_argument("--services", "--service", dest="services", default="embedding,tagging",
+                        help="which bodies to write: embedding, tagging or both, comma-separated, as "
+                        "for run (default both; --service is the old spelling)")
     parser.add_argument("--resize", choices=("crop", "squash", "pad"), default="crop",
                         help="how frames become 224x224 (default: crop, the centre after scaling)")
 
@@ -30,11 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..discover import discover
     from ..errors import MediaError
-    from ..payloads import SERVICES, file_fingerprint, request_id_for, upload_body
+    from ..payloads import file_fingerprint, parse_services, request_id_for, upload_body
     from ..preprocess import iter_segments
     from .run import check_out_dir
 
-    services = SERVICES if args.service == "both" else (args.service,)
+    services = parse_services(args.services)
     out: Path = args.out
     check_out_dir(out)
     failed = 0

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video files and/or folders (walked recursively)")
     parser.add_argument("--local", action="store_true",
                         help="start the built-in emulator on a free loopback port and run against it")
+    parser.add_argument("--keep-tensors", action="store_true",
+                        help="with --local: keep uploaded tensors in <out>/emulator after their jobs "
+                        "finish (default: deleted, ~6 MB a window; results are kept)")
     parser.add_argument("--out", default=DEFAULT_OUT, type=Path,
                         help=f"output folder: state.sqlite and results.jsonl (default ./{DEFAULT_OUT})")
     parser.add_argument("--services", default="embedding,tagging",
@@ -81,11 +84,16 @@ def main(args: argparse.Namespace) -> int:
             f"seeknetic-prep run: another run (pid {pid if pid is not None else '?'}) is using {out}; "
             "waiting for it to end (Ctrl-C to give up)...", file=sys.stderr, flush=True)))
         if args.local:
+            from ..extras import require_emulator
+
+            require_emulator("run --local")
             from ..emulator import spawned
 
             # In a child process: the server's work neither waits for nor holds our interpreter
             # lock, and its start-up overlaps the decode workers' start-up.
-            server = stack.enter_context(spawned(api_keys=[local_key(out)], data_dir=out / "emulator"))
+            server = stack.enter_context(spawned(
+                api_keys=[local_key(out)], data_dir=out / "emulator", keep_tensors=args.keep_tensors
+            ))
             base_url, key = server.base_url, server.api_key
             print(f"local emulator at {base_url} (state in {out / 'emulator'})", file=sys.stderr)
         else:

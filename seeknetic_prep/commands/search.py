@@ -41,6 +41,9 @@ def main(args: argparse.Namespace) -> int:
         with ExitStack() as stack:
             base_url, key = args.base_url, args.api_key
             if args.local:
+                from ..extras import require_emulator
+
+                require_emulator("search --local")
                 from ..emulator import running
 
                 server = stack.enter_context(running())

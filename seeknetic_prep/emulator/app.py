@@ -364,7 +364,9 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
             )
         source: dict[str, Any]
         if tensor is not None:
-            source = {"mode": "tensor", "keys": _resolve_keys(task_type, tensor, owner)}
+            # A repeat of an existing job needs no tensors: they may be gone with its result kept.
+            repeat = body.request_id is not None and storage.get_job(owner, request_id) is not None
+            source = {"mode": "tensor", "keys": _resolve_keys(task_type, tensor, owner, repeat=repeat)}
         elif body.video_base64 is not None:
             try:
                 source = jobs.video_source(
@@ -396,7 +398,7 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
         )
 
     def _resolve_keys(
-        task_type: str, tensor: EmbeddingTensorRefs | TaggingTensorRefs, owner: str
+        task_type: str, tensor: EmbeddingTensorRefs | TaggingTensorRefs, owner: str, *, repeat: bool
     ) -> dict[str, str]:
         given = {k: v for k, v in tensor.model_dump().items() if v is not None}
         required = "video_input_key" if task_type == "tagging" else None
@@ -410,6 +412,14 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
         for field, key in given.items():
             rows = storage.find_uploads(key)
             mine = [r for r in rows if r.owner == owner]
+            if not mine and repeat:
+                continue  # submit_job compares the keys with the existing job's
+            if not mine and storage.was_dropped(owner, key):
+                raise Problem(
+                    404,
+                    f"tensor.{field} {key!r} was deleted when the jobs that used it finished "
+                    "(the emulator keeps tensors only with --keep-tensors): upload it again.",
+                )
             if not rows:
                 raise Problem(
                     404,

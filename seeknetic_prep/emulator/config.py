@@ -59,6 +59,8 @@ class EmulatorConfig:
     job_seconds: float = DEFAULT_JOB_SECONDS
     fail_rate: float = 0.0
     seed: int | None = None
+    keep_tensors: bool = False
+    """Keep every uploaded tensor; by default a job's are deleted once it has finished."""
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -97,6 +99,7 @@ class EmulatorConfig:
         job_seconds: float = DEFAULT_JOB_SECONDS,
         fail_rate: float = 0.0,
         seed: int | None = None,
+        keep_tensors: bool = False,
     ) -> EmulatorConfig:
         """A config with a freshly generated key when none is given."""
         keys = tuple(api_keys) if api_keys else (generate_api_key(),)
@@ -109,4 +112,5 @@ class EmulatorConfig:
             job_seconds=job_seconds,
             fail_rate=fail_rate,
             seed=seed,
+            keep_tensors=keep_tensors,
         )

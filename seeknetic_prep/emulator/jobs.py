@@ -104,9 +104,10 @@ def compute_result(storage: Storage, job: JobRow) -> Any:
 class JobWorker:
     """One background thread that advances every unfinished job when it is due."""
 
-    def __init__(self, storage: Storage, *, job_seconds: float) -> None:
+    def __init__(self, storage: Storage, *, job_seconds: float, keep_tensors: bool = False) -> None:
         self.storage = storage
         self.job_seconds = job_seconds
+        self.keep_tensors = keep_tensors
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,14 +160,15 @@ class JobWorker:
             result = compute_result(self.storage, job)
         except JobFailed as exc:
             self.storage.finish(job, error_message=str(exc))
-            return
         except Exception as exc:  # an emulator bug: fail this job visibly instead of retrying forever
             log.exception("emulator job %s could not be scored", job.request_id)
             self.storage.finish(
                 job, error_message=f"Emulator error while scoring: {type(exc).__name__}: {exc}"
             )
-            return
-        self.storage.finish(job, result=result)
+        else:
+            self.storage.finish(job, result=result)
+        if not self.keep_tensors:  # the result is committed: the job never reads them again
+            self.storage.drop_job_tensors(job)
 
 
 def video_source(

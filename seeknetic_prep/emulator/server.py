@@ -42,7 +42,9 @@ class Emulator:
 
         self.config = config
         self.storage = Storage(config.data_dir)
-        self.worker = JobWorker(self.storage, job_seconds=config.job_seconds)
+        self.worker = JobWorker(
+            self.storage, job_seconds=config.job_seconds, keep_tensors=config.keep_tensors
+        )
         self.faults = Faults(fail_rate=config.fail_rate, seed=config.seed)
         self.limiter = RateLimiter(config.qps)
         self.quota = _Quota(config.quota)
@@ -57,6 +59,8 @@ class Emulator:
         self.fastapi = app
 
     def start(self) -> None:
+        if not self.config.keep_tensors:  # before the first request: finish a drop cut short
+            self.storage.drop_finished_tensors()
         self.worker.start()
 
     def close(self) -> None:
@@ -233,6 +237,7 @@ def running(
     job_seconds: float = DEFAULT_JOB_SECONDS,
     fail_rate: float = 0.0,
     seed: int | None = None,
+    keep_tensors: bool = False,
     host: str = "127.0.0.1",
     port: int = 0,
 ) -> Iterator[EmulatorHandle]:
@@ -246,6 +251,7 @@ def running(
         data_dir: where SQLite and tensors live; None: a temporary directory removed afterwards.
         job_seconds: how long a job stays pending/processing before it completes.
         fail_rate: share of requests answered with an injected 500/502/504 (``seed`` replays).
+        keep_tensors: keep uploaded tensors after their jobs finish (default: delete them).
         host, port: where to listen (port 0: any free port).
 
     Yields:
@@ -274,6 +280,7 @@ def running(
             job_seconds=job_seconds,
             fail_rate=fail_rate,
             seed=seed,
+            keep_tensors=keep_tensors,
         )
         handle = EmulatorHandle(config, host, port)
         try:
@@ -373,6 +380,7 @@ def spawned(
     api_keys: Sequence[str] | None = None,
     data_dir: Path,
     job_seconds: float = DEFAULT_JOB_SECONDS,
+    keep_tensors: bool = False,
     host: str = "127.0.0.1",
     port: int = 0,
 ) -> Iterator[EmulatorProcess]:
@@ -383,11 +391,14 @@ def spawned(
     caller's instead of preceding it: the URL is known at once and the first request simply
     waits in the socket's backlog until the child serves. The child stops when the block ends
     or when the parent dies (its stdin reaches end of file), so a kill -9 leaves no server behind.
+    Uploaded tensors are deleted once their jobs finish unless ``keep_tensors``.
 
     Raises:
         InvalidArgumentError: a setting breaks its rule, or the port cannot be bound.
     """
-    config = EmulatorConfig.build(data_dir=Path(data_dir), api_keys=api_keys, job_seconds=job_seconds)
+    config = EmulatorConfig.build(
+        data_dir=Path(data_dir), api_keys=api_keys, job_seconds=job_seconds, keep_tensors=keep_tensors
+    )
     proc = EmulatorProcess(config, host, port)
     try:
         yield proc

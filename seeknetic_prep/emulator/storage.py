@@ -6,6 +6,13 @@ Layout::
     <data_dir>/tensors/<owner>/<request_id>/<name>.json   one uploaded object (tensor JSON)
     <data_dir>/videos/<owner>/<request_id>.<ext>           a video_base64 job's file
 
+Unless started with ``keep_tensors``, the tensors a job read are deleted once the job has
+finished (:meth:`Storage.drop_job_tensors`) and no unfinished job names them: its result is
+in SQLite, and a window's tensors are megabytes. The files go first, then the rows (with a
+``dropped_uploads`` marker, so a later job naming them gets a 404 that says why); a crash in
+between leaves rows whose files are gone, which the sweep at start-up
+(:meth:`Storage.drop_finished_tensors`) completes before the first request is served.
+
 Files are written first, atomically (tmp + fsync + ``os.replace`` + directory fsync), and the row
 that makes them visible is committed after, so a kill -9 at any point leaves either the old
 upload or the new one, never a torn file behind a row; the temporary file such a kill leaves is
@@ -66,6 +73,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     PRIMARY KEY (owner, request_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
+CREATE TABLE IF NOT EXISTS dropped_uploads (
+    owner TEXT NOT NULL,
+    r2_key TEXT NOT NULL,
+    dropped_at REAL NOT NULL,
+    PRIMARY KEY (owner, r2_key)
+);
 CREATE TABLE IF NOT EXISTS stats (
     owner TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -304,6 +317,10 @@ class Storage:
                             "SET size = excluded.size, created_at = excluded.created_at",
                             (owner, request_id, name, service, r2_key(request_id, name), len(data), now),
                         )
+                        self._db.execute(
+                            "DELETE FROM dropped_uploads WHERE owner = ? AND r2_key = ?",
+                            (owner, r2_key(request_id, name)),
+                        )
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
@@ -350,6 +367,86 @@ class Storage:
             raise ValueError(f"Invalid object key {key!r}.")
         path = self.object_path(owner, parts[1], parts[2][: -len(".json")])
         return json.loads(path.read_bytes())
+
+    def was_dropped(self, owner: str, key: str) -> bool:
+        """Whether ``key`` was deleted after the jobs that named it finished."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM dropped_uploads WHERE owner = ? AND r2_key = ?", (owner, key)
+            ).fetchone()
+        return row is not None
+
+    def drop_job_tensors(self, job: JobRow) -> int:
+        """Delete the tensors ``job`` read, unless an unfinished job still names them.
+
+        Call only once ``job``'s result is committed. Returns the number of objects deleted.
+        Each request_id's files go under its upload stripe, so an upload of the same id at
+        the same moment either lands before (and is deleted with the rest) or after (and stays).
+        """
+        keys = _tensor_keys(job)
+        if not keys:
+            return 0
+        marks = ", ".join("?" * len(keys))
+        with self._lock:
+            busy = {str(r[0]) for r in self._db.execute(
+                "SELECT k.value FROM jobs j, json_each(j.source, '$.keys') k WHERE j.owner = ? "
+                f"AND j.status IN ('pending', 'processing') AND k.value IN ({marks})",
+                (job.owner, *sorted(keys)),
+            )}
+        by_request: dict[str, list[str]] = {}
+        for key in keys - busy:
+            by_request.setdefault(key.split("/")[1], []).append(key)
+        dropped = 0
+        for request_id, group in sorted(by_request.items()):
+            stripe = self._stripes[zlib.crc32(f"{job.owner}/{request_id}".encode()) % _STRIPES]
+            with stripe:
+                dropped += self._drop(job.owner, request_id, group)
+        return dropped
+
+    def _drop(self, owner: str, request_id: str, keys: list[str]) -> int:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT name, r2_key FROM uploads WHERE owner = ? AND request_id = ? "
+                f"AND r2_key IN ({', '.join('?' * len(keys))})",
+                (owner, request_id, *keys),
+            ).fetchall()
+        if not rows:
+            return 0
+        for row in rows:  # files first: a crash now leaves rows the start-up sweep finishes
+            self.object_path(owner, request_id, row["name"]).unlink(missing_ok=True)
+        folder = self._safe("tensors", owner, request_id)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    self._db.execute(
+                        "DELETE FROM uploads WHERE owner = ? AND request_id = ? AND name = ?",
+                        (owner, request_id, row["name"]),
+                    )
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO dropped_uploads (owner, r2_key, dropped_at) VALUES (?, ?, ?)",
+                        (owner, row["r2_key"], now),
+                    )
+                    self._fresh.pop((owner, row["r2_key"]), None)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def drop_finished_tensors(self) -> int:
+        """The start-up sweep: drop what finished jobs left (a crash mid-drop, or a data
+        directory last served with ``keep_tensors``). Returns the number of objects deleted."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT j.* FROM jobs j WHERE j.status IN ('completed', 'failed') AND EXISTS "
+                "(SELECT 1 FROM json_each(j.source, '$.keys') k JOIN uploads u "
+                "ON u.owner = j.owner AND u.r2_key = k.value)"
+            ).fetchall()
+        return sum(self.drop_job_tensors(_job(r)) for r in rows)
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -458,6 +555,13 @@ class Storage:
                     job.request_id,
                 ),
             )
+
+
+def _tensor_keys(job: JobRow) -> set[str]:
+    """The uploaded objects a tensor job reads (its ``video_kwargs`` too: nothing else needs it)."""
+    if job.source.get("mode") != "tensor":
+        return set()
+    return {str(k) for k in job.source.get("keys", {}).values()}
 
 
 def _job(row: sqlite3.Row) -> JobRow:

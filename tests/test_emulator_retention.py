@@ -1,0 +1,95 @@
+"""The emulator drops a job's tensors once it has finished (unless --keep-tensors), over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from _emulator_helpers import Api, embedding_body, start_cli
+
+from seeknetic_prep.emulator import running
+from seeknetic_prep.emulator.config import owner_id
+
+KEY = "retention-key"
+
+
+def _tensor_files(data_dir: Path) -> list[Path]:
+    return sorted(p for p in (data_dir / "tensors").rglob("*.json"))
+
+
+def _submit(api: Api, request_id: str, keys: dict[str, str]) -> int:
+    tensor = {"video_input_key": keys["video_input"], "audio_input_key": keys["audio_input"]}
+    r = api.post("/video_embedding/encode_video/async", {"request_id": request_id, "tensor": tensor})
+    return r.status_code
+
+
+def test_finished_jobs_lose_their_tensors_and_keep_their_results(tmp_path: Path) -> None:
+    with running(api_keys=[KEY], data_dir=tmp_path, job_seconds=0.1) as server:
+        api = Api(server.base_url, KEY)
+        keys = api.upload(embedding_body("drop-1", seed=1))["r2_keys"]
+        assert len(_tensor_files(tmp_path)) == 2  # kept until a job has used them
+        assert _submit(api, "drop-1", keys) == 200
+        first = api.wait("drop-1")
+        assert first["status"] == "completed" and len(first["embedding"]) == 1024
+        assert _tensor_files(tmp_path) == []
+        assert not (tmp_path / "tensors" / owner_id(KEY) / "drop-1").exists()
+        # The result is still served, and a repeat of the job is still the same job.
+        assert api.wait("drop-1") == first
+        assert _submit(api, "drop-1", keys) == 200
+        # A new job naming the deleted tensors gets a 404 that says why and what to do.
+        r = api.post(
+            "/video_embedding/encode_video/async",
+            {"request_id": "drop-2", "tensor": {"video_input_key": keys["video_input"]}},
+        )
+        assert r.status_code == 404
+        assert "was deleted when the jobs that used it finished" in r.json()["detail"]
+        assert "upload it again" in r.json()["detail"]
+        # Uploading again makes them usable again.
+        keys = api.upload(embedding_body("drop-1", seed=1))["r2_keys"]
+        assert _submit(api, "drop-2", keys) == 200
+        assert api.wait("drop-2")["embedding"] == first["embedding"]
+        assert _tensor_files(tmp_path) == []
+    # After a restart the results are still there (they live in SQLite, not with the tensors).
+    with running(api_keys=[KEY], data_dir=tmp_path) as server:
+        assert Api(server.base_url, KEY).wait("drop-1") == first
+
+
+def test_keep_tensors_keeps_them_and_a_later_start_without_it_sweeps(tmp_path: Path) -> None:
+    with running(api_keys=[KEY], data_dir=tmp_path, job_seconds=0.1, keep_tensors=True) as server:
+        api = Api(server.base_url, KEY)
+        keys = api.upload(embedding_body("keep-1", seed=2))["r2_keys"]
+        assert _submit(api, "keep-1", keys) == 200
+        assert api.wait("keep-1")["status"] == "completed"
+        assert len(_tensor_files(tmp_path)) == 2
+    with running(api_keys=[KEY], data_dir=tmp_path) as server:  # the start-up sweep
+        assert _tensor_files(tmp_path) == []
+        assert Api(server.base_url, KEY).wait("keep-1")["status"] == "completed"
+
+
+def test_cli_flag_keep_tensors(tmp_path: Path) -> None:
+    emu = start_cli(["--api-key", KEY, "--data-dir", str(tmp_path), "--job-seconds", "0.1",
+                     "--keep-tensors", "--no-access-log"])
+    try:
+        api = Api(emu.base_url, KEY)
+        keys = api.upload(embedding_body("cli-1", seed=3))["r2_keys"]
+        assert _submit(api, "cli-1", keys) == 200
+        assert api.wait("cli-1")["status"] == "completed"
+        assert len(_tensor_files(tmp_path)) == 2
+    finally:
+        emu.stop()
+
+
+def test_tensors_shared_by_two_jobs_stay_until_both_finish(tmp_path: Path) -> None:
+    with running(api_keys=[KEY], data_dir=tmp_path, job_seconds=600) as server:  # jobs stay pending
+        api = Api(server.base_url, KEY)
+        keys = api.upload(embedding_body("shared", seed=4))["r2_keys"]
+        assert _submit(api, "job-a", keys) == 200 and _submit(api, "job-b", keys) == 200
+        storage, owner = server.storage, owner_id(KEY)
+        a, b = storage.get_job(owner, "job-a"), storage.get_job(owner, "job-b")
+        assert a is not None and b is not None
+        storage.finish(a, result={"embedding": [0.0]})
+        assert storage.drop_job_tensors(a) == 0  # job-b still needs them
+        assert len(_tensor_files(tmp_path)) == 2
+        storage.finish(b, result={"embedding": [0.0]})
+        assert storage.drop_job_tensors(b) == 2
+        assert _tensor_files(tmp_path) == []
+        assert storage.was_dropped(owner, keys["video_input"])
