@@ -100,7 +100,7 @@ class Ledger:
             self.summary.windows += len(plan.windows)
         existed = self.store.has_units(fp)
         self.store.plan_units([
-            (fp, idx, svc, start, end, unit_request_id(fp, (idx, start, end), svc))
+            (fp, idx, svc, start, end, unit_request_id(fp, (idx, start, end), svc, resize=resize))
             for idx, start, end in plan.windows for svc in self.services
         ])
         units = [u for u in self.store.units_of(fp) if u.service in self.services]

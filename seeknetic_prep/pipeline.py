@@ -23,6 +23,7 @@ so the ending is never cut short; it is bounded in time, so nothing needs a seco
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -274,6 +275,28 @@ class _Run:
             raise _Stop
 
 
+def _settled(out: Path, opt: RunOptions) -> None:
+    """Fix the settings that change what is uploaded (the resize mode) for ``out``, once.
+
+    Units are named by content and window; a second run on the same folder with another resize
+    would find them done with the other pictures. Refuse it instead, in one line.
+    """
+    path = out / "settings.json"
+    want = {"resize": opt.resize}
+    try:
+        have = json.loads(path.read_text())
+    except FileNotFoundError:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(want) + "\n")
+        return
+    except ValueError:
+        have = {}
+    if have.get("resize", "crop") != opt.resize:
+        raise InvalidArgumentError(
+            f"Invalid --resize {opt.resize}: {out} was made with --resize {have.get('resize')}; "
+            "use that, or another --out.")
+
+
 def run_folder(
     paths: Iterable[str | Path],
     *,
@@ -324,6 +347,7 @@ def run_folder(
         raise InvalidArgumentError(
             f"no video files under {', '.join(str(p) for p in plist)} (looked for {looked}); "
             f"{others} other file(s) skipped. Use --extensions to pick up other names.")
+    _settled(out_dir, opt)
     engine = executor or make_local_executor(opt.worker_count)  # starts now: overlaps the key check
     try:
         client.check_auth()  # a wrong key stops here: one request, before any state or decoding

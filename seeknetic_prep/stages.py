@@ -11,6 +11,7 @@ their attributes, so a worker's error reaches the caller with its real type.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 from collections.abc import Iterator
@@ -33,21 +34,23 @@ __all__ = [
 ]
 
 
-def unit_request_id(fingerprint: str, window: tuple[int, int, int], service: str, attempt: int = 0) -> str:
+def unit_request_id(fingerprint: str, window: tuple[int, int, int], service: str, attempt: int = 0,
+                    *, resize: str = "crop") -> str:
     """The request id of one unit: :func:`seeknetic_prep.payloads.request_id_for` (the ids
-    ``prep`` writes too), plus ``-r<attempt>`` for a ``--retry-failed`` attempt, because a job id
-    is the server's forever and a retried unit needs a new one."""
+    ``prep`` writes too, a non-default resize included), plus ``-r<attempt>`` for a
+    ``--retry-failed`` attempt, because a job id is the server's forever and a retried unit
+    needs a new one."""
     from .payloads import request_id_for
     from .profile import Window
 
-    rid = request_id_for(fingerprint, Window(*window), service)  # type: ignore[arg-type]
+    rid = request_id_for(fingerprint, Window(*window), service, resize)  # type: ignore[arg-type]
     return rid if attempt == 0 else f"{rid}-r{attempt}"
 
 
 def retry_request_id(unit: Any, attempt: int) -> str:
-    """The request id of a ``--retry-failed`` attempt of a stored unit."""
-    return unit_request_id(unit.fingerprint, (unit.window_index, unit.start_ms, unit.end_ms),
-                           unit.service, attempt)
+    """The request id of a ``--retry-failed`` attempt of a stored unit: its first id (whatever
+    resize made it) with ``-r<attempt>``."""
+    return re.sub(r"-r\d+$", "", unit.request_id) + f"-r{attempt}"
 
 
 @dataclass(frozen=True)

@@ -186,3 +186,16 @@ def test_ctrl_c_keeps_state_and_rerun_completes(good_dir: Path, fresh: Any, tmp_
     submissions = fresh.stats()["submissions"]
     assert all(x["status"] == "completed" for x in lines)
     assert {submissions.get(x["request_id"]) for x in lines} == {1}
+
+
+def test_resize_is_part_of_the_ids_and_fixed_per_out_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _run("run", "fixtures/demo/desert.mp4", "--local", "--out", str(out), "--workers", "0",
+                "--resize", "pad", "--report")
+    assert proc.returncode == 0, proc.stderr
+    lines = read_results(out / "results.jsonl")
+    assert lines and all(x["request_id"].endswith(f"-{x['service']}-pad") for x in lines)
+    assert (out / "report.html").stat().st_size > 1000 and f"report: {out / 'report.html'}" in proc.stdout
+    other = _run("run", "fixtures/demo/desert.mp4", "--local", "--out", str(out), "--workers", "0")
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "was made with --resize pad" in other.stderr

@@ -50,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extensions", default=None,
                         help="comma-separated video extensions to pick up in folders "
                         f"(default: {','.join(sorted(e.lstrip('.') for e in VIDEO_EXTENSIONS))})")
+    parser.add_argument("--resize", choices=("crop", "squash", "pad"), default="crop",
+                        help="how frames become 224x224 (default crop; fixed per --out, as in prep)")
+    parser.add_argument("--report", action="store_true",
+                        help="also write report.html in --out (thumbnails, tags, failures, neighbours)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars: one line per file")
     parser.add_argument("--wait", action="store_true",
                         help="if another run is using --out, wait for it to end instead of exiting 2")
@@ -70,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
         uploaders=args.uploaders,
         retry_failed=args.retry_failed,
         extensions=parse_extensions(args.extensions) if args.extensions else VIDEO_EXTENSIONS,
+        resize=args.resize,
     )
     if args.qps is not None and args.qps <= 0:
         raise InvalidArgumentError(f"Invalid --qps {args.qps}: must be > 0.")
@@ -126,6 +131,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"seeknetic-prep run: interrupted; state saved in {out}. "
               "Run the same command again to resume.", file=sys.stderr)
     _print_failures(summary, out)
+    if args.report and summary.stopped_by != "auth":
+        from ..report import write_report
+
+        print(f"report: {write_report(out)}")
     if summary.stopped_by != "auth" and summary.results_path.exists():
         print(f"results: {summary.results_path}  (one JSON line per window and service; "
               f"`seeknetic-prep search QUERY --out {out}` ranks them, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import socket
 import tempfile
 import threading
@@ -337,9 +338,12 @@ class EmulatorProcess:
         self.base_url = _url(host, sock.getsockname()[1])
         fd = sock.fileno()
         try:
+            # One BLAS thread: scoring multiplies small matrices, and OpenBLAS's spinning
+            # threads cost 20x the work itself on a machine whose cores decode video.
+            blas = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", "from seeknetic_prep.emulator.server import _child; _child()"],
-                stdin=subprocess.PIPE, pass_fds=(fd,),
+                stdin=subprocess.PIPE, pass_fds=(fd,), env={**blas, **os.environ},
                 start_new_session=True,  # Ctrl-C is the parent's to handle; it stops the child
             )
         finally:
