@@ -28,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
     total = sum(counts.values())
     order = ("completed", "submitted", "uploaded", "planned", "failed")
     print(f"state: {db}")
-    print(f"files: {len(files)} ({sum(f.status == 'ok' for f in files)} preprocessed, "
+    print(f"files: {len(files)} paths ({sum(f.status == 'ok' for f in files)} preprocessed, "
           f"{sum(f.status == 'failed' for f in files)} failed)")
     print(f"jobs: {total} (" + ", ".join(f"{counts.get(s, 0)} {s}" for s in order) + ")")
     busy_s = sum(max(0.0, updated - started) for _, started, updated, _, _, _ in runs)
@@ -41,11 +41,11 @@ def main(args: argparse.Namespace) -> int:
     if bad:
         print("failed files:")
         for f in bad:
-            print(f"  {f.path}: {f.error}")
+            print(f"  {f.display}: {f.error}")
     if failed_units:
         paths: dict[str | None, list[str]] = {}
-        for f in files:
-            paths.setdefault(f.fingerprint, []).append(f.path)
+        for f in files:  # one row per absolute path: a copy is listed, never counted twice
+            paths.setdefault(f.fingerprint, []).append(f.display)
         print("failed jobs:")
         for u in failed_units[:50]:
             where = ", ".join(paths.get(u.fingerprint, ["?"]))
