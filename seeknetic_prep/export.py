@@ -130,8 +130,8 @@ def write_results(store: Store, path: Path, *, services: Sequence[str]) -> int:
                 continue
             if unit is None:
                 continue
-            svc, start, end, rid, ustatus, uerror, ftimes, emb, tags, extra = unit
-            result = result_dict(emb, tags, extra)
+            svc, start, end, rid, ustatus, uerror, ftimes, emb, rest = unit
+            result = result_dict(emb, rest)
             out.write(json.dumps(result_line(
                 path=shown, fingerprint=fp, service=svc, status=ustatus, error=uerror,
                 start_ms=start, end_ms=end, frame_times_ms=json.loads(ftimes) if ftimes else None,
@@ -153,9 +153,9 @@ def _iter_rows(db_path: Path) -> Iterator[tuple[bytes, str | None, str, str | No
     try:
         cursor = reader.execute(
             "SELECT f.path, f.fingerprint, f.status, f.error, u.service, u.start_ms, u.end_ms, "
-            "u.request_id, u.status, u.error, u.frame_times_ms, r.embedding, r.tags, r.extra "
+            "u.request_id, u.status, u.error, u.frame_times_ms, u.embedding, u.result "
             "FROM files f LEFT JOIN units u ON u.fingerprint = f.fingerprint AND f.status = 'ok' "
-            "AND u.status IN ('completed', 'failed') LEFT JOIN results r ON r.request_id = u.request_id "
+            "AND u.status IN ('completed', 'failed') "
             "ORDER BY f.path, u.window_index, u.service"
         )
         for row in cursor:

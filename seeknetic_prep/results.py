@@ -196,11 +196,10 @@ def _window_state(store: Store, fp: str, windows: list[int]) -> dict[int, dict[s
     """Each window's row (without path): both services' status and results."""
     marks = ", ".join("?" * len(windows))
     state: dict[int, dict[str, Any]] = {}
-    for idx, svc, start, end, rid, status, error, ftimes, emb, tags in store.read(
-        "SELECT u.window_index, u.service, u.start_ms, u.end_ms, u.request_id, u.status, u.error, "
-        "u.frame_times_ms, r.embedding, r.tags FROM units u "
-        "LEFT JOIN results r ON r.request_id = u.request_id "
-        f"WHERE u.fingerprint=? AND u.window_index IN ({marks}) ORDER BY u.window_index, u.service",
+    for idx, svc, start, end, rid, status, error, ftimes, emb, rest in store.read(
+        "SELECT window_index, service, start_ms, end_ms, request_id, status, error, frame_times_ms, "
+        f"embedding, result FROM units WHERE fingerprint=? AND window_index IN ({marks}) "
+        "ORDER BY window_index, service",
         (fp, *windows),
     ):
         row = state.setdefault(idx, {"fingerprint": fp, "file_status": "ok", "window_index": idx,
@@ -210,8 +209,9 @@ def _window_state(store: Store, fp: str, windows: list[int]) -> dict[int, dict[s
         row[f"{svc}_status"], row[f"{svc}_error"], row[f"{svc}_request_id"] = status, error, rid
         if emb is not None and status == "completed":
             row["_blob"] = emb
-        if tags is not None and status == "completed":
-            _put_tags(row, json.loads(tags))
+        tags = json.loads(rest).get("tags") if rest and status == "completed" else None
+        if isinstance(tags, dict):
+            _put_tags(row, tags)
     return state
 
 

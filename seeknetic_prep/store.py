@@ -11,8 +11,8 @@ A run is resumable because every step of every unit of work is recorded here. A 
 so after a crash a rerun knows what the server already has: completed units are left alone,
 submitted ones are polled, uploaded ones are submitted with their stored r2 keys. The ``files``
 table maps each absolute path seen (its bytes, so any name round-trips) to its fingerprint, its
-``stat`` identity and whether it could be preprocessed. Results live in their own ``results``
-table (embeddings as float32 blobs), so reading progress never parses an embedding.
+``stat`` identity and whether it could be preprocessed. An embedding is kept as a float32 blob
+in the unit's last column, which reads of progress never select, so they never load one.
 
 **Batched writes, and why losing the last ones is safe.** The unit transitions
 (``mark_uploaded``, ``mark_submitted``, ``mark_completed``, ``mark_failed``) are buffered and
@@ -146,13 +146,11 @@ def _file(row: Sequence[Any]) -> FileRow:
     return FileRow(os.fsdecode(bytes(row[0])), *row[1:])
 
 
-def result_dict(embedding: bytes | None, tags: str | None, extra: str | None) -> dict[str, Any]:
+def result_dict(embedding: bytes | None, rest: str | None) -> dict[str, Any]:
     """The inverse of :func:`~seeknetic_prep.store_schema.split_result`."""
-    out: dict[str, Any] = json.loads(extra) if extra else {}
+    out: dict[str, Any] = json.loads(rest) if rest else {}
     if embedding is not None:
         out["embedding"] = np.frombuffer(embedding, dtype="<f4").astype(float).tolist()
-    if tags is not None:
-        out["tags"] = json.loads(tags)
     return out
 
 
@@ -331,15 +329,12 @@ class Store:
 
     def mark_completed(self, request_id: str, result: dict[str, Any]) -> None:
         """Keep a job's result: ``embedding`` as float32, ``tags`` and the rest as JSON."""
-        blob, tags, extra = split_result(result)
-        self._queue(
-            ("INSERT OR REPLACE INTO results (request_id, embedding, tags, extra) SELECT ?, ?, ?, ? "
-             "WHERE EXISTS (SELECT 1 FROM units WHERE request_id=? AND status != 'completed')",
-             (request_id, blob, tags, extra, request_id)),
-            ("UPDATE units SET status='completed', error=NULL, finished_run=?, updated_at=? "
-             "WHERE request_id=? AND status != 'completed'",
-             (self._run_id, time.time(), request_id)),
-        )
+        blob, rest = split_result(result)
+        self._queue((
+            "UPDATE units SET status='completed', embedding=?, result=?, error=NULL, finished_run=?, "
+            "updated_at=? WHERE request_id=? AND status != 'completed'",
+            (blob, rest, self._run_id, time.time(), request_id),
+        ))
 
     def mark_failed(self, request_id: str, error: str) -> None:
         self._queue((
@@ -364,16 +359,15 @@ class Store:
         """
         failed = self.units_with_status("failed")
         now = time.time()
-        statements: list[tuple[str, Sequence[Any]]] = []
-        for u in failed:
-            statements.append(("DELETE FROM results WHERE request_id=?", (u.request_id,)))
-            statements.append((
-                "UPDATE units SET status='planned', attempt=?, request_id=?, error=NULL, "
-                "r2_keys=NULL, finished_run=NULL, updated_at=? "
+        self._write(
+            (
+                "UPDATE units SET status='planned', attempt=?, request_id=?, error=NULL, result=NULL, "
+                "embedding=NULL, r2_keys=NULL, finished_run=NULL, updated_at=? "
                 "WHERE fingerprint=? AND window_index=? AND service=?",
                 (u.attempt + 1, new_request_id(u, u.attempt + 1), now, *u.key),
-            ))
-        self._write(statements)
+            )
+            for u in failed
+        )
         return len(failed)
 
     def start_run(self) -> int:
@@ -461,7 +455,8 @@ class Store:
 
     def result(self, request_id: str) -> dict[str, Any] | None:
         """A completed job's result as the API gave it (the embedding back as floats)."""
-        rows = self.read("SELECT embedding, tags, extra FROM results WHERE request_id=?", (request_id,))
+        rows = self.read("SELECT embedding, result FROM units WHERE request_id=? AND status='completed'",
+                         (request_id,))
         return result_dict(*rows[0]) if rows else None
 
     def files(self) -> list[FileRow]:

@@ -6,9 +6,11 @@ the way sqlite-utils records its steps: migration ``n`` takes a database from ve
 
 Version 2 (issue 11) exists for scale:
 
-- results leave ``units.result`` (about 22.7 KB of JSON per embedding) for a ``results`` table:
-  the embedding as a float32 blob (4 KB), the tags as small JSON. Reading a unit's progress no
-  longer touches an embedding.
+- an embedding leaves ``units.result`` (about 22.7 KB of JSON) for ``units.embedding``, a
+  float32 blob (4 KB); ``result`` keeps the rest (tags, model name) as small JSON. The blob is
+  the row's last column, in its overflow page, so reading a unit's progress never touches it
+  (a table of its own would cost ~0.7 KB more per window: its key, its index, a half-empty
+  overflow page).
 - ``units.finished_run`` names the run that made a unit terminal, and ``files.run_id`` the run
   that recorded a path or changed it, so the end of a run reads only what that run did.
 - ``files.path`` becomes a BLOB: the path's bytes (``os.fsencode``), so a name that is not
@@ -70,13 +72,8 @@ CREATE TABLE runs (
 
 _V2_SQL = """
 ALTER TABLE units ADD COLUMN finished_run INTEGER;
+ALTER TABLE units ADD COLUMN embedding BLOB;
 CREATE INDEX units_finished_run ON units(finished_run);
-CREATE TABLE results (
-    request_id TEXT PRIMARY KEY,
-    embedding BLOB,
-    tags TEXT,
-    extra TEXT
-);
 CREATE TABLE files_v2 (
     path BLOB PRIMARY KEY,
     fingerprint TEXT,
@@ -104,28 +101,25 @@ def embedding_blob(values: Any) -> bytes:
     return np.asarray(values, dtype="<f4").tobytes()
 
 
-def split_result(result: dict[str, Any]) -> tuple[bytes | None, str | None, str | None]:
-    """An API result -> (embedding blob, tags JSON, JSON of whatever else it held)."""
+def split_result(result: dict[str, Any]) -> tuple[bytes | None, str | None]:
+    """An API result -> (embedding blob, JSON of whatever else it held: tags, model name)."""
     embedding = result.get("embedding")
-    tags = result.get("tags")
-    rest = {k: v for k, v in result.items() if k not in ("embedding", "tags")}
+    rest = {k: v for k, v in result.items() if k != "embedding"}
     return (
         embedding_blob(embedding) if embedding is not None else None,
-        json.dumps(tags, sort_keys=True) if tags is not None else None,
         json.dumps(rest, sort_keys=True) if rest else None,
     )
 
 
 def _v2(db: sqlite3.Connection) -> None:
-    """Move v1's JSON results into blobs; paths become bytes (v1 stored them as typed, so a
-    relative v1 path stays relative: a new run records the absolute one beside it)."""
+    """Move v1's JSON embeddings into blobs; paths become bytes (v1 stored them as typed, so
+    a relative v1 path stays relative: a new run records the absolute one beside it)."""
     for statement in _split_sql(_V2_SQL):
         db.execute(statement)
     rows = db.execute("SELECT request_id, result FROM units WHERE result IS NOT NULL")
     for rid, text in rows.fetchall():
-        blob, tags, extra = split_result(json.loads(text))
-        db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)", (rid, blob, tags, extra))
-    db.execute("UPDATE units SET result = NULL WHERE result IS NOT NULL")
+        blob, rest = split_result(json.loads(text))
+        db.execute("UPDATE units SET embedding=?, result=? WHERE request_id=?", (blob, rest, rid))
 
 
 MIGRATIONS: tuple[Migration, ...] = (_V1, _v2)
