@@ -31,12 +31,13 @@ import pyarrow.parquet as pq
 
 from .errors import InvalidArgumentError, StateError
 from .results import PARTS_DIR, TAG_TYPES, latest_rows, list_parts
+from .store import display_path
 
 __all__ = ["Hit", "Windows", "list_tags", "load_windows", "parse_tag_filters", "rank", "update_index"]
 
 INDEX_DIR = "search"
 CHUNK_ROWS = 65_536
-_META = ["path", "path_bytes", "fingerprint", "file_status", "window_index", "start_ms", "end_ms",
+_META = ["path_bytes", "fingerprint", "file_status", "window_index", "start_ms", "end_ms",
          *TAG_TYPES, "tags_extra"]
 
 
@@ -282,7 +283,7 @@ def _scores(vectors: np.ndarray, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def _hit(table: pa.Table, i: int, score: float | None) -> Hit:
-    return Hit(str(table["path"][i].as_py()), int(table["start_ms"][i].as_py()),
+    return Hit(display_path(table["path_bytes"][i].as_py()), int(table["start_ms"][i].as_py()),
                int(table["end_ms"][i].as_py()), score, _tags(table, i))
 
 

@@ -18,7 +18,7 @@ from _results_helpers import add_file, tags_for, vector
 
 from seeknetic_prep.errors import StateError
 from seeknetic_prep.export import export
-from seeknetic_prep.results import append_results_part, compact, ensure_parts, list_parts
+from seeknetic_prep.results import append_results_part, compact, ensure_parts, latest_rows, list_parts
 from seeknetic_prep.store import Store
 from seeknetic_prep.store_schema import MIGRATIONS
 
@@ -209,3 +209,21 @@ def test_parts_missing_after_a_kill_or_an_upgrade_are_written_later(tmp_path: Pa
 def test_no_parts_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="No results"):
         compact(tmp_path)
+
+
+@pytest.mark.parametrize("max_window", [3, 100_000])  # dense keys, and the sorting fallback
+def test_latest_rows_matches_a_plain_python_reference(max_window: int) -> None:
+    rng = np.random.default_rng(5)
+    n = 2_000
+    paths = [f"/v/{k}".encode() for k in rng.integers(0, 40, n)]
+    fps = [("a", "b")[k] for k in rng.integers(0, 2, n)]
+    status = ["ok" if k else "failed" for k in rng.integers(0, 8, n)]
+    windows = [None if s == "failed" else int(k) for s, k in zip(status, rng.integers(0, max_window + 1, n), strict=True)]
+    keys = pa.table({"path_bytes": pa.array(paths, pa.binary()), "fingerprint": fps,
+                     "file_status": status, "window_index": pa.array(windows, pa.int32())})
+    head = {p: (f, s) for p, f, s in zip(paths, fps, status, strict=True)}  # the newest row of each path wins
+    newest: dict[tuple[bytes, int | None], int] = {}
+    for i, (p, f, s, w) in enumerate(zip(paths, fps, status, windows, strict=True)):
+        if head[p] == (f, s):
+            newest[(p, w)] = i
+    assert latest_rows(keys).tolist() == sorted(newest.values())
