@@ -218,7 +218,8 @@ def test_latest_rows_matches_a_plain_python_reference(max_window: int) -> None:
     paths = [f"/v/{k}".encode() for k in rng.integers(0, 40, n)]
     fps = [("a", "b")[k] for k in rng.integers(0, 2, n)]
     status = ["ok" if k else "failed" for k in rng.integers(0, 8, n)]
-    windows = [None if s == "failed" else int(k) for s, k in zip(status, rng.integers(0, max_window + 1, n), strict=True)]
+    drawn = rng.integers(0, max_window + 1, n)
+    windows = [None if s == "failed" else int(k) for s, k in zip(status, drawn, strict=True)]
     keys = pa.table({"path_bytes": pa.array(paths, pa.binary()), "fingerprint": fps,
                      "file_status": status, "window_index": pa.array(windows, pa.int32())})
     head = {p: (f, s) for p, f, s in zip(paths, fps, status, strict=True)}  # the newest row of each path wins
