@@ -175,6 +175,9 @@ class _Progress:
 
     def file_finished(self, path: str, *, ok: bool, windows: int, error: str | None) -> None:
         reason = error if error and error.startswith(path) else f"{path}: {error}"
+        from ..store import display_path  # a name that is not UTF-8 prints escaped, never crashes
+
+        path, reason = display_path(path), display_path(reason)
         if self.bars:
             self.files.update(1)
             if not ok:
