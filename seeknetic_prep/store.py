@@ -401,7 +401,6 @@ class Store:
             except sqlite3.Error as exc:
                 raise StateError(f"{self.path}: read failed ({exc}).") from exc
 
-    _read = read
 
     def known_file(
         self,
