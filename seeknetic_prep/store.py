@@ -260,7 +260,10 @@ class Store:
             if len(self._pending) >= FLUSH_ROWS:
                 self._flush_locked()
 
-    def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._write_many([(sql, params)])
+
+    def _write_many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
         """Committed now, after what is buffered (call order is kept)."""
         with self._lock:
             if self._closed:
@@ -286,7 +289,7 @@ class Store:
         was fingerprinted, so :meth:`known_file` can skip it next time; a file changed since
         then no longer matches and is redone.
         """
-        self._write([(
+        self._write_many([(
             "INSERT INTO files (path, fingerprint, size, mtime_ns, inode, duration_ms, status, error, "
             "run_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
             "run_id = CASE WHEN files.fingerprint IS excluded.fingerprint AND files.status = excluded.status "
@@ -302,7 +305,7 @@ class Store:
         """Insert ``(fingerprint, window_index, service, start_ms, end_ms, request_id)`` rows
         that do not exist yet, in one transaction; existing units keep their progress."""
         now = time.time()
-        self._write(
+        self._write_many(
             (
                 "INSERT OR IGNORE INTO units (fingerprint, window_index, service, start_ms, end_ms, "
                 "request_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'planned', ?, ?)",
@@ -345,7 +348,7 @@ class Store:
 
     def fail_fingerprint(self, fingerprint: str, error: str) -> None:
         """Fail every unit of a content that turned out unusable mid-decode."""
-        self._write([(
+        self._write_many([(
             "UPDATE units SET status='failed', error=?, finished_run=?, updated_at=? "
             "WHERE fingerprint=? AND status IN ('planned', 'uploaded')",
             (_text(error), self._run_id, time.time(), fingerprint),
@@ -359,7 +362,7 @@ class Store:
         """
         failed = self.units_with_status("failed")
         now = time.time()
-        self._write(
+        self._write_many(
             (
                 "UPDATE units SET status='planned', attempt=?, request_id=?, error=NULL, result=NULL, "
                 "embedding=NULL, r2_keys=NULL, finished_run=NULL, updated_at=? "
@@ -385,7 +388,7 @@ class Store:
 
     def update_run(self, run_id: int, *, windows_decoded: int, jobs_completed: int,
                    outcome: str | None = None) -> None:
-        self._write([(
+        self._write_many([(
             "UPDATE runs SET updated_at=?, windows_decoded=?, jobs_completed=?, outcome=? WHERE id=?",
             (time.time(), windows_decoded, jobs_completed, outcome, run_id),
         )])
