@@ -17,6 +17,7 @@ The query's embedding comes from the API (``POST /video_embedding/encode_text``,
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -93,6 +94,12 @@ def update_index(out_dir: Path) -> int:
     """
     folder = Path(out_dir) / INDEX_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "a") as lock:  # a search and a run's end may index at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _update(Path(out_dir), folder)
+
+
+def _update(out_dir: Path, folder: Path) -> int:
     state = _index_state(folder)
     seen = set(state["parts"])
     added = 0

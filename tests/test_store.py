@@ -245,3 +245,17 @@ def test_version_1_database_is_upgraded_with_its_results(tmp_path: Path) -> None
     blob = db.execute("SELECT embedding FROM units WHERE request_id='r0embedding'").fetchone()[0]
     assert len(blob) == 12
     assert [r[0] for r in db.execute("SELECT DISTINCT finished_run FROM units ORDER BY 1")] == [None, 0]
+
+
+def test_reading_progress_never_reads_an_embedding(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        rids = _plan(store, windows=1)
+        store.mark_completed(rids[0], {"embedding": [0.5] * 1024})
+        store.flush()
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        store.units_of("f" * 32)
+        store.units_with_status("completed")
+        store.has_units("f" * 32)
+        store.counts()
+        assert len(statements) == 4 and not any("embedding" in s or "result" in s for s in statements)
