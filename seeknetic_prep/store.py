@@ -432,6 +432,25 @@ class Store:
         )
         return _file(rows[0]) if rows else None
 
+    def tally(self, fingerprint: str, services: Sequence[str] = ("embedding", "tagging")) -> dict[str, int]:
+        """A content's windows and its units by status, in one indexed query: what a rerun
+        needs to report a file :meth:`known_file` let it skip (``units_of`` only if some failed).
+
+        >>> store.tally(fp)  # doctest: +SKIP
+        {'windows': 2, 'completed': 4}
+        """
+        marks = ", ".join("?" * len(services))
+        rows = self.read(
+            f"SELECT status, COUNT(*) FROM units WHERE fingerprint=? "
+            f"AND service IN ({marks}) GROUP BY status",
+            (fingerprint, *services),
+        )
+        windows = self.read(
+            f"SELECT COUNT(DISTINCT window_index) FROM units WHERE fingerprint=? AND service IN ({marks})",
+            (fingerprint, *services),
+        )[0][0]
+        return {"windows": int(windows), **{status: int(n) for status, n in rows}}
+
     def units_of(self, fingerprint: str) -> list[Unit]:
         """A content's units, without their results (cheap: no embedding is read)."""
         return [_unit(r) for r in self.read(

@@ -205,6 +205,8 @@ def test_known_file_skips_only_an_unchanged_finished_file(tmp_path: Path) -> Non
             store.mark_completed(rid, {"embedding": [1.0]})
         row = store.known_file(video, **stat)
         assert row is not None and row.fingerprint == fp and row.path == str(video)
+        assert store.tally(fp) == {"windows": 2, "completed": 4}
+        assert store.tally(fp, services=("tagging",)) == {"windows": 2, "completed": 2}
         assert store.known_file(str(video), **{**stat, "size": st.st_size + 1}) is None
         assert store.known_file(video, **{**stat, "mtime_ns": st.st_mtime_ns + 1}) is None
         assert store.known_file(video, **{**stat, "inode": st.st_ino + 1}) is None

@@ -117,9 +117,24 @@ def _local_key(out: Path) -> str:
 
 
 def _sample_line(path: Path) -> str | None:
-    """One completed results line, the shortest kind (tags), with a long embedding elided."""
+    """One completed results line, the shortest kind (tags), with a long embedding elided.
+
+    ``path`` is a results.jsonl or a Parquet part (one row per window: its first done row)."""
     if not path.exists():
         return None
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        done = (r for batch in pq.ParquetFile(path).iter_batches(batch_size=256) for r in batch.to_pylist()
+                if "completed" in (r.get("embedding_status"), r.get("tagging_status")))
+        first = next(done, None)
+        if first is None:
+            return None
+        row = {k: v for k, v in first.items() if v is not None and k != "path_bytes"}
+        if isinstance(row.get("embedding"), list) and len(row["embedding"]) > 4:
+            emb = row["embedding"]
+            row["embedding"] = [*(round(x, 4) for x in emb[:4]), f"... {len(emb)} floats"]
+        return json.dumps(row)
     best: dict[str, Any] | None = None
     with open(path, encoding="utf-8") as f:
         for raw in f:
