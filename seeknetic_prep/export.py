@@ -47,8 +47,7 @@ def export(out_dir: Path, *, fmt: Format = "parquet", to: Path | None = None) ->
     ``out_dir/results.<suffix>``). Returns the file written and its number of rows.
 
     Raises:
-        InvalidArgumentError: an unknown format.
-        StateError: ``out_dir`` has no parts yet.
+        InvalidArgumentError: an unknown format, or ``out_dir`` has no parts yet.
     """
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"Invalid format {fmt!r}: must be one of {', '.join(FORMATS)}.")

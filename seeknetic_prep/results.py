@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import StateError
+from .errors import InvalidArgumentError, StateError
 from .store import Store, display_path
 
 __all__ = [
@@ -296,11 +296,12 @@ def compact(out_dir: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
     """Every part merged into one table (current rows only), sorted by path and window.
 
     Raises:
-        StateError: there are no parts, or they hold embeddings of different sizes.
+        InvalidArgumentError: there are no parts (no run wrote to that folder yet).
+        StateError: the parts hold embeddings of different sizes.
     """
     parts = list_parts(out_dir)
     if not parts:
-        raise StateError(f"No results in {Path(out_dir) / PARTS_DIR}: run `seeknetic-prep run` first.")
+        raise InvalidArgumentError(f"No results in {Path(out_dir) / PARTS_DIR}: run `seeknetic-prep run` first.")
     try:
         cols = None if columns is None else sorted(set(columns) | set(KEY_COLUMNS))
         table = pa.concat_tables([pq.read_table(p, columns=cols) for p in parts])

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from _results_helpers import add_file, tags_for, vector
 
-from seeknetic_prep.errors import StateError
+from seeknetic_prep.errors import InvalidArgumentError
 from seeknetic_prep.export import export
 from seeknetic_prep.results import append_results_part, compact, ensure_parts, latest_rows, list_parts
 from seeknetic_prep.store import Store
@@ -207,7 +207,7 @@ def test_parts_missing_after_a_kill_or_an_upgrade_are_written_later(tmp_path: Pa
 
 
 def test_no_parts_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(StateError, match="No results"):
+    with pytest.raises(InvalidArgumentError, match="No results"):
         compact(tmp_path)
 
 
