@@ -301,7 +301,9 @@ def compact(out_dir: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
     """
     parts = list_parts(out_dir)
     if not parts:
-        raise InvalidArgumentError(f"No results in {Path(out_dir) / PARTS_DIR}: run `seeknetic-prep run` first.")
+        raise InvalidArgumentError(
+            f"No results in {Path(out_dir) / PARTS_DIR}: run `seeknetic-prep run` first."
+        )
     try:
         cols = None if columns is None else sorted(set(columns) | set(KEY_COLUMNS))
         table = pa.concat_tables([pq.read_table(p, columns=cols) for p in parts])
