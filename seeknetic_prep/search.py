@@ -7,7 +7,8 @@ maps the part's rows to matrix rows (-1: no embedding). :func:`update_index` app
 it has not seen (cost in proportion to them), so the matrix grows with the runs.
 
 A search reads the parts' small columns (no embeddings), keeps the current rows
-(:func:`seeknetic_prep.results.latest_rows`), applies the tag filters as column filters, and
+(:func:`seeknetic_prep.results.latest_rows`; cached in ``windows.arrow``, memory-mapped, until
+a new part appears), applies the tag filters as column filters, and
 ranks what is left exactly: a chunked float32 matmul against the memory-mapped matrix and
 ``argpartition``. Memory beyond the mapping is a few bytes per window.
 
@@ -153,15 +154,35 @@ def load_windows(out_dir: Path) -> Windows:
     update_index(out_dir)
     folder = Path(out_dir) / INDEX_DIR
     state = _index_state(folder)
-    table = pa.concat_tables([pq.read_table(p, columns=_META) for p in parts])
-    rowmap = np.concatenate([np.load(folder / f"{p.name}.rows.npy") for p in parts])
-    keep = latest_rows(table)
-    keep = keep[table["window_index"].is_valid().to_numpy(zero_copy_only=False)[keep]]
+    table, rowmap = _current(folder, parts)
     dim = state["dim"] or 1
     count = int(state["vectors"])
     vectors = (np.memmap(folder / "vectors.f32", dtype="<f4", mode="r", shape=(count, dim))
                if count else np.zeros((0, dim), dtype=np.float32))
-    return Windows(table.take(pa.array(keep)), rowmap[keep], vectors)
+    return Windows(table, rowmap, vectors)
+
+
+def _current(folder: Path, parts: list[Path]) -> tuple[pa.Table, np.ndarray]:
+    """The current rows of ``parts`` and their matrix rows, from ``windows.arrow`` when it was
+    made from the same parts (memory-mapped: no parsing), else merged and cached there."""
+    cache, names = folder / "windows.arrow", [p.name for p in parts]
+    if cache.exists():
+        # Left open: the table's buffers point into the mapping (closed when they are freed).
+        cached = pa.ipc.open_file(pa.memory_map(str(cache))).read_all()
+        if json.loads((cached.schema.metadata or {}).get(b"parts", b"[]")) == names:
+            return cached.drop_columns(["_vector_row"]), cached["_vector_row"].to_numpy()
+    table = pa.concat_tables([pq.read_table(p, columns=_META) for p in parts])
+    rowmap = np.concatenate([np.load(folder / f"{p.name}.rows.npy") for p in parts])
+    keep = latest_rows(table)
+    keep = keep[table["window_index"].is_valid().to_numpy(zero_copy_only=False)[keep]]
+    table, rowmap = table.take(pa.array(keep)), rowmap[keep]
+    out = table.append_column("_vector_row", pa.array(rowmap)).replace_schema_metadata(
+        {"parts": json.dumps(names)})
+    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, out.schema) as writer:
+        writer.write_table(out)
+    os.replace(tmp, cache)
+    return table, rowmap
 
 
 def parse_tag_filters(specs: Iterable[str]) -> dict[str, str]:

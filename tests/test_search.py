@@ -79,7 +79,10 @@ def test_list_tags_shows_names_and_values(tmp_path: Path) -> None:
 
 def test_the_index_grows_with_new_parts_and_skips_superseded_rows(tmp_path: Path) -> None:
     out = _state(tmp_path, files=2, windows=2)
-    load_windows(out)
+    first = load_windows(out)
+    again = load_windows(out)  # from the cache of current rows
+    assert (out / "search" / "windows.arrow").exists() and first.table.equals(again.table)
+    assert first.vector_row.tolist() == again.vector_row.tolist()
     assert update_index(out) == 0  # nothing new
     matrix = out / "search" / "vectors.f32"
     size = matrix.stat().st_size
