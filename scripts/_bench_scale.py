@@ -96,7 +96,8 @@ a = time.perf_counter(); _, mf = rank(w, q, tags={"shot_size": "close_up"}, top=
 tf = time.perf_counter() - a
 st = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
 kb = lambda k: int(st.get(k, "0 kB").split()[0])
-print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "cached_load_s": t3 - t2, "rank_s": sorted(times)[1], "filtered_s": tf,
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "cached_load_s": t3 - t2,
+                  "rank_s": sorted(times)[1], "filtered_s": tf,
                   "windows": len(w), "matched_filtered": mf, "hwm_mb": kb("VmHWM") / 1024,
                   "rss_anon_mb": kb("RssAnon") / 1024, "rss_file_mb": kb("RssFile") / 1024}))
 """
@@ -160,14 +161,15 @@ def measure(windows: int, work: Path) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ["windows", "state.sqlite (KB/window)", "parts + matrix (MB)", "end of run, +1k windows (s)",
-            "no-op resume, store side (s)", "status (s)", "search: load, first / cached (s)", "search: rank top 10 (s)",
-            "rank with a tag filter (s)", "search peak RSS / anon (MB)"]
+            "no-op resume, store side (s)", "status (s)", "search: load, first / cached (s)",
+            "search: rank top 10 (s)", "rank with a tag filter (s)", "search peak RSS / anon (MB)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
             f"{r['windows']:,}", f"{r['state_kb_per_window']:.2f} ({r['state_mb']:.0f} MB)",
             f"{r['parts_mb']:.0f} + {r['matrix_mb']:.0f}", f"{r['end_of_run_s']:.2f}",
-            f"{r['resume_s']:.2f}", f"{r['status_s']:.2f}", f"{r['load_s']:.2f} / {r['cached_load_s']:.3f}", f"{r['rank_s']:.3f}",
+            f"{r['resume_s']:.2f}", f"{r['status_s']:.2f}",
+            f"{r['load_s']:.2f} / {r['cached_load_s']:.3f}", f"{r['rank_s']:.3f}",
             f"{r['filtered_s']:.3f}", f"{r['hwm_mb']:.0f} / {r['rss_anon_mb']:.0f}",
         ]) + " |")
     return "\n".join(lines)
