@@ -5,6 +5,7 @@
     python scripts/bench.py --quick          # small clips only, 1 repetition: a smoke run
     python scripts/bench.py --only a,c --reps 5
     python scripts/bench.py --write-readme   # also replace the README's performance section
+    python scripts/bench.py --only s --write-readme   # state at 10k and 100k windows
 
 Sections (each one a markdown table):
 
@@ -14,7 +15,13 @@ a. seconds for the first 10 s window of each clip: ``seeknetic_prep.preprocess``
 b. the whole 60 s 1080p clip: all six windows vs six SDK calls vs the decode limit,
    ``ffmpeg -threads <cores> -i FILE -f null -``, and PyAV decode-only (frame threads);
 c. peak RSS of a fresh process that preprocesses the 4K HEVC 10-bit clip;
-d. ``seeknetic-prep run DIR --local`` windows/s vs preprocess-only windows/s over one folder.
+d. ``seeknetic-prep run DIR --local`` windows/s vs preprocess-only windows/s over one folder;
+e. ``run --local`` against preprocess-only at 1, 2, 4, ... workers up to the core count, with
+   the CPU seconds of the driver, the decode workers and the emulator (``_bench_workers.py``);
+s. run state at scale (``_bench_scale.py``; not in the default run, ask with ``--only s``):
+   synthetic state through the public ``Store`` API at 10k and 100k windows (``--scale``,
+   ``--scale-1m`` adds 1M): state size, end-of-run cost after +1k windows, no-op resume,
+   ``status``, search latency and memory. ``--write-readme`` writes it to its own README section.
 
 Contenders of a section run interleaved (A B C A B C ...) so that load from other processes
 hits them alike; each cell is the median of the repetitions. Ratios come from the same run.
@@ -46,10 +53,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_inputs as inputs  # sibling helper module, found via the line above
+import _bench_scale as scale
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-SECTIONS = ("a", "b", "c", "d", "e")
+SECTIONS = ("a", "b", "c", "d", "e", "s")
+DEFAULT_SECTIONS = ("a", "b", "c", "d", "e")
 MEDIA_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 WHOLE_FILE = "h264-1080p30-60s"
 RSS_FILE = "hevc10-2160p30-5s"
@@ -646,6 +655,45 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text[: i + len(start)] + "\n" + body.rstrip("\n") + "\n" + text[j:]
 
 
+def section_scale(args: argparse.Namespace, command: str) -> int:
+    """State at scale: its own table and its own README section (``scale``)."""
+    sizes = [int(x) for x in args.scale.split(",") if x.strip()] + ([1_000_000] if args.scale_1m else [])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        for n in sizes:
+            print(f"section s: {n:,} windows", file=sys.stderr)
+            rows.append(scale.measure(n, Path(tmp)))
+            shutil.rmtree(Path(tmp) / f"scale-{n}", ignore_errors=True)
+    body = (f"Machine: {machine_line()}.\nCommand: `{command}` (one repetition, warm page cache).\n\n"
+            + scale.table(rows) + "\n")
+    print(body)
+    if args.json:
+        args.json.write_text(json.dumps({"command": command, "machine": machine_line(), "scale": rows},
+                                        indent=1, default=str))
+    if args.write_readme:
+        text = README.read_text()
+        README.write_text(replace_section(text, "scale", SCALE_INTRO + "\n" + body))
+        print(f"wrote the scale section of {README}", file=sys.stderr)
+    return 0
+
+
+SCALE_INTRO = """\
+### State at scale
+
+`python scripts/bench.py --only s` builds synthetic run state through the public `Store` API
+(no decoding, no server; 20 windows a file, both services, 1024-float embeddings, 10k windows a
+run, each run ending with its results part), then one more run adds 1,000 windows. Measured:
+`state.sqlite` per window; that last run's end-of-run cost (commit the buffered writes, write
+its Parquet part, append its vectors to the search matrix); a no-op resume's store side (open,
+then one `known_file` lookup per file); `seeknetic-prep status` as a fresh process; and in a
+fresh process, `search`'s load (first the parts' small columns, merged and cached in
+`search/windows.arrow`; then from that cache, as every later search until the next run) and
+one exact ranking (top 10, chunked float32 matmul over the memory-mapped matrix), with the
+process's peak RSS and its anonymous part (all but the mapped files). 1M windows take about
+12 minutes and 14 GB of disk here (`--scale-1m`).
+"""
+
+
 def write_readme(body: str) -> None:
     text = README.read_text()  # re-read right before writing: other sections change under us
     README.write_text(replace_section(text, "performance", README_INTRO + "\n" + body))
@@ -677,7 +725,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="1 repetition, small clips only: skips the 1080p/4K clips and sections b, c")
-    p.add_argument("--only", default=",".join(SECTIONS), help="sections to run, e.g. a,c (default: all)")
+    p.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                   help="sections to run, e.g. a,c (default: a,b,c,d,e; s is the state-at-scale section)")
+    p.add_argument("--scale", default="10000,100000",
+                   help="section s: windows of history, comma-separated (default 10000,100000)")
+    p.add_argument("--scale-1m", action="store_true", help="section s: also 1,000,000 windows (slow, ~5 GB)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per cell (default 3, --quick 1)")
     p.add_argument("--cache", type=Path, default=ROOT / inputs.CACHE_NAME, help="where clips are generated")
     p.add_argument("--no-fixtures", action="store_true", help="leave the repo's fixtures out of section a")
@@ -706,6 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = [inputs.ensure(inputs.RECIPES[n], cache) for n in clips] if "a" in sections else []
     if not args.no_fixtures and "a" in sections:
         files += fixture_files()
+    if sections == ["s"]:
+        return section_scale(args, command)
     report = Report(reps=args.reps)
     smallest = inputs.ensure(inputs.RECIPES["h264-360p30-35s"], cache)
     warm_up(smallest)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from .runspec import Progress, RunSummary
 from .stages import DecodeTask, FilePlan, unit_request_id
-from .store import Store, Unit
+from .store import FileRow, Store, Unit
 
 __all__ = ["Admission", "Ledger", "Work"]
 
@@ -87,7 +87,7 @@ class Ledger:
         """
         fp = plan.fingerprint
         self.store.record_file(path, status="ok", fingerprint=fp, size=plan.size,
-                               duration_ms=plan.duration_ms)
+                               duration_ms=plan.duration_ms, mtime_ns=plan.mtime_ns, inode=plan.inode)
         empty = Admission([], [], [])
         with self._lock:
             if fp in self._paths:  # the same content under another path: worked on once
@@ -145,6 +145,28 @@ class Ledger:
                     resize=resize,
                 ))
         return admission
+
+    def known(self, path: str, row: FileRow) -> int:
+        """Count a file the store says is unchanged and finished, without probing it again;
+        return its windows. Its failures, if any, are read back so the summary names them."""
+        fp = row.fingerprint
+        assert fp is not None
+        tally = self.store.tally(fp, self.services)
+        failed = ([(u.request_id, u.error or "failed") for u in self.store.units_of(fp)
+                   if u.status == "failed" and u.service in self.services] if tally.get("failed") else [])
+        with self._lock:
+            if fp in self._paths:
+                self._paths[fp].append(path)
+            else:
+                self._paths[fp] = [path]
+                self._windows[fp] = tally["windows"]
+                self.summary.windows += tally["windows"]
+                self.summary.jobs_completed += tally.get("completed", 0)
+                for rid, error in failed:
+                    self._count_failure(fp, rid, error)
+            self.progress.file_planned(path, windows=tally["windows"], to_decode=0, jobs=0)
+            self._finish_content(fp, [path])
+        return tally["windows"]
 
     def file_failed(self, path: str, error: str) -> None:
         """A file that could not be planned (not media, missing, ...)."""

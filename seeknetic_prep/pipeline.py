@@ -50,8 +50,9 @@ from .executors import (
 )
 from .ledger import Ledger, Work
 from .polling import PollStage
-from .results import write_results
+from .results import append_results_part
 from .runspec import Progress, RunOptions, RunSummary
+from .search import update_index
 from .stages import DecodeTask, is_environmental, retry_request_id
 from .store import Store
 from .uploading import UploadStage
@@ -80,7 +81,7 @@ class _Run:
         self.opt = options
         self.progress = progress
         self.executor = executor
-        self.summary = RunSummary(out=out, results_path=out / "results.jsonl")
+        self.summary = RunSummary(out=out, results_path=out / "parts")
         self.store = Store(out / "state.sqlite")
         self.ledger = Ledger(self.store, self.summary, progress, services=options.services)
         self.stop = threading.Event()
@@ -180,7 +181,12 @@ class _Run:
                     jobs_completed=self.ledger.completed_now,
                     outcome=self.summary.stopped_by or "finished",
                 )
-            write_results(self.store, self.summary.results_path, services=self.opt.services)
+            # The run's own Parquet part: what it finished, at a cost in proportion to that.
+            part = append_results_part(self.store, self.summary.out, self.run_id,
+                                       services=self.opt.services)
+            if part is not None:
+                update_index(self.summary.out)  # search sees the new windows; grows by the part
+            self.summary.results_path = part or self.summary.out / "parts"
         finally:
             self.store.close()
 
@@ -201,7 +207,9 @@ class _Run:
             self._check()
             while ex.in_flight < ex.capacity and not self.no_submit.is_set():
                 if files and len(backlog) < self.opt.plan_ahead:
-                    ex.submit(PlanTask(files.popleft()))
+                    path = files.popleft()
+                    if not self._skip_known(path):
+                        ex.submit(PlanTask(path))
                 elif backlog:
                     task = backlog.popleft()
                     if self.ledger.is_dead(task.fingerprint):
@@ -223,6 +231,23 @@ class _Run:
                 continue
             for event in ex.events(timeout=0.1):
                 self._route(event, backlog)
+
+    def _skip_known(self, path: str) -> bool:
+        """A file whose path, size, mtime and inode match a finished row is counted from the
+        state with one indexed lookup: no fingerprint, no probe (a no-op resume stays cheap)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False  # planning says why
+        row = self.store.known_file(path, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino,
+                                    services=self.opt.services)
+        if row is None:
+            return False
+        self.ledger.known(path, row)
+        self.files_planned += 1
+        self.bytes_planned += self.sizes.get(path, 0)
+        self._report_totals()
+        return True
 
     def _route(self, event: Event, backlog: deque[DecodeTask]) -> None:
         if isinstance(event, WindowReady):
@@ -347,10 +372,10 @@ def run_folder(
         raise InvalidArgumentError(
             f"no video files under {', '.join(str(p) for p in plist)} (looked for {looked}); "
             f"{others} other file(s) skipped. Use --extensions to pick up other names.")
-    _settled(out_dir, opt)
     engine = executor or make_local_executor(opt.worker_count)  # starts now: overlaps the key check
     try:
         client.check_auth()  # a wrong key stops here: one request, before any state or decoding
+        _settled(out_dir, opt)
         run = _Run(found, out_dir, client, opt, progress or Progress(), engine)
     except BaseException:
         engine.close()

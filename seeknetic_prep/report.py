@@ -85,6 +85,9 @@ def load_run(out: Path, *, max_files: int) -> RunData:
     Raises:
         InvalidArgumentError: ``out`` holds no run state.
     """
+    import json
+
+    from .results import TAG_TYPES, compact, list_parts, part_schema
     from .store import Store
 
     db = Path(out) / "state.sqlite"
@@ -94,33 +97,49 @@ def load_run(out: Path, *, max_files: int) -> RunData:
         counts = store.counts()
         runs = store.runs()
         files = store.files()
-        shown: dict[str, FileEntry] = {}
-        failed_jobs: list[tuple[str, int, str, str, str]] = []
-        failed_total = 0
-        for frow, unit in store.iter_result_rows():
-            if unit is None:
+    shown: dict[str, FileEntry] = {}
+    failed_jobs: list[tuple[str, int, str, str, str]] = []
+    failed_total = 0
+    durations = {f.path: f.duration_ms for f in files}
+    if list_parts(Path(out)):
+        small = [c for c in part_schema().names if c != "embedding"]
+        table = compact(Path(out), columns=small)  # the windows, without the embeddings
+        rows = table.to_pylist()
+        picked: list[int] = []
+        for i, row in enumerate(rows):
+            if row["window_index"] is None:
                 continue
-            if unit.status == "failed":
-                failed_total += 1
-                if len(failed_jobs) < _MAX_FAILURES:
-                    failed_jobs.append((frow.path, unit.window_index, unit.service, unit.request_id,
-                                        unit.error or "?"))
-            entry = shown.get(frow.path)
+            path = row["path"]
+            for service in ("embedding", "tagging"):
+                if row.get(f"{service}_status") == "failed":
+                    failed_total += 1
+                    if len(failed_jobs) < _MAX_FAILURES:
+                        failed_jobs.append((path, row["window_index"], service,
+                                            row.get(f"{service}_request_id") or "?",
+                                            row.get(f"{service}_error") or "?"))
+            entry = shown.get(path)
             if entry is None:
                 if len(shown) >= max_files:
                     continue
-                entry = shown[frow.path] = FileEntry(frow.path, frow.fingerprint, frow.duration_ms)
-            if not entry.windows or entry.windows[-1].index != unit.window_index:
-                entry.windows.append(WindowEntry(unit.window_index, unit.start_ms, unit.end_ms))
-            win = entry.windows[-1]
-            win.frame_times_ms = win.frame_times_ms or unit.frame_times_ms
-            result = unit.result or {}
-            if unit.status == "failed":
-                win.errors.append(f"{unit.service}: {unit.error}")
-            elif isinstance(result.get("tags"), dict):
-                win.tags = result["tags"]
-            elif isinstance(result.get("embedding"), list):
-                win.embedding = np.asarray(result["embedding"], np.float32)
+                entry = shown[path] = FileEntry(path, row["fingerprint"], durations.get(path))
+            win = WindowEntry(row["window_index"], row["start_ms"], row["end_ms"], row["frame_times_ms"])
+            win.errors = [f"{svc}: {row.get(f'{svc}_error')}" for svc in ("embedding", "tagging")
+                          if row.get(f"{svc}_status") == "failed"]
+            if row.get("tagging_status") == "completed":
+                tags = {k: row[k] for k in TAG_TYPES if row.get(k) is not None}
+                tags.update(json.loads(row["tags_extra"]) if row.get("tags_extra") else {})
+                win.tags = tags
+            entry.windows.append(win)
+            picked.append(i)
+        if picked:  # embeddings only for the windows shown: never the whole matrix
+            full = compact(Path(out), columns=["embedding"])
+            vectors = full.take(picked)["embedding"].to_pylist()
+            at = 0
+            for entry in shown.values():
+                for win in entry.windows:
+                    if vectors[at] is not None:
+                        win.embedding = np.asarray(vectors[at], np.float32)
+                    at += 1
     return RunData(
         out=Path(out),
         counts=counts,

@@ -1,26 +1,46 @@
 """Search a run's results: rank windows by similarity to a query embedding, filter by tags.
 
-This is the last stage, over ``<out>/results.jsonl`` only: the query's embedding comes from the
-API (``POST /video_embedding/encode_text``, see :mod:`seeknetic_prep.commands.search`), so this
-module stays pure and testable with plain vectors. Embeddings are L2-normalised by the API, but
-they are normalised again here so a result written by another tool cannot skew the ranking.
-A window's tags (from the tagging service) are joined to its embedding by (fingerprint, window),
-so one hit shows both.
+The results are the Parquet parts (:mod:`seeknetic_prep.results`); beside them this module
+keeps ``<out>/search/``: ``vectors.f32``, every embedding of every part, L2-normalised, as one
+float32 matrix that is memory-mapped and never parsed, and for each part a ``.rows.npy`` that
+maps the part's rows to matrix rows (-1: no embedding). :func:`update_index` appends the parts
+it has not seen (cost in proportion to them), so the matrix grows with the runs.
+
+A search reads the parts' small columns (no embeddings), keeps the current rows
+(:func:`seeknetic_prep.results.latest_rows`; cached in ``windows.arrow``, memory-mapped, until
+a new part appears), applies the tag filters as column filters, and
+ranks what is left exactly: a chunked float32 matmul against the memory-mapped matrix and
+``argpartition``. Memory beyond the mapping is a few bytes per window.
+
+The query's embedding comes from the API (``POST /video_embedding/encode_text``, see
+:mod:`seeknetic_prep.commands.search`), so this module stays pure and testable with vectors.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, StateError
+from .results import PARTS_DIR, TAG_TYPES, latest_rows, list_parts
+from .store import display_path
 
-__all__ = ["Hit", "load_windows", "parse_tag_filters", "rank"]
+__all__ = ["Hit", "Windows", "list_tags", "load_windows", "parse_tag_filters", "rank", "update_index"]
+
+INDEX_DIR = "search"
+CHUNK_ROWS = 65_536
+_META = ["path_bytes", "fingerprint", "file_status", "window_index", "start_ms", "end_ms",
+         *TAG_TYPES, "tags_extra"]
 
 
 @dataclass(frozen=True)
@@ -35,39 +55,136 @@ class Hit:
 
 
 @dataclass
-class _Window:
-    path: str
-    start_ms: int
-    end_ms: int
-    embedding: list[float] | None = None
-    tags: dict[str, Any] = field(default_factory=dict)
+class Windows:
+    """The current windows of a run: their columns (no embeddings) and the matrix.
+
+    ``table`` holds only current rows with a window; ``vector_row[i]`` is row ``i``'s row in
+    ``vectors`` (-1: no embedding).
+    """
+
+    table: pa.Table
+    vector_row: np.ndarray
+    vectors: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
 
 
-def load_windows(results_path: Path) -> list[_Window]:
-    """Every completed window in ``results_path``, with its embedding and tags joined.
+def _index_state(folder: Path) -> dict[str, Any]:
+    path = folder / "index.json"
+    if not path.exists():
+        return {"dim": None, "vectors": 0, "parts": []}
+    state: dict[str, Any] = json.loads(path.read_text())
+    return state
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def update_index(out_dir: Path) -> int:
+    """Append the embeddings of parts not indexed yet to ``<out>/search``; return how many.
+
+    Crash-safe: the matrix is cut back to the length ``index.json`` records before anything is
+    appended, and ``index.json`` is replaced last.
 
     Raises:
-        InvalidArgumentError: the file is missing (no run wrote to that folder yet).
+        StateError: a part's embeddings have another size than the matrix's.
     """
-    if not results_path.exists():
+    folder = Path(out_dir) / INDEX_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "a") as lock:  # a search and a run's end may index at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _update(Path(out_dir), folder)
+
+
+def _update(out_dir: Path, folder: Path) -> int:
+    state = _index_state(folder)
+    seen = set(state["parts"])
+    added = 0
+    matrix = folder / "vectors.f32"
+    for part in list_parts(out_dir):
+        if part.name in seen:
+            continue
+        column = pq.read_table(part, columns=["embedding"])["embedding"].combine_chunks()
+        dim = int(column.type.list_size)
+        if state["dim"] not in (None, dim):
+            raise StateError(f"{part}: embeddings of {dim} values, the index has {state['dim']}.")
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        vecs = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+        vecs = vecs.reshape(-1, dim)
+        if len(vecs) != int(valid.sum()):  # flatten kept the null slots' values: drop them
+            vecs = vecs[valid]
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        rows = np.full(len(valid), -1, dtype=np.int64)
+        rows[valid] = state["vectors"] + np.arange(int(valid.sum()))
+        with open(matrix, "ab") as f:
+            f.truncate(state["vectors"] * dim * 4)
+            f.seek(state["vectors"] * dim * 4)
+            f.write(vecs.astype("<f4").tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        buf = _npy_bytes(rows)
+        _replace(folder / f"{part.name}.rows.npy", buf)
+        state = {"dim": dim, "vectors": state["vectors"] + len(vecs), "parts": [*state["parts"], part.name]}
+        _replace(folder / "index.json", json.dumps(state).encode())
+        added += len(vecs)
+    return added
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def load_windows(out_dir: Path) -> Windows:
+    """The current windows of ``out_dir`` (indexing new parts first).
+
+    Raises:
+        InvalidArgumentError: no parts (no run wrote to that folder yet).
+    """
+    parts = list_parts(out_dir)
+    if not parts:
         raise InvalidArgumentError(
-            f"No results at {results_path}: run `seeknetic-prep run PATH --out {results_path.parent}` first."
+            f"No results in {Path(out_dir) / PARTS_DIR}: run `seeknetic-prep run PATH --out {out_dir}` first."
         )
-    windows: dict[tuple[str, int], _Window] = {}
-    with open(results_path, encoding="utf-8") as f:
-        for raw in f:
-            line = json.loads(raw)
-            if line.get("status") != "completed" or line.get("start_ms") is None:
-                continue
-            key = (str(line.get("fingerprint")), int(line["start_ms"]))
-            win = windows.get(key)
-            if win is None:
-                win = windows[key] = _Window(str(line["path"]), int(line["start_ms"]), int(line["end_ms"]))
-            if line.get("service") == "embedding" and line.get("embedding"):
-                win.embedding = [float(x) for x in line["embedding"]]
-            elif line.get("service") == "tagging" and isinstance(line.get("tags"), dict):
-                win.tags = line["tags"]
-    return sorted(windows.values(), key=lambda w: (w.path, w.start_ms))
+    update_index(out_dir)
+    folder = Path(out_dir) / INDEX_DIR
+    state = _index_state(folder)
+    table, rowmap = _current(folder, parts)
+    dim = state["dim"] or 1
+    count = int(state["vectors"])
+    vectors = (np.memmap(folder / "vectors.f32", dtype="<f4", mode="r", shape=(count, dim))
+               if count else np.zeros((0, dim), dtype=np.float32))
+    return Windows(table, rowmap, vectors)
+
+
+def _current(folder: Path, parts: list[Path]) -> tuple[pa.Table, np.ndarray]:
+    """The current rows of ``parts`` and their matrix rows, from ``windows.arrow`` when it was
+    made from the same parts (memory-mapped: no parsing), else merged and cached there."""
+    cache, names = folder / "windows.arrow", [p.name for p in parts]
+    if cache.exists():
+        # Left open: the table's buffers point into the mapping (closed when they are freed).
+        cached = pa.ipc.open_file(pa.memory_map(str(cache))).read_all()
+        if json.loads((cached.schema.metadata or {}).get(b"parts", b"[]")) == names:
+            return cached.drop_columns(["_vector_row"]), cached["_vector_row"].to_numpy()
+    table = pa.concat_tables([pq.read_table(p, columns=_META) for p in parts])
+    rowmap = np.concatenate([np.load(folder / f"{p.name}.rows.npy") for p in parts])
+    keep = latest_rows(table)
+    keep = keep[table["window_index"].is_valid().to_numpy(zero_copy_only=False)[keep]]
+    table, rowmap = table.take(pa.array(keep)), rowmap[keep]
+    out = table.append_column("_vector_row", pa.array(rowmap)).replace_schema_metadata(
+        {"parts": json.dumps(names)})
+    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, out.schema) as writer:
+        writer.write_table(out)
+    os.replace(tmp, cache)
+    return table, rowmap
 
 
 def parse_tag_filters(specs: Iterable[str]) -> dict[str, str]:
@@ -87,48 +204,138 @@ def parse_tag_filters(specs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _matches(tags: Mapping[str, Any], filters: Mapping[str, str]) -> bool:
+def _extra_names(table: pa.Table) -> set[str]:
+    names: set[str] = set()
+    for text in pc.unique(table["tags_extra"]).to_pylist():
+        if text:
+            names.update(json.loads(text))
+    return names
+
+
+def _filter_mask(table: pa.Table, filters: Mapping[str, str]) -> np.ndarray:
+    """Rows whose tags match every filter (case-insensitive, as text), as a boolean array."""
+    mask = np.ones(table.num_rows, dtype=bool)
+    extras: set[str] | None = None
     for name, want in filters.items():
-        have = tags.get(name)
-        values = have if isinstance(have, list) else [have]
-        if not any(str(v).lower() == want.lower() for v in values):
-            return False
-    return True
+        if name in TAG_TYPES:
+            column = table[name]
+            text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+            if pa.types.is_floating(column.type):
+                try:
+                    hit = pc.equal(column, float(want))
+                except ValueError:
+                    hit = pc.equal(text, want)
+            else:
+                hit = pc.equal(pc.utf8_lower(text), want.lower())
+            mask &= pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+            continue
+        extras = _extra_names(table) if extras is None else extras
+        if name not in extras:
+            known = ", ".join(sorted({*TAG_TYPES, *extras}))
+            raise InvalidArgumentError(f"Unknown tag {name!r}: the results have {known}.")
+        values = table["tags_extra"].to_pylist()
+        for i, text in enumerate(values):
+            if mask[i]:
+                have = json.loads(text).get(name) if text else None
+                items = have if isinstance(have, list) else [have]
+                mask[i] = any(str(v).lower() == want.lower() for v in items)
+    return mask
+
+
+def _tags(table: pa.Table, i: int) -> dict[str, Any]:
+    row = table.slice(i, 1).select([*TAG_TYPES, "tags_extra"]).to_pylist()[0]
+    extra = row.pop("tags_extra")
+    tags = {k: v for k, v in row.items() if v is not None}
+    if extra:
+        tags.update(json.loads(extra))
+    return tags
 
 
 def rank(
-    windows: Sequence[_Window],
-    query: Sequence[float] | None,
+    windows: Windows,
+    query: Sequence[float] | np.ndarray | None,
     *,
     tags: Mapping[str, str] | None = None,
     top: int = 10,
-) -> list[Hit]:
-    """The ``top`` windows most similar to ``query`` (cosine), among those whose tags match.
-
-    With no query, the matching windows in file order. Windows without an embedding cannot be
-    ranked and are left out when there is a query.
+) -> tuple[list[Hit], int]:
+    """The ``top`` windows most similar to ``query`` (cosine), among those whose tags match,
+    and how many matched. With no query, the matching windows in path and window order.
+    Windows without an embedding are left out when there is a query.
 
     Raises:
-        InvalidArgumentError: ``top`` < 1, or the query's dimension differs from the results'.
+        InvalidArgumentError: ``top`` < 1, an unknown tag, or a query of another dimension.
     """
     if top < 1:
         raise InvalidArgumentError(f"Invalid top {top}: must be >= 1.")
-    pool = [w for w in windows if _matches(w.tags, tags or {})]
+    table = windows.table
+    mask = _filter_mask(table, tags or {})
     if query is None:
-        return [Hit(w.path, w.start_ms, w.end_ms, None, w.tags) for w in pool[:top]]
-    pool = [w for w in pool if w.embedding is not None]
-    if not pool:
-        return []
-    q = np.asarray(query, dtype=np.float64)
-    matrix = np.asarray([w.embedding for w in pool], dtype=np.float64)
-    if matrix.shape[1] != q.shape[0]:
+        idx = np.flatnonzero(mask)
+        sub = table.take(pa.array(idx)).select(["path_bytes", "window_index"])
+        order = pc.sort_indices(sub, sort_keys=[("path_bytes", "ascending"), ("window_index", "ascending")])
+        chosen = idx[order.to_numpy()[:top]]
+        return [_hit(table, int(i), None) for i in chosen], len(idx)
+    rows = windows.vector_row
+    mask &= rows >= 0
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return [], 0
+    q = np.asarray(query, dtype=np.float32)
+    dim = windows.vectors.shape[1]
+    if q.shape != (dim,):
         raise InvalidArgumentError(
-            f"Query embedding has {q.shape[0]} dimensions but the results have {matrix.shape[1]}: "
+            f"Query embedding has {q.size} dimensions but the results have {dim}: "
             "were they made by another model?"
         )
-    q /= np.linalg.norm(q) or 1.0
-    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-    scores = matrix @ q
-    order = np.argsort(-scores, kind="stable")[:top]
-    return [Hit(pool[i].path, pool[i].start_ms, pool[i].end_ms, float(scores[i]), pool[i].tags)
-            for i in order]
+    q = q / (np.linalg.norm(q) or 1.0)
+    scores = _scores(windows.vectors, rows[idx], q)
+    k = min(top, len(idx))
+    best = np.argpartition(-scores, k - 1)[:k] if k < len(idx) else np.arange(len(idx))
+    best = best[np.lexsort((best, -scores[best]))]  # by score, ties by position: deterministic
+    return [_hit(table, int(idx[b]), float(scores[b])) for b in best], len(idx)
+
+
+def _scores(vectors: np.ndarray, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``vectors[rows] @ q``, reading the mapping in chunks (all of it when most rows count)."""
+    total = vectors.shape[0]
+    if len(rows) * 4 < total:  # a narrow filter: gather just those rows, in file order
+        order = np.argsort(rows, kind="stable")
+        out = np.empty(len(rows), dtype=np.float32)
+        for a in range(0, len(rows), CHUNK_ROWS):
+            sel = order[a:a + CHUNK_ROWS]
+            out[sel] = vectors[rows[sel]] @ q
+        return out
+    every = np.empty(total, dtype=np.float32)
+    for a in range(0, total, CHUNK_ROWS):
+        every[a:a + CHUNK_ROWS] = vectors[a:a + CHUNK_ROWS] @ q
+    scores: np.ndarray = every[rows]
+    return scores
+
+
+def _hit(table: pa.Table, i: int, score: float | None) -> Hit:
+    return Hit(display_path(table["path_bytes"][i].as_py()), int(table["start_ms"][i].as_py()),
+               int(table["end_ms"][i].as_py()), score, _tags(table, i))
+
+
+def list_tags(windows: Windows) -> dict[str, Any]:
+    """Each tag with the values that occur: ``{name: [(value, count), ...]}`` for categories,
+    ``{name: (min, max)}`` for measurements; tags outside the typed columns by count."""
+    table = windows.table
+    out: dict[str, Any] = {}
+    for name, kind in TAG_TYPES.items():
+        column = table[name]
+        if column.null_count == len(column):
+            continue
+        if kind == pa.string():
+            counts = pc.value_counts(column.drop_null()).to_pylist()
+            out[name] = sorted(((c["values"], int(c["counts"])) for c in counts), key=lambda x: (-x[1], x[0]))
+        else:
+            bounds = pc.min_max(column).as_py()
+            out[name] = (bounds["min"], bounds["max"])
+    extra: dict[str, int] = {}
+    for text in table["tags_extra"].drop_null().to_pylist():
+        for key in json.loads(text):
+            extra[key] = extra.get(key, 0) + 1
+    for key, n in sorted(extra.items()):
+        out.setdefault(key, [("(other)", n)])
+    return out

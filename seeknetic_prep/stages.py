@@ -60,6 +60,8 @@ class FilePlan:
     size: int
     duration_ms: int
     windows: tuple[tuple[int, int, int], ...]  # (index, start_ms, end_ms)
+    mtime_ns: int = 0  # from the stat taken before fingerprinting: a later change is seen
+    inode: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ def plan_file(path: str) -> FilePlan:
     except OSError as exc:
         raise MediaError(path, f"unreadable: {exc.strerror or exc}") from exc
     return FilePlan(path, fp, st.st_size, int(info.duration_ms),
-                    tuple((w.index, w.start_ms, w.end_ms) for w in windows))
+                    tuple((w.index, w.start_ms, w.end_ms) for w in windows),
+                    mtime_ns=st.st_mtime_ns, inode=st.st_ino)
 
 
 def _kind(mode: int) -> str:

@@ -131,4 +131,37 @@ def silent_server() -> Iterator[str]:
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """A run's results, one dict per (path, window, service) that reached an end, read from the
+    Parquet parts ``run`` wrote (``path`` is the run's ``--out``, or a file in it).
+
+    A file that could not be preprocessed is one ``failed`` entry per service, with its reason.
+    The per-service shape is what the tests' assertions about request ids are written in.
+    """
+    from seeknetic_prep.results import TAG_TYPES, compact, list_parts
+
+    out = path if path.is_dir() else path.parent
+    if not list_parts(out):
+        return []
+    lines: list[dict[str, Any]] = []
+    for row in compact(out).to_pylist():
+        base = {"path": row["path"], "fingerprint": row["fingerprint"], "start_ms": row["start_ms"],
+                "end_ms": row["end_ms"], "frame_times_ms": row["frame_times_ms"]}
+        for service in ("embedding", "tagging"):
+            status = row[f"{service}_status"]
+            if row["window_index"] is None:
+                if row["file_status"] == "failed" and status is not None:
+                    lines.append({**base, "service": service, "request_id": None, "status": "failed",
+                                  "error": row[f"{service}_error"]})
+                continue
+            if status not in ("completed", "failed"):
+                continue
+            line = {**base, "service": service, "request_id": row[f"{service}_request_id"],
+                    "status": status, "error": row[f"{service}_error"]}
+            if service == "embedding":
+                line["embedding"] = row["embedding"]
+            else:
+                tags = {k: row[k] for k in TAG_TYPES if row[k] is not None}
+                tags.update(json.loads(row["tags_extra"]) if row["tags_extra"] else {})
+                line["tags"] = tags if status == "completed" else None
+            lines.append(line)
+    return lines

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _pipeline_helpers import read_results
 
 from seeknetic_prep.extras import EMULATOR_MODULES, missing
 
@@ -59,7 +60,7 @@ def test_the_extra_is_installed_here() -> None:
 def test_without_the_extra_one_line_says_what_to_install(tmp_path: Path, args: tuple[str, ...]) -> None:
     if args[0] == "search":
         (tmp_path / "out").mkdir()
-        (tmp_path / "out" / "results.jsonl").write_text("")
+        (tmp_path / "out" / "parts").mkdir()
     proc = _cli(*(a.format(tmp=tmp_path) for a in args), hide=("fastapi", "uvicorn"))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -77,18 +78,18 @@ def test_run_local_drops_tensors_of_finished_jobs_and_status_shows_disk(tmp_path
         assert proc.returncode == 0, proc.stdout + proc.stderr
     assert list((dropped / "emulator" / "tensors").rglob("*.json")) == []
     assert len(list((kept / "emulator" / "tensors").rglob("*.json"))) == 4  # 2 for each service
-    results = (dropped / "results.jsonl").read_text()
-    assert results.count('"completed"') == 2 and results == (kept / "results.jsonl").read_text()
+    results = read_results(dropped)
+    assert [x["status"] for x in results] == ["completed"] * 2 and results == read_results(kept)
     # The rerun finds its jobs done (served from the emulator's SQLite) and uploads nothing.
     again = _cli("run", short, "--local", "--out", str(dropped), "--workers", "0", "--quiet")
     assert again.returncode == 0, again.stderr
-    assert (dropped / "results.jsonl").read_text() == results
+    assert read_results(dropped) == results
 
     status = _cli("status", "--out", str(kept))
     assert status.returncode == 0, status.stderr
     disk = status.stdout.strip().splitlines()[-1]
     assert disk.startswith("disk: ") and f" in {kept} (" in disk
-    assert "emulator " in disk and "state " in disk and "results " in disk
+    assert "emulator " in disk and "state " in disk and "parts " in disk
     emulator_mb = float(disk.split("emulator ")[1].split(" MB")[0])
     assert emulator_mb > 5  # the kept tensors: one window, both services, ~6 MB
     dropped_disk = _cli("status", "--out", str(dropped)).stdout.strip().splitlines()[-1]

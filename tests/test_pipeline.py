@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,11 +82,11 @@ def test_rerun_touches_nothing_and_gives_the_same_results(
     out = tmp_path / "out"
     with _client(fresh) as c:
         first = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
-        before = (out / "results.jsonl").read_text()
+        before = json.dumps(read_results(out))
         second = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
     assert first.exit_code == 0 and second.exit_code == 0
     assert second.windows_decoded == 0 and second.jobs_completed == first.jobs_completed == 6
-    assert (out / "results.jsonl").read_text() == before
+    assert json.dumps(read_results(out)) == before
     _assert_submitted_once(fresh, read_results(out / "results.jsonl"))
 
 
@@ -211,7 +212,7 @@ def test_resume_from_every_recorded_step_submits_nothing_twice(
     out = tmp_path / "out"
     with _client(fresh) as c:
         assert run_folder([src], out=out, client=c, options=RunOptions(workers=0)).exit_code == 0
-        reference = (out / "results.jsonl").read_text()
+        reference = json.dumps(read_results(out))
         with Store(out / "state.sqlite") as store:
             units = store.units_with_status("completed")
             assert len(units) == 6
@@ -224,7 +225,7 @@ def test_resume_from_every_recorded_step_submits_nothing_twice(
         uploads_before = dict(fresh.stats()["uploads"])
         again = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
     assert again.exit_code == 0 and again.jobs_completed == 6
-    assert (out / "results.jsonl").read_text() == reference
+    assert json.dumps(read_results(out)) == reference
     stats = fresh.stats()
     assert {stats["submissions"][u.request_id] for u in units} == {1}
     uploads = {u.request_id: stats["uploads"][u.request_id] - uploads_before[u.request_id] for u in units}

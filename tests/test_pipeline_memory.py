@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _pipeline_helpers import ROOT
+from _pipeline_helpers import ROOT, read_results
 
 
 def write_clips(folder: Path, count: int, *, seconds: float = 2.0, fps: int = 12) -> None:
@@ -65,7 +65,7 @@ def test_peak_memory_flat_for_10_and_100_files(tmp_path: Path) -> None:
                "--quiet", "--out", str(tmp_path / f"out{count}")]
         peak, code = peak_tree_rss_mb(cmd)
         assert code == 0
-        lines = (tmp_path / f"out{count}" / "results.jsonl").read_text().splitlines()
+        lines = read_results(tmp_path / f"out{count}")
         assert len(lines) == 2 * count
         figures[count] = peak
     print(f"peak RSS of the process tree: 10 windows {figures[10]:.0f} MB, 100 windows {figures[100]:.0f} MB")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _media_truth import on_screen, read_index
+from _pipeline_helpers import read_results
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +79,7 @@ def test_report_shows_totals_failures_tags_and_neighbours(page: str) -> None:
 
 def test_thumbnails_are_the_frames_the_run_used(run_out: Path, page: str) -> None:
     """The first strip is desert.mp4 window 0 (files by path): frames 0, 6, 11 of that window."""
-    lines = [json.loads(x) for x in (run_out / "results.jsonl").read_text().splitlines()]
+    lines = read_results(run_out)
     first = sorted((x for x in lines if x["status"] == "completed"), key=lambda x: x["path"])[0]
     assert first["path"].endswith("desert.mp4") and first["start_ms"] == 0
     truth = TRUTH["demo/desert.mp4"]

@@ -74,7 +74,7 @@ def test_demo_local_exits_0_and_shows_results(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _run("run", "fixtures/demo", "--local", "--out", str(out), "--workers", "1")
     assert proc.returncode == 0, proc.stderr
-    assert f"results: {out / 'results.jsonl'}" in proc.stdout
+    assert f"results: {out / 'parts'}" in proc.stdout
     assert "seeknetic-prep search QUERY" in proc.stdout and "Traceback" not in proc.stderr
     lines = read_results(out / "results.jsonl")
     assert len(lines) == 10 and all(x["status"] == "completed" for x in lines)

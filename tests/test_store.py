@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from seeknetic_prep.errors import StateError
-from seeknetic_prep.results import write_results
+from seeknetic_prep.results import append_results_part, compact
 from seeknetic_prep.store import SCHEMA_VERSION, Store
+from seeknetic_prep.store_schema import MIGRATIONS
 
 
 def request_id_for(fp: str, index: int, service: str) -> str:
@@ -66,7 +70,9 @@ def test_unit_lifecycle_survives_reopen(tmp_path: Path) -> None:
         by_rid = {u.request_id: u for u in store.units_of("f" * 32)}
         assert [by_rid[r].status for r in rids] == ["uploaded", "submitted", "completed", "failed"]
         assert by_rid[rids[0]].r2_keys == {"video_input": "tensors/x/video_input.json"}
-        assert by_rid[rids[2]].result == {"embedding": [0.5, 0.5]}
+        assert by_rid[rids[2]].result is None  # lists of units never read an embedding
+        assert store.result(rids[2]) == {"embedding": [0.5, 0.5]}
+        assert store.unit(rids[2]).result == {"embedding": [0.5, 0.5]}  # type: ignore[union-attr]
         assert by_rid[rids[3]].error == "boom"
         assert store.counts() == {"uploaded": 1, "submitted": 1, "completed": 1, "failed": 1}
 
@@ -111,6 +117,7 @@ def test_writes_from_another_process_are_visible(tmp_path: Path) -> None:
             "import sys; from seeknetic_prep.store import Store\n"
             "s = Store(sys.argv[1]); s.mark_failed(sys.argv[2], 'from child'); s.close()\n"
         )
+        store.flush()  # the plan is committed at once; flush() is the barrier for transitions
         subprocess.run([sys.executable, "-c", code, str(path), rid], check=True)
         unit = store.unit(rid)
         assert unit is not None and unit.error == "from child"
@@ -118,26 +125,136 @@ def test_writes_from_another_process_are_visible(tmp_path: Path) -> None:
 
 def test_results_follow_the_database(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite") as store:
+        run_id = store.start_run()
         fp = "a" * 32
         store.record_file("/v/a.mp4", status="ok", fingerprint=fp, size=1, duration_ms=20_000)
         store.record_file("/v/bad.mp4", status="failed", error="/v/bad.mp4: empty file")
         rids = _plan(store, fp=fp)
         store.mark_uploaded(rids[0], {"video_input": "k"}, [5.0] * 12)
         store.mark_submitted(rids[0])
-        store.mark_completed(rids[0], {"embedding": [0.6, 0.8]})
+        store.mark_completed(rids[0], {"embedding": [0.6, 0.8]})  # kept as float32
         store.mark_failed(rids[1], "tagging failed")
-        out = tmp_path / "results.jsonl"
-        assert write_results(store, out, services=("embedding", "tagging")) == 4
-    import json
-
-    lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [(x["path"], x["service"], x["status"]) for x in lines] == [
-        ("/v/a.mp4", "embedding", "completed"),
-        ("/v/a.mp4", "tagging", "failed"),
-        ("/v/bad.mp4", "embedding", "failed"),
-        ("/v/bad.mp4", "tagging", "failed"),
+        part = append_results_part(store, tmp_path, run_id, services=("embedding", "tagging"))
+    assert part is not None and part.exists()
+    rows = compact(tmp_path).to_pylist()
+    assert [(x["path"], x["window_index"], x["embedding_status"], x["tagging_status"]) for x in rows] == [
+        ("/v/a.mp4", 0, "completed", "failed"),
+        ("/v/bad.mp4", None, "failed", "failed"),
     ]
-    assert lines[0]["embedding"] == [0.6, 0.8] and lines[0]["frame_times_ms"] == [5.0] * 12
-    assert lines[0]["start_ms"] == 0 and lines[0]["end_ms"] == 10_000 and lines[0]["error"] is None
-    assert lines[1]["tags"] is None and lines[1]["error"] == "tagging failed"
-    assert lines[2]["error"] == "/v/bad.mp4: empty file" and lines[2]["start_ms"] is None
+    assert rows[0]["embedding"] == pytest.approx([0.6, 0.8], abs=1e-7)
+    assert rows[0]["frame_times_ms"] == [5.0] * 12
+    assert rows[0]["start_ms"] == 0 and rows[0]["end_ms"] == 10_000 and rows[0]["embedding_error"] is None
+    assert rows[0]["tagging_error"] == "tagging failed"
+    assert rows[1]["embedding_error"] == "/v/bad.mp4: empty file" and rows[1]["start_ms"] is None
+
+
+def test_transitions_are_batched_but_committed_within_a_flush_period(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        rids = _plan(store, windows=50)
+        for rid in rids:
+            store.mark_failed(rid, "x")
+        other = sqlite3.connect(path)
+        deadline = time.monotonic() + 5
+        while other.execute("SELECT COUNT(*) FROM units WHERE status='failed'").fetchone()[0] < len(rids):
+            assert time.monotonic() < deadline, "the background flush never committed"
+            time.sleep(0.05)
+        other.close()
+
+
+def test_a_non_utf8_path_round_trips_exactly(tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9.mp4")  # 'caf\udce9.mp4' on Linux
+    target = tmp_path / name
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record_file(target, status="failed", error=f"{target}: empty file")
+        store.record_file(tmp_path / "ok.mp4", status="ok", fingerprint="a" * 32)
+    with Store(tmp_path / "s.sqlite") as store:
+        rows = {r.path: r for r in store.files()}
+    assert os.fsencode(str(target)) in {os.fsencode(p) for p in rows}
+    row = rows[str(target)]
+    assert row.display.endswith("caf\\xe9.mp4") and row.error is not None and "\\xe9" in row.error
+
+
+def test_paths_are_absolute_and_recorded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record_file("v/a.mp4", status="ok", fingerprint="a" * 32)
+        store.record_file(tmp_path / "v" / "a.mp4", status="ok", fingerprint="a" * 32)
+        store.record_file(tmp_path / "v" / "copy.mp4", status="ok", fingerprint="a" * 32)
+        paths = [r.path for r in store.files()]
+        assert paths == [str(tmp_path / "v" / "a.mp4"), str(tmp_path / "v" / "copy.mp4")]
+
+
+def test_known_file_skips_only_an_unchanged_finished_file(tmp_path: Path) -> None:
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"x" * 100)
+    st = video.stat()
+    fp = "a" * 32
+    stat = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    with Store(tmp_path / "s.sqlite") as store:
+        assert store.known_file(video, **stat) is None  # never seen
+        store.record_file(video, status="ok", fingerprint=fp, duration_ms=20_000, **stat)
+        rids = _plan(store, fp=fp)
+        assert store.known_file(video, **stat) is None  # units still planned
+        for rid in rids:
+            store.mark_uploaded(rid, {"video_input": "k"}, [0.0] * 12)
+            store.mark_submitted(rid)
+            store.mark_completed(rid, {"embedding": [1.0]})
+        row = store.known_file(video, **stat)
+        assert row is not None and row.fingerprint == fp and row.path == str(video)
+        assert store.tally(fp) == {"windows": 2, "completed": 4}
+        assert store.tally(fp, services=("tagging",)) == {"windows": 2, "completed": 2}
+        assert store.known_file(str(video), **{**stat, "size": st.st_size + 1}) is None
+        assert store.known_file(video, **{**stat, "mtime_ns": st.st_mtime_ns + 1}) is None
+        assert store.known_file(video, **{**stat, "inode": st.st_ino + 1}) is None
+        assert store.known_file(video, services=("embedding", "tagging", "other"), **stat) is None
+        # the lookup is one primary-key search, not a scan
+        plan = store.read("EXPLAIN QUERY PLAN SELECT * FROM files WHERE path=? AND size=?", (b"x", 1))
+        assert any("sqlite_autoindex_files_1" in str(r) for r in plan)
+
+
+def test_version_1_database_is_upgraded_with_its_results(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    assert isinstance(MIGRATIONS[0], str)
+    db.executescript(MIGRATIONS[0])
+    db.execute("PRAGMA user_version = 1")
+    now = time.time()
+    db.execute("INSERT INTO files VALUES ('/v/a.mp4', ?, 10, 20000, 'ok', NULL, ?)", ("a" * 32, now))
+    emb = [0.25, -0.5, 0.125]
+    for idx, svc, status, result in [(0, "embedding", "completed", {"embedding": emb, "model_name": "m"}),
+                                     (0, "tagging", "completed", {"tags": {"shot_size": "wide_shot"}}),
+                                     (1, "embedding", "submitted", None)]:
+        db.execute(
+            "INSERT INTO units (fingerprint, window_index, service, start_ms, end_ms, request_id, status, "
+            "frame_times_ms, r2_keys, result, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            ("a" * 32, idx, svc, idx * 10_000, (idx + 1) * 10_000, f"r{idx}{svc}", status, "[1.5]",
+             '{"video_input": "k"}', json.dumps(result) if result else None, now, now),
+        )
+    db.close()
+    with Store(path) as store:
+        assert store.files()[0].path == "/v/a.mp4"
+        assert store.result("r0embedding") == {"embedding": emb, "model_name": "m"}
+        assert store.result("r0tagging") == {"tags": {"shot_size": "wide_shot"}}
+        assert store.unit("r1embedding").status == "submitted"  # type: ignore[union-attr]
+        assert store.counts() == {"completed": 2, "submitted": 1}
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("SELECT MAX(length(result)) FROM units").fetchone()[0] < 100  # no JSON embedding
+    blob = db.execute("SELECT embedding FROM units WHERE request_id='r0embedding'").fetchone()[0]
+    assert len(blob) == 12
+    assert [r[0] for r in db.execute("SELECT DISTINCT finished_run FROM units ORDER BY 1")] == [None, 0]
+
+
+def test_reading_progress_never_reads_an_embedding(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        rids = _plan(store, windows=1)
+        store.mark_completed(rids[0], {"embedding": [0.5] * 1024})
+        store.flush()
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        store.units_of("f" * 32)
+        store.units_with_status("completed")
+        store.has_units("f" * 32)
+        store.counts()
+        assert len(statements) == 4 and not any("embedding" in s or "result" in s for s in statements)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..pipeline import Progress
+from ..store import display_path  # a name that is not UTF-8 prints escaped, never crashes
 
 __all__ = ["RunDisplay"]
 
@@ -81,7 +82,7 @@ class RunDisplay(Progress):
 
     def file_started(self, path: str) -> None:
         with self.lock:
-            self.in_flight[Path(path).name] = None
+            self.in_flight[display_path(Path(path).name)] = None
             self._status(force=True)
 
     def job_finished(self, request_id: str, status: str) -> None:
@@ -98,9 +99,9 @@ class RunDisplay(Progress):
             self._status()
 
     def file_finished(self, path: str, *, ok: bool, windows: int, error: str | None) -> None:
-        reason = error if error and error.startswith(path) else f"{path}: {error}"
+        reason = display_path(error if error and error.startswith(path) else f"{path}: {error}")
         with self.lock:
-            self.in_flight.pop(Path(path).name, None)
+            self.in_flight.pop(display_path(Path(path).name), None)
             if path in self._done_before:
                 self._done_before.discard(path)
                 if ok:
@@ -111,7 +112,7 @@ class RunDisplay(Progress):
                 self._status(force=True)
                 return
         if ok:
-            print(f"ok      {path} ({windows} window{'s' if windows != 1 else ''})", flush=True)
+            print(f"ok      {display_path(path)} ({windows} window{'s' if windows != 1 else ''})", flush=True)
         else:
             print(f"failed  {reason}", flush=True)
 

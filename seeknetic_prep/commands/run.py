@@ -136,9 +136,10 @@ def main(args: argparse.Namespace) -> int:
 
         print(f"report: {write_report(out)}")
     if summary.stopped_by != "auth" and summary.results_path.exists():
-        print(f"results: {summary.results_path}  (one JSON line per window and service; "
-              f"`seeknetic-prep search QUERY --out {out}` ranks them, "
-              f"`seeknetic-prep status --out {out}` shows progress and failures)")
+        print(f"results: {out / 'parts'} (Parquet, one row per window; this run's part "
+              f"{summary.results_path.name}). Next: `seeknetic-prep results --out {out} --format jsonl` "
+              f"exports them, `seeknetic-prep search QUERY --out {out}` ranks them, "
+              f"`seeknetic-prep status --out {out}` shows progress and failures.")
     return summary.exit_code
 
 
@@ -150,8 +151,10 @@ def _print_failures(summary: Any, out: Path) -> None:
     if not summary.failures:
         return
     print(f"failures ({len(summary.failures)}):", file=sys.stderr)
+    from ..store import display_path
+
     for where, why in summary.failures[:_SHOWN_FAILURES]:
-        print(f"  {why if why.startswith(where) else f'{where}: {why}'}", file=sys.stderr)
+        print(f"  {display_path(why if why.startswith(where) else f'{where}: {why}')}", file=sys.stderr)
     if len(summary.failures) > _SHOWN_FAILURES:
         print(f"  and {len(summary.failures) - _SHOWN_FAILURES} more: see "
               f"`seeknetic-prep status --out {out}`", file=sys.stderr)

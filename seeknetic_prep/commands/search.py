@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 HELP = (
-    "Rank the windows in --out/results.jsonl by similarity to a text query (embedded by the API) "
-    "and/or filter them by tags."
+    "Rank the windows of a run's results (--out) by similarity to a text query (embedded by the "
+    "API) and/or filter them by tags."
 )
 
 
@@ -20,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the run's output folder (default ./seeknetic-out)")
     parser.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE",
                         help="keep only windows with this tag value (repeatable), e.g. --tag shot_size=wide")
+    parser.add_argument("--list-tags", action="store_true",
+                        help="print the tag names and the values that occur, then exit")
     parser.add_argument("--top", type=int, default=10, help="how many windows to show (default 10)")
     parser.add_argument("--json", action="store_true", help="one JSON object per hit instead of a table")
     parser.add_argument("--local", action="store_true",
@@ -30,27 +33,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="API region when no base URL is given (default tokyo)")
 
 
+def sync_parts(out: Path) -> None:
+    """Write the parts a run never wrote (killed, or a version-1 state), if there is a state."""
+    db = out / "state.sqlite"
+    if not db.exists():
+        return
+    from ..results import ensure_parts
+    from ..store import Store
+
+    with Store(db) as store:
+        ensure_parts(store, out)
+
+
 def main(args: argparse.Namespace) -> int:
     from ..client import Client
-    from ..search import load_windows, parse_tag_filters, rank
+    from ..search import list_tags, load_windows, parse_tag_filters, rank
 
     filters = parse_tag_filters(args.tag)
-    windows = load_windows(args.out / "results.jsonl")
+    if args.local and args.query:  # say what to install before any work
+        from ..extras import require_emulator
+
+        require_emulator("search --local")
+    sync_parts(args.out)
+    windows = load_windows(args.out)
+    if args.list_tags:
+        for name, values in list_tags(windows).items():
+            if isinstance(values, tuple):
+                print(f"{name}: {values[0]} .. {values[1]}")
+            else:
+                print(f"{name}: " + ", ".join(f"{v} ({n})" for v, n in values))
+        return 0
     query_vec: list[float] | None = None
     if args.query:
         with ExitStack() as stack:
             base_url, key = args.base_url, args.api_key
             if args.local:
-                from ..extras import require_emulator
-
-                require_emulator("search --local")
                 from ..emulator import running
 
                 server = stack.enter_context(running())
                 base_url, key = server.base_url, server.api_key
             client = stack.enter_context(Client(key, base_url=base_url, region=args.region))
             query_vec = client.encode_text(args.query)
-    hits = rank(windows, query_vec, tags=filters, top=args.top)
+    hits, matched = rank(windows, query_vec, tags=filters, top=args.top)
     for hit in hits:
         if args.json:
             print(json.dumps({"path": hit.path, "start_ms": hit.start_ms, "end_ms": hit.end_ms,
@@ -60,6 +84,10 @@ def main(args: argparse.Namespace) -> int:
         # Categorical tags only: the measurements are in --json.
         tags = ", ".join(f"{k}={v}" for k, v in sorted(hit.tags.items()) if isinstance(v, str))
         print(f"{score}  {hit.path}  [{hit.start_ms / 1000:.1f}-{hit.end_ms / 1000:.1f} s]  {tags}")
-    if not hits:
-        print(f"no matching windows among {len(windows)} in {args.out / 'results.jsonl'}")
+    kind = "ranked" if query_vec is not None else "matching"
+    print(f"{len(hits)} of {matched} {kind} windows ({len(windows)} in {args.out})",
+          file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+__all__ = ["HELP", "add_arguments", "main", "sync_parts"]

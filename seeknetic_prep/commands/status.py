@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..errors import InvalidArgumentError
-    from ..store import Store
+    from ..store import Store, display_path
 
     db = Path(args.out) / "state.sqlite"
     if not db.exists():
@@ -29,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
     total = sum(counts.values())
     order = ("completed", "submitted", "uploaded", "planned", "failed")
     print(f"state: {db}")
-    print(f"files: {len(files)} ({sum(f.status == 'ok' for f in files)} preprocessed, "
+    print(f"files: {len(files)} paths ({sum(f.status == 'ok' for f in files)} preprocessed, "
           f"{sum(f.status == 'failed' for f in files)} failed)")
     print(f"jobs: {total} (" + ", ".join(f"{counts.get(s, 0)} {s}" for s in order) + ")")
     busy_s = sum(max(0.0, updated - started) for _, started, updated, _, _, _ in runs)
@@ -43,11 +43,12 @@ def main(args: argparse.Namespace) -> int:
         print("failed files:")
         for f in bad:
             reason = f.error or "failed"
-            print(f"  {reason if reason.startswith(f.path) else f'{f.path}: {reason}'}")
+            shown = display_path(reason)
+            print(f"  {shown if reason.startswith(f.path) else f'{f.display}: {shown}'}")
     if failed_units:
         paths: dict[str | None, list[str]] = {}
-        for f in files:
-            paths.setdefault(f.fingerprint, []).append(f.path)
+        for f in files:  # one row per absolute path: a copy is listed, never counted twice
+            paths.setdefault(f.fingerprint, []).append(f.display)
         print("failed jobs:")
         for u in failed_units[:50]:
             where = ", ".join(paths.get(u.fingerprint, ["?"]))
@@ -59,10 +60,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def disk_line(out: Path) -> str:
-    """``disk: 12.3 MB in OUT (state 0.2 MB, results 0.1 MB, emulator 12.0 MB)``: what each
+    """``disk: 12.3 MB in OUT (emulator 12.0 MB, state 0.2 MB, parts 0.1 MB)``: what each
     top-level entry of a run's folder holds, grouped by what it is (``state.sqlite-wal`` is state)."""
     groups: dict[str, int] = {}
     for entry in sorted(out.iterdir()):
+        if entry.name in (".lock", "settings.json"):  # a few bytes of bookkeeping
+            continue
         size = 0
         for p in [entry, *(entry.rglob("*") if entry.is_dir() else ())]:
             with contextlib.suppress(OSError):  # a file a running emulator just deleted

@@ -1,0 +1,36 @@
+"""``seeknetic-prep results``: merge a run's Parquet parts into one file, or export them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = (
+    "Merge the results parts in --out into one file: Parquet (default), JSONL, CSV (no "
+    "embeddings) or .npy (the embedding matrix plus an index CSV)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="seeknetic-out", type=Path,
+                        help="the run's output folder (default ./seeknetic-out)")
+    parser.add_argument("--format", default="parquet", choices=("parquet", "jsonl", "csv", "npy"),
+                        help="what to write (default parquet)")
+    parser.add_argument("--to", default=None, type=Path,
+                        help="the file to write (default --out/results.<format>)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..errors import InvalidArgumentError
+    from ..export import export
+    from .search import sync_parts
+
+    if not (args.out / "state.sqlite").exists() and not (args.out / "parts").is_dir():
+        raise InvalidArgumentError(f"Invalid --out {str(args.out)!r}: no state.sqlite there (run first).")
+    sync_parts(args.out)
+    target, rows = export(args.out, fmt=args.format, to=args.to)
+    print(f"{target}: {rows} rows")
+    return 0
+
+
+__all__ = ["HELP", "add_arguments", "main"]
