@@ -42,8 +42,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
 
 import requests
 
@@ -61,7 +61,8 @@ from .errors import (
     error_for_status,
 )
 
-__all__ = ["REGIONS", "AdaptiveRate", "AuthScheme", "Client", "Region", "RetryPolicy", "TokenBucket"]
+__all__ = ["REGIONS", "AdaptiveRate", "AuthScheme", "Client", "ClientConfig", "Region", "RetryPolicy",
+           "TokenBucket"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,35 @@ class TokenBucket:
             self._next = slot + 1.0 / self.rate
         if slot > now:
             time.sleep(slot - now)
+
+
+class RateLimit(Protocol):
+    """Anything that paces calls: :class:`TokenBucket`, or a share of a cluster-wide budget."""
+
+    def acquire(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How to build the same client elsewhere (a decode worker on another machine).
+
+    Picklable, so an engine can ship it to its workers; the key is left out of the repr, so
+    the config can be logged or shown in a task's arguments without leaking it. Pacing is not
+    carried: the engine hands :meth:`build` the rate its workers share.
+    """
+
+    base_url: str
+    auth: AuthScheme
+    timeout: tuple[float, float]
+    retry: RetryPolicy
+    api_key: str = field(repr=False)
+
+    def build(self, *, rate: RateLimit | None = None) -> Client:
+        """A new client with this config, paced by ``rate`` (none: unpaced)."""
+        client = Client(self.api_key, base_url=self.base_url, auth=self.auth, timeout=self.timeout,
+                        retry=self.retry)
+        client._bucket = rate
+        return client
 
 
 class AdaptiveRate:
@@ -220,7 +250,7 @@ class Client:
         self.auth: AuthScheme = auth
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._bucket = TokenBucket(qps) if qps else None
+        self._bucket: RateLimit | None = TokenBucket(qps) if qps else None
         self._adaptive = AdaptiveRate()
         self._cancelled = threading.Event()
         self._pause_until = 0.0  # a 429's Retry-After holds every thread until then
@@ -240,6 +270,10 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r}, auth={self.auth!r})"
+
+    def worker_config(self) -> ClientConfig:
+        """What a worker needs to build a client like this one (key included, not in its repr)."""
+        return ClientConfig(self.base_url, self.auth, self.timeout, self.retry, self.__key)
 
     def __enter__(self) -> Client:
         return self

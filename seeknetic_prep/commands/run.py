@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import threading
 from contextlib import ExitStack
@@ -49,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated video extensions to pick up in folders "
                         f"(default: {','.join(sorted(e.lstrip('.') for e in VIDEO_EXTENSIONS))})")
     parser.add_argument("--quiet", action="store_true", help="no progress bars: one line per file")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where files are planned and decoded: this machine's processes (default) "
+                        "or a Ray cluster's nodes, each uploading what it decoded")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="with --executor ray: the cluster's head (default: $RAY_ADDRESS, else a "
+                        "Ray started on this machine for the run)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -71,6 +78,14 @@ def main(args: argparse.Namespace) -> int:
     for p in args.paths:
         if not Path(p).exists():
             raise InvalidArgumentError(f"Invalid path {p!r}: no such file or folder.")
+    if args.ray_address is not None and args.executor != "ray":
+        raise InvalidArgumentError("Invalid --ray-address without --executor ray: add --executor ray.")
+    qps, worker_qps = args.qps, None
+    if args.executor == "ray":
+        from ..executors.ray import import_ray, share_qps
+
+        import_ray(args.ray_address or os.environ.get("RAY_ADDRESS"))  # missing Ray: one line, exit 2
+        qps, worker_qps = share_qps(args.qps)  # one --qps budget: the driver's calls + the nodes' uploads
     with ExitStack() as stack:
         if args.local:
             from ..emulator import spawned
@@ -83,12 +98,19 @@ def main(args: argparse.Namespace) -> int:
         else:
             base_url, key = args.base_url, args.api_key
         client = stack.enter_context(Client(
-            key, base_url=base_url, region=args.region, qps=args.qps,
+            key, base_url=base_url, region=args.region, qps=qps,
             auth="bearer" if args.bearer else "x-api-key",
         ))
+        executor = None
+        if args.executor == "ray":
+            from ..executors.ray import RayExecutor
+
+            executor = RayExecutor(args.ray_address, client=client.worker_config(), qps=worker_qps)
+            stack.callback(executor.close)  # run_folder closes it too; this covers a failure before
         progress = _make_progress(quiet=args.quiet or not sys.stdout.isatty())
         stack.callback(progress.close)
-        summary = run_folder(args.paths, out=out, client=client, options=options, progress=progress)
+        summary = run_folder(args.paths, out=out, client=client, options=options, progress=progress,
+                             executor=executor)
     print(f"seeknetic-prep run: {summary.line()}")
     if summary.stopped_by == "auth":
         print(f"seeknetic-prep run: error: {summary.stop_message}", file=sys.stderr)
