@@ -748,7 +748,8 @@ each clip with `preprocess()`, a naive PyAV loop (decode and RGB-convert every f
 12) and the official SDK 0.1.0 (`ffmpeg` subprocesses plus a Python loop over pixels); (b) a
 whole 60 s 1080p H.264 file against the decode limit (`ffmpeg -f null` and PyAV decode-only);
 (c) peak RSS for a 4K HEVC 10-bit clip; (d) the end-to-end `run --local` against
-preprocessing alone. Reproduce with `python scripts/bench.py` (add `--quick` for a smoke run;
+preprocessing alone; (e) `run --executor ray` against the local engine, and a two-node local
+Ray cluster's scaling. Reproduce with `python scripts/bench.py` (add `--quick` for a smoke run;
 rows that need the `ffmpeg` binary say "skipped" without it).
 
 Wall seconds decide the targets; CPU seconds (this process's threads plus waited-for children

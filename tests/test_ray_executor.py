@@ -226,3 +226,38 @@ def test_kill_9_the_driver_then_rerun(cluster: Any, fresh: Any, videos: Path, tm
     lines = read_results(out / "results.jsonl")
     _submitted_once(fresh, lines)
     assert _strip(lines) == reference
+
+
+@pytest.mark.slow
+def test_a_task_whose_worker_dies_past_its_retries_fails_its_file(cluster: Any, videos: Path) -> None:
+    from seeknetic_prep.errors import MediaError
+    from seeknetic_prep.executors import PlanTask, TaskFailed, WindowReady
+    from seeknetic_prep.executors.ray import RayExecutor
+    from seeknetic_prep.stages import DecodeTask, plan_file
+
+    path = str(videos / "late_audio_25s.mkv")
+    plan = plan_file(path)
+    task = DecodeTask(path, plan.fingerprint, plan.windows,
+                      tuple((w[0], "embedding", f"rid-{w[0]}") for w in plan.windows))
+    with RayExecutor(cluster[0].address, max_retries=0) as engine:
+        engine.submit(PlanTask(str(videos / "missing.mp4")))
+        engine.submit(task)
+        events: list[Any] = []
+        killed = False
+        deadline = time.monotonic() + 60
+        while engine.in_flight and time.monotonic() < deadline:
+            if not killed:
+                for node in (cluster[0].head_node, cluster[1]):
+                    for p, cmd in _worker_processes(node):
+                        if "_decode_task" in cmd:
+                            os.kill(p.pid, signal.SIGKILL)
+                            killed = True
+            events += engine.events(timeout=0.05)
+    failed = {type(e.task).__name__: e for e in events if isinstance(e, TaskFailed)}
+    assert killed and set(failed) == {"PlanTask", "DecodeTask"}
+    assert isinstance(failed["PlanTask"].error, MediaError) and not failed["PlanTask"].crashed
+    assert "missing" in str(failed["PlanTask"].error)
+    crash = failed["DecodeTask"]
+    assert crash.crashed and isinstance(crash.error, MediaError) and crash.error.path == path
+    assert "Ray worker died" in str(crash.error)
+    assert len([e for e in events if isinstance(e, WindowReady)]) < len(plan.windows)
