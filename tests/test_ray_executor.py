@@ -14,6 +14,7 @@ import os
 # the machine's network address). Worker processes inherit it through the cluster's raylets.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
+import itertools
 import pickle
 import shutil
 import signal
@@ -125,6 +126,18 @@ def test_worker_config_hides_the_key_and_pickles(fresh: Any) -> None:
     with rebuilt.build() as worker:
         worker.check_auth()  # a 401 would raise: the key travelled
         assert fresh.api_key not in repr(worker)
+
+
+def test_one_qps_budget_split_and_paced() -> None:
+    from seeknetic_prep.executors.ray import _Pacer, share_qps
+
+    driver, workers = share_qps(9.0)
+    assert driver is not None and workers is not None and driver + workers == pytest.approx(9.0)
+    assert share_qps(None) == (None, None)
+    pacer = _Pacer(4.0)  # the actor's logic: waits handed out 0.25 s apart, whoever asks
+    waits = [pacer.reserve() for _ in range(4)]
+    assert waits[0] == pytest.approx(0.0, abs=0.01)
+    assert [b - a for a, b in itertools.pairwise(waits)] == pytest.approx([0.25] * 3, abs=0.01)
 
 
 def test_without_ray_one_line_exit_2(videos: Path, tmp_path: Path) -> None:

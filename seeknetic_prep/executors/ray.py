@@ -105,6 +105,8 @@ class _SharedRate:
     def acquire(self) -> None:
         import ray
 
+        if self.pacer is None:  # no --qps
+            return
         try:
             delay = float(ray.get(self.pacer.reserve.remote(), timeout=30))
         except ray.exceptions.RayError:
@@ -113,15 +115,18 @@ class _SharedRate:
             time.sleep(delay)
 
 
-_clients: dict[tuple[ClientConfig, int], Client] = {}
+_clients: dict[ClientConfig, tuple[Client, _SharedRate]] = {}
 
 
 def _worker_client(config: ClientConfig, pacer: Any, rate: float | None) -> Client:
-    """One client per worker process (its connection pool is reused task after task)."""
-    key = (config, id(pacer))
-    if key not in _clients:
-        _clients[key] = config.build(rate=_SharedRate(pacer, rate) if pacer is not None and rate else None)
-    return _clients[key]
+    """One client per worker process and config: its connection pool is reused task after
+    task (a Ray worker serves one run). Each task brings the pacer's handle anew."""
+    if config not in _clients:
+        shared = _SharedRate(None, rate or 1.0)
+        _clients[config] = (config.build(rate=shared), shared)
+    client, shared = _clients[config]
+    shared.pacer, shared.rate = pacer, rate or 1.0
+    return client
 
 
 def _plan_task(path: str) -> tuple[str, Any]:
