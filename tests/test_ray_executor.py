@@ -153,6 +153,18 @@ def test_without_ray_one_line_exit_2(videos: Path, tmp_path: Path) -> None:
         'seeknetic-prep run: error: --executor ray needs Ray: pip install "seeknetic-prep[ray]"']
 
 
+def test_unreachable_ray_address_one_line_exit_2(videos: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env["SEEKNETIC_API_KEY"] = "k"
+    proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", "run", str(videos), "--executor", "ray",
+                           "--ray-address", "127.0.0.1:1", "--base-url", "http://127.0.0.1:9",
+                           "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Cannot reach the Ray cluster at '127.0.0.1:1'" in lines[0], proc.stderr
+
+
 @pytest.mark.slow
 def test_ray_results_identical_to_local(cluster: Any, fresh: Any, videos: Path, tmp_path: Path,
                                         reference: list[dict[str, Any]]) -> None:

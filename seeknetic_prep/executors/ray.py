@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -67,6 +68,22 @@ def import_ray(address: str | None = None) -> Any:
     except ImportError as exc:
         raise InvalidArgumentError(INSTALL_HINT) from exc
     return ray
+
+
+def _reachable(target: str) -> None:
+    """One TCP connection to the head: a wrong address is one clear line, at once."""
+    if target in ("local", "auto"):
+        return
+    host, sep, port = target.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        raise InvalidArgumentError(
+            f"Invalid Ray address {target!r}: expected HOST:PORT (as `ray start --head` printed it).")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"Cannot reach the Ray cluster at {target!r}: {exc.strerror or exc}. Check --ray-address "
+            "/ RAY_ADDRESS (the head's address, as `ray start --head` printed it).") from exc
 
 
 def share_qps(qps: float | None) -> tuple[float | None, float | None]:
@@ -197,6 +214,7 @@ class RayExecutor(Executor):
         self._connected = False
         self._closed = False
         if not ray.is_initialized():
+            _reachable(target)  # Ray itself retries an unreachable head for minutes, silently
             options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
             if target == "local":
                 options.update(include_dashboard=False, num_cpus=local_cpus)
