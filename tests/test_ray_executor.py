@@ -286,3 +286,29 @@ def test_a_task_whose_worker_dies_past_its_retries_fails_its_file(cluster: Any, 
     assert crash.crashed and isinstance(crash.error, MediaError) and crash.error.path == path
     assert "Ray worker died" in str(crash.error)
     assert len([e for e in events if isinstance(e, WindowReady)]) < len(plan.windows)
+
+
+@pytest.mark.slow
+def test_windows_are_uploaded_on_the_nodes_not_through_the_driver(cluster: Any, fresh: Any,
+                                                                   videos: Path) -> None:
+    from seeknetic_prep.executors import TaskDone, WindowReady
+    from seeknetic_prep.executors.ray import RayExecutor
+    from seeknetic_prep.stages import DecodeTask, plan_file, unit_request_id
+
+    path = str(videos / "late_audio_25s.mkv")
+    plan = plan_file(path)
+    rids = tuple((w[0], svc, unit_request_id(plan.fingerprint, w, svc))
+                 for w in plan.windows for svc in ("embedding", "tagging"))
+    task = DecodeTask(path, plan.fingerprint, plan.windows, rids)
+    with Client(fresh.api_key, base_url=fresh.base_url, retry=FAST) as c, \
+            RayExecutor(cluster[0].address, client=c.worker_config(), qps=50) as engine:
+        engine.submit(task)
+        events: list[Any] = []
+        while engine.in_flight:
+            events += engine.events(timeout=0.1)
+    windows = [e.window for e in events if isinstance(e, WindowReady)]
+    assert isinstance(events[-1], TaskDone) and len(windows) == len(plan.windows)
+    assert all(w.bodies == () for w in windows)  # no tensor bytes came back
+    got = {rid: keys for w in windows for _, rid, keys in w.uploaded}
+    assert set(got) == {rid for _, _, rid in rids} and all(got.values())
+    assert set(stats(fresh)["uploads"]) == set(got) and not stats(fresh)["submissions"]
