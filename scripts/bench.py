@@ -18,6 +18,10 @@ c. peak RSS of a fresh process that preprocesses the 4K HEVC 10-bit clip;
 d. ``seeknetic-prep run DIR --local`` windows/s vs preprocess-only windows/s over one folder;
 e. ``run --local`` against preprocess-only at 1, 2, 4, ... workers up to the core count, with
    the CPU seconds of the driver, the decode workers and the emulator (``_bench_workers.py``);
+r. ``run --executor ray`` vs the local engine on the same folder (windows/s, CPU seconds of
+   every process involved), Ray's start-up, and the scaling of a local two-node cluster
+   (two 1-CPU nodes vs one), each Ray run against a cluster started beforehand.
+   Not in the default run: ``--only r`` (needs Ray).
 s. run state at scale (``_bench_scale.py``; not in the default run, ask with ``--only s``):
    synthetic state through the public ``Store`` API at 10k and 100k windows (``--scale``,
    ``--scale-1m`` adds 1M): state size, end-of-run cost after +1k windows, no-op resume,
@@ -50,6 +54,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_inputs as inputs  # sibling helper module, found via the line above
@@ -57,7 +62,7 @@ import _bench_scale as scale
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-SECTIONS = ("a", "b", "c", "d", "e", "s")
+SECTIONS = ("a", "b", "c", "d", "e", "r", "s")
 DEFAULT_SECTIONS = ("a", "b", "c", "d", "e")
 MEDIA_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 WHOLE_FILE = "h264-1080p30-60s"
@@ -579,6 +584,134 @@ def section_d(folder: Path, reps: int, report: Report) -> None:
     report.raw["d"] = {k: c.samples or c.skipped for k, c in cells.items()} | {"windows": n}
 
 
+class TreeCpu:
+    """CPU seconds of this process and every process under it while inside, each process's
+    own time sampled every 0.1 s by a thread (a Ray cluster's workers are its raylets'
+    children, which ``RUSAGE_CHILDREN`` never sees; ``children_*`` times would count a reaped
+    process twice). A process that lives under 0.1 s is missed."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen: dict[tuple[int, float], float] = {}
+        self.base: dict[tuple[int, float], float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self, into: dict[tuple[int, float], float]) -> None:
+        import psutil
+
+        me = psutil.Process()
+        for p in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                into[(p.pid, p.create_time())] = t.user + t.system
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.1):
+            self._sample(self.seen)
+
+    def __enter__(self) -> TreeCpu:
+        self._sample(self.base)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._sample(self.seen)
+
+    @property
+    def seconds(self) -> float:
+        return sum(v - self.base.get(k, 0.0) for k, v in self.seen.items())
+
+
+def section_ray(folder: Path, reps: int, report: Report) -> None:
+    print(f"  e: {folder.name} run --executor ray vs local, one- and two-node clusters", file=sys.stderr,
+          flush=True)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a one-machine Ray on loopback
+    try:
+        import psutil  # noqa: F401
+        from ray.cluster_utils import Cluster
+    except ImportError as exc:
+        report.tables["e"] = f"skipped ({exc}: pip install 'seeknetic-prep[ray]' psutil)"
+        return
+    windows: list[int] = []
+
+    def run(*extra: str) -> Callable[[], None]:
+        def go() -> None:
+            with tempfile.TemporaryDirectory(prefix="bench-ray-") as out:
+                done = run_cli("run", str(folder), "--local", "--out", out, "--quiet", *extra)
+            if done.returncode != 0:
+                raise RuntimeError(f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
+            found = re.search(r"windows: (\d+)", done.stdout)
+            if found:
+                windows.append(int(found.group(1)))
+        return go
+
+    def cluster(*cpus: int) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": cpus[0], "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+        for n in cpus[1:]:
+            c.add_node(num_cpus=n, node_ip_address="127.0.0.1")
+        c.wait_for_nodes()
+        return c, time.perf_counter() - t0
+
+    def measured(contenders: dict[str, Callable[[], None]]) -> dict[str, Cell]:
+        cells = {name: Cell() for name in contenders}
+        for _ in range(reps):
+            for name, fn in contenders.items():
+                t0 = time.perf_counter()
+                try:
+                    with TreeCpu() as cpu:
+                        fn()
+                except Exception as exc:  # a finding to print, not a crash
+                    cells[name].skipped = f"failed ({type(exc).__name__}: {str(exc)[:90]})"
+                    continue
+                cells[name].samples.append(time.perf_counter() - t0)
+                cells[name].cpu.append(cpu.seconds)
+        return cells
+
+    two, up_two = cluster(1, 1)
+    try:
+        cells = measured({"local": run("--workers", "2"),
+                          "ray2": run("--executor", "ray", "--ray-address", two.address)})
+    finally:
+        two.shutdown()
+    one, up_one = cluster(1)
+    try:
+        cells |= measured({"ray1": run("--executor", "ray", "--ray-address", one.address)})
+    finally:
+        one.shutdown()
+    cells |= measured({"own": run("--executor", "ray")})  # Ray started (and stopped) by the run
+    n = windows[0] if windows else None
+    rates = {k: (n / c.median if n and c.median else None) for k, c in cells.items()}
+
+    def rate(k: str) -> str:
+        return cells[k].skipped or (f"{rates[k]:.2f}" if rates[k] else "-")
+
+    scaling = (rates["ray2"] / (2 * rates["ray1"])) if rates["ray2"] and rates["ray1"] else None
+    rows = [
+        ["local engine, 2 processes", fmt_s(cells["local"]), fmt_cpu(cells["local"]), rate("local"), "1.00x"],
+        ["Ray, cluster of two 1-CPU nodes (started before)", fmt_s(cells["ray2"]), fmt_cpu(cells["ray2"]),
+         rate("ray2"), fmt_x(ratio(rates["ray2"], rates["local"]))],
+        ["Ray, one 1-CPU node (started before)", fmt_s(cells["ray1"]), fmt_cpu(cells["ray1"]), rate("ray1"),
+         fmt_x(ratio(rates["ray1"], rates["local"]))],
+        ["Ray started by the run (`--executor ray`, no address)", fmt_s(cells["own"]), fmt_cpu(cells["own"]),
+         rate("own"), fmt_x(ratio(rates["own"], rates["local"]))],
+    ]
+    report.tables["e"] = markdown_table(
+        [f"run --local on {len(list(folder.iterdir()))} clips, {n or '?'} windows", "seconds", "CPU s",
+         "windows/s", "÷ local"], rows) + (
+        f"\n\nRay start-up: head + second node {up_two:.1f} s, one node {up_one:.1f} s. Scaling "
+        f"efficiency, two 1-CPU nodes vs one: {fmt_x(scaling)} (1.00x is linear).")
+    report.target("run --executor ray / local windows/s", ">= 0.8x", ratio(rates["ray2"], rates["local"]),
+                  lambda v: v >= 0.8, "x", cpu_ratio(cells["local"], cells["ray2"]))
+    report.raw["e"] = {k: c.samples or c.skipped for k, c in cells.items()} | {
+        "windows": n, "startup_two_nodes_s": up_two, "startup_one_node_s": up_one, "scaling": scaling}
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -588,6 +721,7 @@ TITLES = {
     "c": "c. Peak memory",
     "d": "d. End-to-end folder run",
     "e": "e. Workers: run --local against preprocess-only, CPU seconds by process group",
+    "r": "r. On a Ray cluster (`--executor ray`)",
 }
 
 
@@ -626,7 +760,8 @@ each clip with `preprocess()`, a naive PyAV loop (decode and RGB-convert every f
 12) and the official SDK 0.1.0 (`ffmpeg` subprocesses plus a Python loop over pixels); (b) a
 whole 60 s 1080p H.264 file against the decode limit (`ffmpeg -f null` and PyAV decode-only);
 (c) peak RSS for a 4K HEVC 10-bit clip; (d) the end-to-end `run --local` against
-preprocessing alone. Reproduce with `python scripts/bench.py` (add `--quick` for a smoke run;
+preprocessing alone; (e) `run --executor ray` against the local engine, and a two-node local
+Ray cluster's scaling. Reproduce with `python scripts/bench.py` (add `--quick` for a smoke run;
 rows that need the `ffmpeg` binary say "skipped" without it).
 
 Wall seconds decide the targets; CPU seconds (this process's threads plus waited-for children
@@ -790,6 +925,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       run_rate / pre_rate, lambda v: v >= goal, "x", None)
         report.target("driver CPU s per window (main process)", "<= 0.15",
                       top["run_cpu"].get("main", 0.0) / top["windows"], lambda v: v <= 0.15, "s", None)
+    if "r" in sections:
+        folder = inputs.ensure_folder(inputs.E2E_QUICK if args.quick else inputs.E2E_SET, cache)
+        section_ray(folder, args.reps, report)
     body = render(report, command)
     print(body)
     if args.json:

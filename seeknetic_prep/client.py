@@ -44,7 +44,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
 
 import requests
 
@@ -65,7 +66,8 @@ from .errors import (
 from .keys import clean_api_key, redact, secret_forms
 from .pacing import AdaptiveRate, RetryPolicy, TokenBucket
 
-__all__ = ["REGIONS", "AdaptiveRate", "AuthScheme", "Client", "Region", "RetryPolicy", "TokenBucket"]
+__all__ = ["REGIONS", "AdaptiveRate", "AuthScheme", "Client", "ClientConfig", "Region", "RetryPolicy",
+           "TokenBucket"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,35 @@ _SUBMIT_PATHS: dict[str, str] = {
     "tagging": "/video_tagging/async",
 }
 _T = TypeVar("_T")
+
+
+class RateLimit(Protocol):
+    """Anything that paces calls: :class:`TokenBucket`, or a share of a cluster-wide budget."""
+
+    def acquire(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How to build the same client elsewhere (a decode worker on another machine).
+
+    Picklable, so an engine can ship it to its workers; the key is left out of the repr, so
+    the config can be logged or shown in a task's arguments without leaking it. Pacing is not
+    carried: the engine hands :meth:`build` the rate its workers share.
+    """
+
+    base_url: str
+    auth: AuthScheme
+    timeout: tuple[float, float]
+    retry: RetryPolicy
+    api_key: str = field(repr=False)
+
+    def build(self, *, rate: RateLimit | None = None) -> Client:
+        """A new client with this config, paced by ``rate`` (none: unpaced)."""
+        client = Client(self.api_key, base_url=self.base_url, auth=self.auth, timeout=self.timeout,
+                        retry=self.retry)
+        client._bucket = rate
+        return client
 
 
 class Client:
@@ -137,7 +168,7 @@ class Client:
         self.auth: AuthScheme = auth
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._bucket = TokenBucket(qps) if qps else None
+        self._bucket: RateLimit | None = TokenBucket(qps) if qps else None
         self._adaptive = AdaptiveRate()
         self._cancelled = threading.Event()
         self._pause_until = 0.0  # a 429's Retry-After holds every thread until then
@@ -147,6 +178,7 @@ class Client:
         """Since when every call has failed (no answer, 5xx or 429); None while calls succeed."""
         self.on_event: Callable[[str, str], None] | None = None
         """Told ``("retry", why)`` before a retry after a failure, ``("rate_limited", why)`` on a 429."""
+        self.__key = key  # held for worker_config only: never in a repr, log or message
         self.__secret_forms = secret_forms(key)
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "seeknetic-prep"
@@ -157,6 +189,10 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r}, auth={self.auth!r})"
+
+    def worker_config(self) -> ClientConfig:
+        """What a worker needs to build a client like this one (key included, not in its repr)."""
+        return ClientConfig(self.base_url, self.auth, self.timeout, self.retry, self.__key)
 
     def __enter__(self) -> Client:
         return self

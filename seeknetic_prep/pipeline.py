@@ -50,7 +50,7 @@ from .executors import (
 )
 from .ledger import Ledger, Work
 from .polling import PollStage
-from .results import append_results_part
+from .results import append_results_part, ensure_parts
 from .runspec import Progress, RunOptions, RunSummary
 from .search import update_index
 from .stages import DecodeTask, is_environmental, retry_request_id
@@ -181,7 +181,9 @@ class _Run:
                     jobs_completed=self.ledger.completed_now,
                     outcome=self.summary.stopped_by or "finished",
                 )
-            # The run's own Parquet part: what it finished, at a cost in proportion to that.
+            # The run's own Parquet part: what it finished, at a cost in proportion to that;
+            # first those of earlier runs that were killed before writing theirs.
+            ensure_parts(self.store, self.summary.out, services=self.opt.services, exclude=[self.run_id])
             part = append_results_part(self.store, self.summary.out, self.run_id,
                                        services=self.opt.services)
             if part is not None:

@@ -126,16 +126,18 @@ def append_results_part(
     return _write_part(store, out_dir, run_id, wanted, new_paths, failed_files, services)
 
 
-def ensure_parts(store: Store, out_dir: Path, *, services: Sequence[str] = SERVICES) -> list[Path]:
+def ensure_parts(store: Store, out_dir: Path, *, services: Sequence[str] = SERVICES,
+                 exclude: Sequence[int] = ()) -> list[Path]:
     """Write the parts of earlier runs that never wrote theirs (a ``kill -9``, a database
-    upgraded from version 1, whose results are all "run 0"); returns the new parts."""
+    upgraded from version 1, whose results are all "run 0"); returns the new parts.
+    ``exclude``: runs not to write (the run in progress writes its own at its end)."""
     have = {int(m.group(1)) for p in list_parts(out_dir) if (m := _PART_RE.match(p.name))}
     runs = {r for (r,) in store.read(
         "SELECT DISTINCT finished_run FROM units WHERE finished_run IS NOT NULL "
         "UNION SELECT DISTINCT run_id FROM files WHERE run_id IS NOT NULL"
     )}
     written = []
-    for run_id in sorted(runs - have):
+    for run_id in sorted(runs - have - set(exclude)):
         part = append_results_part(store, out_dir, run_id, services=services)
         if part is not None:
             written.append(part)

@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars: one line per file")
     parser.add_argument("--wait", action="store_true",
                         help="if another run is using --out, wait for it to end instead of exiting 2")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where files are planned and decoded: this machine's processes (default) "
+                        "or a Ray cluster's nodes, each uploading what it decoded")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="with --executor ray: the cluster's head (default: $RAY_ADDRESS, else a "
+                        "Ray started on this machine for the run)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -83,6 +89,14 @@ def main(args: argparse.Namespace) -> int:
     for p in args.paths:
         if not os.path.lexists(p):
             raise InvalidArgumentError(f"Invalid path {p!r}: no such file or folder.")
+    if args.ray_address is not None and args.executor != "ray":
+        raise InvalidArgumentError("Invalid --ray-address without --executor ray: add --executor ray.")
+    qps, worker_qps = args.qps, None
+    if args.executor == "ray":
+        from ..executors.ray import import_ray, share_qps
+
+        import_ray(args.ray_address or os.environ.get("RAY_ADDRESS"))  # missing Ray: one line, exit 2
+        qps, worker_qps = share_qps(args.qps)  # one --qps budget: the driver's calls + the nodes' uploads
     with ExitStack() as stack:
         # First of all: one run per --out, before the local emulator or the state is touched.
         stack.enter_context(OutLock(out, wait=args.wait, on_wait=lambda pid: print(
@@ -104,18 +118,25 @@ def main(args: argparse.Namespace) -> int:
         else:
             base_url, key = args.base_url, args.api_key
         client = stack.enter_context(Client(
-            key, base_url=base_url, region=args.region, qps=args.qps,
+            key, base_url=base_url, region=args.region, qps=qps,
             auth="bearer" if args.bearer else "x-api-key",
         ))
         # Until the run's own display takes over, say each retry as it happens (a key check
         # against an API that does not answer is otherwise seconds of silence).
         client.on_event = lambda kind, detail: print(
             f"seeknetic-prep run: {kind.replace('_', ' ')}: {detail}", file=sys.stderr)
+        executor = None
+        if args.executor == "ray":
+            from ..executors.ray import RayExecutor
+
+            executor = RayExecutor(args.ray_address, client=client.worker_config(), qps=worker_qps)
+            stack.callback(executor.close)  # run_folder closes it too; this covers a failure before
         from .display import RunDisplay
 
         progress = RunDisplay(quiet=args.quiet or not sys.stdout.isatty(), services=len(services))
         stack.callback(progress.close)
-        summary = run_folder(args.paths, out=out, client=client, options=options, progress=progress)
+        summary = run_folder(args.paths, out=out, client=client, options=options, progress=progress,
+                             executor=executor)
         # The run has saved everything: a Ctrl-C from now on must not cut the summary short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(f"seeknetic-prep run: {summary.line()}")

@@ -1,0 +1,327 @@
+"""The Ray engine: plan and decode as Ray tasks on a cluster's nodes, each window uploaded from
+the node that decoded it.
+
+Why each piece is shaped as it is (after Ray's own design patterns):
+
+* **decode is a streaming generator task** (``num_returns="streaming"``): a task yields each
+  window as soon as it is decoded and uploaded, and Ray pauses it while
+  ``_WINDOWS_BUFFERED`` of its windows are not yet pulled by the driver
+  (``_generator_backpressure_num_objects``), so a slow driver slows the decoders instead of
+  filling the object store;
+* **tensor bytes stay on the node**: the task uploads each window's bodies itself, with a
+  client built in the worker from :class:`~seeknetic_prep.client.ClientConfig`, and yields the
+  window with its r2 keys (``EncodedWindow.uploaded``) and no bodies. Upload bandwidth grows
+  with the nodes; the driver only sees keys and frame times. A body whose upload fails in the
+  worker is handed back as a body, and the driver's upload stage applies the run's retry,
+  halt and failure rules to it, as for the local engine;
+* **exactly once stays on the driver**: workers never submit a job and never touch the state
+  database. A task Ray re-runs after a worker or node died may deliver a window twice; it was
+  uploaded twice (idempotent) and the ledger's ``claim`` submits it once;
+* **bounded in flight**: at most ``capacity`` tasks (2 per cluster CPU, capped), pulled with
+  ``ray.wait``; with the per-task bound on unpulled windows the driver's memory is flat;
+* **one --qps budget**: the workers' uploads share one pacer actor (a token bucket that hands
+  out waits, so nodes' clocks never need to agree); the driver's own calls (submit, poll) are
+  paced by its client's bucket. :func:`share_qps` splits the budget between the two.
+
+Ray is imported only when this engine is built; without it, ``--executor ray`` is one line
+saying how to install it (exit 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from ..client import Client, ClientConfig
+from ..errors import APIError, InvalidArgumentError, MediaError, SeekneticPrepError
+from ..stages import DecodeTask, EncodedWindow, encode_windows, plan_file
+from .base import Event, Executor, Planned, PlanTask, Task, TaskDone, TaskFailed, WindowReady
+
+__all__ = ["INSTALL_HINT", "RayExecutor", "import_ray", "share_qps"]
+
+INSTALL_HINT = '--executor ray needs Ray: pip install "seeknetic-prep[ray]"'
+_MAX_CAPACITY = 256
+_WINDOWS_BUFFERED = 2
+_MAX_RETRIES = 2
+_WORKER_QPS_SHARE = 1 / 3  # per unit: one upload (workers) vs a submission and a poll or two (driver)
+_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+
+
+def import_ray(address: str | None = None) -> Any:
+    """``import ray``, or :class:`InvalidArgumentError` with how to install it.
+
+    For a Ray started here or one on a loopback address, Ray is told to stay on loopback
+    (by default it advertises the machine's network address even for a one-machine Ray).
+    """
+    import sys
+
+    if "ray" not in sys.modules and (address in (None, "local") or str(address).startswith(_LOOPBACK)):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise InvalidArgumentError(INSTALL_HINT) from exc
+    return ray
+
+
+def _reachable(target: str) -> None:
+    """One TCP connection to the head: a wrong address is one clear line, at once."""
+    if target in ("local", "auto"):
+        return
+    host, sep, port = target.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        raise InvalidArgumentError(
+            f"Invalid Ray address {target!r}: expected HOST:PORT (as `ray start --head` printed it).")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"Cannot reach the Ray cluster at {target!r}: {exc.strerror or exc}. Check --ray-address "
+            "/ RAY_ADDRESS (the head's address, as `ray start --head` printed it).") from exc
+
+
+def share_qps(qps: float | None) -> tuple[float | None, float | None]:
+    """Split one ``--qps`` budget into (the driver's, the workers' together): a third to the
+    uploads, two thirds to the driver's submissions, polls and lookups."""
+    if qps is None:
+        return None, None
+    return qps * (1 - _WORKER_QPS_SHARE), qps * _WORKER_QPS_SHARE
+
+
+# ------------------------------------------------------------------ what runs on the workers
+
+class _Pacer:
+    """The cluster's upload budget (a Ray actor): each call reserves the next slot and returns
+    how long the caller waits for it, so no clock is compared across nodes."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.next = time.monotonic()
+
+    def reserve(self) -> float:
+        now = time.monotonic()
+        slot = max(now, self.next)
+        self.next = slot + 1.0 / self.rate
+        return slot - now
+
+
+class _SharedRate:
+    """A worker's view of the pacer (``Client``'s rate limit). If the pacer cannot be reached
+    (its node died), the worker paces itself at the whole budget rather than stop the task."""
+
+    def __init__(self, pacer: Any, rate: float) -> None:
+        self.pacer = pacer
+        self.rate = rate
+
+    def acquire(self) -> None:
+        import ray
+
+        if self.pacer is None:  # no --qps
+            return
+        try:
+            delay = float(ray.get(self.pacer.reserve.remote(), timeout=30))
+        except ray.exceptions.RayError:
+            delay = 1.0 / self.rate
+        if delay > 0:
+            time.sleep(delay)
+
+
+_clients: dict[ClientConfig, tuple[Client, _SharedRate]] = {}
+
+
+def _worker_client(config: ClientConfig, pacer: Any, rate: float | None) -> Client:
+    """One client per worker process and config: its connection pool is reused task after
+    task (a Ray worker serves one run). Each task brings the pacer's handle anew."""
+    if config not in _clients:
+        shared = _SharedRate(None, rate or 1.0)
+        _clients[config] = (config.build(rate=shared), shared)
+    client, shared = _clients[config]
+    shared.pacer, shared.rate = pacer, rate or 1.0
+    return client
+
+
+def _plan_task(path: str) -> tuple[str, Any]:
+    try:
+        return "planned", plan_file(path)
+    except SeekneticPrepError as exc:  # ours pickle with their type and fields
+        return "failed", exc
+
+
+def _upload_here(client: Client, window: EncodedWindow) -> tuple[EncodedWindow, bool]:
+    """Upload a window's bodies from this node; a body that fails goes back to the driver."""
+    done: list[tuple[str, str, dict[str, str]]] = []
+    left: list[tuple[str, str, bytes]] = []
+    for service, rid, body in window.bodies:
+        if left:
+            left.append((service, rid, body))
+            continue
+        try:
+            done.append((service, rid, client.upload_body(body, request_id=rid)))
+        except APIError:  # the driver's upload stage decides: retry later, halt, or fail the unit
+            left.append((service, rid, body))
+    return replace(window, bodies=tuple(left), uploaded=tuple(done)), not left
+
+
+def _decode_task(task: DecodeTask, config: ClientConfig | None, pacer: Any, rate: float | None,
+                 threads: int) -> Iterator[tuple[str, Any]]:
+    from .. import media
+
+    media.set_thread_cap(threads)
+    client = _worker_client(config, pacer, rate) if config is not None else None
+    try:
+        for window in encode_windows(task):
+            if client is not None and window.bodies:
+                window, ok = _upload_here(client, window)
+                if not ok:
+                    client = None  # the API is failing: stop waiting on it here, the driver retries
+            yield "window", window
+        yield "done", None
+    except SeekneticPrepError as exc:
+        yield "failed", exc
+
+
+# ------------------------------------------------------------------ the driver's side
+
+class RayExecutor(Executor):
+    """Plan and decode tasks on a Ray cluster.
+
+    Args:
+        address: the cluster (``host:port`` or ``ray://...``); default ``RAY_ADDRESS``, else a
+            Ray started on this machine for the run (and shut down by :meth:`close`). If this
+            process is already connected to Ray, that connection is used and left open.
+        client: how workers build their upload client (:meth:`Client.worker_config`); None:
+            windows come back with their bodies and the driver uploads them.
+        qps: requests per second all workers' uploads share (see :func:`share_qps`).
+        threads: FFmpeg threads per decode task (each task asks Ray for one CPU).
+        max_retries: how often Ray re-runs a task whose worker or node died.
+
+    Raises:
+        InvalidArgumentError: Ray is not installed, or the cluster cannot be reached.
+    """
+
+    def __init__(self, address: str | None = None, *, client: ClientConfig | None = None,
+                 qps: float | None = None, threads: int = 1, max_retries: int = _MAX_RETRIES,
+                 local_cpus: int | None = None) -> None:
+        target = address or os.environ.get("RAY_ADDRESS") or "local"
+        ray = import_ray(target)
+        self._ray = ray
+        self._connected = False
+        self._closed = False
+        if not ray.is_initialized():
+            _reachable(target)  # Ray itself retries an unreachable head for minutes, silently
+            options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+            if target == "local":
+                options.update(include_dashboard=False, num_cpus=local_cpus)
+            try:
+                ray.init(address=target, **options)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise InvalidArgumentError(
+                    f"Cannot reach the Ray cluster at {target!r}: {exc}. Check --ray-address / "
+                    "RAY_ADDRESS (the head's address, as `ray start --head` printed it)."
+                ) from exc
+            self._connected = True
+        self.started_local = target == "local" and self._connected
+        self._config = client
+        self._rate = qps
+        self._threads = threads
+        self._max_retries = max_retries
+        self._pacer = (ray.remote(num_cpus=0, max_restarts=-1)(_Pacer).remote(qps)
+                       if client is not None and qps else None)
+        self._plan = ray.remote(num_cpus=1, max_retries=max_retries)(_plan_task)
+        self._decode = ray.remote(num_cpus=1, max_retries=max_retries, num_returns="streaming",
+                                  _generator_backpressure_num_objects=_WINDOWS_BUFFERED)(_decode_task)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.capacity = max(2, min(_MAX_CAPACITY, 2 * cpus))
+        self._running: dict[Any, Task] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def submit(self, task: Task) -> None:
+        if self._closed:
+            raise RuntimeError("submit on a closed executor")
+        if isinstance(task, PlanTask):
+            handle = self._plan.remote(task.path)
+        else:
+            handle = self._decode.remote(task, self._config, self._pacer, self._rate, self._threads)
+        self._running[handle] = task
+
+    def events(self, timeout: float) -> list[Event]:
+        if not self._running:
+            return []
+        ray = self._ray
+        out: list[Event] = []
+        wait_s: float = timeout
+        while self._running and len(out) < 64:
+            handles = list(self._running)
+            ready, _ = ray.wait(handles, num_returns=1, timeout=wait_s, fetch_local=False)
+            if not ready:
+                break
+            ready, _ = ray.wait(handles, num_returns=len(handles), timeout=0, fetch_local=False)
+            for handle in ready:
+                self._pull(handle, out)
+            wait_s = 0
+        return out
+
+    def _pull(self, handle: Any, out: list[Event]) -> None:
+        ray = self._ray
+        task = self._running[handle]
+        try:
+            if isinstance(task, PlanTask):
+                kind, payload = ray.get(handle)
+            else:
+                try:
+                    ref = next(handle)
+                except StopIteration:  # ended without a last word: only after a cancel
+                    del self._running[handle]
+                    out.append(self._crashed(task, "the task ended without a result"))
+                    return
+                kind, payload = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # our code raised something not ours: a bug
+            raise RuntimeError(f"a Ray task hit a bug on {task.path}:\n{exc}") from exc
+        except ray.exceptions.RayError as exc:  # the worker or its node died, after Ray's retries
+            del self._running[handle]
+            out.append(self._crashed(task, type(exc).__name__))
+            return
+        if kind == "window":
+            assert isinstance(task, DecodeTask)
+            out.append(WindowReady(task, payload))
+            return
+        del self._running[handle]
+        if kind == "planned":
+            assert isinstance(task, PlanTask)
+            out.append(Planned(task, payload))
+        elif kind == "done":
+            assert isinstance(task, DecodeTask)
+            out.append(TaskDone(task))
+        else:
+            out.append(TaskFailed(task, payload))
+
+    def _crashed(self, task: Task, why: str) -> TaskFailed:
+        what = "probing" if isinstance(task, PlanTask) else "decoding"
+        return TaskFailed(task, MediaError(
+            task.path, f"the Ray worker died while {what} this file ({why}), "
+            f"{1 + self._max_retries} times"), crashed=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        ray = self._ray
+        for handle in self._running:
+            # already finished, or a kind Ray cannot force-cancel: the shutdown below ends it
+            with contextlib.suppress(ValueError, TypeError, ray.exceptions.RayError):
+                ray.cancel(handle, force=True)
+        self._running.clear()
+        if self._pacer is not None:
+            with contextlib.suppress(ValueError, ray.exceptions.RayError):
+                ray.kill(self._pacer)
+        if self._connected:
+            ray.shutdown()  # ends this driver's job (its tasks too); stops a Ray started here
