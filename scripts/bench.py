@@ -59,6 +59,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_inputs as inputs  # sibling helper module, found via the line above
 import _bench_scale as scale
+from _bench_workers import PRE_ONLY
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -301,23 +302,7 @@ with av.open(sys.argv[1]) as c:
     for _ in c.decode(video=0):
         pass
 """
-PREPROCESS_ONLY = """\
-import sys
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
-
-from seeknetic_prep.preprocess import preprocess
-
-
-def windows(path):
-    return len(preprocess(path))
-
-
-if __name__ == "__main__":
-    files = sorted(Path(sys.argv[1]).iterdir(), key=lambda p: -p.stat().st_size)
-    with ProcessPoolExecutor(int(sys.argv[2])) as pool:
-        print(sum(pool.map(windows, files)))
-"""
+PREPROCESS_ONLY = PRE_ONLY
 """Decode only, with as many processes as ``run`` uses by default (one per core), biggest first."""
 
 

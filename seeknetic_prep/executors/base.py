@@ -35,6 +35,7 @@ __all__ = [
     "TaskDone",
     "TaskFailed",
     "WindowReady",
+    "to_event",
 ]
 
 
@@ -113,3 +114,17 @@ class Executor(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def to_event(task: Task, kind: str, payload: object) -> Event:
+    """The event for a worker's ``(kind, payload)`` message about ``task``: ``planned``,
+    ``window``, ``done`` or ``failed`` (every engine's workers speak this little protocol)."""
+    if kind == "planned" and isinstance(task, PlanTask) and isinstance(payload, FilePlan):
+        return Planned(task, payload)
+    if kind == "window" and isinstance(task, DecodeTask) and isinstance(payload, EncodedWindow):
+        return WindowReady(task, payload)
+    if kind == "done" and isinstance(task, DecodeTask):
+        return TaskDone(task)
+    if kind == "failed" and isinstance(payload, SeekneticPrepError):
+        return TaskFailed(task, payload)
+    raise RuntimeError(f"a decode worker sent {kind!r} about {task}:\n{payload}")

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MediaError, SeekneticPrepError
-from ..stages import DecodeTask, encode_windows, plan_file, worker_init
-from .base import Event, Executor, Planned, PlanTask, Task, TaskDone, TaskFailed, WindowReady
+from ..stages import encode_windows, plan_file, worker_init
+from .base import Event, Executor, PlanTask, Task, TaskFailed, WindowReady, to_event
 
 __all__ = ["InlineExecutor", "ProcessExecutor", "decode_threads_for"]
 
@@ -155,22 +155,10 @@ class ProcessExecutor(Executor):
         except (EOFError, OSError):
             self._died(w, out)
             return
-        if kind == "window":
-            assert isinstance(task, DecodeTask)
-            out.append(WindowReady(task, payload))
-            return
-        w.task = None
-        self._attempts.pop(task, None)
-        if kind == "planned":
-            assert isinstance(task, PlanTask)
-            out.append(Planned(task, payload))
-        elif kind == "done":
-            assert isinstance(task, DecodeTask)
-            out.append(TaskDone(task))
-        elif kind == "failed":
-            out.append(TaskFailed(task, payload))
-        else:
-            raise RuntimeError(f"a decode worker hit a bug on {task}:\n{payload}")
+        if kind != "window":
+            w.task = None
+            self._attempts.pop(task, None)
+        out.append(to_event(task, kind, payload))  # a "bug" message raises here, in the driver
 
     def _died(self, w: _Worker, out: list[Event]) -> None:
         task = w.task
@@ -257,7 +245,7 @@ class InlineExecutor(Executor):
             if task is None:
                 return
             try:
-                _run_task(task, lambda msg, t=task: self._put(_event(t, msg)))
+                _run_task(task, lambda msg, t=task: self._put(to_event(t, *msg)))
             except _Cancelled:
                 return
             except Exception:  # a bug: surface it in the driver rather than hang
@@ -286,14 +274,3 @@ class InlineExecutor(Executor):
 
 class _Cancelled(Exception):
     pass
-
-
-def _event(task: Task, msg: tuple[str, Any]) -> Event:
-    kind, payload = msg
-    if kind == "planned":
-        return Planned(task, payload)  # type: ignore[arg-type]
-    if kind == "window":
-        return WindowReady(task, payload)  # type: ignore[arg-type]
-    if kind == "done":
-        return TaskDone(task)  # type: ignore[arg-type]
-    return TaskFailed(task, payload)

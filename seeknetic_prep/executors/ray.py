@@ -41,7 +41,7 @@ from typing import Any
 from ..client import Client, ClientConfig
 from ..errors import APIError, InvalidArgumentError, MediaError, SeekneticPrepError
 from ..stages import DecodeTask, EncodedWindow, encode_windows, plan_file
-from .base import Event, Executor, Planned, PlanTask, Task, TaskDone, TaskFailed, WindowReady
+from .base import Event, Executor, PlanTask, Task, TaskFailed, to_event
 
 __all__ = ["INSTALL_HINT", "RayExecutor", "import_ray", "share_qps"]
 
@@ -290,19 +290,9 @@ class RayExecutor(Executor):
             del self._running[handle]
             out.append(self._crashed(task, type(exc).__name__))
             return
-        if kind == "window":
-            assert isinstance(task, DecodeTask)
-            out.append(WindowReady(task, payload))
-            return
-        del self._running[handle]
-        if kind == "planned":
-            assert isinstance(task, PlanTask)
-            out.append(Planned(task, payload))
-        elif kind == "done":
-            assert isinstance(task, DecodeTask)
-            out.append(TaskDone(task))
-        else:
-            out.append(TaskFailed(task, payload))
+        if kind != "window":
+            del self._running[handle]
+        out.append(to_event(task, kind, payload))
 
     def _crashed(self, task: Task, why: str) -> TaskFailed:
         what = "probing" if isinstance(task, PlanTask) else "decoding"
