@@ -18,6 +18,8 @@ c. peak RSS of a fresh process that preprocesses the 4K HEVC 10-bit clip;
 d. ``seeknetic-prep run DIR --local`` windows/s vs preprocess-only windows/s over one folder;
 e. ``run --local`` against preprocess-only at 1, 2, 4, ... workers up to the core count, with
    the CPU seconds of the driver, the decode workers and the emulator (``_bench_workers.py``);
+g. NVDEC (skipped without a CUDA device): frames/s, windows/s and CPU seconds of the same
+   1080p H.264 clips on CPU processes, NVDEC processes and both (``gpu_check.py`` measures);
 r. ``run --executor ray`` vs the local engine on the same folder (windows/s, CPU seconds of
    every process involved), Ray's start-up, and the scaling of a local two-node cluster
    (two 1-CPU nodes vs one), each Ray run against a cluster started beforehand.
@@ -63,8 +65,8 @@ from _bench_workers import PRE_ONLY
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-SECTIONS = ("a", "b", "c", "d", "e", "r", "s")
-DEFAULT_SECTIONS = ("a", "b", "c", "d", "e")
+SECTIONS = ("a", "b", "c", "d", "e", "g", "r", "s")
+DEFAULT_SECTIONS = ("a", "b", "c", "d", "e", "g")
 MEDIA_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 WHOLE_FILE = "h264-1080p30-60s"
 RSS_FILE = "hevc10-2160p30-5s"
@@ -611,6 +613,29 @@ class TreeCpu:
         return sum(v - self.base.get(k, 0.0) for k, v in self.seen.items())
 
 
+def section_g(cache: Path, report: Report) -> None:
+    """NVDEC against the CPU on the workers folder's 1080p clips; skipped without CUDA."""
+    import gpu_check
+
+    from seeknetic_prep.hwdecode import cuda_present
+
+    if not cuda_present():
+        report.tables["g"] = "Skipped: no CUDA device on this machine (PyAV cannot open one)."
+        return
+    import _bench_workers as workers
+
+    folder = workers.scale_folder(cache, cores())
+    big = sorted(f for f in folder.iterdir() if "1080p" in f.name)
+    rows = [gpu_check.throughput(big, cpu=c, gpu=g) for c, g in ((cores(), 0), (0, 8), (cores(), 8))]
+    base = rows[0]["windows_per_s"]
+    report.tables["g"] = markdown_table(
+        ["CPU processes", "NVDEC processes", "seconds", "CPU s", "frames/s", "windows/s", "÷ CPU only"],
+        [[str(r["cpu_workers"]), str(r["gpu_workers"]), f"{r['wall_s']:.2f}", f"{r['cpu_s']:.0f}",
+          f"{r['frames_per_s']:.0f}", f"{r['windows_per_s']:.2f}", f"{r['windows_per_s'] / base:.2f}x"]
+         for r in rows])
+    report.raw["g"] = rows
+
+
 def section_ray(folder: Path, reps: int, report: Report) -> None:
     print(f"  e: {folder.name} run --executor ray vs local, one- and two-node clusters", file=sys.stderr,
           flush=True)
@@ -706,6 +731,7 @@ TITLES = {
     "c": "c. Peak memory",
     "d": "d. End-to-end folder run",
     "e": "e. Workers: run --local against preprocess-only, CPU seconds by process group",
+    "g": "g. NVDEC beside the CPU (`--decode auto`)",
     "r": "r. On a Ray cluster (`--executor ray`)",
 }
 
@@ -910,6 +936,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       run_rate / pre_rate, lambda v: v >= goal, "x", None)
         report.target("driver CPU s per window (main process)", "<= 0.15",
                       top["run_cpu"].get("main", 0.0) / top["windows"], lambda v: v <= 0.15, "s", None)
+    if "g" in sections:
+        section_g(cache, report)
     if "r" in sections:
         folder = inputs.ensure_folder(inputs.E2E_QUICK if args.quick else inputs.E2E_SET, cache)
         section_ray(folder, args.reps, report)

@@ -78,7 +78,8 @@ class Ledger:
 
     # ------------------------------------------------------------------ planning
 
-    def admit(self, path: str, plan: FilePlan, *, resize: str, windows_per_task: int) -> Admission:
+    def admit(self, path: str, plan: FilePlan, *, resize: str, windows_per_task: int,
+              decode: str = "auto") -> Admission:
         """Record a probed file and return what its content still needs.
 
         Chunks are fixed by window index, not by what is left to do, so a window is always
@@ -142,7 +143,7 @@ class Ledger:
                 admission.tasks.append(DecodeTask(
                     path=path, fingerprint=fp, windows=tuple(chunk),
                     request_ids=tuple((u.window_index, u.service, u.request_id) for u in wanted),
-                    resize=resize,
+                    resize=resize, decode=decode,
                 ))
         return admission
 

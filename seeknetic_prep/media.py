@@ -170,14 +170,33 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     return info
 
 
-def probe_open(path: str | os.PathLike[str]) -> tuple[MediaInfo, Any]:
+def probe_open(path: str | os.PathLike[str], *, decode: str = "auto") -> tuple[MediaInfo, Any]:
     """:func:`probe`, keeping the open container for the frame pass.
 
     On a small file opening it again costs as much as decoding a window's frames; hand the
     container to :func:`decode_frames_at` (``container=``), which closes it. Its decoder is
     already threaded the way the frame pass wants (threading cannot change once it is open).
+    When ``decode`` picks NVDEC for this codec (:mod:`seeknetic_prep.hwdecode`), the probe runs
+    on the CPU and the frame pass gets the file opened again with the ``cuda`` hwaccel.
+
+    Raises:
+        MediaError: as :func:`probe`.
+        InvalidArgumentError: ``decode="cuda"`` with no CUDA device.
     """
-    return _probe(Path(path), for_frames=True)
+    from .hwdecode import hwaccel_for
+
+    p = Path(path)
+    info, container = _probe(p, for_frames=True)
+    hw = hwaccel_for(decode, info.video_codec)
+    if hw is None:
+        return info, container
+    container.close()
+    try:
+        container = av.open(str(p), "r", hwaccel=hw)
+    except av.error.FFmpegError as exc:
+        raise MediaError(p, f"NVDEC cannot open it ({_reason(exc)}); use --decode cpu") from exc
+    _video_stream(p, container).codec_context.thread_count = 1  # the GPU decodes; one feeder
+    return info, container
 
 
 def _probe(p: Path, *, for_frames: bool) -> tuple[MediaInfo, Any]:

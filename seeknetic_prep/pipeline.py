@@ -266,7 +266,8 @@ class _Run:
                     self._put(Work(rid, service, fp, r2_keys=keys, lookup=self.ledger.needs_lookup(rid)))
         elif isinstance(event, Planned):
             admission = self.ledger.admit(event.task.path, event.plan, resize=self.opt.resize,
-                                          windows_per_task=self.opt.windows_per_task)
+                                          windows_per_task=self.opt.windows_per_task,
+                                          decode=self.opt.decode)
             backlog.extend(admission.tasks)
             for work in admission.submit:
                 self._put(work)
@@ -374,7 +375,8 @@ def run_folder(
         raise InvalidArgumentError(
             f"no video files under {', '.join(str(p) for p in plist)} (looked for {looked}); "
             f"{others} other file(s) skipped. Use --extensions to pick up other names.")
-    engine = executor or make_local_executor(opt.worker_count)  # starts now: overlaps the key check
+    # The engine starts now, so its workers' start-up overlaps the key check.
+    engine = executor or make_local_executor(opt.worker_count, opt.gpu_worker_count)
     try:
         client.check_auth()  # a wrong key stops here: one request, before any state or decoding
         _settled(out_dir, opt)

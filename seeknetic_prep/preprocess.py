@@ -20,6 +20,7 @@ from .sampling import frame_targets_ms, plan_windows
 from .transform import AudioTimeline, check_resize, fit, scaled_size, upright
 
 if TYPE_CHECKING:
+    from .hwdecode import DecodeMode
     from .media import MediaInfo
 
 __all__ = ["iter_segments", "preprocess"]
@@ -31,6 +32,7 @@ def preprocess(
     start_ms: int | None = None,
     end_ms: int | None = None,
     resize: ResizeMode = "crop",
+    decode: DecodeMode = "auto",
 ) -> list[Segment]:
     """Decode a video into its 10-second windows (or one custom window) as Seeknetic tensors.
 
@@ -40,6 +42,9 @@ def preprocess(
         end_ms: end of that window (> ``start_ms``; clipped to the duration).
         resize: "crop" (shorter side to 224, centre crop; the default), "squash" (both sides
             to 224) or "pad" (longer side to 224, black bars).
+        decode: "auto" (NVDEC when a CUDA device is present and the codec is H.264 or HEVC,
+            else the CPU), "cpu", or "cuda" (an error without a device); see
+            :mod:`seeknetic_prep.hwdecode`.
 
     Returns:
         One segment per window, in order: ``video`` uint8 (1, 12, 3, 224, 224) RGB, ``audio``
@@ -57,7 +62,7 @@ def preprocess(
     from .media import probe_open
 
     mode = check_resize(resize)
-    info, container = probe_open(path)
+    info, container = probe_open(path, decode=decode)
     with container:
         windows = plan_windows(info.duration_ms, start_ms=start_ms, end_ms=end_ms)
         return list(_segments(info, windows, mode, container))
@@ -68,6 +73,7 @@ def iter_segments(
     windows: Sequence[Window] | None = None,
     *,
     resize: ResizeMode = "crop",
+    decode: DecodeMode = "auto",
 ) -> Iterator[Segment]:
     """Yield each window's segment as soon as it is decoded: one forward pass, flat memory.
 
@@ -76,6 +82,7 @@ def iter_segments(
         windows: ascending, non-overlapping windows on the file's timeline; ``None`` for all
             10-second windows. Ends past the content are clipped to it.
         resize: as for :func:`preprocess`.
+        decode: as for :func:`preprocess`.
 
     Raises:
         MediaError: as for :func:`preprocess`; a file that turns out to be cut short midway
@@ -85,7 +92,7 @@ def iter_segments(
     from .media import probe_open
 
     mode = check_resize(resize)
-    info, container = probe_open(path)
+    info, container = probe_open(path, decode=decode)
     with container:
         if windows is None:
             planned = plan_windows(info.duration_ms)

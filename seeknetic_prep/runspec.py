@@ -39,11 +39,26 @@ class RunOptions:
     retry_failed: bool = False
     extensions: frozenset[str] = VIDEO_EXTENSIONS
     resize: str = "crop"
+    decode: str = "auto"
+    gpu_workers: int | None = None
     job_timeout_s: float = 3600.0
     poll_s: float = 0.3
     max_poll_s: float = 5.0
     unreachable_after_s: float = 300.0
     plan_ahead: int = 2000
+
+    @property
+    def gpu_worker_count(self) -> int:
+        """NVDEC decode processes beside the CPU ones: ``gpu_workers``, else 8 when ``decode``
+        may use a CUDA device that is present (NVDEC throughput levelled off at 8 processes in
+        the issue's H200 measurement: 730 frames/s, against 607 at 4 and 737 at 16), else 0."""
+        if self.gpu_workers is not None:
+            return self.gpu_workers
+        if self.decode == "cpu":
+            return 0
+        from .hwdecode import cuda_present
+
+        return 8 if cuda_present() else 0
 
     @property
     def worker_count(self) -> int:
@@ -58,6 +73,10 @@ class RunOptions:
             )
         if self.workers is not None and self.workers < 0:
             raise InvalidArgumentError(f"Invalid workers {self.workers}: must be >= 0.")
+        if self.gpu_workers is not None and self.gpu_workers < 0:
+            raise InvalidArgumentError(f"Invalid gpu_workers {self.gpu_workers}: must be >= 0.")
+        if self.decode not in ("auto", "cpu", "cuda"):
+            raise InvalidArgumentError(f"Invalid decode {self.decode!r}: must be one of auto, cpu, cuda.")
         if self.uploaders < 1:
             raise InvalidArgumentError(f"Invalid uploaders {self.uploaders}: must be >= 1.")
         if self.unreachable_after_s <= 0:

@@ -71,6 +71,7 @@ class DecodeTask:
     windows: tuple[tuple[int, int, int], ...]
     request_ids: tuple[tuple[int, str, str], ...]  # (window index, service, request_id)
     resize: str = "crop"
+    decode: str = "auto"  # see seeknetic_prep.hwdecode: "auto", "cpu" or "cuda"
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,8 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
         wanted.setdefault(index, []).append((service, rid))
     try:
         windows = [Window(*w) for w in task.windows]
-        for seg in iter_segments(task.path, windows, resize=task.resize):  # type: ignore[arg-type]
+        for seg in iter_segments(task.path, windows, resize=task.resize,  # type: ignore[arg-type]
+                                 decode=task.decode):  # type: ignore[arg-type]
             asked = wanted.get(seg.index, [])
             bodies = upload_body_bytes(seg, asked)  # type: ignore[arg-type]
             pairs = zip(asked, bodies, strict=True)
@@ -162,14 +164,16 @@ def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
     return list(encode_windows(task))
 
 
-def worker_init(decode_threads: int = 0) -> None:
+def worker_init(decode_threads: int = 0, gpu: bool = True) -> None:
     """Set up a decode worker process: ``decode_threads`` FFmpeg threads per decoder (0: FFmpeg
-    decides, which is every core: right for one worker, oversubscription for many)."""
+    decides, which is every core: right for one worker, oversubscription for many); ``gpu``:
+    whether ``decode="auto"`` may use NVDEC here (the CPU workers of a mixed pool may not)."""
     # Ctrl-C reaches the whole process group; only the main process decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from . import media, payloads, preprocess  # noqa: F401  (imported now, not in the first task)
+    from . import hwdecode, media, payloads, preprocess  # noqa: F401  (now, not in the first task)
 
     media.set_thread_cap(decode_threads)
+    hwdecode.allow_gpu(gpu)
 
 
 def is_environmental(error: Exception) -> bool:

@@ -26,11 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "for run (default both; --service is the old spelling)")
     parser.add_argument("--resize", choices=("crop", "squash", "pad"), default="crop",
                         help="how frames become 224x224 (default: crop, the centre after scaling)")
+    parser.add_argument("--decode", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: NVDEC on an NVIDIA GPU for H.264/HEVC when one is present, else the CPU "
+                        "(default); cpu; cuda: require the GPU (exit 2 without one)")
 
 
 def main(args: argparse.Namespace) -> int:
     from ..discover import discover
     from ..errors import MediaError
+    from ..hwdecode import check_decode
     from ..payloads import file_fingerprint, parse_services, request_id_for, upload_body
     from ..preprocess import iter_segments
     from .run import check_out_dir
@@ -38,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
     services = parse_services(args.services)
     out: Path = args.out
     check_out_dir(out)
+    decode = check_decode(args.decode)
     failed = 0
     existing = []
     for raw in args.paths:
@@ -54,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
             folder = out / f"{path.name}.{fingerprint[:12]}"
             count = 0
             end_ms = 0
-            for seg in iter_segments(path, resize=args.resize):
+            for seg in iter_segments(path, resize=args.resize, decode=decode):
                 folder.mkdir(parents=True, exist_ok=True)
                 for service in services:
                     rid = request_id_for(fingerprint, seg.window, service, args.resize)

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(default: {','.join(sorted(e.lstrip('.') for e in VIDEO_EXTENSIONS))})")
     parser.add_argument("--resize", choices=("crop", "squash", "pad"), default="crop",
                         help="how frames become 224x224 (default crop; fixed per --out, as in prep)")
+    parser.add_argument("--decode", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: NVDEC on an NVIDIA GPU for H.264/HEVC when one is present, else the CPU "
+                        "(default); cpu; cuda: require the GPU (exit 2 without one)")
+    parser.add_argument("--gpu-workers", type=int, default=None,
+                        help="NVDEC decode processes beside the CPU ones "
+                        "(default: 8 with a CUDA device, else 0)")
     parser.add_argument("--report", action="store_true",
                         help="also write report.html in --out (thumbnails, tags, failures, neighbours)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars: one line per file")
@@ -69,6 +75,7 @@ def main(args: argparse.Namespace) -> int:
     from ..client import Client
     from ..discover import VIDEO_EXTENSIONS, parse_extensions
     from ..errors import InvalidArgumentError
+    from ..hwdecode import check_decode
     from ..keys import local_key
     from ..outlock import OutLock
     from ..pipeline import RunOptions, run_folder
@@ -81,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         extensions=parse_extensions(args.extensions) if args.extensions else VIDEO_EXTENSIONS,
         resize=args.resize,
+        decode=check_decode(args.decode),
+        gpu_workers=args.gpu_workers,
     )
     if args.qps is not None and args.qps <= 0:
         raise InvalidArgumentError(f"Invalid --qps {args.qps}: must be > 0.")

@@ -21,8 +21,11 @@ __all__ = [
 ]
 
 
-def make_local_executor(workers: int) -> Executor:
-    """The local engine: ``workers`` decode processes, or one in-process thread for 0."""
+def make_local_executor(workers: int, gpu_workers: int = 0) -> Executor:
+    """The local engine: ``workers`` CPU decode processes beside ``gpu_workers`` NVDEC ones,
+    or one in-process thread when both are 0."""
     from .local import InlineExecutor, ProcessExecutor
 
-    return InlineExecutor() if workers == 0 else ProcessExecutor(workers)
+    if workers == 0 and gpu_workers == 0:
+        return InlineExecutor()
+    return ProcessExecutor(workers, gpu_workers=gpu_workers)

@@ -57,8 +57,8 @@ def _run_task(task: Task, send: Any) -> None:
         send(("failed", exc))
 
 
-def _worker_main(tasks: mpc.Connection, results: mpc.Connection, threads: int) -> None:
-    worker_init(threads)
+def _worker_main(tasks: mpc.Connection, results: mpc.Connection, threads: int, gpu: bool) -> None:
+    worker_init(threads, gpu)
     while True:
         try:
             task = tasks.recv()
@@ -80,33 +80,38 @@ class _Worker:
     tasks: mpc.Connection
     results: mpc.Connection
     task: Task | None = None
+    gpu: bool = False
 
 
 class ProcessExecutor(Executor):
-    """``workers`` decode processes, each with ``threads`` FFmpeg threads (default: cores split
-    evenly). Workers start at construction, so their start-up overlaps whatever the caller
-    does next (a key check, a local server's start)."""
+    """``workers`` CPU decode processes, each with ``threads`` FFmpeg threads (default: cores
+    split evenly), and ``gpu_workers`` more that may decode on NVDEC (``decode="auto"``; see
+    :mod:`seeknetic_prep.hwdecode`), fed from the same queue. Workers start at construction, so
+    their start-up overlaps whatever the caller does next (a key check, a local server's start).
+    """
 
-    def __init__(self, workers: int, *, threads: int | None = None) -> None:
-        if workers < 1:
-            raise ValueError(f"Invalid workers {workers}: must be >= 1.")
-        self._ctx = multiprocessing.get_context("spawn")
-        self._threads = decode_threads_for(workers) if threads is None else threads
-        self._workers: list[_Worker] = [self._start() for _ in range(workers)]
+    def __init__(self, workers: int, *, threads: int | None = None, gpu_workers: int = 0) -> None:
+        if workers < 0 or gpu_workers < 0 or workers + gpu_workers < 1:
+            raise ValueError(f"Invalid workers {workers} + {gpu_workers}: need at least one.")
+        self._ctx = multiprocessing.get_context("spawn")  # CUDA does not survive a fork
+        self._threads = decode_threads_for(max(1, workers)) if threads is None else threads
+        self._workers: list[_Worker] = [self._start(gpu=k < gpu_workers)
+                                        for k in range(gpu_workers + workers)]
         self._queue: deque[Task] = deque()
         self._attempts: dict[Task, int] = {}
         self._closed = False
-        self.capacity = 2 * workers  # one running per worker, one waiting to start
+        self.capacity = 2 * len(self._workers)  # one running per worker, one waiting to start
 
-    def _start(self) -> _Worker:
+    def _start(self, *, gpu: bool) -> _Worker:
         task_r, task_w = self._ctx.Pipe(duplex=False)
         res_r, res_w = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(target=_worker_main, args=(task_r, res_w, self._threads),
+        threads = 1 if gpu else self._threads
+        process = self._ctx.Process(target=_worker_main, args=(task_r, res_w, threads, gpu),
                                     daemon=True, name="seeknetic-decode")
         process.start()
         task_r.close()
         res_w.close()
-        return _Worker(process, task_w, res_r)
+        return _Worker(process, task_w, res_r, gpu=gpu)
 
     @property
     def in_flight(self) -> int:
@@ -180,7 +185,7 @@ class ProcessExecutor(Executor):
 
     def _replace(self, w: _Worker) -> None:
         _stop_process(w)
-        fresh = self._start()
+        fresh = self._start(gpu=w.gpu)
         w.process, w.tasks, w.results = fresh.process, fresh.tasks, fresh.results
 
     def close(self) -> None:
