@@ -125,11 +125,17 @@ def test_cli_with_a_bad_key_exits_2_and_never_shows_it(emulator: Any, tmp_path: 
     assert "SECRET" not in flag.stdout + flag.stderr
 
 
-def test_cli_key_ending_in_crlf_is_stripped_and_the_run_completes(emulator: Any, tmp_path: Path) -> None:
-    proc = _cli(["run", "fixtures/short_700ms.mp4", "--base-url", emulator.base_url,
-                 "--out", str(tmp_path / "o"), "--workers", "0", "--quiet"], f"  {emulator.api_key}\r\n")
-    assert proc.returncode == 0, proc.stderr
-    assert emulator.api_key not in proc.stdout + proc.stderr
+def test_cli_key_ending_in_crlf_is_stripped_and_the_run_completes(tmp_path: Path) -> None:
+    from seeknetic_prep.emulator import running
+
+    # An emulator of its own: jobs are named by content, and the session's emulator must not
+    # already know this clip's when another test submits it.
+    with running(data_dir=tmp_path / "emu") as emulator:
+        proc = _cli(["run", "fixtures/short_700ms.mp4", "--base-url", emulator.base_url,
+                     "--out", str(tmp_path / "o"), "--workers", "0", "--quiet"],
+                    f"  {emulator.api_key}\r\n")
+        assert proc.returncode == 0, proc.stderr
+        assert emulator.api_key not in proc.stdout + proc.stderr
 
 
 # -- key files -------------------------------------------------------------------------------------

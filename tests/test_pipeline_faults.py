@@ -149,11 +149,13 @@ def test_ctrl_c_any_number_of_times_exits_promptly_leaving_nothing(
         _once(server, lines)
 
 
-def test_fifo_named_explicitly_fails_with_a_reason(emulator: Any, fixtures_dir: Path, tmp_path: Path) -> None:
+def test_fifo_named_explicitly_fails_with_a_reason(
+    fresh_emulator: Any, fixtures_dir: Path, tmp_path: Path
+) -> None:
     """Issue 13.6: a FIFO on the command line is reported failed, never read (it would block)."""
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)
-    with Client(emulator.api_key, base_url=emulator.base_url) as c:
+    with Client(fresh_emulator.api_key, base_url=fresh_emulator.base_url) as c:
         summary = run_folder([fifo, fixtures_dir / "short_700ms.mp4"], out=tmp_path / "out", client=c,
                              options=RunOptions(workers=0))
     assert summary.files_failed == 1 and summary.files_ok == 1
