@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SeekneticPrepError as exc:
         print(f"seeknetic-prep {args.command}: error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more (as the docs advise)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:  # the machine said no (a full disk, a file where a folder belongs)
         where = f": {exc.filename}" if exc.filename else ""
         print(f"seeknetic-prep {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
