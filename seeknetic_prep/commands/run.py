@@ -166,8 +166,10 @@ def main(args: argparse.Namespace) -> int:
 
         print(f"report: {write_report(out)}")
     if summary.stopped_by != "auth" and summary.results_path.exists():
-        print(f"results: {out / 'parts'} (Parquet, one row per window; this run's part "
-              f"{summary.results_path.name}). Next: `seeknetic-prep results --out {out} --format jsonl` "
+        part = (f"this run's part {summary.results_path.name}" if summary.results_path.suffix == ".parquet"
+                else "nothing new this run")
+        print(f"results: {out / 'parts'} (Parquet, one row per window; {part}). "
+              f"Next: `seeknetic-prep results --out {out} --format jsonl` "
               f"exports them, `seeknetic-prep search QUERY --out {out}` ranks them, "
               f"`seeknetic-prep status --out {out}` shows progress and failures.")
     return summary.exit_code
