@@ -812,6 +812,18 @@ def section_scale(args: argparse.Namespace, command: str) -> int:
             shutil.rmtree(Path(tmp) / f"scale-{n}", ignore_errors=True)
     body = (f"Machine: {machine_line()}.\nCommand: `{command}` (one repetition, warm page cache).\n\n"
             + scale.table(rows) + "\n")
+    from seeknetic_prep.ann import ann_available
+
+    if ann_available():  # the approximate index against exact ranking, for 10M windows
+        import _bench_ann
+
+        print("section s: the approximate index", file=sys.stderr)
+        sizes_ann = (25_000, 100_000, *([200_000] if args.scale_1m else []))
+        measured = [_bench_ann.measure(n) for n in sizes_ann]
+        fit = _bench_ann.extrapolate(measured)
+        body += ("\n**The approximate index** (`--ann`; clustered synthetic embeddings, see "
+                 "`scripts/_bench_ann.py`)\n\n" + _bench_ann.table(measured, fit))
+        rows.append({"ann": measured})
     print(body)
     if args.json:
         args.json.write_text(json.dumps({"command": command, "machine": machine_line(), "scale": rows},

@@ -65,6 +65,7 @@ class Windows:
     table: pa.Table
     vector_row: np.ndarray
     vectors: np.ndarray
+    folder: Path | None = None  # <out>/search: where an approximate index lives
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
@@ -161,7 +162,7 @@ def load_windows(out_dir: Path) -> Windows:
     count = int(state["vectors"])
     vectors = (np.memmap(folder / "vectors.f32", dtype="<f4", mode="r", shape=(count, dim))
                if count else np.zeros((0, dim), dtype=np.float32))
-    return Windows(table, rowmap, vectors)
+    return Windows(table, rowmap, vectors, folder)
 
 
 def _current(folder: Path, parts: list[Path]) -> tuple[pa.Table, np.ndarray]:
@@ -257,13 +258,20 @@ def rank(
     *,
     tags: Mapping[str, str] | None = None,
     top: int = 10,
+    method: str = "auto",
 ) -> tuple[list[Hit], int]:
     """The ``top`` windows most similar to ``query`` (cosine), among those whose tags match,
     and how many matched. With no query, the matching windows in path and window order.
     Windows without an embedding are left out when there is a query.
 
+    ``method``: ``exact`` (chunked matmul over the matrix), ``ann`` (the approximate index of
+    :mod:`seeknetic_prep.ann`; its hits are rescored exactly), or ``auto``: ``ann`` for an
+    unfiltered query over at least :data:`~seeknetic_prep.ann.ANN_MIN_ROWS` windows when the
+    ``ann`` extra is installed, else ``exact``. Tag filters always rank exactly.
+
     Raises:
-        InvalidArgumentError: ``top`` < 1, an unknown tag, or a query of another dimension.
+        InvalidArgumentError: ``top`` < 1, an unknown tag or method, a query of another
+            dimension, or ``ann`` without the ``ann`` extra.
     """
     if top < 1:
         raise InvalidArgumentError(f"Invalid top {top}: must be >= 1.")
@@ -288,11 +296,45 @@ def rank(
             "were they made by another model?"
         )
     q = q / (np.linalg.norm(q) or 1.0)
+    if _use_ann(method, windows, bool(tags)):
+        return _rank_ann(windows, q, top), len(idx)
     scores = _scores(windows.vectors, rows[idx], q)
     k = min(top, len(idx))
     best = np.argpartition(-scores, k - 1)[:k] if k < len(idx) else np.arange(len(idx))
     best = best[np.lexsort((best, -scores[best]))]  # by score, ties by position: deterministic
     return [_hit(table, int(idx[b]), float(scores[b])) for b in best], len(idx)
+
+
+def _use_ann(method: str, windows: Windows, filtered: bool) -> bool:
+    from .ann import ANN_MIN_ROWS, ann_available
+
+    if method not in ("auto", "exact", "ann"):
+        raise InvalidArgumentError(f"Invalid method {method!r}: must be auto, exact or ann.")
+    if method == "exact" or filtered or windows.folder is None:
+        return False
+    return method == "ann" or (len(windows.vectors) >= ANN_MIN_ROWS and ann_available())
+
+
+def _rank_ann(windows: Windows, q: np.ndarray, top: int) -> list[Hit]:
+    """Hits from the approximate index, stale matrix rows skipped, rescored exactly."""
+    from .ann import ann_search
+
+    assert windows.folder is not None
+    vectors, rows = windows.vectors, windows.vector_row
+    current = np.full(len(vectors), -1, dtype=np.int64)  # matrix row -> current table row
+    has = rows >= 0
+    current[rows[has]] = np.flatnonzero(has)
+    want = top * 4 + 32
+    while True:
+        keys = ann_search(windows.folder, vectors, q, count=min(want, len(vectors)))
+        keys = keys[(keys >= 0) & (keys < len(vectors))]
+        keys = keys[current[keys] >= 0]
+        if len(keys) >= top or want >= len(vectors):
+            break
+        want *= 4
+    scores = np.asarray(vectors[np.sort(keys)] @ q, dtype=np.float32)
+    order = np.lexsort((np.sort(keys), -scores))[:top]
+    return [_hit(windows.table, int(current[np.sort(keys)[b]]), float(scores[b])) for b in order]
 
 
 def _scores(vectors: np.ndarray, rows: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the tag names and the values that occur, then exit")
     parser.add_argument("--top", type=int, default=10, help="how many windows to show (default 10)")
     parser.add_argument("--json", action="store_true", help="one JSON object per hit instead of a table")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--ann", action="store_const", const="ann", dest="method", default="auto",
+                     help='rank with the approximate index (needs pip install "seeknetic-prep[ann]"); '
+                     "default: from 2,000,000 windows when installed")
+    how.add_argument("--exact", action="store_const", const="exact", dest="method",
+                     help="rank every window exactly, however many")
     parser.add_argument("--local", action="store_true",
                         help="embed the query with the built-in emulator (what `run --local` used)")
     parser.add_argument("--api-key", default=None, help="API key (default: $SEEKNETIC_API_KEY)")
@@ -74,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
                 base_url, key = server.base_url, server.api_key
             client = stack.enter_context(Client(key, base_url=base_url, region=args.region))
             query_vec = client.encode_text(args.query)
-    hits, matched = rank(windows, query_vec, tags=filters, top=args.top)
+    hits, matched = rank(windows, query_vec, tags=filters, top=args.top, method=args.method)
     for hit in hits:
         if args.json:
             print(json.dumps({"path": hit.path, "start_ms": hit.start_ms, "end_ms": hit.end_ms,
