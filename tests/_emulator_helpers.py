@@ -178,8 +178,14 @@ def raw_post_streaming(
     total_bytes: int,
     chunked: bool,
     chunk: int = 1 << 20,
+    answer_first_s: float = 0.0,
 ) -> tuple[int, bytes, int]:
     """POST ``total_bytes`` of body without ever holding it, stop as soon as an answer arrives.
+
+    ``answer_first_s``: after the headers, wait that long for an answer before sending any body,
+    as a client with ``Expect: 100-continue`` does. A server that refuses on the headers alone
+    then closes a connection holding no unread bytes, so its answer cannot be lost to the reset
+    a close with unread data sends.
 
     Returns:
         ``(status, response bytes, body bytes sent before the answer)``.
@@ -196,6 +202,8 @@ def raw_post_streaming(
         response = b""
         sock.setblocking(False)
         pending = b""
+        if answer_first_s > 0:
+            select.select([sock], [], [], answer_first_s)
         while True:
             readable, writable, _ = select.select([sock], [sock] if sent < total_bytes else [], [], 30)
             if readable:
