@@ -246,9 +246,7 @@ class _Run:
         if row is None:
             return False
         self.ledger.known(path, row)
-        self.files_planned += 1
-        self.bytes_planned += self.sizes.get(path, 0)
-        self._report_totals()
+        self._probed(path)
         return True
 
     def _route(self, event: Event, backlog: deque[DecodeTask]) -> None:
@@ -273,25 +271,25 @@ class _Run:
                 self._put(work)
             for rid in admission.poll:
                 self.polls.add(rid)
-            self.files_planned += 1
-            self.bytes_planned += self.sizes.get(event.task.path, 0)
             self.jobs_planned += sum(len(t.request_ids) for t in admission.tasks)
             self.jobs_planned += len(admission.submit) + len(admission.poll)
-            self._report_totals()
+            self._probed(event.task.path)
         elif isinstance(event, TaskFailed):
             task = event.task
             if isinstance(task, PlanTask):
                 self.ledger.file_failed(task.path, str(event.error))
-                self.files_planned += 1
-                self.bytes_planned += self.sizes.get(task.path, 0)
-                self._report_totals()
+                self._probed(task.path)
             else:
                 self.ledger.content_failed(task.fingerprint, str(event.error),
                                            environmental=is_environmental(event.error))
         else:
             assert isinstance(event, TaskDone)
 
-    def _report_totals(self) -> None:
+    def _probed(self, path: str) -> None:
+        """One more file is accounted for (probed, failed, or known from the state): update the
+        progress totals, estimated by bytes until every file is."""
+        self.files_planned += 1
+        self.bytes_planned += self.sizes.get(path, 0)
         exact = self.files_planned >= self.files_total
         jobs = self.jobs_planned
         if not exact and self.bytes_planned:  # windows scale with bytes far better than with files

@@ -105,8 +105,8 @@ def load_run(out: Path, *, max_files: int) -> RunData:
         small = [c for c in part_schema().names if c != "embedding"]
         table = compact(Path(out), columns=small)  # the windows, without the embeddings
         rows = table.to_pylist()
-        picked: list[int] = []
-        for i, row in enumerate(rows):
+        embedded: list[tuple[WindowEntry, str]] = []
+        for row in rows:
             if row["window_index"] is None:
                 continue
             path = row["path"]
@@ -130,16 +130,14 @@ def load_run(out: Path, *, max_files: int) -> RunData:
                 tags.update(json.loads(row["tags_extra"]) if row.get("tags_extra") else {})
                 win.tags = tags
             entry.windows.append(win)
-            picked.append(i)
-        if picked:  # embeddings only for the windows shown: never the whole matrix
-            full = compact(Path(out), columns=["embedding"])
-            vectors = full.take(picked)["embedding"].to_pylist()
-            at = 0
-            for entry in shown.values():
-                for win in entry.windows:
-                    if vectors[at] is not None:
-                        win.embedding = np.asarray(vectors[at], np.float32)
-                    at += 1
+            if row.get("embedding_status") == "completed" and row.get("embedding_request_id"):
+                embedded.append((win, row["embedding_request_id"]))
+        # Embeddings only for the windows shown, one indexed lookup each: never a whole column.
+        with Store(db) as store:
+            for win, rid in embedded:
+                result = store.result(rid) or {}
+                if result.get("embedding"):
+                    win.embedding = np.asarray(result["embedding"], np.float32)
     return RunData(
         out=Path(out),
         counts=counts,

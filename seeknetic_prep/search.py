@@ -332,9 +332,10 @@ def _rank_ann(windows: Windows, q: np.ndarray, top: int) -> list[Hit]:
         if len(keys) >= top or want >= len(vectors):
             break
         want *= 4
-    scores = np.asarray(vectors[np.sort(keys)] @ q, dtype=np.float32)
-    order = np.lexsort((np.sort(keys), -scores))[:top]
-    return [_hit(windows.table, int(current[np.sort(keys)[b]]), float(scores[b])) for b in order]
+    keys = np.sort(keys)  # read the mapping in file order
+    scores = np.asarray(vectors[keys] @ q, dtype=np.float32)
+    order = np.lexsort((keys, -scores))[:top]  # by score, ties by row: deterministic
+    return [_hit(windows.table, int(current[keys[b]]), float(scores[b])) for b in order]
 
 
 def _scores(vectors: np.ndarray, rows: np.ndarray, q: np.ndarray) -> np.ndarray:

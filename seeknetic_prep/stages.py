@@ -34,22 +34,20 @@ __all__ = [
 ]
 
 
-def unit_request_id(fingerprint: str, window: tuple[int, int, int], service: str, attempt: int = 0,
-                    *, resize: str = "crop") -> str:
-    """The request id of one unit: :func:`seeknetic_prep.payloads.request_id_for` (the ids
-    ``prep`` writes too, a non-default resize included), plus ``-r<attempt>`` for a
-    ``--retry-failed`` attempt, because a job id is the server's forever and a retried unit
-    needs a new one."""
+def unit_request_id(fingerprint: str, window: tuple[int, int, int], service: str, *,
+                    resize: str = "crop") -> str:
+    """The first request id of one unit: :func:`seeknetic_prep.payloads.request_id_for` (the
+    ids ``prep`` writes too, a non-default resize included); see :func:`retry_request_id`."""
     from .payloads import request_id_for
     from .profile import Window
 
-    rid = request_id_for(fingerprint, Window(*window), service, resize)  # type: ignore[arg-type]
-    return rid if attempt == 0 else f"{rid}-r{attempt}"
+    return request_id_for(fingerprint, Window(*window), service, resize)  # type: ignore[arg-type]
 
 
 def retry_request_id(unit: Any, attempt: int) -> str:
     """The request id of a ``--retry-failed`` attempt of a stored unit: its first id (whatever
-    resize made it) with ``-r<attempt>``."""
+    resize made it) with ``-r<attempt>``, because a job id is the server's forever and a
+    retried unit needs a new one."""
     return re.sub(r"-r\d+$", "", unit.request_id) + f"-r{attempt}"
 
 
