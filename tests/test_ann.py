@@ -52,7 +52,8 @@ def test_a_replaced_window_is_never_returned(tmp_path: Path) -> None:
     out = tmp_path / "out"
     _run(out, range(0, 10))
     target = vector(f"{3:032d}", 5, DIM)
-    first, _ = rank(load_windows(out), target, top=1, method="ann")
+    # (Exact here: on 200 unstructured random vectors the graph's top 1 is not guaranteed.)
+    first, _ = rank(load_windows(out), target, top=1, method="exact")
     assert first[0].path == "/v/0003.mp4" and first[0].start_ms == 50_000
     # A later run replaces that content's windows with other vectors (a new content id).
     with Store(out / "state.sqlite") as store:
