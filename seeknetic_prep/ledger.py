@@ -143,7 +143,7 @@ class Ledger:
                 admission.tasks.append(DecodeTask(
                     path=path, fingerprint=fp, windows=tuple(chunk),
                     request_ids=tuple((u.window_index, u.service, u.request_id) for u in wanted),
-                    resize=resize, decode=decode,
+                    resize=resize, decode=decode, info=plan.info,
                 ))
         return admission
 

@@ -170,7 +170,9 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     return info
 
 
-def probe_open(path: str | os.PathLike[str], *, decode: str = "auto") -> tuple[MediaInfo, Any]:
+def probe_open(
+    path: str | os.PathLike[str], *, decode: str = "auto", known: MediaInfo | None = None
+) -> tuple[MediaInfo, Any]:
     """:func:`probe`, keeping the open container for the frame pass.
 
     On a small file opening it again costs as much as decoding a window's frames; hand the
@@ -179,6 +181,12 @@ def probe_open(path: str | os.PathLike[str], *, decode: str = "auto") -> tuple[M
     When ``decode`` picks NVDEC for this codec (:mod:`seeknetic_prep.hwdecode`), the probe runs
     on the CPU and the frame pass gets the file opened again with the ``cuda`` hwaccel.
 
+    ``known`` is this file's :func:`probe` from earlier (a run probes every file when it plans
+    it): while the file still has that size it is only opened, not probed again. The probe
+    decodes a first frame and demuxes the tail, ~50 ms a 1080p file, as much as a run's whole
+    CPU budget outside decoding for a short clip; the frame pass itself depends on nothing
+    else, so its output is the same. A file whose size changed is probed afresh.
+
     Raises:
         MediaError: as :func:`probe`.
         InvalidArgumentError: ``decode="cuda"`` with no CUDA device.
@@ -186,11 +194,24 @@ def probe_open(path: str | os.PathLike[str], *, decode: str = "auto") -> tuple[M
     from .hwdecode import hwaccel_for
 
     p = Path(path)
-    info, container = _probe(p, for_frames=True)
-    hw = hwaccel_for(decode, info.video_codec)
-    if hw is None:
-        return info, container
-    container.close()
+    if known is not None and _check_file(p) == known.size_bytes:
+        info = known
+        hw = hwaccel_for(decode, info.video_codec)
+        if hw is None:
+            container = _open(p)
+            try:
+                vs = _video_stream(p, container)
+                _set_threads(vs, int(vs.codec_context.width) * int(vs.codec_context.height))
+            except BaseException:
+                container.close()
+                raise
+            return info, container
+    else:
+        info, container = _probe(p, for_frames=True)
+        hw = hwaccel_for(decode, info.video_codec)
+        if hw is None:
+            return info, container
+        container.close()
     try:
         container = av.open(str(p), "r", hwaccel=hw)
     except av.error.FFmpegError as exc:

@@ -74,6 +74,7 @@ def iter_segments(
     *,
     resize: ResizeMode = "crop",
     decode: DecodeMode = "auto",
+    info: MediaInfo | None = None,
 ) -> Iterator[Segment]:
     """Yield each window's segment as soon as it is decoded: one forward pass, flat memory.
 
@@ -83,6 +84,8 @@ def iter_segments(
             10-second windows. Ends past the content are clipped to it.
         resize: as for :func:`preprocess`.
         decode: as for :func:`preprocess`.
+        info: the file's :func:`~seeknetic_prep.media.probe`, when the caller has it already
+            (a run probed the file to plan it): not probed again while its size is unchanged.
 
     Raises:
         MediaError: as for :func:`preprocess`; a file that turns out to be cut short midway
@@ -92,7 +95,7 @@ def iter_segments(
     from .media import probe_open
 
     mode = check_resize(resize)
-    info, container = probe_open(path, decode=decode)
+    info, container = probe_open(path, decode=decode, known=info)
     with container:
         if windows is None:
             planned = plan_windows(info.duration_ms)

@@ -16,9 +16,12 @@ import signal
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import MediaError
+
+if TYPE_CHECKING:
+    from .media import MediaInfo
 
 __all__ = [
     "DecodeTask",
@@ -60,6 +63,7 @@ class FilePlan:
     windows: tuple[tuple[int, int, int], ...]  # (index, start_ms, end_ms)
     mtime_ns: int = 0  # from the stat taken before fingerprinting: a later change is seen
     inode: int = 0
+    info: MediaInfo | None = None  # the probe, handed to the decode tasks (not probed twice)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class DecodeTask:
     request_ids: tuple[tuple[int, str, str], ...]  # (window index, service, request_id)
     resize: str = "crop"
     decode: str = "auto"  # see seeknetic_prep.hwdecode: "auto", "cpu" or "cuda"
+    info: MediaInfo | None = None  # the plan's probe: the decode opens the file, probes it no more
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ def plan_file(path: str) -> FilePlan:
         raise MediaError(path, f"unreadable: {exc.strerror or exc}") from exc
     return FilePlan(path, fp, st.st_size, int(info.duration_ms),
                     tuple((w.index, w.start_ms, w.end_ms) for w in windows),
-                    mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+                    mtime_ns=st.st_mtime_ns, inode=st.st_ino, info=info)
 
 
 def _kind(mode: int) -> str:
@@ -144,7 +149,7 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
     try:
         windows = [Window(*w) for w in task.windows]
         for seg in iter_segments(task.path, windows, resize=task.resize,  # type: ignore[arg-type]
-                                 decode=task.decode):  # type: ignore[arg-type]
+                                 decode=task.decode, info=task.info):  # type: ignore[arg-type]
             asked = wanted.get(seg.index, [])
             bodies = upload_body_bytes(seg, asked)  # type: ignore[arg-type]
             pairs = zip(asked, bodies, strict=True)

@@ -282,3 +282,43 @@ def test_public_names() -> None:
     segs = sp.preprocess(FIXTURES / "demo" / "desert.mp4")
     assert isinstance(segs[0], sp.Segment)
     assert [(s.start_ms, s.end_ms) for s in segs] == [(0, 7000)]
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_a_known_probe_skips_the_second_probe_and_changes_nothing(name: str) -> None:
+    """A run plans with one probe and decodes with that probe (``info=``): every good fixture,
+    whole and from a window in the middle, comes out the same to the bit as when probed again."""
+    from seeknetic_prep.media import probe
+
+    path = FIXTURES / name
+    info = probe(path)
+    whole = segments(name)
+    reused = list(iter_segments(path, info=info))
+    assert len(reused) == len(whole)
+    for a, b in zip(reused, whole, strict=True):
+        assert (a.index, a.start_ms, a.end_ms) == (b.index, b.start_ms, b.end_ms)
+        assert a.frame_times_ms == b.frame_times_ms
+        np.testing.assert_array_equal(a.video, b.video)
+        np.testing.assert_array_equal(a.audio, b.audio)
+    middle = Window(0, info.duration_ms // 3, min(info.duration_ms // 3 + 10_000, info.duration_ms))
+    (fresh,) = iter_segments(path, [middle])
+    (known,) = iter_segments(path, [middle], info=info)
+    assert known.frame_times_ms == fresh.frame_times_ms
+    np.testing.assert_array_equal(known.video, fresh.video)
+    np.testing.assert_array_equal(known.audio, fresh.audio)
+
+
+def test_a_known_probe_of_a_file_that_changed_size_is_not_trusted(tmp_path: Path) -> None:
+    """The plan's probe is only reused while the file has the size it was probed at: a file
+    replaced since (here by a longer clip) is probed again and decoded on its own timeline."""
+    from seeknetic_prep.media import probe
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes((FIXTURES / "short_700ms.mp4").read_bytes())
+    stale = probe(path)
+    path.write_bytes((FIXTURES / "cfr30_bframes.mp4").read_bytes())
+    got = list(iter_segments(path, info=stale))
+    want = segments("cfr30_bframes.mp4")
+    assert [(s.start_ms, s.end_ms) for s in got] == [(s.start_ms, s.end_ms) for s in want]
+    assert len(want) > 1
+    np.testing.assert_array_equal(got[-1].video, want[-1].video)
