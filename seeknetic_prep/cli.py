@@ -18,6 +18,7 @@ from typing import NoReturn
 from . import __version__
 from .commands import COMMANDS
 from .errors import SeekneticPrepError, exit_code_for
+from .malloc import keep_freed_buffers
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (0 ok, 1 failures, 2 usage/auth, 3 quota, 130 Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_buffers()  # a run moves megabytes a window through this process: see .malloc
     try:
         code: int = args._main(args)
     except SeekneticPrepError as exc:

@@ -174,7 +174,9 @@ def worker_init(decode_threads: int = 0, gpu: bool = True) -> None:
     # Ctrl-C reaches the whole process group; only the main process decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from . import hwdecode, media, payloads, preprocess  # noqa: F401  (now, not in the first task)
+    from .malloc import keep_freed_buffers
 
+    keep_freed_buffers()  # each window's bodies are megabytes, freed and made again
     media.set_thread_cap(decode_threads)
     hwdecode.allow_gpu(gpu)
 

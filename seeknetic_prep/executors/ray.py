@@ -171,7 +171,9 @@ def _upload_here(client: Client, window: EncodedWindow) -> tuple[EncodedWindow, 
 def _decode_task(task: DecodeTask, config: ClientConfig | None, pacer: Any, rate: float | None,
                  threads: int) -> Iterator[tuple[str, Any]]:
     from .. import media
+    from ..malloc import keep_freed_buffers
 
+    keep_freed_buffers()  # once per Ray worker process: see seeknetic_prep.malloc
     media.set_thread_cap(threads)
     client = _worker_client(config, pacer, rate) if config is not None else None
     try:
