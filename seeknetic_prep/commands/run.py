@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,9 @@ def main(args: argparse.Namespace) -> int:
                 api_keys=[local_key(out)], data_dir=out / "emulator", keep_tensors=args.keep_tensors
             ))
             base_url, key = server.base_url, server.api_key
+            # Its jobs finish job_seconds after they are submitted: the first poll comes just
+            # after that, not just before (one more round, x1.5 later, for the last window).
+            options = replace(options, poll_s=server.job_seconds + _LOCAL_POLL_MARGIN_S)
             print(f"local emulator at {base_url} (state in {out / 'emulator'})", file=sys.stderr)
         else:
             base_url, key = args.base_url, args.api_key
@@ -176,6 +180,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 _SHOWN_FAILURES = 10
+_LOCAL_POLL_MARGIN_S = 0.05
 
 
 def _print_failures(summary: Any, out: Path) -> None:
