@@ -5,19 +5,26 @@
 >>> segs[0].video.shape, segs[0].audio.shape
 ((1, 12, 3, 224, 224), (1, 1, 220500))
 
-The imports are eager on purpose: the function ``preprocess`` shares its name with its module,
-and binding it here, once, keeps ``sp.preprocess(...)`` the function whatever is imported later.
+``preprocess`` and the small modules are imported at once: the function shares its name with
+its module, and binding it here, once, keeps ``sp.preprocess(...)`` the function whatever is
+imported later. ``Client`` and ``run_folder`` are loaded when first asked for: they bring
+requests, SQLite and pyarrow, which a decode worker or the emulator's process never uses
+(~0.15 s of start-up each, paid once per process: 16 times on 16 cores).
 None of these modules loads PyAV or FastAPI at import time.
 """
 
 from __future__ import annotations
 
-from .client import Client
+from typing import TYPE_CHECKING, Any
+
 from .errors import MediaError, SeekneticPrepError
-from .pipeline import run_folder
 from .preprocess import preprocess
 from .profile import Segment, Window
 from .tensors import decode_tensor, encode_tensor
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .pipeline import run_folder
 
 __all__ = [
     "Client",
@@ -31,3 +38,15 @@ __all__ = [
     "run_folder",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    if name == "run_folder":
+        from .pipeline import run_folder
+
+        return run_folder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
