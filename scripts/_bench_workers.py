@@ -3,7 +3,9 @@ workers up to the core count, with the CPU seconds of each process group.
 
 The folder is the scale recipe of the pipeline issue: N x 1080p30 H.264 10 s + N x 480p25 H.264
 20 s clips, each with its own seed (distinct content: identical clips would be deduplicated by
-fingerprint). N defaults to the core count (16 + 16 clips, 48 windows on a 16-core machine).
+fingerprint). N defaults to 16 on any machine (16 + 16 clips, 48 windows, the issue's folder):
+with fewer, the fixed costs of a run (starting the emulator and the workers, the last window's
+job) weigh more on a small machine than they do in any real folder.
 
 CPU seconds are sampled from the process tree of the ``run`` command (psutil) every 0.1 s and
 grouped: ``main`` (the driver: serialization hand-off, HTTP, state), ``decode`` (the spawned
@@ -41,6 +43,9 @@ if __name__ == "__main__":
     with ProcessPoolExecutor(int(sys.argv[2])) as pool:
         print(sum(pool.map(windows, files)))
 """
+
+
+SCALE_CLIPS = 16
 
 
 def scale_folder(cache: Path, clips: int) -> Path:
@@ -95,7 +100,10 @@ def _sampled(cmd: list[str]) -> tuple[float, dict[str, float], subprocess.Comple
             for p in procs:
                 try:
                     t = p.cpu_times()
-                    group = last[p.pid][0] if p.pid in last else _group(p, child.pid)
+                    # A child seen between its fork and its exec still shows the parent's
+                    # command line: classify it again until it names what it is.
+                    known = last.get(p.pid, ("other", 0.0))[0]
+                    group = known if known != "other" else _group(p, child.pid)
                     last[p.pid] = (group, t.user + t.system)
                 except psutil.Error:
                     continue
@@ -147,7 +155,7 @@ def worker_counts(cores: int) -> list[int]:
 
 def section_e(cache: Path, cores: int, reps: int, clips: int | None, cli: list[str]) -> dict[str, Any]:
     """Measure every worker count (interleaved pre-only / run, ``reps`` times, medians)."""
-    folder = scale_folder(cache, clips or cores)
+    folder = scale_folder(cache, clips or SCALE_CLIPS)
     rows: list[dict[str, Any]] = []
     for workers in worker_counts(cores):
         pre: list[tuple[float, float]] = []

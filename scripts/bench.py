@@ -894,7 +894,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write every sample to this file")
     p.add_argument("--write-readme", action="store_true", help="replace the README's performance section")
     p.add_argument("--workers-clips", type=int, default=None,
-                   help="section e: clips of each kind (default: the core count; --quick: 1)")
+                   help="section e: clips of each kind (default 16, the pipeline issue's folder: "
+                        "48 windows; --quick: 1)")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = [s for s in args.only if s not in SECTIONS]
