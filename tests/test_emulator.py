@@ -809,3 +809,23 @@ def test_job_scores_the_latest_upload_whether_kept_in_memory_or_read_back(tmp_pa
         other = np.array(api.wait("seven")["embedding"])
     np.testing.assert_array_equal(kept, read_back)
     assert kept @ other < 0.99  # the replaced tensors were not the ones scored
+
+
+def test_thumbnails_shared_by_a_windows_two_jobs_are_never_another_arrays() -> None:
+    """The scorer reuses the thumbnails of a read-only array it has just seen (a window's
+    embedding and tagging jobs score the same decoded upload). Arrays made and dropped one
+    after another reuse addresses: each must still get thumbnails of its own pixels."""
+    from seeknetic_prep.emulator import scoring
+
+    reused = 0
+    seen: set[int] = set()
+    for seed in range(40):
+        video = seed_video(seed)
+        video.flags.writeable = False
+        reused += id(video) in seen
+        seen.add(id(video))
+        want = scoring.video_thumbs(video)
+        np.testing.assert_array_equal(scoring._thumbs_of(video), want)
+        np.testing.assert_array_equal(scoring._thumbs_of(video), want)  # the shared copy
+        del video
+    assert reused, "no address was reused: the test did not exercise the identity check"

@@ -40,7 +40,7 @@ def _tensor_of(value: Any) -> Any:
 
 
 def _content_from_tensors(storage: Storage, job: JobRow) -> scoring.Content:
-    content = scoring.Content()
+    content = scoring.Content(digest=job.task_type == "embedding")
     keys: dict[str, str] = job.source.get("keys", {})
     for field, key in keys.items():
         if field == "video_kwargs_key":
@@ -66,7 +66,7 @@ def _content_from_video(storage: Storage, job: JobRow) -> scoring.Content:
         raise JobFailed(
             f"video_base64 jobs need seeknetic_prep.preprocess, which is unavailable: {exc}"
         ) from exc
-    content = scoring.Content()
+    content = scoring.Content(digest=job.task_type == "embedding")
     try:
         for segment in iter_segments(path):
             content.add_video(segment.video)

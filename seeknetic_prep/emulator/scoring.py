@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import weakref
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -60,24 +62,33 @@ class Content:
     holds more than thumbnails in memory.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, digest: bool = True) -> None:
         self._thumbs: list[np.ndarray] = []
         self._audio: list[np.ndarray] = []
-        self._digest = hashlib.sha256()
+        # Only embeddings use the digest; tags would hash 2.7 MB a window for nothing.
+        self._digest = hashlib.sha256() if digest else None
 
     def add_video(self, video: np.ndarray) -> None:
-        self._digest.update(b"video")
-        self._digest.update(np.ascontiguousarray(video).data)  # hashed in place, no copies
-        self._thumbs.append(video_thumbs(video))
+        if self._digest is not None:
+            self._digest.update(b"video")
+            self._digest.update(np.ascontiguousarray(video).data)  # hashed in place, no copies
+        self._thumbs.append(_thumbs_of(video))
 
     def add_audio(self, audio: np.ndarray) -> None:
-        self._digest.update(b"audio")
-        self._digest.update(np.ascontiguousarray(audio).data)
+        if self._digest is not None:
+            self._digest.update(b"audio")
+            self._digest.update(np.ascontiguousarray(audio).data)
         self._audio.append(audio_features(audio))
 
     @property
     def digest(self) -> bytes:
-        """A hash of every byte seen: the part of identity that thumbnails round away."""
+        """A hash of every byte seen: the part of identity that thumbnails round away.
+
+        Raises:
+            ValueError: the content was made with ``digest=False``.
+        """
+        if self._digest is None:
+            raise ValueError("this Content keeps no digest (made with digest=False)")
         return self._digest.digest()
 
     @property
@@ -89,6 +100,27 @@ class Content:
     def audio(self) -> np.ndarray | None:
         """The mean audio summary over the windows seen, or None without audio."""
         return np.mean(self._audio, axis=0) if self._audio else None
+
+
+_recent_thumbs: OrderedDict[int, tuple[weakref.ref[np.ndarray], np.ndarray]] = OrderedDict()
+
+
+def _thumbs_of(video: np.ndarray) -> np.ndarray:
+    """:func:`video_thumbs`, once per read-only array: a window's embedding and tagging jobs
+    score the very same array (the upload stage decodes a repeated tensor once and hands out
+    read-only arrays), and its thumbnails cost ~4 ms. Keyed by identity, checked through a weak
+    reference, so a new array at a reused address is never mistaken for the old one."""
+    if video.flags.writeable:
+        return video_thumbs(video)
+    hit = _recent_thumbs.get(id(video))
+    if hit is not None and hit[0]() is video:
+        return hit[1]
+    thumbs = video_thumbs(video)
+    thumbs.flags.writeable = False
+    _recent_thumbs[id(video)] = (weakref.ref(video), thumbs)
+    while len(_recent_thumbs) > 4:
+        _recent_thumbs.popitem(last=False)
+    return thumbs
 
 
 def video_thumbs(video: np.ndarray) -> np.ndarray:
