@@ -76,7 +76,7 @@ def _group(proc: Any, root_pid: int) -> str:
         return "other"
     if "emulator.server" in cmd:
         return "emulator"
-    if "spawn_main" in cmd:
+    if "spawn_main" in cmd or "forkserver" in cmd:  # the fork server and the workers it forks
         return "decode"
     return "other"
 

@@ -17,6 +17,7 @@ the API only pauses the run. Two things end the retrying: the API answering noth
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
 import threading
@@ -60,7 +61,7 @@ class UploadStage:
         self._halt = halt
         self._unreachable_after_s = unreachable_after_s
         self.quota_message: str | None = None
-        self._queue: queue.Queue[Work] = queue.Queue(maxsize=max(2, 2 * threads))
+        self._queue: queue.Queue[Work | None] = queue.Queue(maxsize=max(2, 2 * threads))
         self._lock = threading.Lock()
         self._active = 0
         self._threads = [threading.Thread(target=self._loop, daemon=True, name=f"upload-{i}")
@@ -85,7 +86,11 @@ class UploadStage:
         return False
 
     def join(self, timeout: float) -> None:
+        """Wait for the threads to end (after ``stop`` is set): each idle one is woken at once."""
         deadline = time.monotonic() + timeout
+        for _ in self._threads:
+            with contextlib.suppress(queue.Full):  # full: its threads are busy, and see stop soon
+                self._queue.put_nowait(None)
         for t in self._threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
 
@@ -94,6 +99,8 @@ class UploadStage:
             try:
                 item = self._queue.get(timeout=0.1)
             except queue.Empty:
+                continue
+            if item is None:  # woken by join
                 continue
             with self._lock:
                 self._active += 1

@@ -232,6 +232,19 @@ def test_resume_from_every_recorded_step_submits_nothing_twice(
     assert [uploads[u.request_id] for u in units] == [0, 0, 0, 0, 1, 1]  # only planned re-upload
 
 
+def _is_decode_worker(proc: Any) -> bool:
+    """A decode worker: spawned (NVDEC), or forked by the fork server (not the server itself)."""
+    import psutil
+
+    try:
+        cmd = " ".join(proc.cmdline())
+        parent = proc.parent()
+        parent_cmd = " ".join(parent.cmdline()) if parent is not None else ""
+    except psutil.Error:
+        return False
+    return "spawn_main" in cmd or ("forkserver" in cmd and "forkserver" in parent_cmd)
+
+
 def test_a_dead_decode_worker_does_not_lose_work(fresh: Any, fixtures_dir: Path, tmp_path: Path) -> None:
     import os
     import signal
@@ -247,7 +260,7 @@ def test_a_dead_decode_worker_does_not_lose_work(fresh: Any, fixtures_dir: Path,
             if killed:
                 return
             for child in psutil.Process().children(recursive=True):
-                if any("spawn_main" in part for part in child.cmdline()):
+                if _is_decode_worker(child):
                     os.kill(child.pid, signal.SIGKILL)  # as the OOM killer would
                     killed.append(child.pid)
                     return
