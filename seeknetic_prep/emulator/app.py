@@ -10,10 +10,7 @@ field). Malformed JSON is 400, not FastAPI's default 422.
 from __future__ import annotations
 
 import json
-import math
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Protocol
@@ -26,19 +23,14 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import TensorError
-from ..profile import AUDIO_SHAPE, VIDEO_SHAPE
-from ..tensors import decode_tensor
 from . import jobs, scoring
 from .config import REQUEST_ID_PATTERN
 from .guard import OWNER_SCOPE_KEY
-from .problems import Problem
+from .problems import Problem, invalid
 from .storage import JobRow, Storage
+from .uploads import Decoded, check_audio, check_kwargs, check_video, tensor_json
 
 __all__ = ["create_app"]
-
-MAX_FRAMES = 64
-MAX_SIDE = 4096
 
 RequestId = Annotated[str, StringConstraints(pattern=REQUEST_ID_PATTERN)]
 
@@ -158,10 +150,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-def _invalid(loc: list[str | int], msg: str, kind: str = "value_error") -> Problem:
-    return Problem(422, [{"loc": ["body", *loc], "msg": msg, "type": kind}])
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -187,99 +175,6 @@ def _owner(
 
 
 Owner = Annotated[str, Depends(_owner)]
-
-
-def _check_video(loc: str, arr: np.ndarray) -> None:
-    shape = list(arr.shape)
-    if arr.dtype != np.uint8:
-        raise _invalid([loc], f"{loc} has dtype {arr.dtype}: must be uint8.")
-    seed = shape == list(VIDEO_SHAPE)
-    sdk = (
-        len(shape) == 4
-        and shape[1] == 3
-        and 1 <= shape[0] <= MAX_FRAMES
-        and 1 <= shape[2] <= MAX_SIDE
-        and 1 <= shape[3] <= MAX_SIDE
-    )
-    if not (seed or sdk):
-        raise _invalid(
-            [loc],
-            f"{loc} has shape {shape}: must be {list(VIDEO_SHAPE)} (1 window of 12 RGB 224x224 frames) "
-            f"or [T, 3, H, W] with 1 <= T <= {MAX_FRAMES} and 1 <= H, W <= {MAX_SIDE}.",
-        )
-
-
-def _check_audio(loc: str, arr: np.ndarray) -> None:
-    shape = list(arr.shape)
-    if arr.dtype != np.float32:
-        raise _invalid([loc], f"{loc} has dtype {arr.dtype}: must be float32.")
-    if not (shape == list(AUDIO_SHAPE) or (len(shape) == 1 and shape[0] >= 1)):
-        raise _invalid(
-            [loc],
-            f"{loc} has shape {shape}: must be {list(AUDIO_SHAPE)} (10 s at 22050 Hz) or [N] with N >= 1.",
-        )
-    if not np.isfinite(arr).all():
-        raise _invalid([loc], f"{loc} holds NaN or infinite samples: every sample must be finite.")
-
-
-class _Decoded:
-    """The last few tensors decoded, by their exact JSON fields.
-
-    A window's two uploads (embedding, then tagging) carry the same ``video_input``: 2.4 MB of
-    base64 that takes ~5 ms to decode, against ~0.7 ms to hash the string (once; Python keeps a
-    string's hash) and compare it to the one it matches. The arrays handed out are read-only,
-    since two uploads may hold the same one.
-    """
-
-    def __init__(self, size: int = 4) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[str, str, tuple[int, ...]], np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __call__(self, loc: str, tensor: TensorDict) -> np.ndarray:
-        key = (tensor.data, tensor.dtype, tuple(tensor.shape))
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
-        try:
-            arr = decode_tensor(tensor.model_dump())
-        except TensorError as exc:
-            raise _invalid([loc], f"{loc}: {exc}", "tensor_error") from exc
-        arr.flags.writeable = False
-        with self._lock:
-            self._items[key] = arr
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return arr
-
-
-def _tensor_json(tensor: TensorDict, value: TensorDict | VideoInputWithMetadata) -> bytes:
-    """The stored JSON of an upload, without re-escaping megabytes of base64.
-
-    Only called after ``decode_tensor`` accepted ``tensor.data`` as strict base64, whose alphabet
-    needs no JSON escaping, so it can be spliced in as is.
-    """
-    head = json.dumps({"shape": tensor.shape, "dtype": tensor.dtype})[1:-1]
-    inner = b'{"data": "' + tensor.data.encode("ascii") + b'", ' + head.encode() + b"}"
-    if isinstance(value, VideoInputWithMetadata):
-        return b'{"tensor": ' + inner + b', "metadata": ' + json.dumps(value.metadata).encode() + b"}"
-    return inner
-
-
-def _check_kwargs(kwargs: dict[str, Any]) -> None:
-    fps = kwargs.get("fps")
-    if fps is not None and (
-        isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0
-    ):
-        raise _invalid(["video_kwargs", "fps"], f"video_kwargs.fps is {fps!r}: must be a number > 0.")
-    sample = kwargs.get("do_sample_frames")
-    if sample is not None and not isinstance(sample, bool):
-        raise _invalid(
-            ["video_kwargs", "do_sample_frames"],
-            f"video_kwargs.do_sample_frames is {sample!r}: must be a boolean.",
-        )
 
 
 def _status_body(job: JobRow) -> StatusResponse:
@@ -317,7 +212,7 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
         description="A local, model-free emulator of the Seeknetic video API for development and tests.",
     )
 
-    decoded = _Decoded()
+    decoded = Decoded()
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -359,17 +254,18 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
             )
             loc = "video_input" if inner is body.video_input else "video_input.tensor"
             arrays["video_input"] = decoded(loc, inner)
-            _check_video(loc, arrays["video_input"])
-            objects["video_input"] = _tensor_json(inner, body.video_input)
+            check_video(loc, arrays["video_input"])
+            meta = body.video_input.metadata if isinstance(body.video_input, VideoInputWithMetadata) else None
+            objects["video_input"] = tensor_json(inner, meta)
         if body.audio_input is not None:
             arrays["audio_input"] = decoded("audio_input", body.audio_input)
-            _check_audio("audio_input", arrays["audio_input"])
-            objects["audio_input"] = _tensor_json(body.audio_input, body.audio_input)
+            check_audio("audio_input", arrays["audio_input"])
+            objects["audio_input"] = tensor_json(body.audio_input)
         if body.video_kwargs is not None:
-            _check_kwargs(body.video_kwargs)
+            check_kwargs(body.video_kwargs)
             objects["video_kwargs"] = json.dumps(body.video_kwargs).encode()
         if not objects:
-            raise _invalid(
+            raise invalid(
                 [], "Nothing to upload: send at least one of video_input, audio_input, video_kwargs."
             )
         keys = storage.put_uploads(owner, request_id, body.service, objects, arrays)
@@ -389,7 +285,7 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
             if v is not None
         ]
         if len(modes) != 1:
-            raise _invalid(
+            raise invalid(
                 [], f"Got {modes or 'no input'}: send exactly one of video_url, video_base64, tensor."
             )
         source: dict[str, Any]
@@ -403,11 +299,11 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
                     storage, owner, request_id, body.video_base64, body.filename or "video.mp4"
                 )
             except ValueError as exc:
-                raise _invalid(["video_base64"], str(exc)) from exc
+                raise invalid(["video_base64"], str(exc)) from exc
         else:
             url = body.video_url or ""
             if not url.strip():
-                raise _invalid(["video_url"], "video_url is empty: must be a URL.")
+                raise invalid(["video_url"], "video_url is empty: must be a URL.")
             source = {"mode": "video_url", "url": url}
         job, created = storage.submit_job(
             owner=owner,
@@ -433,12 +329,12 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
         given = {k: v for k, v in tensor.model_dump().items() if v is not None}
         required = "video_input_key" if task_type == "tagging" else None
         if not given:
-            raise _invalid(
+            raise invalid(
                 ["tensor"],
                 "tensor names no key: give at least one of " + ", ".join(type(tensor).model_fields) + ".",
             )
         if required and required not in given:
-            raise _invalid(["tensor", required], f"tensor.{required} is required for {task_type} jobs.")
+            raise invalid(["tensor", required], f"tensor.{required} is required for {task_type} jobs.")
         for field, key in given.items():
             rows = storage.find_uploads(key)
             mine = [r for r in rows if r.owner == owner]
@@ -461,12 +357,12 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
             row = mine[0]
             expected = field.removesuffix("_key")
             if row.name != expected:
-                raise _invalid(
+                raise invalid(
                     ["tensor", field],
                     f"tensor.{field} {key!r} names a {row.name} upload: must name a {expected}.",
                 )
             if row.service != task_type:
-                raise _invalid(
+                raise invalid(
                     ["tensor", field],
                     f"tensor.{field} {key!r} was uploaded for service {row.service!r}: "
                     f"a {task_type} job needs tensors uploaded with service {task_type!r}.",
@@ -504,7 +400,7 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
     def encode_text(body: TextRequest, owner: Owner) -> TextResponse:
         """Embed a text into the same space as video embeddings."""
         if not body.text.strip():
-            raise _invalid(["text"], "text is empty: must hold at least one non-space character.")
+            raise invalid(["text"], "text is empty: must hold at least one non-space character.")
         return TextResponse(embedding=scoring.embed_text(body.text))
 
     @app.get("/_emulator/stats", response_model=StatsResponse, responses=_errors())
