@@ -98,6 +98,18 @@ class _PoolGone(Exception):
     pass
 
 
+def _put_unless(box: queue.Queue[Any], item: Any, halt: threading.Event, every_s: float) -> bool:
+    """Put ``item`` into the bounded ``box``, waiting while it is full; False (not put) once
+    ``halt`` is set, which is looked at every ``every_s`` while waiting."""
+    while not halt.is_set():
+        try:
+            box.put(item, timeout=every_s)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 class _Outbox:
     """A worker's messages, written to its pipe by a thread of their own.
 
@@ -116,13 +128,8 @@ class _Outbox:
         threading.Thread(target=self._drain, daemon=True, name="seeknetic-outbox").start()
 
     def put(self, message: Any) -> None:
-        while not self._gone.is_set():
-            try:
-                self._queue.put(message, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-        raise _PoolGone
+        if not _put_unless(self._queue, message, self._gone, 0.5):
+            raise _PoolGone
 
     def _drain(self) -> None:
         while True:
@@ -296,13 +303,8 @@ class InlineExecutor(Executor):
         self._tasks.put(task)
 
     def _put(self, event: Event) -> None:
-        while not self._stop.is_set():
-            try:
-                self._events.put(event, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise _Cancelled
+        if not _put_unless(self._events, event, self._stop, 0.1):
+            raise _Cancelled
 
     def _loop(self) -> None:
         while not self._stop.is_set():
