@@ -88,11 +88,9 @@ def load_run(out: Path, *, max_files: int) -> RunData:
     import json
 
     from .results import TAG_TYPES, compact, list_parts, part_schema
-    from .store import Store
+    from .store import Store, existing_state
 
-    db = Path(out) / "state.sqlite"
-    if not db.exists():
-        raise InvalidArgumentError(f"Invalid --out {str(out)!r}: no state.sqlite there (run first).")
+    db = existing_state(out)
     with Store(db) as store:
         counts = store.counts()
         runs = store.runs()

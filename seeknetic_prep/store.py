@@ -47,13 +47,25 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import StateError
+from .errors import InvalidArgumentError, StateError
 from .store_schema import MIGRATIONS, SCHEMA_VERSION, apply, split_result
 
 __all__ = [
     "FLUSH_ROWS", "FLUSH_S", "MIGRATIONS", "SCHEMA_VERSION", "FileRow", "Store", "Unit", "UnitStatus",
-    "display_path", "path_bytes",
+    "display_path", "existing_state", "path_bytes",
 ]
+
+def existing_state(out: str | os.PathLike[str]) -> Path:
+    """The state database of the run folder ``out``, for the commands that only read one.
+
+    Raises:
+        InvalidArgumentError: there is none (no run has used ``out``).
+    """
+    db = Path(out) / "state.sqlite"
+    if not db.exists():
+        raise InvalidArgumentError(f"Invalid --out {str(out)!r}: no state.sqlite there (run first).")
+    return db
+
 
 UnitStatus = Literal["planned", "uploaded", "submitted", "completed", "failed"]
 FileStatus = Literal["planned", "ok", "failed"]

@@ -15,12 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..errors import InvalidArgumentError
-    from ..store import Store, display_path
+    from ..store import Store, display_path, existing_state
 
-    db = Path(args.out) / "state.sqlite"
-    if not db.exists():
-        raise InvalidArgumentError(f"Invalid --out {str(args.out)!r}: no state.sqlite there (run first).")
+    db = existing_state(args.out)
     with Store(db) as store:
         counts = store.counts()
         files = store.files()
