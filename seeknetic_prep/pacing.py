@@ -1,19 +1,23 @@
 """How hard and how fast the client calls: retry backoff, a fixed rate, a rate found from 429s.
 
 Kept apart from :mod:`seeknetic_prep.client` (which uses them) because they are pure policy:
-no HTTP, testable with a clock, and shared by every thread of a run.
+no HTTP, testable with a clock, and shared by every thread of a run. :func:`put_unless` is the
+other half of a run's pace: how a stage waits on the bounded queue of the next one until the run
+stops (the upload stage, a decode worker's outbox, the in-process engine).
 """
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InvalidArgumentError
 
-__all__ = ["AdaptiveRate", "RetryPolicy", "TokenBucket"]
+__all__ = ["AdaptiveRate", "RetryPolicy", "TokenBucket", "put_unless"]
 
 
 @dataclass(frozen=True)
@@ -105,3 +109,15 @@ class AdaptiveRate:
             else:
                 return
             self._last_cut = self._last_grow = now
+
+
+def put_unless(box: queue.Queue[Any], item: Any, halt: threading.Event, every_s: float) -> bool:
+    """Put ``item`` into the bounded ``box``, waiting while it is full (backpressure); False,
+    and not put, once ``halt`` is set, which is looked at every ``every_s`` while waiting."""
+    while not halt.is_set():
+        try:
+            box.put(item, timeout=every_s)
+            return True
+        except queue.Full:
+            continue
+    return False

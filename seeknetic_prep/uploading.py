@@ -35,6 +35,7 @@ from .errors import (
     ServerError,
 )
 from .ledger import Ledger, Work
+from .pacing import put_unless
 
 __all__ = ["UploadStage"]
 
@@ -77,13 +78,7 @@ class UploadStage:
 
     def put(self, item: Work) -> bool:
         """Queue ``item``, waiting while the queue is full; False if the run stopped first."""
-        while not self.stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless(self._queue, item, self.stop, 0.1)
 
     def join(self, timeout: float) -> None:
         """Wait for the threads to end (after ``stop`` is set): each idle one is woken at once."""

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MediaError, SeekneticPrepError
+from ..pacing import put_unless
 from ..stages import encode_windows, plan_file, worker_init
 from .base import Event, Executor, PlanTask, Task, TaskFailed, WindowReady, to_event
 
@@ -98,18 +99,6 @@ class _PoolGone(Exception):
     pass
 
 
-def _put_unless(box: queue.Queue[Any], item: Any, halt: threading.Event, every_s: float) -> bool:
-    """Put ``item`` into the bounded ``box``, waiting while it is full; False (not put) once
-    ``halt`` is set, which is looked at every ``every_s`` while waiting."""
-    while not halt.is_set():
-        try:
-            box.put(item, timeout=every_s)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
 class _Outbox:
     """A worker's messages, written to its pipe by a thread of their own.
 
@@ -128,7 +117,7 @@ class _Outbox:
         threading.Thread(target=self._drain, daemon=True, name="seeknetic-outbox").start()
 
     def put(self, message: Any) -> None:
-        if not _put_unless(self._queue, message, self._gone, 0.5):
+        if not put_unless(self._queue, message, self._gone, 0.5):
             raise _PoolGone
 
     def _drain(self) -> None:
@@ -303,7 +292,7 @@ class InlineExecutor(Executor):
         self._tasks.put(task)
 
     def _put(self, event: Event) -> None:
-        if not _put_unless(self._events, event, self._stop, 0.1):
+        if not put_unless(self._events, event, self._stop, 0.1):
             raise _Cancelled
 
     def _loop(self) -> None:
