@@ -194,23 +194,15 @@ def probe_open(
     from .hwdecode import hwaccel_for
 
     p = Path(path)
+    container: Any = None
     if known is not None and _check_file(p) == known.size_bytes:
-        info = known
-        hw = hwaccel_for(decode, info.video_codec)
-        if hw is None:
-            container = _open(p)
-            try:
-                vs = _video_stream(p, container)
-                _set_threads(vs, int(vs.codec_context.width) * int(vs.codec_context.height))
-            except BaseException:
-                container.close()
-                raise
-            return info, container
+        info = known  # opened below, for the frame pass only
     else:
         info, container = _probe(p, for_frames=True)
-        hw = hwaccel_for(decode, info.video_codec)
-        if hw is None:
-            return info, container
+    hw = hwaccel_for(decode, info.video_codec)
+    if hw is None:
+        return info, container if container is not None else _open_for_frames(p)
+    if container is not None:
         container.close()
     try:
         container = av.open(str(p), "r", hwaccel=hw)
@@ -218,6 +210,18 @@ def probe_open(
         raise MediaError(p, f"NVDEC cannot open it ({_reason(exc)}); use --decode cpu") from exc
     _video_stream(p, container).codec_context.thread_count = 1  # the GPU decodes; one feeder
     return info, container
+
+
+def _open_for_frames(p: Path) -> Any:
+    """The file opened for the frame pass, its decoder threaded as :func:`_describe` would."""
+    container = _open(p)
+    try:
+        vs = _video_stream(p, container)
+        _set_threads(vs, int(vs.codec_context.width) * int(vs.codec_context.height))
+    except BaseException:
+        container.close()
+        raise
+    return container
 
 
 def _probe(p: Path, *, for_frames: bool) -> tuple[MediaInfo, Any]:
