@@ -3,7 +3,7 @@
 Synthetic but clustered embeddings (real ones cluster by scene; uniformly random vectors would
 make every neighbour a near-tie and recall meaningless): 2,000 centres in 1,024 dimensions,
 each vector a centre plus noise, L2-normalised; queries are fresh noisy points near random
-centres. For each size: build time of the index (``seeknetic_prep.ann``'s settings), query
+centres. For each size: build time of the index (``seeknetic_prep.results.ann``'s settings), query
 latency (median of 200), recall@10 against exact ranking, and exact ranking's latency; then
 both extrapolated to 10M windows: the graph's latency as the slowest measured one scaled by
 ``log(n)`` (the depth of the graph; a conservative bound, since measured latency barely moved),

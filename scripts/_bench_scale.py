@@ -66,8 +66,8 @@ def _add_files(store: Any, first: int, count: int, rng: np.random.Generator) -> 
 
 def _one_run(store: Any, out: Path, first_file: int, files: int, rng: np.random.Generator) -> float:
     """One synthetic run; returns its end-of-run seconds (flush + part + search matrix)."""
-    from seeknetic_prep.results import append_results_part
-    from seeknetic_prep.search import update_index
+    from seeknetic_prep.results.index import update_index
+    from seeknetic_prep.results.parts import append_results_part
 
     run = store.start_run()
     _add_files(store, first_file, files, rng)
@@ -81,7 +81,7 @@ def _one_run(store: Any, out: Path, first_file: int, files: int, rng: np.random.
 _SEARCH_CHILD = r"""
 import json, sys, time, numpy as np
 t0 = time.perf_counter()
-from seeknetic_prep.search import load_windows, rank
+from seeknetic_prep.results.index import load_windows, rank
 t1 = time.perf_counter()
 w = load_windows(sys.argv[1])
 t2 = time.perf_counter()
@@ -105,7 +105,7 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "cached_load_s": t3 - 
 
 def measure(windows: int, work: Path) -> dict[str, Any]:
     """Build ``windows`` windows of history under ``work``, add 1,000, measure; return the row."""
-    from seeknetic_prep.store import Store
+    from seeknetic_prep.state.store import Store
 
     out = work / f"scale-{windows}"
     shutil.rmtree(out, ignore_errors=True)

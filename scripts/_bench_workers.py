@@ -31,7 +31,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from seeknetic_prep.preprocess import preprocess
+from seeknetic_prep.decode.preprocess import preprocess
 
 
 def windows(path):

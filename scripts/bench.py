@@ -9,7 +9,7 @@
 
 Sections (each one a markdown table):
 
-a. seconds for the first 10 s window of each clip: ``seeknetic_prep.preprocess`` vs a naive
+a. seconds for the first 10 s window of each clip: ``seeknetic_prep.decode.preprocess`` vs a naive
    PyAV loop (decode every frame, convert every frame to RGB, then pick 12) vs the official
    SDK 0.1.0's ``_preprocess_for_upload`` (which shells out to ``ffmpeg``/``ffprobe``);
 b. the whole 60 s 1080p clip: all six windows vs six SDK calls vs the decode limit,
@@ -167,13 +167,13 @@ def duration_ms(path: Path) -> int:
 
 
 def _need_ours() -> None:
-    if importlib.util.find_spec("seeknetic_prep.preprocess") is None:
-        raise Skip("seeknetic_prep.preprocess not built yet")
+    if importlib.util.find_spec("seeknetic_prep.decode.preprocess") is None:
+        raise Skip("seeknetic_prep.decode.preprocess not built yet")
 
 
 def ours(path: Path, start_ms: int | None = None, end_ms: int | None = None) -> None:
     _need_ours()
-    from seeknetic_prep.preprocess import preprocess  # type: ignore[import-not-found,unused-ignore]
+    from seeknetic_prep.decode.preprocess import preprocess  # type: ignore[import-not-found,unused-ignore]
 
     segments = preprocess(path, start_ms=start_ms, end_ms=end_ms)
     if not segments:
@@ -292,10 +292,11 @@ def child_peak_rss_mb(code: str, *args: str) -> float:
     return int(done.stdout.split()[-1]) / 1e6
 
 
-RSS_IMPORTS = "import seeknetic_prep.preprocess, seeknetic_prep.media, seeknetic_prep.transform\n"
+RSS_IMPORTS = ("import seeknetic_prep.decode.preprocess, seeknetic_prep.decode.media, "
+               "seeknetic_prep.decode.transform\n")
 """What preprocess() loads anyway; nothing more (cv2 alone would add ~16 MB it does not use)."""
 RSS_OURS = RSS_IMPORTS + (
-    "import sys\nfrom seeknetic_prep.preprocess import preprocess\npreprocess(sys.argv[1])\n"
+    "import sys\nfrom seeknetic_prep.decode.preprocess import preprocess\npreprocess(sys.argv[1])\n"
 )
 RSS_DECODE = """
 import sys, av
@@ -624,7 +625,7 @@ def section_g(cache: Path, report: Report) -> None:
     """NVDEC against the CPU on the workers folder's 1080p clips; skipped without CUDA."""
     import gpu_check
 
-    from seeknetic_prep.hwdecode import cuda_present
+    from seeknetic_prep.decode.hw import cuda_present
 
     if not cuda_present():
         report.tables["g"] = "Skipped: no CUDA device on this machine (PyAV cannot open one)."
@@ -819,7 +820,7 @@ def section_scale(args: argparse.Namespace, command: str) -> int:
             shutil.rmtree(Path(tmp) / f"scale-{n}", ignore_errors=True)
     body = (f"Machine: {machine_line()}.\nCommand: `{command}` (one repetition, warm page cache).\n\n"
             + scale.table(rows) + "\n")
-    from seeknetic_prep.ann import ann_available
+    from seeknetic_prep.results.ann import ann_available
 
     if ann_available():  # the approximate index against exact ranking, for 10M windows
         import _bench_ann

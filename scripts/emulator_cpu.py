@@ -20,9 +20,9 @@ import _bench_inputs as inputs
 import psutil
 import requests
 
+from seeknetic_prep.decode.preprocess import preprocess
 from seeknetic_prep.emulator.server import spawned
-from seeknetic_prep.payloads import upload_body_bytes
-from seeknetic_prep.preprocess import preprocess
+from seeknetic_prep.pipeline.payloads import upload_body_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 

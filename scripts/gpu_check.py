@@ -39,7 +39,7 @@ EXACT_FIXTURES = ("cfr30_bframes.mp4", "vfr.mp4", "rotated90.mp4", "late_audio.m
 
 def compare(path: Path) -> dict[str, Any]:
     """CPU against NVDEC for one file: equal or where they differ."""
-    from seeknetic_prep.preprocess import preprocess
+    from seeknetic_prep.decode.preprocess import preprocess
 
     t0 = time.perf_counter()
     cpu = preprocess(path, decode="cpu")
@@ -65,15 +65,15 @@ def compare(path: Path) -> dict[str, Any]:
 
 
 def _init(decode: str) -> None:
-    from seeknetic_prep import hwdecode, media
-
+    from seeknetic_prep.decode import hw as hwdecode
+    from seeknetic_prep.decode import media
     media.set_thread_cap(1)
     hwdecode.allow_gpu(decode != "cpu")
 
 
 def _windows(args: tuple[str, str]) -> tuple[int, int]:
-    from seeknetic_prep.media import probe
-    from seeknetic_prep.preprocess import preprocess
+    from seeknetic_prep.decode.media import probe
+    from seeknetic_prep.decode.preprocess import preprocess
 
     path, decode = args
     info = probe(path)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=16, help="1080p H.264 clips for the speed part")
     p.add_argument("--skip-bench", action="store_true")
     args = p.parse_args(argv)
-    from seeknetic_prep.hwdecode import cuda_present
+    from seeknetic_prep.decode.hw import cuda_present
 
     if not cuda_present():
         print("gpu_check: skipped: no CUDA device here (PyAV cannot open one); nothing to check.")

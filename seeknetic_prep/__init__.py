@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import MediaError, SeekneticPrepError
-from .preprocess import preprocess
-from .profile import Segment, Window
-from .tensors import decode_tensor, encode_tensor
+from seeknetic_prep.api.tensors import decode_tensor, encode_tensor
+from seeknetic_prep.decode.preprocess import preprocess
+from seeknetic_prep.decode.profile import Segment, Window
+from seeknetic_prep.errors import MediaError, SeekneticPrepError
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .pipeline import run_folder
+    from seeknetic_prep.api.client import Client
+    from seeknetic_prep.pipeline.driver import run_folder
 
 __all__ = [
     "Client",
@@ -42,11 +42,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name == "Client":
-        from .client import Client
+        from seeknetic_prep.api.client import Client
 
         return Client
     if name == "run_folder":
-        from .pipeline import run_folder
+        from seeknetic_prep.pipeline.driver import run_folder
 
         return run_folder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

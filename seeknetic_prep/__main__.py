@@ -1,5 +1,5 @@
 """``python -m seeknetic_prep`` is the same as the ``seeknetic-prep`` command."""
 
-from .cli import main
+from seeknetic_prep.cli import main
 
 raise SystemExit(main())

@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import __version__
-from .commands import COMMANDS
-from .errors import SeekneticPrepError, exit_code_for
-from .malloc import keep_freed_buffers
+from seeknetic_prep import __version__
+from seeknetic_prep.commands import COMMANDS
+from seeknetic_prep.errors import SeekneticPrepError, exit_code_for
+from seeknetic_prep.util.malloc import keep_freed_buffers
 
 
 class _Parser(argparse.ArgumentParser):

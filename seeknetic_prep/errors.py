@@ -101,7 +101,7 @@ class StateError(SeekneticPrepError):
 
 
 class OutputInUseError(SeekneticPrepError):
-    """Another process holds the output folder's lock (see :mod:`seeknetic_prep.outlock`).
+    """Another process holds the output folder's lock (see :mod:`seeknetic_prep.util.outlock`).
 
     A usage error (exit 2): the user started a second run on the same ``--out``.
     """

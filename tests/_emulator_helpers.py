@@ -18,7 +18,7 @@ from typing import IO, Any
 import numpy as np
 import requests
 
-from seeknetic_prep.tensors import encode_tensor
+from seeknetic_prep.api.tensors import encode_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 

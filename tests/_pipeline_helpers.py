@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from seeknetic_prep.tensors import encode_tensor
+from seeknetic_prep.api.tensors import encode_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,7 +137,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     A file that could not be preprocessed is one ``failed`` entry per service, with its reason.
     The per-service shape is what the tests' assertions about request ids are written in.
     """
-    from seeknetic_prep.results import TAG_TYPES, compact, list_parts
+    from seeknetic_prep.results.parts import TAG_TYPES, compact, list_parts
 
     out = path if path.is_dir() else path.parent
     if not list_parts(out):

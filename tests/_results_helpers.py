@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seeknetic_prep.store import Store
+from seeknetic_prep.state.store import Store
 
 SERVICES = ("embedding", "tagging")
 

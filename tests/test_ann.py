@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from _results_helpers import add_file, vector
 
-from seeknetic_prep.ann import ann_available
-from seeknetic_prep.results import append_results_part
-from seeknetic_prep.search import load_windows, rank
-from seeknetic_prep.store import Store
+from seeknetic_prep.results.ann import ann_available
+from seeknetic_prep.results.index import load_windows, rank
+from seeknetic_prep.results.parts import append_results_part
+from seeknetic_prep.state.store import Store
 
 pytestmark = pytest.mark.skipif(not ann_available(), reason="the ann extra (usearch) is not installed")
 DIM = 64

@@ -79,7 +79,7 @@ def test_dns_failure_is_named() -> None:
     """What a DNS failure looks like from requests, classified without sending a query."""
     from urllib3.exceptions import MaxRetryError, NameResolutionError
 
-    from seeknetic_prep.client import _why
+    from seeknetic_prep.api.client import _why
     from seeknetic_prep.errors import APIConnectionError
 
     inner = NameResolutionError("api.example", None, OSError("Name or service not known"))  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from _pipeline_helpers import audio_tensor, lossy_proxy, proxy_url, silent_server, stats, video_tensor
 
-from seeknetic_prep.client import REGIONS, Client, RetryPolicy
+from seeknetic_prep.api.client import REGIONS, Client, RetryPolicy
 from seeknetic_prep.errors import (
     APIConnectionError,
     APITimeoutError,

@@ -15,9 +15,9 @@ import pytest
 import requests
 from _emulator_helpers import Api, embedding_body, raw_post_streaming, seed_audio, seed_video, tagging_body
 
+from seeknetic_prep.api.tensors import decode_tensor, encode_tensor
 from seeknetic_prep.emulator import EmulatorHandle, running
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.tensors import decode_tensor, encode_tensor
 
 KEY, OTHER_KEY = "test-key-one", "test-key-two"
 
@@ -495,7 +495,7 @@ def test_video_base64_bad_encoding_is_422_and_undecodable_video_fails(api: Api) 
 
 
 def test_video_base64_job_is_decoded_with_our_preprocessing(api: Api, fixtures_dir: Path) -> None:
-    pytest.importorskip("seeknetic_prep.preprocess")
+    pytest.importorskip("seeknetic_prep.decode.preprocess")
     clip = sorted((fixtures_dir / "demo").glob("*"))[0]
     data = base64.b64encode(clip.read_bytes()).decode()
     for path, rid in (

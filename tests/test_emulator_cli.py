@@ -26,7 +26,7 @@ from _emulator_helpers import (
     tagging_body,
 )
 
-from seeknetic_prep.tensors import decode_tensor, encode_tensor
+from seeknetic_prep.api.tensors import decode_tensor, encode_tensor
 
 seeknetic = pytest.importorskip("seeknetic")
 

@@ -11,11 +11,11 @@ from seeknetic_prep.commands import COMMANDS
 
 
 def test_all_names_resolve_and_preprocess_stays_a_function() -> None:
-    import seeknetic_prep.preprocess  # noqa: F401  (importing the module must not shadow the function)
+    import seeknetic_prep.decode.preprocess  # noqa: F401  (importing the module must not shadow the function)
 
     for name in sp.__all__:
         assert getattr(sp, name) is not None, name
-    assert callable(sp.preprocess) and sp.preprocess.__module__ == "seeknetic_prep.preprocess"
+    assert callable(sp.preprocess) and sp.preprocess.__module__ == "seeknetic_prep.decode.preprocess"
     assert sorted(sp.__all__) == sp.__all__ and 6 <= len(sp.__all__) <= 12
     assert issubclass(sp.MediaError, sp.SeekneticPrepError)
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from _pipeline_helpers import ROOT
 
-from seeknetic_prep import hwdecode
+from seeknetic_prep.decode import hw as hwdecode
+from seeknetic_prep.decode.preprocess import preprocess
 from seeknetic_prep.errors import InvalidArgumentError
 from seeknetic_prep.executors.local import ProcessExecutor
-from seeknetic_prep.preprocess import preprocess
-from seeknetic_prep.runspec import RunOptions
+from seeknetic_prep.pipeline.spec import RunOptions
 
 NO_GPU = not hwdecode.cuda_present()
 

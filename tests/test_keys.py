@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from _emulator_helpers import ROOT
 
-from seeknetic_prep.client import Client
+from seeknetic_prep.api.client import Client
+from seeknetic_prep.api.keys import clean_api_key, local_key, read_key_file, redact, secret_forms
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.keys import clean_api_key, local_key, read_key_file, redact, secret_forms
 
 
 def _forms(key: str) -> list[str]:

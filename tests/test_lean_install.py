@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from _pipeline_helpers import read_results
 
-from seeknetic_prep.extras import EMULATOR_MODULES, missing
+from seeknetic_prep.util.extras import EMULATOR_MODULES, missing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,8 +37,8 @@ def _cli(*args: str, hide: tuple[str, ...] = ()) -> subprocess.CompletedProcess[
 
 
 def test_the_core_imports_none_of_the_extras() -> None:
-    code = ("import sys, seeknetic_prep, seeknetic_prep.preprocess, seeknetic_prep.pipeline, "
-            "seeknetic_prep.client, seeknetic_prep.sheet, seeknetic_prep.report; "
+    code = ("import sys, seeknetic_prep, seeknetic_prep.decode.preprocess, seeknetic_prep.pipeline.driver, "
+            "seeknetic_prep.api.client, seeknetic_prep.results.sheet, seeknetic_prep.results.report; "
             "print(sorted(m for m in ('librosa', 'cv2', 'fastapi', 'uvicorn', 'scipy') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

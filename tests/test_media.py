@@ -13,9 +13,9 @@ import av
 import numpy as np
 import pytest
 
+from seeknetic_prep.decode.media import decode_audio, decode_frames_at, probe
+from seeknetic_prep.decode.preprocess import preprocess
 from seeknetic_prep.errors import MediaError
-from seeknetic_prep.media import decode_audio, decode_frames_at, probe
-from seeknetic_prep.preprocess import preprocess
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TRUTH: dict[str, Any] = json.loads((FIXTURES / "ground_truth.json").read_text())["files"]
@@ -145,7 +145,7 @@ def test_garbage_in_the_middle_never_raises_a_foreign_error(tmp_path: Path) -> N
 def test_memory_stays_flat_over_a_long_file(tmp_path: Path) -> None:
     """90 s of 640x360 (2700 frames, 1.8 GB as RGB) decodes with a small, bounded footprint."""
     psutil = pytest.importorskip("psutil")
-    from seeknetic_prep.preprocess import iter_segments
+    from seeknetic_prep.decode.preprocess import iter_segments
 
     path = tmp_path / "long.mp4"
     with av.open(str(path), "w") as out:
@@ -209,7 +209,7 @@ def test_a_hole_in_the_audio_stays_silent(tmp_path: Path) -> None:
 
 def _count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts the pictures the decoder puts out (skipped ones never come out) and conversions."""
-    import seeknetic_prep.media as media
+    import seeknetic_prep.decode.media as media
 
     counts = {"decoded": 0, "converted": 0}
     real = media._decode_needed
@@ -260,8 +260,8 @@ def test_a_custom_window_does_not_decode_the_whole_file(monkeypatch: pytest.Monk
 
 def test_far_apart_windows_get_a_seek_each(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keyframes at 0 and 20 s: [0, 1 s) and [23 s, 24 s) decode about 75 frames, not 360."""
-    from seeknetic_prep.preprocess import iter_segments
-    from seeknetic_prep.profile import Window
+    from seeknetic_prep.decode.preprocess import iter_segments
+    from seeknetic_prep.decode.profile import Window
 
     counts = _count(monkeypatch)
     wanted = [Window(0, 0, 1000), Window(1, 23_000, 24_000)]

@@ -16,7 +16,7 @@ import pytest
 from _emulator_helpers import ROOT
 
 from seeknetic_prep.errors import OutputInUseError
-from seeknetic_prep.outlock import LOCK_NAME, OutLock, holder_pid
+from seeknetic_prep.util.outlock import LOCK_NAME, OutLock, holder_pid
 
 CLIP = "fixtures/short_700ms.mp4"
 

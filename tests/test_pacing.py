@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from seeknetic_prep.pacing import AdaptiveRate
+from seeknetic_prep.api.pacing import AdaptiveRate
 
 
 def test_adaptive_rate_is_free_until_a_429_then_paces_cuts_and_recovers() -> None:

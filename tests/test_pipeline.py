@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from _pipeline_helpers import read_results
 
-from seeknetic_prep.client import Client, RetryPolicy
-from seeknetic_prep.pipeline import RunOptions, run_folder
-from seeknetic_prep.store import Store
+from seeknetic_prep.api.client import Client, RetryPolicy
+from seeknetic_prep.pipeline.driver import RunOptions, run_folder
+from seeknetic_prep.state.store import Store
 
 FAST = RetryPolicy(max_attempts=8, base_delay_s=0.02, max_delay_s=0.5)
 
@@ -188,7 +188,7 @@ def test_one_service(emulator: Any, fixtures_dir: Path, tmp_path: Path, services
 
 
 def test_401_mid_run_stops_at_once(fresh: Any, fixtures_dir: Path, tmp_path: Path) -> None:
-    from seeknetic_prep.pipeline import Progress
+    from seeknetic_prep.pipeline.driver import Progress
 
     class RevokeKey(Progress):
         def file_planned(self, path: str, *, windows: int, to_decode: int, jobs: int) -> None:
@@ -251,7 +251,7 @@ def test_a_dead_decode_worker_does_not_lose_work(fresh: Any, fixtures_dir: Path,
 
     import psutil
 
-    from seeknetic_prep.pipeline import Progress
+    from seeknetic_prep.pipeline.driver import Progress
 
     killed: list[int] = []
 
@@ -280,7 +280,7 @@ def test_a_dead_decode_worker_does_not_lose_work(fresh: Any, fixtures_dir: Path,
 def test_api_outage_stops_without_failing_units_then_resumes(
     fresh: Any, fixtures_dir: Path, tmp_path: Path
 ) -> None:
-    from seeknetic_prep.pipeline import Progress
+    from seeknetic_prep.pipeline.driver import Progress
 
     class Outage(Progress):
         def file_planned(self, path: str, *, windows: int, to_decode: int, jobs: int) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from seeknetic_prep.discover import discover, parse_extensions
 from seeknetic_prep.errors import InvalidArgumentError
+from seeknetic_prep.pipeline.discover import discover, parse_extensions
 
 
 def test_walks_recursively_by_extension_skipping_hidden(tmp_path: Path) -> None:

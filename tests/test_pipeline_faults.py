@@ -21,9 +21,9 @@ import psutil
 import pytest
 from _pipeline_helpers import ROOT, read_results
 
-from seeknetic_prep.client import Client
-from seeknetic_prep.pipeline import Progress, RunOptions, run_folder
-from seeknetic_prep.store import Store
+from seeknetic_prep.api.client import Client
+from seeknetic_prep.pipeline.driver import Progress, RunOptions, run_folder
+from seeknetic_prep.state.store import Store
 
 SIX = ("short_700ms.mp4", "cfr30_bframes.mp4", "no_audio.mp4", "late_audio.mp4", "vfr.mp4", "av1.mp4")
 

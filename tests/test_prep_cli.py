@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from seeknetic_prep.payloads import file_fingerprint, request_id_for
-from seeknetic_prep.preprocess import preprocess
-from seeknetic_prep.tensors import decode_tensor
+from seeknetic_prep.api.tensors import decode_tensor
+from seeknetic_prep.decode.preprocess import preprocess
+from seeknetic_prep.pipeline.payloads import file_fingerprint, request_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -140,7 +140,7 @@ def test_help_mentions_every_option() -> None:
 
 def test_upload_body_rules() -> None:
     from seeknetic_prep.errors import InvalidArgumentError
-    from seeknetic_prep.payloads import upload_body
+    from seeknetic_prep.pipeline.payloads import upload_body
 
     (seg,) = preprocess(FIXTURES / "short_700ms.mp4")
     body = upload_body(seg, service="tagging", request_id="a.b-c_1")

@@ -13,10 +13,10 @@ import pytest
 from _media_truth import audio_checks, corner_error, on_screen, read_index
 
 import seeknetic_prep as sp
+from seeknetic_prep.decode.preprocess import iter_segments, preprocess
+from seeknetic_prep.decode.profile import Segment, Window
+from seeknetic_prep.decode.sampling import frame_targets_ms
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
-from seeknetic_prep.preprocess import iter_segments, preprocess
-from seeknetic_prep.profile import Segment, Window
-from seeknetic_prep.sampling import frame_targets_ms
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -277,7 +277,7 @@ def test_truncated_file_is_never_padded_with_the_last_frame(tmp_path: Path) -> N
 
 def test_public_names() -> None:
     """``sp.preprocess`` is callable even after the submodule of the same name was imported."""
-    import seeknetic_prep.preprocess  # noqa: F401 - the import that would shadow the function
+    import seeknetic_prep.decode.preprocess  # noqa: F401 - the import that would shadow the function
 
     segs = sp.preprocess(FIXTURES / "demo" / "desert.mp4")
     assert isinstance(segs[0], sp.Segment)
@@ -288,7 +288,7 @@ def test_public_names() -> None:
 def test_a_known_probe_skips_the_second_probe_and_changes_nothing(name: str) -> None:
     """A run plans with one probe and decodes with that probe (``info=``): every good fixture,
     whole and from a window in the middle, comes out the same to the bit as when probed again."""
-    from seeknetic_prep.media import probe
+    from seeknetic_prep.decode.media import probe
 
     path = FIXTURES / name
     info = probe(path)
@@ -311,7 +311,7 @@ def test_a_known_probe_skips_the_second_probe_and_changes_nothing(name: str) -> 
 def test_a_known_probe_of_a_file_that_changed_size_is_not_trusted(tmp_path: Path) -> None:
     """The plan's probe is only reused while the file has the size it was probed at: a file
     replaced since (here by a longer clip) is probed again and decoded on its own timeline."""
-    from seeknetic_prep.media import probe
+    from seeknetic_prep.decode.media import probe
 
     path = tmp_path / "clip.mp4"
     path.write_bytes((FIXTURES / "short_700ms.mp4").read_bytes())

@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 from _pipeline_helpers import ROOT, read_results, stats
 
-from seeknetic_prep.client import Client, RetryPolicy
-from seeknetic_prep.pipeline import RunOptions, run_folder
+from seeknetic_prep.api.client import Client, RetryPolicy
+from seeknetic_prep.pipeline.driver import RunOptions, run_folder
 
 FAST = RetryPolicy(max_attempts=8, base_delay_s=0.02, max_delay_s=0.5)
 FILES = ("cfr30_bframes.mp4", "late_audio_25s.mkv", "six_ch_48k.mp4", "demo/lake.mp4", "vfr.mp4",
@@ -258,7 +258,8 @@ def test_a_task_whose_worker_dies_past_its_retries_fails_its_file(cluster: Any, 
     from seeknetic_prep.errors import MediaError
     from seeknetic_prep.executors import PlanTask, TaskFailed, WindowReady
     from seeknetic_prep.executors.ray import RayExecutor
-    from seeknetic_prep.stages import DecodeTask, plan_file
+    from seeknetic_prep.pipeline.tasks import DecodeTask
+    from seeknetic_prep.pipeline.worker import plan_file
 
     path = str(videos / "late_audio_25s.mkv")
     plan = plan_file(path)
@@ -293,7 +294,8 @@ def test_windows_are_uploaded_on_the_nodes_not_through_the_driver(cluster: Any, 
                                                                    videos: Path) -> None:
     from seeknetic_prep.executors import TaskDone, WindowReady
     from seeknetic_prep.executors.ray import RayExecutor
-    from seeknetic_prep.stages import DecodeTask, plan_file, unit_request_id
+    from seeknetic_prep.pipeline.tasks import DecodeTask
+    from seeknetic_prep.pipeline.worker import plan_file, unit_request_id
 
     path = str(videos / "late_audio_25s.mkv")
     plan = plan_file(path)

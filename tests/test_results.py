@@ -17,10 +17,10 @@ import pytest
 from _results_helpers import add_file, tags_for, vector
 
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.export import export
-from seeknetic_prep.results import append_results_part, compact, ensure_parts, latest_rows, list_parts
-from seeknetic_prep.store import Store
-from seeknetic_prep.store_schema import MIGRATIONS
+from seeknetic_prep.results.export import export
+from seeknetic_prep.results.parts import append_results_part, compact, ensure_parts, latest_rows, list_parts
+from seeknetic_prep.state.schema import MIGRATIONS
+from seeknetic_prep.state.store import Store
 
 FA, FB = "a" * 32, "b" * 32
 

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
+from seeknetic_prep.decode.profile import Window
+from seeknetic_prep.decode.sampling import frame_targets_ms, plan_windows
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.profile import Window
-from seeknetic_prep.sampling import frame_targets_ms, plan_windows
 
 
 @pytest.mark.parametrize(

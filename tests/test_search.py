@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from _results_helpers import add_file, vector
 
-from seeknetic_prep.client import Client
+from seeknetic_prep.api.client import Client
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.results import append_results_part
-from seeknetic_prep.search import list_tags, load_windows, parse_tag_filters, rank, update_index
-from seeknetic_prep.store import Store
+from seeknetic_prep.results.index import list_tags, load_windows, parse_tag_filters, rank, update_index
+from seeknetic_prep.results.parts import append_results_part
+from seeknetic_prep.state.store import Store
 
 
 def _state(tmp_path: Path, files: int = 12, windows: int = 5, dim: int = 64) -> Path:

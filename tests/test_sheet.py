@@ -13,10 +13,10 @@ import pytest
 from _media_truth import expected_tone, on_screen, read_index
 from PIL import Image
 
-from seeknetic_prep.media import probe
-from seeknetic_prep.preprocess import preprocess
-from seeknetic_prep.profile import FRAME_SIZE
-from seeknetic_prep.sheet import (
+from seeknetic_prep.decode.media import probe
+from seeknetic_prep.decode.preprocess import preprocess
+from seeknetic_prep.decode.profile import FRAME_SIZE
+from seeknetic_prep.results.sheet import (
     describe_geometry,
     sheet_size,
     spectrogram_box,

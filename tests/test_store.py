@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from seeknetic_prep.errors import StateError
-from seeknetic_prep.results import append_results_part, compact
-from seeknetic_prep.store import SCHEMA_VERSION, Store
-from seeknetic_prep.store_schema import MIGRATIONS
+from seeknetic_prep.results.parts import append_results_part, compact
+from seeknetic_prep.state.schema import MIGRATIONS
+from seeknetic_prep.state.store import SCHEMA_VERSION, Store
 
 
 def request_id_for(fp: str, index: int, service: str) -> str:
@@ -114,7 +114,7 @@ def test_writes_from_another_process_are_visible(tmp_path: Path) -> None:
     with Store(path) as store:
         rid = _plan(store, windows=1)[0]
         code = (
-            "import sys; from seeknetic_prep.store import Store\n"
+            "import sys; from seeknetic_prep.state.store import Store\n"
             "s = Store(sys.argv[1]); s.mark_failed(sys.argv[2], 'from child'); s.close()\n"
         )
         store.flush()  # the plan is committed at once; flush() is the barrier for transitions

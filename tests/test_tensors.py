@@ -7,8 +7,8 @@ import base64
 import numpy as np
 import pytest
 
+from seeknetic_prep.api.tensors import decode_tensor, encode_tensor
 from seeknetic_prep.errors import SeekneticPrepError, TensorError
-from seeknetic_prep.tensors import decode_tensor, encode_tensor
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from seeknetic_prep.decode.transform import AudioTimeline, check_resize, fit, scaled_size, upright
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.transform import AudioTimeline, check_resize, fit, scaled_size, upright
 
 
 def marked(h: int, w: int) -> np.ndarray:

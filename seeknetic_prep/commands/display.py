@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..pipeline import Progress
-from ..store import display_path  # a name that is not UTF-8 prints escaped, never crashes
+from seeknetic_prep.pipeline.driver import Progress
+from seeknetic_prep.state.store import display_path  # a name that is not UTF-8 prints escaped, never crashes
 
 __all__ = ["RunDisplay"]
 

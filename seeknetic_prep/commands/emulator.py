@@ -65,11 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..extras import require_emulator
+    from seeknetic_prep.util.extras import require_emulator
 
     require_emulator("seeknetic-prep emulator")
-    from ..emulator import EmulatorConfig, serve
-    from ..emulator.config import DEFAULT_JOB_SECONDS
+    from seeknetic_prep.emulator import EmulatorConfig, serve
+    from seeknetic_prep.emulator.config import DEFAULT_JOB_SECONDS
 
     keys = _keys(args)
     config = EmulatorConfig.build(
@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> list[str]:
     """Every accepted key: --api-key, then --api-key-file, then the environment variable."""
-    from ..keys import EMULATOR_KEYS_ENV, clean_api_key, keys_from_env, read_key_file
+    from seeknetic_prep.api.keys import EMULATOR_KEYS_ENV, clean_api_key, keys_from_env, read_key_file
 
     keys = [clean_api_key(k, source=f"--api-key (number {i})") for i, k in enumerate(args.api_keys or [], 1)]
     if args.api_key_file is not None:

@@ -32,12 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..discover import discover
-    from ..errors import MediaError
-    from ..hwdecode import check_decode
-    from ..payloads import file_fingerprint, parse_services, request_id_for, upload_body
-    from ..preprocess import iter_segments
-    from .run import check_out_dir
+    from seeknetic_prep.commands.run import check_out_dir
+    from seeknetic_prep.decode.hw import check_decode
+    from seeknetic_prep.decode.preprocess import iter_segments
+    from seeknetic_prep.errors import MediaError
+    from seeknetic_prep.pipeline.discover import discover
+    from seeknetic_prep.pipeline.payloads import file_fingerprint, parse_services, request_id_for, upload_body
 
     services = parse_services(args.services)
     out: Path = args.out

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from seeknetic_prep.results.report import write_report
 
     path = write_report(args.out, max_files=args.max_files, max_windows=args.max_windows)
     print(f"report: {path} (open it in a browser: file://{path.resolve()})")

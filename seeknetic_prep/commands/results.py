@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..errors import InvalidArgumentError
-    from ..export import export
-    from .search import sync_parts
+    from seeknetic_prep.commands.search import sync_parts
+    from seeknetic_prep.errors import InvalidArgumentError
+    from seeknetic_prep.results.export import export
 
     if not (args.out / "state.sqlite").exists() and not (args.out / "parts").is_dir():
         raise InvalidArgumentError(f"Invalid --out {str(args.out)!r}: no state.sqlite there (run first).")

@@ -20,7 +20,7 @@ DEFAULT_OUT = "seeknetic-out"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..discover import VIDEO_EXTENSIONS
+    from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS
 
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="video files and/or folders (walked recursively)")
@@ -73,13 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..client import Client
-    from ..discover import VIDEO_EXTENSIONS, parse_extensions
-    from ..errors import InvalidArgumentError
-    from ..hwdecode import check_decode
-    from ..keys import local_key
-    from ..outlock import OutLock
-    from ..pipeline import RunOptions, run_folder
+    from seeknetic_prep.api.client import Client
+    from seeknetic_prep.api.keys import local_key
+    from seeknetic_prep.decode.hw import check_decode
+    from seeknetic_prep.errors import InvalidArgumentError
+    from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS, parse_extensions
+    from seeknetic_prep.pipeline.driver import RunOptions, run_folder
+    from seeknetic_prep.util.outlock import OutLock
 
     services = tuple(s.strip() for s in str(args.services).split(",") if s.strip())
     options = RunOptions(
@@ -103,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("Invalid --ray-address without --executor ray: add --executor ray.")
     qps, worker_qps = args.qps, None
     if args.executor == "ray":
-        from ..executors.ray import import_ray, share_qps
+        from seeknetic_prep.executors.ray import import_ray, share_qps
 
         import_ray(args.ray_address or os.environ.get("RAY_ADDRESS"))  # missing Ray: one line, exit 2
         qps, worker_qps = share_qps(args.qps)  # one --qps budget: the driver's calls + the nodes' uploads
@@ -113,10 +113,10 @@ def main(args: argparse.Namespace) -> int:
             f"seeknetic-prep run: another run (pid {pid if pid is not None else '?'}) is using {out}; "
             "waiting for it to end (Ctrl-C to give up)...", file=sys.stderr, flush=True)))
         if args.local:
-            from ..extras import require_emulator
+            from seeknetic_prep.util.extras import require_emulator
 
             require_emulator("run --local")
-            from ..emulator import spawned
+            from seeknetic_prep.emulator import spawned
 
             # In a child process: the server's work neither waits for nor holds our interpreter
             # lock, and its start-up overlaps the decode workers' start-up.
@@ -140,11 +140,11 @@ def main(args: argparse.Namespace) -> int:
             f"seeknetic-prep run: {kind.replace('_', ' ')}: {detail}", file=sys.stderr)
         executor = None
         if args.executor == "ray":
-            from ..executors.ray import RayExecutor
+            from seeknetic_prep.executors.ray import RayExecutor
 
             executor = RayExecutor(args.ray_address, client=client.worker_config(), qps=worker_qps)
             stack.callback(executor.close)  # run_folder closes it too; this covers a failure before
-        from .display import RunDisplay
+        from seeknetic_prep.commands.display import RunDisplay
 
         progress = RunDisplay(quiet=args.quiet or not sys.stdout.isatty(), services=len(services))
         stack.callback(progress.close)
@@ -166,7 +166,7 @@ def main(args: argparse.Namespace) -> int:
               "Run the same command again to resume.", file=sys.stderr)
     _print_failures(summary, out)
     if args.report and summary.stopped_by != "auth":
-        from ..report import write_report
+        from seeknetic_prep.results.report import write_report
 
         print(f"report: {write_report(out)}")
     if summary.stopped_by != "auth" and summary.results_path.exists():
@@ -188,7 +188,7 @@ def _print_failures(summary: Any, out: Path) -> None:
     if not summary.failures:
         return
     print(f"failures ({len(summary.failures)}):", file=sys.stderr)
-    from ..store import display_path
+    from seeknetic_prep.state.store import display_path
 
     for where, why in summary.failures[:_SHOWN_FAILURES]:
         print(f"  {display_path(why if why.startswith(where) else f'{where}: {why}')}", file=sys.stderr)
@@ -199,7 +199,7 @@ def _print_failures(summary: Any, out: Path) -> None:
 
 def check_out_dir(out: Path) -> None:
     """Refuse an ``--out`` that cannot be a folder, before anything is started or written."""
-    from ..errors import InvalidArgumentError
+    from seeknetic_prep.errors import InvalidArgumentError
 
     if out.exists() and not out.is_dir():
         raise InvalidArgumentError(

@@ -44,20 +44,20 @@ def sync_parts(out: Path) -> None:
     db = out / "state.sqlite"
     if not db.exists():
         return
-    from ..results import ensure_parts
-    from ..store import Store
+    from seeknetic_prep.results.parts import ensure_parts
+    from seeknetic_prep.state.store import Store
 
     with Store(db) as store:
         ensure_parts(store, out)
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..client import Client
-    from ..search import list_tags, load_windows, parse_tag_filters, rank
+    from seeknetic_prep.api.client import Client
+    from seeknetic_prep.results.index import list_tags, load_windows, parse_tag_filters, rank
 
     filters = parse_tag_filters(args.tag)
     if args.local and args.query:  # say what to install before any work
-        from ..extras import require_emulator
+        from seeknetic_prep.util.extras import require_emulator
 
         require_emulator("search --local")
     sync_parts(args.out)
@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
         with ExitStack() as stack:
             base_url, key = args.base_url, args.api_key
             if args.local:
-                from ..emulator import running
+                from seeknetic_prep.emulator import running
 
                 server = stack.enter_context(running())
                 base_url, key = server.base_url, server.api_key

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..store import Store, display_path, existing_state
+    from seeknetic_prep.state.store import Store, display_path, existing_state
 
     db = existing_state(args.out)
     with Store(db) as store:

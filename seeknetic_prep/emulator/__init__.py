@@ -13,8 +13,8 @@ True
 
 from __future__ import annotations
 
-from .config import EmulatorConfig
-from .guard import Faults
-from .server import EmulatorHandle, EmulatorProcess, running, serve, spawned
+from seeknetic_prep.emulator.config import EmulatorConfig
+from seeknetic_prep.emulator.guard import Faults
+from seeknetic_prep.emulator.server import EmulatorHandle, EmulatorProcess, running, serve, spawned
 
 __all__ = ["EmulatorConfig", "EmulatorHandle", "EmulatorProcess", "Faults", "running", "serve", "spawned"]

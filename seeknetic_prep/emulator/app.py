@@ -23,12 +23,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import jobs, scoring
-from .config import REQUEST_ID_PATTERN
-from .guard import OWNER_SCOPE_KEY
-from .problems import Problem, invalid
-from .storage import JobRow, Storage
-from .uploads import Decoded, check_audio, check_kwargs, check_video, tensor_json
+from seeknetic_prep.emulator import jobs, scoring
+from seeknetic_prep.emulator.config import REQUEST_ID_PATTERN
+from seeknetic_prep.emulator.guard import OWNER_SCOPE_KEY
+from seeknetic_prep.emulator.problems import Problem, invalid
+from seeknetic_prep.emulator.storage import JobRow, Storage
+from seeknetic_prep.emulator.uploads import Decoded, check_audio, check_kwargs, check_video, tensor_json
 
 __all__ = ["create_app"]
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InvalidArgumentError
-from ..keys import clean_api_key
+from seeknetic_prep.api.keys import clean_api_key
+from seeknetic_prep.errors import InvalidArgumentError
 
 __all__ = [
     "DEFAULT_JOB_SECONDS",

@@ -33,8 +33,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from ..errors import InvalidArgumentError
-from .config import owner_id
+from seeknetic_prep.emulator.config import owner_id
+from seeknetic_prep.errors import InvalidArgumentError
 
 __all__ = ["OWNER_SCOPE_KEY", "PUBLIC_PATHS", "BodyTooLarge", "Faults", "Guard", "Keyring", "RateLimiter"]
 

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import SeekneticPrepError
-from ..tensors import decode_tensor
-from . import scoring
-from .storage import JobRow, Storage, atomic_write
+from seeknetic_prep.api.tensors import decode_tensor
+from seeknetic_prep.emulator import scoring
+from seeknetic_prep.emulator.storage import JobRow, Storage, atomic_write
+from seeknetic_prep.errors import SeekneticPrepError
 
 __all__ = ["JobFailed", "JobWorker", "compute_result", "fingerprint", "video_source"]
 
@@ -61,10 +61,10 @@ def _content_from_tensors(storage: Storage, job: JobRow) -> scoring.Content:
 def _content_from_video(storage: Storage, job: JobRow) -> scoring.Content:
     path = storage.data_dir / job.source["path"]
     try:
-        from ..preprocess import iter_segments
+        from seeknetic_prep.decode.preprocess import iter_segments
     except ImportError as exc:  # the preprocessing stage is not installed in this build
         raise JobFailed(
-            f"video_base64 jobs need seeknetic_prep.preprocess, which is unavailable: {exc}"
+            f"video_base64 jobs need seeknetic_prep.decode.preprocess, which is unavailable: {exc}"
         ) from exc
     content = scoring.Content(digest=job.task_type == "embedding")
     try:

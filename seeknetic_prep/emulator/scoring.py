@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import EMBEDDING_DIM
+from seeknetic_prep.emulator.config import EMBEDDING_DIM
 
 __all__ = [
     "MODEL_NAMES",

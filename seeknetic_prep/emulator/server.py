@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError
-from .config import DEFAULT_JOB_SECONDS, EmulatorConfig
-from .guard import Faults, Guard, Keyring, RateLimiter
-from .jobs import JobWorker
-from .storage import Storage
+from seeknetic_prep.emulator.config import DEFAULT_JOB_SECONDS, EmulatorConfig
+from seeknetic_prep.emulator.guard import Faults, Guard, Keyring, RateLimiter
+from seeknetic_prep.emulator.jobs import JobWorker
+from seeknetic_prep.emulator.storage import Storage
+from seeknetic_prep.errors import InvalidArgumentError
 
 __all__ = ["Emulator", "EmulatorHandle", "EmulatorProcess", "running", "serve", "spawned"]
 
@@ -39,7 +39,7 @@ class Emulator:
     """One emulator's parts: storage, worker, guard and app, opened together and closed together."""
 
     def __init__(self, config: EmulatorConfig) -> None:
-        from .app import create_app
+        from seeknetic_prep.emulator.app import create_app
 
         self.config = config
         self.storage = Storage(config.data_dir)
@@ -202,7 +202,7 @@ class EmulatorHandle:
 
     def stats(self) -> dict[str, dict[str, int]]:
         """What ``GET /_emulator/stats`` returns for :attr:`api_key`."""
-        from .config import owner_id
+        from seeknetic_prep.emulator.config import owner_id
 
         return self._emulator.storage.stats(owner_id(self.api_key))
 
@@ -420,7 +420,7 @@ def _child() -> None:
 
     import uvicorn
 
-    from ..malloc import keep_freed_buffers
+    from seeknetic_prep.util.malloc import keep_freed_buffers
 
     keep_freed_buffers()  # every upload parses megabytes of JSON and base64, freed at once
     spec = json.loads(sys.stdin.buffer.readline())

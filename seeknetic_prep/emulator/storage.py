@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import StateError
-from .config import REQUEST_ID_RE
-from .problems import Problem
+from seeknetic_prep.emulator.config import REQUEST_ID_RE
+from seeknetic_prep.emulator.problems import Problem
+from seeknetic_prep.errors import StateError
 
 __all__ = ["JobRow", "Storage", "UploadRow", "atomic_write", "remove_stale_temp_files"]
 

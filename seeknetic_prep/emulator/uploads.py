@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import TensorError
-from ..profile import AUDIO_SHAPE, VIDEO_SHAPE
-from ..tensors import decode_tensor
-from .problems import invalid
+from seeknetic_prep.api.tensors import decode_tensor
+from seeknetic_prep.decode.profile import AUDIO_SHAPE, VIDEO_SHAPE
+from seeknetic_prep.emulator.problems import invalid
+from seeknetic_prep.errors import TensorError
 
 __all__ = ["MAX_FRAMES", "MAX_SIDE", "Decoded", "check_audio", "check_kwargs", "check_video", "tensor_json"]
 

@@ -6,7 +6,16 @@ this process). Other engines (Ray) plug in behind the same :class:`~.base.Execut
 
 from __future__ import annotations
 
-from .base import Event, Executor, Planned, PlanTask, Task, TaskDone, TaskFailed, WindowReady
+from seeknetic_prep.executors.base import (
+    Event,
+    Executor,
+    Planned,
+    PlanTask,
+    Task,
+    TaskDone,
+    TaskFailed,
+    WindowReady,
+)
 
 __all__ = [
     "Event",
@@ -24,7 +33,7 @@ __all__ = [
 def make_local_executor(workers: int, gpu_workers: int = 0) -> Executor:
     """The local engine: ``workers`` CPU decode processes beside ``gpu_workers`` NVDEC ones,
     or one in-process thread when both are 0."""
-    from .local import InlineExecutor, ProcessExecutor
+    from seeknetic_prep.executors.local import InlineExecutor, ProcessExecutor
 
     if workers == 0 and gpu_workers == 0:
         return InlineExecutor()

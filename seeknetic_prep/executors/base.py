@@ -3,7 +3,7 @@
 A run hands an :class:`Executor` two kinds of task, both plain picklable values:
 
 * :class:`PlanTask` (a path) -> one :class:`Planned` event (fingerprint, duration, windows);
-* :class:`~seeknetic_prep.stages.DecodeTask` (a path and some windows) -> one
+* :class:`~seeknetic_prep.pipeline.tasks.DecodeTask` (a path and some windows) -> one
   :class:`WindowReady` event per window, *as soon as that window is decoded*, then
   :class:`TaskDone`.
 
@@ -13,7 +13,7 @@ Modelled on :class:`concurrent.futures.Executor` (``submit``/``shutdown``) but n
 streaming: results are pulled with :meth:`Executor.events`, which is also the backpressure — an
 engine must not run ahead of a caller that stops pulling by more than a bounded number of
 windows. Engines never touch the state database and never submit a job: exactly-once lives in
-:mod:`seeknetic_prep.ledger`, whatever runs the decoding. An engine may upload a window itself
+:mod:`seeknetic_prep.pipeline.ledger`, whatever runs the decoding. An engine may upload a window itself
 (from the machine that decoded it) and hand back its r2 keys instead of its bodies; uploads are
 idempotent, submissions are not, so that is safe.
 """
@@ -23,8 +23,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
-from ..errors import SeekneticPrepError
-from ..stages import DecodeTask, EncodedWindow, FilePlan
+from seeknetic_prep.errors import SeekneticPrepError
+from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, FilePlan
 
 __all__ = [
     "Event",

@@ -33,10 +33,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MediaError, SeekneticPrepError
-from ..pacing import put_unless
-from ..stages import encode_windows, plan_file, worker_init
-from .base import Event, Executor, PlanTask, Task, TaskFailed, WindowReady, to_event
+from seeknetic_prep.api.pacing import put_unless
+from seeknetic_prep.errors import MediaError, SeekneticPrepError
+from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, WindowReady, to_event
 
 __all__ = ["InlineExecutor", "ProcessExecutor", "decode_threads_for"]
 
@@ -49,8 +48,7 @@ def decode_threads_for(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-_PRELOAD = ["seeknetic_prep.executors.local", "seeknetic_prep.hwdecode", "seeknetic_prep.media",
-            "seeknetic_prep.payloads", "seeknetic_prep.preprocess", "seeknetic_prep.malloc"]
+_PRELOAD = ["seeknetic_prep.executors.local", "seeknetic_prep.pipeline.worker"]
 
 
 def _context(*, gpu: bool) -> Any:
@@ -65,6 +63,8 @@ def _context(*, gpu: bool) -> Any:
 
 def _run_task(task: Task, send: Any) -> None:
     """Run one task in a worker, sending ``(kind, payload)`` messages; never raises ours."""
+    from seeknetic_prep.pipeline.worker import encode_windows, plan_file  # PyAV: workers only
+
     try:
         if isinstance(task, PlanTask):
             send(("planned", plan_file(task.path)))
@@ -77,6 +77,8 @@ def _run_task(task: Task, send: Any) -> None:
 
 
 def _worker_main(tasks: mpc.Connection, results: mpc.Connection, threads: int, gpu: bool) -> None:
+    from seeknetic_prep.pipeline.worker import worker_init  # PyAV: workers only, never the driver
+
     worker_init(threads, gpu)
     outbox = _Outbox(results)
     while True:
@@ -142,7 +144,7 @@ class _Worker:
 class ProcessExecutor(Executor):
     """``workers`` CPU decode processes, each with ``threads`` FFmpeg threads (default: cores
     split evenly), and ``gpu_workers`` more that may decode on NVDEC (``decode="auto"``; see
-    :mod:`seeknetic_prep.hwdecode`), fed from the same queue. Workers start at construction, so
+    :mod:`seeknetic_prep.decode.hw`), fed from the same queue. Workers start at construction, so
     their start-up overlaps whatever the caller does next (a key check, a local server's start).
     """
 

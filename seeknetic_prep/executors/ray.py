@@ -9,7 +9,7 @@ Why each piece is shaped as it is (after Ray's own design patterns):
   (``_generator_backpressure_num_objects``), so a slow driver slows the decoders instead of
   filling the object store;
 * **tensor bytes stay on the node**: the task uploads each window's bodies itself, with a
-  client built in the worker from :class:`~seeknetic_prep.client.ClientConfig`, and yields the
+  client built in the worker from :class:`~seeknetic_prep.api.client.ClientConfig`, and yields the
   window with its r2 keys (``EncodedWindow.uploaded``) and no bodies. Upload bandwidth grows
   with the nodes; the driver only sees keys and frame times. A body whose upload fails in the
   worker is handed back as a body, and the driver's upload stage applies the run's retry,
@@ -38,10 +38,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from ..client import Client, ClientConfig
-from ..errors import APIError, InvalidArgumentError, MediaError, SeekneticPrepError
-from ..stages import DecodeTask, EncodedWindow, encode_windows, plan_file
-from .base import Event, Executor, PlanTask, Task, TaskFailed, to_event
+from seeknetic_prep.api.client import Client, ClientConfig
+from seeknetic_prep.errors import APIError, InvalidArgumentError, MediaError, SeekneticPrepError
+from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, to_event
+from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow
 
 __all__ = ["INSTALL_HINT", "RayExecutor", "import_ray", "share_qps"]
 
@@ -147,6 +147,8 @@ def _worker_client(config: ClientConfig, pacer: Any, rate: float | None) -> Clie
 
 
 def _plan_task(path: str) -> tuple[str, Any]:
+    from seeknetic_prep.pipeline.worker import plan_file  # PyAV: on the node, never the driver
+
     try:
         return "planned", plan_file(path)
     except SeekneticPrepError as exc:  # ours pickle with their type and fields
@@ -170,10 +172,11 @@ def _upload_here(client: Client, window: EncodedWindow) -> tuple[EncodedWindow, 
 
 def _decode_task(task: DecodeTask, config: ClientConfig | None, pacer: Any, rate: float | None,
                  threads: int) -> Iterator[tuple[str, Any]]:
-    from .. import media
-    from ..malloc import keep_freed_buffers
+    from seeknetic_prep.decode import media  # PyAV: on the node, never the driver
+    from seeknetic_prep.pipeline.worker import encode_windows
+    from seeknetic_prep.util.malloc import keep_freed_buffers
 
-    keep_freed_buffers()  # once per Ray worker process: see seeknetic_prep.malloc
+    keep_freed_buffers()  # once per Ray worker process: see seeknetic_prep.util.malloc
     media.set_thread_cap(threads)
     client = _worker_client(config, pacer, rate) if config is not None else None
     try:

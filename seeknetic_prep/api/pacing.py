@@ -1,0 +1,123 @@
+"""How hard and how fast the client calls: retry backoff, a fixed rate, a rate found from 429s.
+
+Kept apart from :mod:`seeknetic_prep.api.client` (which uses them) because they are pure policy:
+no HTTP, testable with a clock, and shared by every thread of a run. :func:`put_unless` is the
+other half of a run's pace: how a stage waits on the bounded queue of the next one until the run
+stops (the upload stage, a decode worker's outbox, the in-process engine).
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from seeknetic_prep.errors import InvalidArgumentError
+
+__all__ = ["AdaptiveRate", "RetryPolicy", "TokenBucket", "put_unless"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: ``max_attempts`` calls in all, delays ``base * 2**n`` with full jitter,
+    each capped at ``max_delay_s`` (a server's ``Retry-After`` is honoured up to the same cap)."""
+
+    max_attempts: int = 8
+    base_delay_s: float = 0.25
+    max_delay_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidArgumentError(f"Invalid max_attempts {self.max_attempts}: must be >= 1.")
+        if self.base_delay_s < 0 or self.max_delay_s < 0:
+            raise InvalidArgumentError("Invalid retry delays: must be >= 0.")
+
+    def delay_s(self, attempt: int, retry_after_s: float | None = None) -> float:
+        """Seconds to sleep before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        if retry_after_s is not None:
+            return min(max(retry_after_s, 0.0), self.max_delay_s)
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        return random.uniform(0.0, ceiling)
+
+
+class TokenBucket:
+    """At most ``rate`` acquisitions per second across every thread that shares it.
+
+    Capacity is one token: requests are paced evenly rather than sent in bursts, so a server
+    bucket of any capacity at the same rate never answers 429.
+    """
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise InvalidArgumentError(f"Invalid qps {rate}: must be > 0.")
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + 1.0 / self.rate
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class AdaptiveRate:
+    """A client-side rate that finds the key's limit from 429s (AIMD, as TCP finds a link's).
+
+    Unlimited until the first 429; then the rate starts at the pace of the last second's
+    requests and is cut by ``decrease`` on each further 429 (at most once per ``1/rate``), and
+    grows by ``increase`` requests/s for every second without one. Shared by every thread.
+    """
+
+    def __init__(self, *, decrease: float = 0.7, increase: float = 0.5, floor: float = 0.2) -> None:
+        self.rate: float | None = None
+        self._decrease, self._increase, self._floor = decrease, increase, floor
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._sent: list[float] = []
+        self._last_cut = 0.0
+        self._last_grow = 0.0
+
+    def acquire(self, cancelled: threading.Event) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._sent = [t for t in self._sent if now - t < 1.0]
+            self._sent.append(now)
+            if self.rate is None:
+                return
+            if now - self._last_grow >= 1.0:
+                self.rate += self._increase * min(10.0, now - self._last_grow)
+                self._last_grow = now
+            slot = max(now, self._next)
+            self._next = slot + 1.0 / self.rate
+        if slot > now:
+            cancelled.wait(slot - now)
+
+    def limited(self) -> None:
+        """A 429 came back."""
+        with self._lock:
+            now = time.monotonic()
+            if self.rate is None:
+                self.rate = max(self._floor, 0.8 * len(self._sent))
+            elif now - self._last_cut >= 1.0 / self.rate:
+                self.rate = max(self._floor, self.rate * self._decrease)
+            else:
+                return
+            self._last_cut = self._last_grow = now
+
+
+def put_unless(box: queue.Queue[Any], item: Any, halt: threading.Event, every_s: float) -> bool:
+    """Put ``item`` into the bounded ``box``, waiting while it is full (backpressure); False,
+    and not put, once ``halt`` is set, which is looked at every ``every_s`` while waiting."""
+    while not halt.is_set():
+        try:
+            box.put(item, timeout=every_s)
+            return True
+        except queue.Full:
+            continue
+    return False

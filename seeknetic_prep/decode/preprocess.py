@@ -1,0 +1,168 @@
+"""The library entry point: a video file in, one
+:class:`~seeknetic_prep.decode.profile.Segment` per window out.
+
+Orchestrates the three stages without doing their work: :mod:`~seeknetic_prep.decode.sampling`
+says which instants, :mod:`~seeknetic_prep.decode.media` decodes them in one forward pass,
+:mod:`~seeknetic_prep.decode.transform` makes them 224 x 224 upright RGB and cuts the audio.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from seeknetic_prep.decode.profile import (
+    AUDIO_SAMPLES,
+    FRAMES_PER_WINDOW,
+    SAMPLE_RATE,
+    ResizeMode,
+    Segment,
+    Window,
+)
+from seeknetic_prep.decode.sampling import frame_targets_ms, plan_windows
+from seeknetic_prep.decode.transform import AudioTimeline, check_resize, fit, scaled_size, upright
+from seeknetic_prep.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from seeknetic_prep.decode.hw import DecodeMode
+    from seeknetic_prep.decode.media import MediaInfo
+
+__all__ = ["iter_segments", "preprocess"]
+
+
+def preprocess(
+    path: str | os.PathLike[str],
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    resize: ResizeMode = "crop",
+    decode: DecodeMode = "auto",
+) -> list[Segment]:
+    """Decode a video into its 10-second windows (or one custom window) as Seeknetic tensors.
+
+    Args:
+        path: any file PyAV decodes (mp4, mov, mkv, webm, avi; H.264, HEVC 8/10-bit, VP9, ...).
+        start_ms: start of one custom window on the file's timeline; >= 0, before the end.
+        end_ms: end of that window (> ``start_ms``; clipped to the duration).
+        resize: "crop" (shorter side to 224, centre crop; the default), "squash" (both sides
+            to 224) or "pad" (longer side to 224, black bars).
+        decode: "auto" (NVDEC when a CUDA device is present and the codec is H.264 or HEVC,
+            else the CPU), "cpu", or "cuda" (an error without a device); see
+            :mod:`seeknetic_prep.decode.hw`.
+
+    Returns:
+        One segment per window, in order: ``video`` uint8 (1, 12, 3, 224, 224) RGB, ``audio``
+        float32 (1, 1, 220500) mono 22050 Hz, ``frame_times_ms`` the pts of the frames used.
+
+    Raises:
+        MediaError: the file is missing, empty, not media, has no video, or is truncated.
+        InvalidArgumentError: a window bound or ``resize`` breaks its rule.
+
+    >>> import seeknetic_prep as sp
+    >>> segs = sp.preprocess("fixtures/demo/lake.mp4")
+    >>> [(s.start_ms, s.end_ms) for s in segs], segs[0].video.shape
+    ([(0, 10000), (10000, 12000)], (1, 12, 3, 224, 224))
+    """
+    from seeknetic_prep.decode.media import probe_open
+
+    mode = check_resize(resize)
+    info, container = probe_open(path, decode=decode)
+    with container:
+        windows = plan_windows(info.duration_ms, start_ms=start_ms, end_ms=end_ms)
+        return list(_segments(info, windows, mode, container))
+
+
+def iter_segments(
+    path: str | os.PathLike[str],
+    windows: Sequence[Window] | None = None,
+    *,
+    resize: ResizeMode = "crop",
+    decode: DecodeMode = "auto",
+    info: MediaInfo | None = None,
+) -> Iterator[Segment]:
+    """Yield each window's segment as soon as it is decoded: one forward pass, flat memory.
+
+    Args:
+        path: the video file.
+        windows: ascending, non-overlapping windows on the file's timeline; ``None`` for all
+            10-second windows. Ends past the content are clipped to it.
+        resize: as for :func:`preprocess`.
+        decode: as for :func:`preprocess`.
+        info: the file's :func:`~seeknetic_prep.decode.media.probe`, when the caller has it already
+            (a run probed the file to plan it): not probed again while its size is unchanged.
+
+    Raises:
+        MediaError: as for :func:`preprocess`; a file that turns out to be cut short midway
+            raises when the pass reaches the missing part (earlier windows were already yielded).
+        InvalidArgumentError: windows out of order, overlapping, or starting past the end.
+    """
+    from seeknetic_prep.decode.media import probe_open
+
+    mode = check_resize(resize)
+    info, container = probe_open(path, decode=decode, known=info)
+    with container:
+        if windows is None:
+            planned = plan_windows(info.duration_ms)
+        else:
+            planned = [_clip(w, info) for w in windows]
+            for a, b in itertools.pairwise(planned):
+                if b.start_ms < a.end_ms:
+                    raise InvalidArgumentError(
+                        f"Invalid windows {a} then {b}: must be ascending and must not overlap."
+                    )
+        yield from _segments(info, planned, mode, container)
+
+
+def _clip(window: Window, info: MediaInfo) -> Window:
+    if window.start_ms >= info.duration_ms:
+        raise InvalidArgumentError(
+            f"Invalid window start {window.start_ms} ms: must be before the end of the content "
+            f"({info.duration_ms} ms)."
+        )
+    return Window(window.index, window.start_ms, min(window.end_ms, info.duration_ms))
+
+
+def _segments(
+    info: MediaInfo, windows: Sequence[Window], resize: ResizeMode, container: Any
+) -> Iterator[Segment]:
+    """``container`` is the probe's, reused for the frames: a small file's first window costs
+    about as much as opening it again."""
+    from seeknetic_prep.decode.media import decode_audio, decode_frames_at
+
+    if not windows:
+        return
+    targets = [frame_targets_ms(w) for w in windows]
+    size = scaled_size(info.width, info.height, resize)
+    frames = decode_frames_at(info, [t for ts in targets for t in ts], size, container=container)
+    chunks = decode_audio(info, windows[0].start_ms)
+    audio = AudioTimeline(chunks)
+    try:
+        for window, window_targets in zip(windows, targets, strict=True):
+            pictures: list[np.ndarray] = []
+            times: list[float] = []
+            for _ in range(FRAMES_PER_WINDOW):
+                pts_ms, rgb = next(frames)
+                times.append(pts_ms)
+                pictures.append(fit(upright(rgb, info.rotation), resize))
+            video = np.ascontiguousarray(np.stack(pictures).transpose(0, 3, 1, 2)[None])
+            start = round(window.start_ms * SAMPLE_RATE / 1000)
+            stop = round(window.end_ms * SAMPLE_RATE / 1000)
+            samples = audio.take(start, stop, AUDIO_SAMPLES)
+            yield Segment(
+                index=window.index,
+                start_ms=window.start_ms,
+                end_ms=window.end_ms,
+                video=video,
+                audio=samples.reshape(1, 1, AUDIO_SAMPLES),
+                frame_times_ms=tuple(times),
+                has_audio=info.has_audio,
+                target_times_ms=tuple(window_targets),
+            )
+    finally:
+        # A caller that stops early closes both files now, not whenever the GC gets to them.
+        frames.close()
+        chunks.close()

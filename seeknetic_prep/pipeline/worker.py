@@ -1,0 +1,105 @@
+"""The worker side of a run: plain, picklable functions over the values of
+:mod:`seeknetic_prep.pipeline.tasks`, run by any engine of :mod:`seeknetic_prep.executors`
+unchanged (a local process pool, a thread, Ray).
+
+``plan_file`` (path -> fingerprint, duration, windows) and ``encode_windows`` (path + windows ->
+frame times + serialized upload bodies, one window at a time as decoded) hold no state and
+touch neither the network nor the state database. Their errors are our own
+(:class:`~seeknetic_prep.errors.MediaError` and kin), which pickle with their attributes, so a
+worker's error reaches the caller with its real type. This module loads PyAV: the driver never
+imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from collections.abc import Iterator
+
+from seeknetic_prep.decode import hw, media
+from seeknetic_prep.decode.media import probe
+from seeknetic_prep.decode.preprocess import iter_segments
+from seeknetic_prep.decode.profile import Window
+from seeknetic_prep.decode.sampling import plan_windows
+from seeknetic_prep.errors import MediaError
+from seeknetic_prep.pipeline.payloads import file_fingerprint, upload_body_bytes
+from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, FilePlan
+from seeknetic_prep.util.malloc import keep_freed_buffers
+
+__all__ = ["decode_windows", "encode_windows", "plan_file", "worker_init"]
+
+
+def plan_file(path: str) -> FilePlan:
+    """Fingerprint, probe and plan one file.
+
+    Raises:
+        MediaError: the file is not usable video (the message names it and the cause).
+    """
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block; a device is no video
+            raise MediaError(path, f"not a regular file ({_kind(st.st_mode)}).")
+        fp = file_fingerprint(path)
+        info = probe(path)
+        windows = plan_windows(int(info.duration_ms))
+    except FileNotFoundError as exc:
+        raise MediaError(path, "missing: no such file") from exc
+    except OSError as exc:
+        raise MediaError(path, f"unreadable: {exc.strerror or exc}") from exc
+    return FilePlan(path, fp, st.st_size, int(info.duration_ms),
+                    tuple((w.index, w.start_ms, w.end_ms) for w in windows),
+                    mtime_ns=st.st_mtime_ns, inode=st.st_ino, info=info)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
+    """Decode the task's windows in one pass; yield each, serialized for every service asked,
+    as soon as it is decoded (so its upload starts while the next one decodes).
+
+    Raises:
+        MediaError: decoding failed (truncated or undecodable content); windows before the
+            failure were already yielded.
+    """
+
+    wanted: dict[int, list[tuple[str, str]]] = {}
+    for index, service, rid in task.request_ids:
+        wanted.setdefault(index, []).append((service, rid))
+    try:
+        windows = [Window(*w) for w in task.windows]
+        for seg in iter_segments(task.path, windows, resize=task.resize,  # type: ignore[arg-type]
+                                 decode=task.decode, info=task.info):  # type: ignore[arg-type]
+            asked = wanted.get(seg.index, [])
+            bodies = upload_body_bytes(seg, asked)  # type: ignore[arg-type]
+            pairs = zip(asked, bodies, strict=True)
+            yield EncodedWindow(seg.index, seg.start_ms, seg.end_ms,
+                                tuple(float(t) for t in seg.frame_times_ms),
+                                tuple((svc, rid, body) for (svc, rid), body in pairs))
+    except FileNotFoundError as exc:
+        raise MediaError(task.path, "missing: no such file") from exc
+    except OSError as exc:
+        raise MediaError(task.path, f"unreadable: {exc.strerror or exc}") from exc
+
+
+def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
+    """:func:`encode_windows` as a list (for engines that cannot stream)."""
+    return list(encode_windows(task))
+
+
+def worker_init(decode_threads: int = 0, gpu: bool = True) -> None:
+    """Set up a decode worker process: ``decode_threads`` FFmpeg threads per decoder (0: FFmpeg
+    decides, which is every core: right for one worker, oversubscription for many); ``gpu``:
+    whether ``decode="auto"`` may use NVDEC here (the CPU workers of a mixed pool may not)."""
+    # Ctrl-C reaches the whole process group; only the main process decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_freed_buffers()  # each window's bodies are megabytes, freed and made again
+    media.set_thread_cap(decode_threads)
+    hw.allow_gpu(gpu)

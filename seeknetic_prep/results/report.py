@@ -1,0 +1,387 @@
+"""``report.html``: one static page that shows what a run did, openable offline.
+
+Totals and throughput; every failed file and job with its reason; per file, each window as a
+strip of thumbnails (its first, middle and last frames, decoded again from the source at the
+exact presentation times the run used) with its tags; and, for a few windows, their nearest
+neighbours by embedding. Images are small JPEGs inlined as ``data:`` URIs and the CSS is
+inline, so the file needs no network and no folder beside it.
+
+All reading of the run's data goes through :func:`load_run`, so a change of storage (SQLite
+today) touches one function. Work is capped for big runs (``max_files``, ``max_windows``); the
+page says what it left out.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seeknetic_prep.errors import InvalidArgumentError, MediaError
+
+__all__ = ["FileEntry", "RunData", "WindowEntry", "load_run", "write_report"]
+
+THUMB = 96
+"""Thumbnail side in pixels: 3 per window, about 2.5 kB each as JPEG."""
+THUMB_FRAMES = (0, 6, 11)
+"""Which of a window's 12 frames its strip shows: first, middle, last."""
+_MAX_FAILURES = 100
+_NEIGHBOUR_QUERIES = 4
+_NEIGHBOURS = 3
+
+
+@dataclass
+class WindowEntry:
+    """One window of one file with what its jobs returned (None where a job did not complete)."""
+
+    index: int
+    start_ms: int
+    end_ms: int
+    frame_times_ms: list[float] | None = None
+    tags: dict[str, Any] | None = None
+    embedding: np.ndarray | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FileEntry:
+    path: str
+    fingerprint: str | None
+    duration_ms: int | None
+    windows: list[WindowEntry] = field(default_factory=list)
+
+
+@dataclass
+class RunData:
+    """What the report shows, already capped: ``shown`` holds at most ``max_files`` files."""
+
+    out: Path
+    counts: dict[str, int]
+    files_ok: int
+    failed_files: list[tuple[str, str]]
+    failed_jobs: list[tuple[str, int, str, str, str]]
+    """(path, window index, service, request id, error), at most 100; the total is below."""
+    failed_jobs_total: int
+    runs: int
+    busy_s: float
+    windows_decoded: int
+    jobs_completed: int
+    shown: list[FileEntry]
+
+
+def load_run(out: Path, *, max_files: int) -> RunData:
+    """Read a run's state from ``out`` (the one place the report touches storage).
+
+    Streams the terminal units once; keeps windows (with embeddings) only for the first
+    ``max_files`` preprocessed files by path, and the first 100 failed jobs.
+
+    Raises:
+        InvalidArgumentError: ``out`` holds no run state.
+    """
+    import json
+
+    from seeknetic_prep.results.parts import TAG_TYPES, compact, list_parts, part_schema
+    from seeknetic_prep.state.store import Store, existing_state
+
+    db = existing_state(out)
+    with Store(db) as store:
+        counts = store.counts()
+        runs = store.runs()
+        files = store.files()
+    shown: dict[str, FileEntry] = {}
+    failed_jobs: list[tuple[str, int, str, str, str]] = []
+    failed_total = 0
+    durations = {f.path: f.duration_ms for f in files}
+    if list_parts(Path(out)):
+        small = [c for c in part_schema().names if c != "embedding"]
+        table = compact(Path(out), columns=small)  # the windows, without the embeddings
+        rows = table.to_pylist()
+        embedded: list[tuple[WindowEntry, str]] = []
+        for row in rows:
+            if row["window_index"] is None:
+                continue
+            path = row["path"]
+            for service in ("embedding", "tagging"):
+                if row.get(f"{service}_status") == "failed":
+                    failed_total += 1
+                    if len(failed_jobs) < _MAX_FAILURES:
+                        failed_jobs.append((path, row["window_index"], service,
+                                            row.get(f"{service}_request_id") or "?",
+                                            row.get(f"{service}_error") or "?"))
+            entry = shown.get(path)
+            if entry is None:
+                if len(shown) >= max_files:
+                    continue
+                entry = shown[path] = FileEntry(path, row["fingerprint"], durations.get(path))
+            win = WindowEntry(row["window_index"], row["start_ms"], row["end_ms"], row["frame_times_ms"])
+            win.errors = [f"{svc}: {row.get(f'{svc}_error')}" for svc in ("embedding", "tagging")
+                          if row.get(f"{svc}_status") == "failed"]
+            if row.get("tagging_status") == "completed":
+                tags = {k: row[k] for k in TAG_TYPES if row.get(k) is not None}
+                tags.update(json.loads(row["tags_extra"]) if row.get("tags_extra") else {})
+                win.tags = tags
+            entry.windows.append(win)
+            if row.get("embedding_status") == "completed" and row.get("embedding_request_id"):
+                embedded.append((win, row["embedding_request_id"]))
+        # Embeddings only for the windows shown, one indexed lookup each: never a whole column.
+        with Store(db) as store:
+            for win, rid in embedded:
+                result = store.result(rid) or {}
+                if result.get("embedding"):
+                    win.embedding = np.asarray(result["embedding"], np.float32)
+    return RunData(
+        out=Path(out),
+        counts=counts,
+        files_ok=sum(f.status == "ok" for f in files),
+        failed_files=[(f.path, f.error or "?") for f in files if f.status == "failed"],
+        failed_jobs=failed_jobs,
+        failed_jobs_total=failed_total,
+        runs=len(runs),
+        busy_s=sum(max(0.0, updated - started) for _, started, updated, _, _, _ in runs),
+        windows_decoded=sum(r[3] for r in runs),
+        jobs_completed=sum(r[4] for r in runs),
+        shown=list(shown.values()),
+    )
+
+
+def write_report(out: Path, *, max_files: int = 30, max_windows: int = 12) -> Path:
+    """Write ``<out>/report.html`` for the run in ``out``; return its path.
+
+    Args:
+        out: a run's output folder (``run --out``).
+        max_files: files with thumbnails (the first by path); the totals and failures cover all.
+        max_windows: windows shown per file, spread evenly over it.
+
+    Raises:
+        InvalidArgumentError: ``out`` holds no run or cannot be written, or a cap is < 1.
+    """
+    if max_files < 1 or max_windows < 1:
+        raise InvalidArgumentError(
+            f"Invalid caps max_files={max_files}, max_windows={max_windows}: must be >= 1."
+        )
+    data = load_run(out, max_files=max_files)
+    for entry in data.shown:
+        entry.windows = _spread(entry.windows, max_windows)
+    thumbs = {e.path: _thumbnails(e) for e in data.shown}
+    page = _page(data, thumbs, max_files=max_files, max_windows=max_windows)
+    dest = Path(out) / "report.html"
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise InvalidArgumentError(f"Invalid --out {str(out)!r}: cannot write {dest} "
+                                   f"({_why(exc)}).") from exc
+    return dest
+
+
+def _spread(windows: list[WindowEntry], cap: int) -> list[WindowEntry]:
+    if len(windows) <= cap:
+        return windows
+    picks = sorted({round(i * (len(windows) - 1) / (cap - 1)) for i in range(cap)}) if cap > 1 else [0]
+    return [windows[i] for i in picks]
+
+
+def _thumbnails(entry: FileEntry) -> dict[int, list[str]] | str:
+    """Window index -> data URIs of its strip, decoded at the run's own frame times; or why not.
+
+    One pass over the file (:func:`~seeknetic_prep.decode.media.decode_frames_at` with every wanted
+    time), scaled by swscale straight to thumbnail size, then made upright and cropped as the
+    run's frames were (``crop``, the default).
+    """
+    from seeknetic_prep.decode.media import decode_frames_at, probe_open
+    from seeknetic_prep.decode.transform import fit, scaled_size, upright
+    from seeknetic_prep.pipeline.payloads import file_fingerprint
+
+    wanted = [(w.index, w.frame_times_ms[i]) for w in entry.windows if w.frame_times_ms
+              for i in THUMB_FRAMES]
+    if not wanted:
+        return {}
+    try:
+        if entry.fingerprint and file_fingerprint(entry.path) != entry.fingerprint:
+            return "the file has changed since the run: no thumbnails"
+        info, container = probe_open(entry.path)
+        order = sorted(range(len(wanted)), key=lambda k: wanted[k][1])
+        size = scaled_size(info.width, info.height, "crop", THUMB)
+        frames = decode_frames_at(info, [wanted[k][1] for k in order], size, container=container)
+        pictures: dict[int, str] = {}
+        for k, (_, rgb) in zip(order, frames, strict=True):
+            pictures[k] = _jpeg(fit(upright(rgb, info.rotation), "crop", THUMB))
+    except (MediaError, OSError) as exc:
+        return f"no thumbnails: {exc}"
+    out: dict[int, list[str]] = {}
+    for k, (index, _) in enumerate(wanted):
+        out.setdefault(index, []).append(pictures[k])
+    return out
+
+
+def _jpeg(rgb: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_Hit = tuple[float, FileEntry, WindowEntry]
+
+
+def _neighbours(data: RunData) -> list[tuple[FileEntry, WindowEntry, list[_Hit]]]:
+    """For the first window of up to 4 files, the 3 most similar other shown windows (cosine)."""
+    pool = [(e, w) for e in data.shown for w in e.windows if w.embedding is not None]
+    if len(pool) < 2:
+        return []
+    matrix = np.stack([w.embedding for _, w in pool if w.embedding is not None]).astype(np.float64)
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    queries: list[int] = []
+    seen: set[str] = set()
+    for i, (e, _) in enumerate(pool):
+        if e.path not in seen and len(queries) < _NEIGHBOUR_QUERIES:
+            seen.add(e.path)
+            queries.append(i)
+    found = []
+    for q in queries:
+        scores = matrix @ matrix[q]
+        scores[q] = -np.inf
+        best = [int(i) for i in np.argsort(-scores)[:_NEIGHBOURS] if np.isfinite(scores[i])]
+        found.append((pool[q][0], pool[q][1], [(float(scores[i]), *pool[i]) for i in best]))
+    return found
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+  background:#f6f6f7;color:#1d1d1f}
+main{max-width:1200px;margin:0 auto;padding:24px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px}
+h3{font-size:14px;margin:18px 0 6px;word-break:break-all}
+.muted{color:#6e6e73}.bad{color:#b3261e}
+.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{background:#fff;border:1px solid #e2e2e5;border-radius:8px;padding:10px 14px;min-width:150px}
+.card b{display:block;font-size:20px}
+table{border-collapse:collapse;background:#fff;width:100%;font-size:13px}
+td,th{border:1px solid #e2e2e5;padding:4px 8px;text-align:left;vertical-align:top;word-break:break-word}
+.strip{display:flex;gap:10px;overflow-x:auto;padding-bottom:6px}
+.win{background:#fff;border:1px solid #e2e2e5;border-radius:8px;padding:6px;flex:0 0 auto;width:292px}
+.win img{width:96px;height:96px;display:inline-block;margin-right:1px;background:#ddd}
+.win .t{font-size:12px;color:#6e6e73;margin:2px 0}
+.tag{display:inline-block;background:#eef2ff;color:#233;border-radius:10px;padding:0 7px;
+  margin:2px 2px 0 0;font-size:11px}
+.nn{display:flex;gap:10px;align-items:flex-start;flex-wrap:wrap;margin-bottom:14px}
+.nn .win{width:180px}.nn .q{border-color:#f0a030}
+"""
+
+
+def _page(data: RunData, thumbs: dict[str, dict[int, list[str]] | str], *, max_files: int,
+          max_windows: int) -> str:
+    e = html.escape
+    c = data.counts
+    total_jobs = sum(c.values())
+    rate = (f"{data.windows_decoded / data.busy_s:.2f} windows/s decoded, "
+            f"{data.jobs_completed / data.busy_s:.2f} jobs/s completed") if data.busy_s > 0 else "n/a"
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<title>seeknetic-prep report: {e(str(data.out))}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>seeknetic-prep run report</h1><div class='muted'>{e(str(data.out.resolve()))} &middot; "
+        f"written {e(time.strftime('%Y-%m-%d %H:%M:%S'))}</div>",
+        "<h2>Totals</h2><div class='cards'>",
+        _card("files", f"{data.files_ok} ok", f"{len(data.failed_files)} failed"),
+        _card("jobs", f"{c.get('completed', 0)} completed", f"{c.get('failed', 0)} failed, "
+              f"{total_jobs - c.get('completed', 0) - c.get('failed', 0)} unfinished of {total_jobs}"),
+        _card("throughput", rate.split(", ")[0], rate.split(", ")[1] if ", " in rate else ""),
+        _card("time", f"{data.busy_s:.1f} s", f"over {data.runs} run(s)"),
+        "</div>",
+    ]
+    parts.append("<h2>Failures</h2>")
+    if not data.failed_files and not data.failed_jobs_total:
+        parts.append("<p class='muted'>None: every file was preprocessed and every finished job "
+                     "completed.</p>")
+    if data.failed_files:
+        rows = "".join(f"<tr><td>{e(p)}</td><td class='bad'>{e(_reason(p, r))}</td></tr>"
+                       for p, r in data.failed_files[:_MAX_FAILURES])
+        more = len(data.failed_files) - _MAX_FAILURES
+        parts.append(f"<h3>Files ({len(data.failed_files)})</h3><table><tr><th>file</th><th>reason</th></tr>"
+                     f"{rows}</table>" + (f"<p class='muted'>and {more} more: see "
+                                           "<code>seeknetic-prep status</code></p>" if more > 0 else ""))
+    if data.failed_jobs:
+        rows = "".join(f"<tr><td>{e(p)}</td><td>{i}</td><td>{e(s)}</td><td>{e(r)}</td>"
+                       f"<td class='bad'>{e(err)}</td></tr>" for p, i, s, r, err in data.failed_jobs)
+        more = data.failed_jobs_total - len(data.failed_jobs)
+        parts.append(f"<h3>Jobs ({data.failed_jobs_total})</h3><table><tr><th>file</th><th>window</th>"
+                     f"<th>service</th><th>request id</th><th>reason</th></tr>{rows}</table>"
+                     + (f"<p class='muted'>and {more} more: see <code>seeknetic-prep status</code></p>"
+                        if more > 0 else ""))
+    parts.append("<h2>Files</h2>")
+    shown_note = f"{len(data.shown)} file(s) with results"
+    if data.files_ok > len(data.shown):
+        shown_note = (f"the first {len(data.shown)} of {data.files_ok} preprocessed files by path "
+                      f"(capped at {max_files}; <code>report --max-files</code>)")
+    parts.append(f"<p class='muted'>Showing {shown_note}; at most {max_windows} windows each, spread "
+                 f"over the file. Thumbnails: frames {', '.join(str(i) for i in THUMB_FRAMES)} of each "
+                 "window, decoded from the source at the times the run used, centre-cropped.</p>")
+    for entry in data.shown:
+        strip = thumbs.get(entry.path, {})
+        dur = f"{entry.duration_ms / 1000:.1f} s" if entry.duration_ms else ""
+        parts.append(f"<h3>{e(entry.path)} <span class='muted'>{dur}</span></h3>")
+        if isinstance(strip, str):
+            parts.append(f"<p class='bad'>{e(strip)}</p>")
+            strip = {}
+        parts.append("<div class='strip'>" + "".join(_window(w, strip.get(w.index, []))
+                                                     for w in entry.windows) + "</div>")
+    nn = _neighbours(data)
+    if nn:
+        parts.append("<h2>Nearest neighbours</h2><p class='muted'>Cosine similarity of embeddings, "
+                     "among the windows shown above.</p>")
+        for qe, qw, hits in nn:
+            cards = [_window(qw, _strip_of(thumbs, qe, qw)[:1], title=f"query: {Path(qe.path).name}",
+                             tags=False, css="win q")]
+            cards += [_window(w, _strip_of(thumbs, f, w)[:1], title=f"{score:+.3f} {Path(f.path).name}",
+                              tags=False) for score, f, w in hits]
+            parts.append("<div class='nn'>" + "".join(cards) + "</div>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts)
+
+
+def _strip_of(thumbs: dict[str, dict[int, list[str]] | str], entry: FileEntry, w: WindowEntry) -> list[str]:
+    strip = thumbs.get(entry.path)
+    if not isinstance(strip, dict):
+        return []
+    pics = strip.get(w.index, [])
+    return pics[len(pics) // 2:] if pics else []  # the middle frame first
+
+
+def _reason(path: str, reason: str) -> str:
+    """Errors often start with the path already (``MediaError``): do not say it twice."""
+    return reason[len(path):].lstrip(": ") if reason.startswith(path) else reason
+
+
+def _card(title: str, big: str, small: str) -> str:
+    e = html.escape
+    return f"<div class='card'><span class='muted'>{e(title)}</span><b>{e(big)}</b>{e(small)}</div>"
+
+
+def _window(w: WindowEntry, pictures: list[str], *, title: str | None = None, tags: bool = True,
+            css: str = "win") -> str:
+    e = html.escape
+    imgs = "".join(f"<img alt='frame' src='{p}'>" for p in pictures)
+    head = f"<b>{e(title)}</b><br>" if title else ""
+    body = [f"<div class='{css}'>{imgs}<div class='t'>{head}window {w.index}: "
+            f"{w.start_ms / 1000:.1f}-{w.end_ms / 1000:.1f} s</div>"]
+    if tags and w.tags:
+        body.append("".join(f"<span class='tag'>{e(k)}: {e(v)}</span>"
+                            for k, v in sorted(w.tags.items()) if isinstance(v, str)))
+    body += [f"<div class='t bad'>{e(err)}</div>" for err in w.errors]
+    body.append("</div>")
+    return "".join(body)
+
+
+def _why(exc: OSError) -> str:
+    """``<path>: <reason>`` when the OS names the path that failed (a parent that is a file)."""
+    return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
