@@ -30,10 +30,14 @@ Where an error is also a builtin kind of failure it inherits that builtin too, a
             ├── APITimeoutError (TimeoutError)     no answer in time
             └── UnreachableError                   the API cannot be reached at all (at start-up)
 
-The CLI maps the tree to exit codes in one place (:func:`exit_code_for`).
+Exit codes, for every command, live in one table here: :class:`ExitCode` names them,
+:func:`exit_code_for` maps an error that stopped a command, and :class:`StopReason` maps why a
+run stopped early. Nothing else in the package spells an exit code.
 """
 
 from __future__ import annotations
+
+from enum import Enum, IntEnum
 
 __all__ = [
     "APIConnectionError",
@@ -43,6 +47,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "ExitCode",
     "InvalidArgumentError",
     "MediaError",
     "NotFoundError",
@@ -53,6 +58,7 @@ __all__ = [
     "SeekneticPrepError",
     "ServerError",
     "StateError",
+    "StopReason",
     "TensorError",
     "UnreachableError",
     "ValidationError",
@@ -212,15 +218,54 @@ def error_for_status(status_code: int) -> type[APIStatusError]:
     return _BY_STATUS.get(status_code, APIStatusError)
 
 
-def exit_code_for(exc: BaseException) -> int:
-    """The CLI's exit code for an error that stopped a command.
-
-    2: usage, setup or authentication (the user must fix a command, the network or a key, or
-    stop a second run on the same --out); 3: quota spent (resume later with more quota); 1:
-    anything else that failed.
-    """
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """The exit code for an error that stopped a command: usage, setup or authentication (the
+    user must fix a command, the network or a key, or stop a second run on the same --out);
+    quota spent; anything else failed."""
     if isinstance(exc, (InvalidArgumentError, AuthenticationError, UnreachableError, OutputInUseError)):
-        return 2
+        return ExitCode.USAGE
     if isinstance(exc, QuotaExceededError):
-        return 3
-    return 1
+        return ExitCode.QUOTA
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    return ExitCode.FAILED
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every command (the README's table)."""
+
+    OK = 0  # everything asked for is done
+    FAILED = 1  # some files or jobs failed, or the run stopped on the API; the rest is done
+    USAGE = 2  # usage, setup or authentication: fix the command, the network or the key
+    QUOTA = 3  # the key's quota is spent: run the same command again later to resume
+    INTERRUPTED = 130  # Ctrl-C: state kept, run the same command again to resume
+
+
+class StopReason(str, Enum):
+    """Why a run stopped before its end. A ``str`` so that ``summary.stopped_by == "quota"``
+    reads as it always did; when several happen, the most serious (:attr:`rank`) is kept."""
+
+    UNREACHABLE = "unreachable"  # every API call failed for longer than the run waits
+    STAGE_FAILED = "stage_failed"  # a stage of the run broke (a bug): state kept, message said
+    QUOTA = "quota"
+    INTERRUPT = "interrupt"
+    AUTH = "auth"
+
+    @property
+    def rank(self) -> int:
+        return _STOP_RANK.index(self)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return _STOP_EXIT[self]
+
+
+_STOP_RANK = [StopReason.UNREACHABLE, StopReason.STAGE_FAILED, StopReason.QUOTA, StopReason.INTERRUPT,
+              StopReason.AUTH]
+_STOP_EXIT = {
+    StopReason.UNREACHABLE: ExitCode.FAILED,
+    StopReason.STAGE_FAILED: ExitCode.FAILED,
+    StopReason.QUOTA: ExitCode.QUOTA,
+    StopReason.INTERRUPT: ExitCode.INTERRUPTED,
+    StopReason.AUTH: ExitCode.USAGE,
+}

@@ -9,18 +9,23 @@ import sys
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+
+from seeknetic_prep.decode.hw import check_decode
+from seeknetic_prep.errors import InvalidArgumentError, StopReason
+from seeknetic_prep.executors.registry import engine, executor_names
+from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS, parse_extensions
+from seeknetic_prep.pipeline.spec import RunSpec, RunSummary
+from seeknetic_prep.util.outlock import OutLock
 
 HELP = (
     "Embed and tag every 10 s window of every video under PATH (resumable; state and "
-    "results.jsonl in --out)."
+    "Parquet results in --out)."
 )
 
 DEFAULT_OUT = "seeknetic-out"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS
 
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="video files and/or folders (walked recursively)")
@@ -30,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --local: keep uploaded tensors in <out>/emulator after their jobs "
                         "finish (default: deleted, ~6 MB a window; results are kept)")
     parser.add_argument("--out", default=DEFAULT_OUT, type=Path,
-                        help=f"output folder: state.sqlite and results.jsonl (default ./{DEFAULT_OUT})")
-    parser.add_argument("--services", default="embedding,tagging",
-                        help="comma-separated: embedding, tagging (default both)")
+                        help="output folder: state.sqlite, parts/ (Parquet results) and search/ "
+                        f"(default ./{DEFAULT_OUT})")
+    parser.add_argument("--services", "--service", dest="services", default="embedding,tagging",
+                        help="embedding, tagging or both, comma-separated, as for prep (default both)")
     parser.add_argument("--workers", type=int, default=None,
                         help="decode processes (default: the number of cores; 0 decodes in-process)")
     parser.add_argument("--uploaders", type=int, default=4, help="upload/submit threads (default 4)")
@@ -64,26 +70,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars: one line per file")
     parser.add_argument("--wait", action="store_true",
                         help="if another run is using --out, wait for it to end instead of exiting 2")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help="where files are planned and decoded: this machine's processes (default) "
-                        "or a Ray cluster's nodes, each uploading what it decoded")
-    parser.add_argument("--ray-address", default=None, metavar="ADDR",
-                        help="with --executor ray: the cluster's head (default: $RAY_ADDRESS, else a "
-                        "Ray started on this machine for the run)")
+    parser.add_argument("--executor", choices=executor_names(), default="local",
+                        help="where files are planned and decoded: this machine's processes (local, "
+                        "default), a Ray cluster's nodes (ray), each uploading what it decoded, or an "
+                        "engine an installed package registers")
+    parser.add_argument("--executor-address", "--ray-address", dest="executor_address", default=None,
+                        metavar="ADDR", help="where the engine runs; ray: the cluster's head (default: "
+                        "$RAY_ADDRESS, else a Ray started on this machine for the run)")
 
 
 def main(args: argparse.Namespace) -> int:
+    # requests, SQLite, pyarrow, tqdm: loaded when a run starts, not for every command's --help
     from seeknetic_prep.api.client import Client
-    from seeknetic_prep.api.keys import local_key
-    from seeknetic_prep.decode.hw import check_decode
-    from seeknetic_prep.errors import InvalidArgumentError
-    from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS, parse_extensions
-    from seeknetic_prep.pipeline.driver import RunOptions, run_folder
-    from seeknetic_prep.util.outlock import OutLock
+    from seeknetic_prep.commands.display import RunDisplay
+    from seeknetic_prep.pipeline.driver import run_folder
+    from seeknetic_prep.results.report import write_report
 
-    services = tuple(s.strip() for s in str(args.services).split(",") if s.strip())
-    options = RunOptions(
-        services=services,
+    spec = spec_from_args(args)
+    out: Path = args.out
+    check_out_dir(out)
+    for p in args.paths:
+        if not os.path.lexists(p):
+            raise InvalidArgumentError(f"Invalid path {p!r}: no such file or folder.")
+    factory = engine(spec.executor)
+    factory.prepare(spec)  # a missing extra or a bad address: one line, exit 2, nothing started
+    driver_qps, node_qps = factory.share_qps(spec.qps)  # one --qps budget for driver and nodes
+    with ExitStack() as stack:
+        # First of all: one run per --out, before the local emulator or the state is touched.
+        stack.enter_context(OutLock(out, wait=args.wait, on_wait=lambda pid: print(
+            f"seeknetic-prep run: another run (pid {pid if pid is not None else '?'}) is using {out}; "
+            "waiting for it to end (Ctrl-C to give up)...", file=sys.stderr, flush=True)))
+        base_url, key, spec = _backend(stack, args, spec)
+        client = stack.enter_context(Client(
+            key, base_url=base_url, region=args.region, qps=driver_qps,
+            auth="bearer" if args.bearer else "x-api-key",
+        ))
+        # Until the run's own display takes over, say each retry as it happens (a key check
+        # against an API that does not answer is otherwise seconds of silence).
+        client.on_event = lambda kind, detail: print(
+            f"seeknetic-prep run: {kind.replace('_', ' ')}: {detail}", file=sys.stderr)
+        executor = factory.create(spec, client=client.worker_config(), node_qps=node_qps)
+        stack.callback(executor.close)  # run_folder closes it too; this covers a failure before
+        progress = RunDisplay(quiet=args.quiet or not sys.stdout.isatty(), services=len(spec.services))
+        stack.callback(progress.close)
+        summary = run_folder(args.paths, out=out, client=client, options=spec, progress=progress,
+                             executor=executor)
+        # The run has saved everything: a Ctrl-C from now on must not cut the summary short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(f"seeknetic-prep run: {summary.line()}")
+    _print_stop(summary, out)
+    _print_failures(summary, out)
+    if args.report and summary.stopped_by != StopReason.AUTH:
+        print(f"report: {write_report(out)}")
+    if summary.stopped_by != StopReason.AUTH and summary.results_path.exists():
+        _print_next_steps(summary, out)
+    return summary.exit_code
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """The run's one :class:`RunSpec` from the command line, every value checked now."""
+    return RunSpec(
+        services=args.services,
         workers=args.workers,
         uploaders=args.uploaders,
         retry_failed=args.retry_failed,
@@ -91,104 +138,72 @@ def main(args: argparse.Namespace) -> int:
         resize=args.resize,
         decode=check_decode(args.decode),
         gpu_workers=args.gpu_workers,
+        executor=args.executor,
+        executor_address=args.executor_address,
+        qps=args.qps,
     )
-    if args.qps is not None and args.qps <= 0:
-        raise InvalidArgumentError(f"Invalid --qps {args.qps}: must be > 0.")
+
+
+def _backend(stack: ExitStack, args: argparse.Namespace,
+             spec: RunSpec) -> tuple[str | None, str | None, RunSpec]:
+    """The API to run against: ``--local``'s emulator (started here, stopped with the run), or
+    the given base URL and key."""
+    if not args.local:
+        return args.base_url, args.api_key, spec
+    from seeknetic_prep.api.keys import local_key
+    from seeknetic_prep.util.extras import require_emulator
+
+    require_emulator("run --local")
+    from seeknetic_prep.emulator import spawned  # FastAPI and uvicorn: only with --local
+
     out: Path = args.out
-    check_out_dir(out)
-    for p in args.paths:
-        if not os.path.lexists(p):
-            raise InvalidArgumentError(f"Invalid path {p!r}: no such file or folder.")
-    if args.ray_address is not None and args.executor != "ray":
-        raise InvalidArgumentError("Invalid --ray-address without --executor ray: add --executor ray.")
-    qps, worker_qps = args.qps, None
-    if args.executor == "ray":
-        from seeknetic_prep.executors.ray import import_ray, share_qps
+    # In a child process: the server's work neither waits for nor holds our interpreter lock,
+    # and its start-up overlaps the decode workers' start-up.
+    server = stack.enter_context(spawned(
+        api_keys=[local_key(out)], data_dir=out / "emulator", keep_tensors=args.keep_tensors
+    ))
+    print(f"local emulator at {server.base_url} (state in {out / 'emulator'})", file=sys.stderr)
+    # Its jobs finish job_seconds after they are submitted: the first poll comes just after
+    # that, not just before (one more round, x1.5 later, for the last window).
+    return server.base_url, server.api_key, replace(spec, poll_s=server.job_seconds + _LOCAL_POLL_MARGIN_S)
 
-        import_ray(args.ray_address or os.environ.get("RAY_ADDRESS"))  # missing Ray: one line, exit 2
-        qps, worker_qps = share_qps(args.qps)  # one --qps budget: the driver's calls + the nodes' uploads
-    with ExitStack() as stack:
-        # First of all: one run per --out, before the local emulator or the state is touched.
-        stack.enter_context(OutLock(out, wait=args.wait, on_wait=lambda pid: print(
-            f"seeknetic-prep run: another run (pid {pid if pid is not None else '?'}) is using {out}; "
-            "waiting for it to end (Ctrl-C to give up)...", file=sys.stderr, flush=True)))
-        if args.local:
-            from seeknetic_prep.util.extras import require_emulator
 
-            require_emulator("run --local")
-            from seeknetic_prep.emulator import spawned
+def _print_stop(summary: RunSummary, out: Path) -> None:
+    """Why the run stopped early, and what to do next (nothing when it ran to its end)."""
+    again = "Run the same command again"
+    lines = {
+        StopReason.AUTH: f"error: {summary.stop_message}",
+        StopReason.QUOTA: f"quota spent ({summary.stop_message}); state saved in {out}. {again} once "
+                          "the key has more quota to resume.",
+        StopReason.UNREACHABLE: f"stopped, the API keeps failing ({summary.stop_message}); state saved "
+                                f"in {out}. {again} to resume.",
+        StopReason.STAGE_FAILED: f"stopped: {summary.stop_message}; state saved in {out}. {again} to "
+                                 "resume.",
+        StopReason.INTERRUPT: f"interrupted; state saved in {out}. {again} to resume.",
+    }
+    if summary.stopped_by is not None:
+        print(f"seeknetic-prep run: {lines[summary.stopped_by]}", file=sys.stderr)
 
-            # In a child process: the server's work neither waits for nor holds our interpreter
-            # lock, and its start-up overlaps the decode workers' start-up.
-            server = stack.enter_context(spawned(
-                api_keys=[local_key(out)], data_dir=out / "emulator", keep_tensors=args.keep_tensors
-            ))
-            base_url, key = server.base_url, server.api_key
-            # Its jobs finish job_seconds after they are submitted: the first poll comes just
-            # after that, not just before (one more round, x1.5 later, for the last window).
-            options = replace(options, poll_s=server.job_seconds + _LOCAL_POLL_MARGIN_S)
-            print(f"local emulator at {base_url} (state in {out / 'emulator'})", file=sys.stderr)
-        else:
-            base_url, key = args.base_url, args.api_key
-        client = stack.enter_context(Client(
-            key, base_url=base_url, region=args.region, qps=qps,
-            auth="bearer" if args.bearer else "x-api-key",
-        ))
-        # Until the run's own display takes over, say each retry as it happens (a key check
-        # against an API that does not answer is otherwise seconds of silence).
-        client.on_event = lambda kind, detail: print(
-            f"seeknetic-prep run: {kind.replace('_', ' ')}: {detail}", file=sys.stderr)
-        executor = None
-        if args.executor == "ray":
-            from seeknetic_prep.executors.ray import RayExecutor
 
-            executor = RayExecutor(args.ray_address, client=client.worker_config(), qps=worker_qps)
-            stack.callback(executor.close)  # run_folder closes it too; this covers a failure before
-        from seeknetic_prep.commands.display import RunDisplay
-
-        progress = RunDisplay(quiet=args.quiet or not sys.stdout.isatty(), services=len(services))
-        stack.callback(progress.close)
-        summary = run_folder(args.paths, out=out, client=client, options=options, progress=progress,
-                             executor=executor)
-        # The run has saved everything: a Ctrl-C from now on must not cut the summary short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    print(f"seeknetic-prep run: {summary.line()}")
-    if summary.stopped_by == "auth":
-        print(f"seeknetic-prep run: error: {summary.stop_message}", file=sys.stderr)
-    elif summary.stopped_by == "quota":
-        print(f"seeknetic-prep run: quota spent ({summary.stop_message}); state saved in {out}. "
-              "Run the same command again once the key has more quota to resume.", file=sys.stderr)
-    elif summary.stopped_by == "unreachable":
-        print(f"seeknetic-prep run: stopped, the API keeps failing ({summary.stop_message}); state saved "
-              f"in {out}. Run the same command again to resume.", file=sys.stderr)
-    elif summary.stopped_by == "interrupt":
-        print(f"seeknetic-prep run: interrupted; state saved in {out}. "
-              "Run the same command again to resume.", file=sys.stderr)
-    _print_failures(summary, out)
-    if args.report and summary.stopped_by != "auth":
-        from seeknetic_prep.results.report import write_report
-
-        print(f"report: {write_report(out)}")
-    if summary.stopped_by != "auth" and summary.results_path.exists():
-        part = (f"this run's part {summary.results_path.name}" if summary.results_path.suffix == ".parquet"
-                else "nothing new this run")
-        print(f"results: {out / 'parts'} (Parquet, one row per window; {part}). "
-              f"Next: `seeknetic-prep results --out {out} --format jsonl` "
-              f"exports them, `seeknetic-prep search QUERY --out {out}` ranks them, "
-              f"`seeknetic-prep status --out {out}` shows progress and failures.")
-    return summary.exit_code
+def _print_next_steps(summary: RunSummary, out: Path) -> None:
+    part = (f"this run's part {summary.results_path.name}" if summary.results_path.suffix == ".parquet"
+            else "nothing new this run")
+    print(f"results: {out / 'parts'} (Parquet, one row per window; {part}). "
+          f"Next: `seeknetic-prep results --out {out} --format jsonl` "
+          f"exports them, `seeknetic-prep search QUERY --out {out}` ranks them, "
+          f"`seeknetic-prep status --out {out}` shows progress and failures.")
 
 
 _SHOWN_FAILURES = 10
 _LOCAL_POLL_MARGIN_S = 0.05
 
 
-def _print_failures(summary: Any, out: Path) -> None:
+def _print_failures(summary: RunSummary, out: Path) -> None:
     """Repeat the failures at the end, where they do not scroll away (capped)."""
     if not summary.failures:
         return
     print(f"failures ({len(summary.failures)}):", file=sys.stderr)
-    from seeknetic_prep.state.store import display_path
+    from seeknetic_prep.state.store import display_path  # SQLite: only when there is a failure
 
     for where, why in summary.failures[:_SHOWN_FAILURES]:
         print(f"  {display_path(why if why.startswith(where) else f'{where}: {why}')}", file=sys.stderr)
@@ -199,8 +214,6 @@ def _print_failures(summary: Any, out: Path) -> None:
 
 def check_out_dir(out: Path) -> None:
     """Refuse an ``--out`` that cannot be a folder, before anything is started or written."""
-    from seeknetic_prep.errors import InvalidArgumentError
-
     if out.exists() and not out.is_dir():
         raise InvalidArgumentError(
             f"Invalid --out {str(out)!r}: it is a file, not a folder; give a folder (created if missing).")

@@ -1,7 +1,9 @@
 """Engines that run the plan and decode stages: see :mod:`.base` for the interface.
 
-``make_executor("local", workers=W)`` gives the default pool of W processes (0: one thread in
-this process). Other engines (Ray) plug in behind the same :class:`~.base.Executor`.
+``make_executor("local", spec)`` gives the default pool of ``spec.workers`` processes (0: one
+thread in this process); ``make_executor("ray", spec)`` a Ray cluster's nodes. Engines come
+from :mod:`.registry` (built in, or declared by an installed package as an entry point in the
+``seeknetic_prep.executors`` group), all behind the same :class:`~.base.Executor`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from seeknetic_prep.executors.base import (
     TaskFailed,
     WindowReady,
 )
+from seeknetic_prep.executors.registry import executor_names, make_executor
 
 __all__ = [
     "Event",
@@ -26,15 +29,6 @@ __all__ = [
     "TaskDone",
     "TaskFailed",
     "WindowReady",
-    "make_local_executor",
+    "executor_names",
+    "make_executor",
 ]
-
-
-def make_local_executor(workers: int, gpu_workers: int = 0) -> Executor:
-    """The local engine: ``workers`` CPU decode processes beside ``gpu_workers`` NVDEC ones,
-    or one in-process thread when both are 0."""
-    from seeknetic_prep.executors.local import InlineExecutor, ProcessExecutor
-
-    if workers == 0 and gpu_workers == 0:
-        return InlineExecutor()
-    return ProcessExecutor(workers, gpu_workers=gpu_workers)

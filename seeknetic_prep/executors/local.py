@@ -31,11 +31,16 @@ import threading
 import traceback
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seeknetic_prep.api.pacing import put_unless
 from seeknetic_prep.errors import MediaError, SeekneticPrepError
 from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, WindowReady, to_event
+from seeknetic_prep.executors.registry import EngineFactory
+
+if TYPE_CHECKING:
+    from seeknetic_prep.api.client import ClientConfig
+    from seeknetic_prep.pipeline.spec import RunSpec
 
 __all__ = ["InlineExecutor", "ProcessExecutor", "decode_threads_for"]
 
@@ -332,3 +337,17 @@ class InlineExecutor(Executor):
 
 class _Cancelled(Exception):
     pass
+
+
+class LocalEngine(EngineFactory):
+    """``--executor local``: ``spec.worker_count`` CPU decode processes beside
+    ``spec.gpu_worker_count`` NVDEC ones, or one in-process thread when both are 0."""
+
+    def create(self, spec: RunSpec, *, client: ClientConfig | None, node_qps: float | None) -> Executor:
+        workers, gpu_workers = spec.worker_count, spec.gpu_worker_count
+        if workers == 0 and gpu_workers == 0:
+            return InlineExecutor()
+        return ProcessExecutor(workers, gpu_workers=gpu_workers)
+
+
+ENGINE = LocalEngine()

@@ -36,12 +36,16 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seeknetic_prep.api.client import Client, ClientConfig
 from seeknetic_prep.errors import APIError, InvalidArgumentError, MediaError, SeekneticPrepError
 from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, to_event
+from seeknetic_prep.executors.registry import EngineFactory
 from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow
+
+if TYPE_CHECKING:
+    from seeknetic_prep.pipeline.spec import RunSpec
 
 __all__ = ["INSTALL_HINT", "RayExecutor", "import_ray", "share_qps"]
 
@@ -320,3 +324,20 @@ class RayExecutor(Executor):
                 ray.kill(self._pacer)
         if self._connected:
             ray.shutdown()  # ends this driver's job (its tasks too); stops a Ray started here
+
+
+class RayEngine(EngineFactory):
+    """``--executor ray``: :class:`RayExecutor` on ``spec.executor_address`` (default
+    ``RAY_ADDRESS``, else a Ray started here); nodes upload what they decode."""
+
+    def prepare(self, spec: RunSpec) -> None:
+        import_ray(spec.executor_address or os.environ.get("RAY_ADDRESS"))  # missing Ray: one line
+
+    def share_qps(self, qps: float | None) -> tuple[float | None, float | None]:
+        return share_qps(qps)
+
+    def create(self, spec: RunSpec, *, client: ClientConfig | None, node_qps: float | None) -> Executor:
+        return RayExecutor(spec.executor_address, client=client, qps=node_qps)
+
+
+ENGINE = RayEngine()

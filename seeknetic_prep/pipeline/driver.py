@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any
 
 from seeknetic_prep.api.client import Client
-from seeknetic_prep.errors import AuthenticationError, InvalidArgumentError, QuotaExceededError
+from seeknetic_prep.errors import AuthenticationError, InvalidArgumentError, QuotaExceededError, StopReason
 from seeknetic_prep.executors import (
     Event,
     Executor,
@@ -45,7 +45,7 @@ from seeknetic_prep.executors import (
     TaskDone,
     TaskFailed,
     WindowReady,
-    make_local_executor,
+    make_executor,
 )
 from seeknetic_prep.pipeline.discover import count_files, discover
 from seeknetic_prep.pipeline.ledger import Ledger, Work
@@ -58,9 +58,6 @@ from seeknetic_prep.results.parts import append_results_part, ensure_parts
 from seeknetic_prep.state.store import Store
 
 __all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
-
-_RANK = {"auth": 4, "interrupt": 3, "quota": 2, "unreachable": 1}
-
 
 class _Stop(Exception):
     pass
@@ -106,10 +103,11 @@ class _Run:
 
     # -------------------------------------------------------------- stopping
 
-    def halt(self, reason: str, message: str) -> None:
+    def halt(self, reason: StopReason | str, message: str) -> None:
         """Stop the run for ``reason``; the most serious reason decides the exit code."""
+        reason = StopReason(reason)
         with self.lock:
-            if _RANK[reason] > _RANK.get(self.summary.stopped_by or "", 0):
+            if self.summary.stopped_by is None or reason.rank > self.summary.stopped_by.rank:
                 self.summary.stopped_by = reason
                 self.summary.stop_message = message
         self.stop.set()
@@ -117,7 +115,7 @@ class _Run:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.interrupts += 1
         if self.interrupts == 1:
-            self.halt("interrupt", "interrupted")
+            self.halt(StopReason.INTERRUPT, "interrupted")
         elif self.interrupts == 2:
             os.write(sys.stderr.fileno(), b"seeknetic-prep: already stopping, saving state (a moment)\n")
 
@@ -127,7 +125,7 @@ class _Run:
         now = time.monotonic()
         since = self.client.failing_since
         if since is not None and now - since > self.opt.unreachable_after_s:
-            self.halt("unreachable", f"every call failed for {now - since:.0f} s")
+            self.halt(StopReason.UNREACHABLE, f"every call failed for {now - since:.0f} s")
             raise _Stop
         if now - self.beat > 2.0:  # so `status` has throughput even after a kill -9
             self.beat = now
@@ -150,11 +148,11 @@ class _Run:
                 self.store.retry_failed(retry_request_id)
             self._drive()
         except AuthenticationError as exc:
-            self.halt("auth", str(exc))
+            self.halt(StopReason.AUTH, str(exc))
         except QuotaExceededError as exc:
-            self.halt("quota", str(exc))
+            self.halt(StopReason.QUOTA, str(exc))
         except KeyboardInterrupt:  # a Ctrl-C before our handler was in place
-            self.halt("interrupt", "interrupted")
+            self.halt(StopReason.INTERRUPT, "interrupted")
         except _Stop:
             pass
         finally:
@@ -179,7 +177,7 @@ class _Run:
                 self.store.update_run(
                     self.run_id, windows_decoded=self.ledger.decoded,
                     jobs_completed=self.ledger.completed_now,
-                    outcome=self.summary.stopped_by or "finished",
+                    outcome=self.summary.stopped_by.value if self.summary.stopped_by else "finished",
                 )
             # The run's own Parquet part: what it finished, at a cost in proportion to that;
             # first those of earlier runs that were killed before writing theirs.
@@ -225,7 +223,7 @@ class _Run:
             if ex.in_flight == 0:
                 if self.uploads.busy == 0 and self.polls.busy == 0:
                     if self.no_submit.is_set():
-                        self.halt("quota", self.uploads.quota_message or "quota spent")
+                        self.halt(StopReason.QUOTA, self.uploads.quota_message or "quota spent")
                         raise _Stop
                     if not files and not backlog:
                         return  # units still pending (none here normally) wait for the next run
@@ -308,7 +306,7 @@ def _settled(out: Path, opt: RunOptions) -> None:
     would find them done with the other pictures. Refuse it instead, in one line.
     """
     path = out / "settings.json"
-    want = {"resize": opt.resize}
+    want = opt.pinned()
     try:
         have = json.loads(path.read_text())
     except FileNotFoundError:
@@ -336,7 +334,7 @@ def run_folder(
 
     Args:
         paths: files and folders (folders are walked recursively).
-        out: output folder: ``state.sqlite`` and ``results.jsonl``.
+        out: output folder: ``state.sqlite``, ``parts/`` (the Parquet results) and ``search/``.
         client: the API client (its key is checked first, with one cheap request). A run
             that stops early cancels it (its waits and retries give up).
         options: workers, uploaders, services, ...
@@ -374,7 +372,7 @@ def run_folder(
             f"no video files under {', '.join(str(p) for p in plist)} (looked for {looked}); "
             f"{others} other file(s) skipped. Use --extensions to pick up other names.")
     # The engine starts now, so its workers' start-up overlaps the key check.
-    engine = executor or make_local_executor(opt.worker_count, opt.gpu_worker_count)
+    engine = executor or make_executor(opt.executor, opt, client=client.worker_config())
     try:
         client.check_auth()  # a wrong key stops here: one request, before any state or decoding
         _settled(out_dir, opt)

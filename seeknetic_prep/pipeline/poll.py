@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from seeknetic_prep.api.client import Client
-from seeknetic_prep.errors import APIError, AuthenticationError, NotFoundError
+from seeknetic_prep.errors import APIError, AuthenticationError, NotFoundError, StopReason
 from seeknetic_prep.pipeline.ledger import Ledger
 
 __all__ = ["PollStage"]
@@ -24,7 +24,7 @@ __all__ = ["PollStage"]
 
 class PollStage:
     def __init__(self, client: Client, ledger: Ledger, *, threads: int, stop: threading.Event,
-                 halt: Callable[[str, str], None], poll_s: float, max_poll_s: float,
+                 halt: Callable[[StopReason, str], None], poll_s: float, max_poll_s: float,
                  job_timeout_s: float) -> None:
         self.client = client
         self.ledger = ledger
@@ -80,7 +80,7 @@ class PollStage:
             try:
                 self._poll_one(rid, interval, deadline)
             except AuthenticationError as exc:
-                self._halt("auth", str(exc))
+                self._halt(StopReason.AUTH, str(exc))
             finally:
                 with self._cv:
                     self._active -= 1

@@ -1,6 +1,10 @@
-"""What a run is told and what it tells: options, progress callbacks, the summary.
+"""What a run is told and what it tells: the spec, progress callbacks, the summary.
 
-Kept apart from the stages so that every stage (and every engine) can import them without
+:class:`RunSpec` is built once (from the command line or a library call), checked whole at
+construction, and is then the only description of the run every stage and engine reads. A bad
+value is refused there, in one line naming the value and the choices, before anything is
+started or written: not saved to ``settings.json`` and then failed in every worker.
+Kept apart from the stages so that every stage (and every engine) can import it without
 importing each other.
 """
 
@@ -9,27 +13,44 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, get_args
 
-from seeknetic_prep.errors import InvalidArgumentError
+from seeknetic_prep.decode.hw import DecodeMode
+from seeknetic_prep.decode.profile import ResizeMode, Service
+from seeknetic_prep.errors import ExitCode, InvalidArgumentError, StopReason
 from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS
+from seeknetic_prep.pipeline.payloads import SERVICES, parse_services
 
-__all__ = ["SERVICES", "Progress", "RunOptions", "RunSummary"]
+__all__ = ["SERVICES", "Progress", "RunOptions", "RunSpec", "RunSummary"]
 
-SERVICES = ("embedding", "tagging")
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InvalidArgumentError(f"Invalid {name} {value!r}: must be one of {', '.join(choices)}.")
 
 
 @dataclass(frozen=True)
-class RunOptions:
+class RunSpec:
     """How a run works. ``workers=0`` decodes in a thread of the main process (debugging).
 
+    ``services`` takes the command line's forms too (``"embedding,tagging"``, ``"both"``).
+    ``executor`` names an engine of :mod:`seeknetic_prep.executors` (``local``, ``ray``, or one
+    an installed package registers), ``executor_address`` where it runs (Ray: the head).
+    ``qps``: one client-side request budget for the whole run, engines' nodes included.
     ``unreachable_after_s``: the run stops (state kept, exit 1) when no API call has succeeded
     for this long; until then every unit whose call gives up is tried again later, so an
     outage or a restart of the API only pauses the run. ``plan_ahead``: files probed ahead of
     the decoders, so the progress totals are exact from the start for folders up to this size
     (estimated beyond), while memory stays bounded for a folder of any size.
+
+    Raises:
+        InvalidArgumentError: a value breaks its rule (the message names it and the choices).
+
+    >>> RunSpec(services="both", resize="pad").services
+    ('embedding', 'tagging')
     """
 
-    services: tuple[str, ...] = SERVICES
+    services: tuple[Service, ...] = SERVICES
     workers: int | None = None
     uploaders: int = 4
     # Each task seeks to its first window and decodes from the keyframe before it, so small
@@ -38,14 +59,48 @@ class RunOptions:
     windows_per_task: int = 4
     retry_failed: bool = False
     extensions: frozenset[str] = VIDEO_EXTENSIONS
-    resize: str = "crop"
-    decode: str = "auto"
+    resize: ResizeMode = "crop"
+    decode: DecodeMode = "auto"
     gpu_workers: int | None = None
+    executor: str = "local"
+    executor_address: str | None = None
+    qps: float | None = None
     job_timeout_s: float = 3600.0
     poll_s: float = 0.3
     max_poll_s: float = 5.0
     unreachable_after_s: float = 300.0
     plan_ahead: int = 2000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.services, str):  # the command line's forms, "both" included
+            object.__setattr__(self, "services", parse_services(self.services))
+        elif not self.services or any(s not in SERVICES for s in self.services):
+            raise InvalidArgumentError(
+                f"Invalid services {','.join(map(str, self.services))!r}: must be one or more of "
+                f"{', '.join(SERVICES)}.")
+        _choice("resize", self.resize, get_args(ResizeMode))
+        _choice("decode", self.decode, get_args(DecodeMode))
+        for name in ("workers", "gpu_workers"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise InvalidArgumentError(f"Invalid {name} {value!r}: must be a whole number >= 0.")
+        for name in ("uploaders", "windows_per_task", "plan_ahead"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(f"Invalid {name} {value!r}: must be a whole number >= 1.")
+        for name in ("unreachable_after_s", "job_timeout_s", "poll_s", "max_poll_s", "qps"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise InvalidArgumentError(f"Invalid {name} {value!r}: must be a number > 0.")
+        from seeknetic_prep.executors.registry import executor_names  # entry points: read on demand
+
+        _choice("executor", self.executor, executor_names())
+
+    def pinned(self) -> dict[str, Any]:
+        """The settings that change what is uploaded, fixed for an out folder by its first run
+        (``settings.json``): units are named by content and window, so a second run with
+        another resize would find them done with the other pictures."""
+        return {"resize": self.resize}
 
     @property
     def gpu_worker_count(self) -> int:
@@ -56,7 +111,7 @@ class RunOptions:
             return self.gpu_workers
         if self.decode == "cpu":
             return 0
-        from seeknetic_prep.decode.hw import cuda_present
+        from seeknetic_prep.decode.hw import cuda_present  # probes for a CUDA library: on demand
 
         return 8 if cuda_present() else 0
 
@@ -65,25 +120,8 @@ class RunOptions:
         """Decode processes: ``workers``, or one per core when not given."""
         return self.workers if self.workers is not None else (os.cpu_count() or 1)
 
-    def __post_init__(self) -> None:
-        bad = [s for s in self.services if s not in SERVICES]
-        if bad or not self.services:
-            raise InvalidArgumentError(
-                f"Invalid services {','.join(self.services)!r}: must be one or more of embedding, tagging."
-            )
-        if self.workers is not None and self.workers < 0:
-            raise InvalidArgumentError(f"Invalid workers {self.workers}: must be >= 0.")
-        if self.gpu_workers is not None and self.gpu_workers < 0:
-            raise InvalidArgumentError(f"Invalid gpu_workers {self.gpu_workers}: must be >= 0.")
-        if self.decode not in ("auto", "cpu", "cuda"):
-            raise InvalidArgumentError(f"Invalid decode {self.decode!r}: must be one of auto, cpu, cuda.")
-        if self.uploaders < 1:
-            raise InvalidArgumentError(f"Invalid uploaders {self.uploaders}: must be >= 1.")
-        if self.unreachable_after_s <= 0:
-            raise InvalidArgumentError(
-                f"Invalid unreachable_after_s {self.unreachable_after_s}: must be > 0.")
-        if self.windows_per_task < 1:
-            raise InvalidArgumentError(f"Invalid windows_per_task {self.windows_per_task}: must be >= 1.")
+
+RunOptions = RunSpec  # the name library callers used before the spec took over
 
 
 class Progress:
@@ -129,22 +167,19 @@ class RunSummary:
     jobs_failed: int = 0
     jobs_pending: int = 0
     elapsed_s: float = 0.0
-    stopped_by: str | None = None  # "auth", "quota", "interrupt", "unreachable"
+    stopped_by: StopReason | None = None
     stop_message: str | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 all completed; 2 auth; 3 quota; 1 failures; 130 interrupted (precedence 2, 3, 1)."""
-        if self.stopped_by == "auth":
-            return 2
-        if self.stopped_by == "quota":
-            return 3
-        if self.stopped_by == "interrupt":
-            return 130
-        if self.files_failed or self.jobs_failed or self.jobs_pending:
-            return 1
-        return 0
+        """The stop reason's code when the run stopped early (see
+        :class:`~seeknetic_prep.errors.ExitCode`), else failures (1) or done (0)."""
+        if self.stopped_by is not None and self.stopped_by.exit_code != ExitCode.FAILED:
+            return int(self.stopped_by.exit_code)
+        if self.stopped_by is not None or self.files_failed or self.jobs_failed or self.jobs_pending:
+            return int(ExitCode.FAILED)
+        return int(ExitCode.OK)
 
     def line(self) -> str:
         rate = self.windows_decoded / self.elapsed_s if self.elapsed_s > 0 else 0.0

@@ -34,6 +34,7 @@ from seeknetic_prep.errors import (
     QuotaExceededError,
     RateLimitError,
     ServerError,
+    StopReason,
 )
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 
@@ -53,7 +54,7 @@ class UploadStage:
 
     def __init__(self, client: Client, ledger: Ledger, *, threads: int, stop: threading.Event,
                  no_submit: threading.Event, poll: Callable[[str], None],
-                 halt: Callable[[str, str], None], unreachable_after_s: float) -> None:
+                 halt: Callable[[StopReason, str], None], unreachable_after_s: float) -> None:
         self.client = client
         self.ledger = ledger
         self.stop = stop
@@ -113,7 +114,7 @@ class UploadStage:
                 self._process(item)
                 return
             except AuthenticationError as exc:
-                self._halt("auth", str(exc))
+                self._halt(StopReason.AUTH, str(exc))
                 return
             except QuotaExceededError as exc:
                 self.quota_message = str(exc)
@@ -125,8 +126,8 @@ class UploadStage:
                 rounds += 1
                 since = self.client.failing_since
                 if since is not None and time.monotonic() - since > self._unreachable_after_s:
-                    self._halt("unreachable", f"every call failed for {time.monotonic() - since:.0f} s; "
-                               f"last: {exc}")
+                    self._halt(StopReason.UNREACHABLE,
+                               f"every call failed for {time.monotonic() - since:.0f} s; last: {exc}")
                     return
                 if rounds >= _UNIT_ROUNDS and self.client.last_ok > started:
                     # the API answers other calls: this unit is the problem, not the API
