@@ -24,7 +24,7 @@ import abc
 from dataclasses import dataclass
 
 from seeknetic_prep.errors import SeekneticPrepError
-from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, FilePlan
+from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, FilePlan, PlanTask
 
 __all__ = [
     "Event",
@@ -37,13 +37,6 @@ __all__ = [
     "WindowReady",
     "to_event",
 ]
-
-
-@dataclass(frozen=True)
-class PlanTask:
-    """Fingerprint and probe one file."""
-
-    path: str
 
 
 Task = PlanTask | DecodeTask

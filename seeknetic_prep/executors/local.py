@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from seeknetic_prep.api.pacing import put_unless
-from seeknetic_prep.errors import MediaError, SeekneticPrepError
+from seeknetic_prep.errors import MediaError
 from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, WindowReady, to_event
 from seeknetic_prep.executors.registry import EngineFactory
+from seeknetic_prep.pipeline.tasks import Message
 
 if TYPE_CHECKING:
     from seeknetic_prep.api.client import ClientConfig
@@ -66,21 +67,6 @@ def _context(*, gpu: bool) -> Any:
     return ctx
 
 
-def _run_task(task: Task, send: Any) -> None:
-    """Run one task in a worker, sending ``(kind, payload)`` messages; never raises ours."""
-    from seeknetic_prep.pipeline.worker import encode_windows, plan_file  # PyAV: workers only
-
-    try:
-        if isinstance(task, PlanTask):
-            send(("planned", plan_file(task.path)))
-            return
-        for window in encode_windows(task):
-            send(("window", window))
-        send(("done", None))
-    except SeekneticPrepError as exc:
-        send(("failed", exc))
-
-
 def _worker_main(tasks: mpc.Connection, results: mpc.Connection, threads: int, gpu: bool) -> None:
     from seeknetic_prep.pipeline.worker import worker_init  # PyAV: workers only, never the driver
 
@@ -94,7 +80,7 @@ def _worker_main(tasks: mpc.Connection, results: mpc.Connection, threads: int, g
         if task is None:
             return
         try:
-            _run_task(task, outbox.put)
+            task.run(outbox.put)
         except _PoolGone:
             return
         except Exception:  # a bug: surface it in the main process, with its traceback
@@ -307,8 +293,11 @@ class InlineExecutor(Executor):
             task = self._tasks.get()
             if task is None:
                 return
+            def send(message: Message, task: Task = task) -> None:
+                self._put(to_event(task, *message))
+
             try:
-                _run_task(task, lambda msg, t=task: self._put(to_event(t, *msg)))
+                task.run(send)
             except _Cancelled:
                 return
             except Exception:  # a bug: surface it in the driver rather than hang

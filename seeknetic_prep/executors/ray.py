@@ -39,10 +39,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from seeknetic_prep.api.client import Client, ClientConfig
-from seeknetic_prep.errors import APIError, InvalidArgumentError, MediaError, SeekneticPrepError
+from seeknetic_prep.errors import APIError, InvalidArgumentError, MediaError
 from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, to_event
 from seeknetic_prep.executors.registry import EngineFactory
-from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow
+from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, Message
 
 if TYPE_CHECKING:
     from seeknetic_prep.pipeline.spec import RunSpec
@@ -150,13 +150,9 @@ def _worker_client(config: ClientConfig, pacer: Any, rate: float | None) -> Clie
     return client
 
 
-def _plan_task(path: str) -> tuple[str, Any]:
-    from seeknetic_prep.pipeline.worker import plan_file  # PyAV: on the node, never the driver
-
-    try:
-        return "planned", plan_file(path)
-    except SeekneticPrepError as exc:  # ours pickle with their type and fields
-        return "failed", exc
+def _plan_task(task: PlanTask) -> Message:
+    (message,) = task.messages()  # a plan task says one thing: planned or failed
+    return message
 
 
 def _upload_here(client: Client, window: EncodedWindow) -> tuple[EncodedWindow, bool]:
@@ -175,24 +171,19 @@ def _upload_here(client: Client, window: EncodedWindow) -> tuple[EncodedWindow, 
 
 
 def _decode_task(task: DecodeTask, config: ClientConfig | None, pacer: Any, rate: float | None,
-                 threads: int) -> Iterator[tuple[str, Any]]:
+                 threads: int) -> Iterator[Message]:
     from seeknetic_prep.decode import media  # PyAV: on the node, never the driver
-    from seeknetic_prep.pipeline.worker import encode_windows
     from seeknetic_prep.util.malloc import keep_freed_buffers
 
     keep_freed_buffers()  # once per Ray worker process: see seeknetic_prep.util.malloc
     media.set_thread_cap(threads)
     client = _worker_client(config, pacer, rate) if config is not None else None
-    try:
-        for window in encode_windows(task):
-            if client is not None and window.bodies:
-                window, ok = _upload_here(client, window)
-                if not ok:
-                    client = None  # the API is failing: stop waiting on it here, the driver retries
-            yield "window", window
-        yield "done", None
-    except SeekneticPrepError as exc:
-        yield "failed", exc
+    for kind, payload in task.messages():
+        if kind == "window" and client is not None and payload.bodies:
+            payload, ok = _upload_here(client, payload)
+            if not ok:
+                client = None  # the API is failing: stop waiting on it here, the driver retries
+        yield kind, payload
 
 
 # ------------------------------------------------------------------ the driver's side
@@ -257,7 +248,7 @@ class RayExecutor(Executor):
         if self._closed:
             raise RuntimeError("submit on a closed executor")
         if isinstance(task, PlanTask):
-            handle = self._plan.remote(task.path)
+            handle = self._plan.remote(task)
         else:
             handle = self._decode.remote(task, self._config, self._pacer, self._rate, self._threads)
         self._running[handle] = task

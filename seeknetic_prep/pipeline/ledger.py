@@ -23,7 +23,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
+from seeknetic_prep.decode.hw import DecodeMode
+from seeknetic_prep.decode.profile import ResizeMode, Service
 from seeknetic_prep.pipeline.spec import Progress, RunSummary
 from seeknetic_prep.pipeline.tasks import DecodeTask, FilePlan, unit_request_id
 from seeknetic_prep.state.store import FileRow, Store, Unit
@@ -57,7 +60,7 @@ class Admission:
 
 class Ledger:
     def __init__(self, store: Store, summary: RunSummary, progress: Progress, *,
-                 services: Sequence[str]) -> None:
+                 services: Sequence[Service]) -> None:
         self.store = store
         self.summary = summary
         self.progress = progress
@@ -78,8 +81,8 @@ class Ledger:
 
     # ------------------------------------------------------------------ planning
 
-    def admit(self, path: str, plan: FilePlan, *, resize: str, windows_per_task: int,
-              decode: str = "auto") -> Admission:
+    def admit(self, path: str, plan: FilePlan, *, resize: ResizeMode, windows_per_task: int,
+              decode: DecodeMode = "auto") -> Admission:
         """Record a probed file and return what its content still needs.
 
         Chunks are fixed by window index, not by what is left to do, so a window is always
@@ -142,7 +145,8 @@ class Ledger:
             if wanted:
                 admission.tasks.append(DecodeTask(
                     path=path, fingerprint=fp, windows=tuple(chunk),
-                    request_ids=tuple((u.window_index, u.service, u.request_id) for u in wanted),
+                    request_ids=tuple((u.window_index, cast(Service, u.service), u.request_id)
+                                      for u in wanted),
                     resize=resize, decode=decode, info=plan.info,
                 ))
         return admission

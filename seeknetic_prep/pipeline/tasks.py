@@ -1,19 +1,23 @@
 """The plain values a run passes between its stages and engines: what a file's plan is, what a
-decode task asks for, what a decoded window carries, and the request ids of units.
+task asks for, what a decoded window carries, and the request ids of units.
 
 Light on purpose (no PyAV, no SQLite): the driver, the ledger and every engine import these, and
-a value must pickle unchanged to a worker process or a Ray node. The functions that do the work
-over these values live in :mod:`seeknetic_prep.pipeline.worker`.
+a value must pickle unchanged to a worker process or a Ray node. Tasks carry their work, as Ray
+Data's ``ReadTask`` does: an engine calls ``task.run(send)`` (or iterates ``task.messages()``)
+and never dispatches on the task's type; the work itself is in
+:mod:`seeknetic_prep.pipeline.worker`, imported by the task when it runs, on the worker.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from seeknetic_prep.decode.profile import Window
-from seeknetic_prep.errors import MediaError
+from seeknetic_prep.decode.hw import DecodeMode
+from seeknetic_prep.decode.profile import ResizeMode, Service, Window
+from seeknetic_prep.errors import MediaError, SeekneticPrepError
 from seeknetic_prep.pipeline.payloads import request_id_for
 
 if TYPE_CHECKING:
@@ -23,17 +27,19 @@ __all__ = [
     "DecodeTask",
     "EncodedWindow",
     "FilePlan",
+    "Message",
+    "PlanTask",
     "is_environmental",
     "retry_request_id",
     "unit_request_id",
 ]
 
 
-def unit_request_id(fingerprint: str, window: tuple[int, int, int], service: str, *,
-                    resize: str = "crop") -> str:
+def unit_request_id(fingerprint: str, window: tuple[int, int, int], service: Service, *,
+                    resize: ResizeMode = "crop") -> str:
     """The first request id of one unit: :func:`seeknetic_prep.pipeline.payloads.request_id_for` (the
     ids ``prep`` writes too, a non-default resize included); see :func:`retry_request_id`."""
-    return request_id_for(fingerprint, Window(*window), service, resize)  # type: ignore[arg-type]
+    return request_id_for(fingerprint, Window(*window), service, resize)
 
 
 def retry_request_id(unit: Any, attempt: int) -> str:
@@ -55,15 +61,63 @@ class FilePlan:
     info: MediaInfo | None = None  # the probe, handed to the decode tasks (not probed twice)
 
 
+# ("planned", FilePlan) | ("window", EncodedWindow) | ("done", None) | ("failed", our error)
+Message = tuple[str, Any]
+
+
+class _Task:
+    """What every task does for an engine: yield its messages, our errors as ``failed``."""
+
+    def messages(self) -> Iterator[Message]:
+        raise NotImplementedError
+
+    def run(self, send: Callable[[Message], None]) -> None:
+        """Do the task here, calling ``send`` with each message as it is ready (a window as
+        soon as it is decoded). Never raises our errors: they are the task's last message."""
+        for message in self.messages():
+            send(message)
+
+
 @dataclass(frozen=True)
-class DecodeTask:
+class PlanTask(_Task):
+    """Fingerprint and probe one file: ``("planned", FilePlan)`` or ``("failed", error)``."""
+
+    path: str
+
+    def messages(self) -> Iterator[Message]:
+        from seeknetic_prep.pipeline import worker  # PyAV: loaded where tasks run, not by the driver
+
+        try:
+            plan = worker.plan_file(self.path)
+        except SeekneticPrepError as exc:  # ours pickle with their type and fields
+            yield "failed", exc
+            return
+        yield "planned", plan
+
+
+@dataclass(frozen=True)
+class DecodeTask(_Task):
+    """Decode some windows of one file in one pass: a ``("window", EncodedWindow)`` message for
+    each as soon as it is decoded, then ``("done", None)``, or ``("failed", error)``."""
+
     path: str
     fingerprint: str
     windows: tuple[tuple[int, int, int], ...]
-    request_ids: tuple[tuple[int, str, str], ...]  # (window index, service, request_id)
-    resize: str = "crop"
-    decode: str = "auto"  # see seeknetic_prep.decode.hw: "auto", "cpu" or "cuda"
-    info: MediaInfo | None = None  # the plan's probe: the decode opens the file, probes it no more
+    request_ids: tuple[tuple[int, Service, str], ...]  # (window index, service, request_id)
+    resize: ResizeMode = "crop"
+    decode: DecodeMode = "auto"
+    info: MediaInfo | None = None  # the plan's probe: the decode opens the file, probes no more
+
+    def messages(self) -> Iterator[Message]:
+        from seeknetic_prep.pipeline import worker  # PyAV: loaded where tasks run, not by the driver
+
+        try:
+            for window in worker.encode_windows(self):
+                yield "window", window
+        except SeekneticPrepError as exc:
+            yield "failed", exc
+            return
+        yield "done", None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from seeknetic_prep.decode import hw, media
 from seeknetic_prep.decode.media import probe
 from seeknetic_prep.decode.preprocess import iter_segments
-from seeknetic_prep.decode.profile import Window
+from seeknetic_prep.decode.profile import Service, Window
 from seeknetic_prep.decode.sampling import plan_windows
 from seeknetic_prep.errors import MediaError
 from seeknetic_prep.pipeline.payloads import file_fingerprint, upload_body_bytes
@@ -70,15 +70,15 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
             failure were already yielded.
     """
 
-    wanted: dict[int, list[tuple[str, str]]] = {}
+    wanted: dict[int, list[tuple[Service, str]]] = {}
     for index, service, rid in task.request_ids:
         wanted.setdefault(index, []).append((service, rid))
     try:
         windows = [Window(*w) for w in task.windows]
-        for seg in iter_segments(task.path, windows, resize=task.resize,  # type: ignore[arg-type]
-                                 decode=task.decode, info=task.info):  # type: ignore[arg-type]
+        for seg in iter_segments(task.path, windows, resize=task.resize, decode=task.decode,
+                                 info=task.info):
             asked = wanted.get(seg.index, [])
-            bodies = upload_body_bytes(seg, asked)  # type: ignore[arg-type]
+            bodies = upload_body_bytes(seg, asked)
             pairs = zip(asked, bodies, strict=True)
             yield EncodedWindow(seg.index, seg.start_ms, seg.end_ms,
                                 tuple(float(t) for t in seg.frame_times_ms),
