@@ -132,14 +132,14 @@ def silent_server() -> Iterator[str]:
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     """A run's results, one dict per (path, window, service) that reached an end, read from the
-    Parquet parts ``run`` wrote (``path`` is the run's ``--out``, or a file in it).
+    Parquet parts ``run`` wrote (``path`` is the run's ``--out``).
 
     A file that could not be preprocessed is one ``failed`` entry per service, with its reason.
     The per-service shape is what the tests' assertions about request ids are written in.
     """
     from seeknetic_prep.results.parts import TAG_TYPES, compact, list_parts
 
-    out = path if path.is_dir() else path.parent
+    out = path
     if not list_parts(out):
         return []
     lines: list[dict[str, Any]] = []

@@ -38,7 +38,7 @@ from seeknetic_prep.pipeline.tasks import DecodeTask
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 GOOD = str(FIXTURES / "late_audio_25s.mkv")  # 25 s: three 10 s windows
-ENGINES = ["inline", "process", "threads", "ray"]
+ENGINES = ["inline", "process", "threads", pytest.param("ray", marks=pytest.mark.slow)]
 
 
 @pytest.fixture

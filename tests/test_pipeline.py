@@ -51,7 +51,7 @@ def test_fixtures_every_window_once_bad_files_failed(
     out = tmp_path / "out"
     with _client(emulator) as c:
         summary = run_folder([fixtures_dir], out=out, client=c, options=RunOptions(workers=2))
-    lines = read_results(out / "results.jsonl")
+    lines = read_results(out)
     files = ground_truth["files"]
     good = {k: v for k, v in files.items() if v["kind"] == "good"}
     bad = {k for k, v in files.items() if v["kind"] == "bad"}
@@ -87,7 +87,7 @@ def test_rerun_touches_nothing_and_gives_the_same_results(
     assert first.exit_code == 0 and second.exit_code == 0
     assert second.windows_decoded == 0 and second.jobs_completed == first.jobs_completed == 6
     assert json.dumps(read_results(out)) == before
-    _assert_submitted_once(fresh, read_results(out / "results.jsonl"))
+    _assert_submitted_once(fresh, read_results(out))
 
 
 def test_same_content_twice_is_done_once(fresh: Any, fixtures_dir: Path, tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_same_content_twice_is_done_once(fresh: Any, fixtures_dir: Path, tmp_pat
     out = tmp_path / "out"
     with _client(fresh) as c:
         summary = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
-    lines = read_results(out / "results.jsonl")
+    lines = read_results(out)
     assert summary.exit_code == 0 and summary.files_ok == 2 and summary.windows_decoded == 1
     assert len(lines) == 4 and len({x["request_id"] for x in lines}) == 2
 
@@ -109,7 +109,7 @@ def test_injected_faults_everything_completes_once(fixtures_dir: Path, tmp_path:
     with running(data_dir=tmp_path / "emu", fail_rate=0.2, qps=20, seed=3) as server, \
             Client(server.api_key, base_url=server.base_url, retry=FAST, qps=15) as c:
         summary = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=1))
-        lines = read_results(tmp_path / "out" / "results.jsonl")
+        lines = read_results(tmp_path / "out")
         assert summary.exit_code == 0, summary.failures
         assert len(lines) == 2 * 6 and all(x["status"] == "completed" for x in lines)
         _assert_submitted_once(server, lines)
@@ -121,7 +121,7 @@ def test_413_uploads_are_split(fixtures_dir: Path, tmp_path: Path) -> None:
     src = _good_copy(fixtures_dir, tmp_path / "in", ("demo/desert.mp4",))
     with running(data_dir=tmp_path / "emu", max_body_mb=3) as server, _client(server) as c:
         summary = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=0))
-        lines = read_results(tmp_path / "out" / "results.jsonl")
+        lines = read_results(tmp_path / "out")
         assert summary.exit_code == 0 and all(x["status"] == "completed" for x in lines)
         emb = next(x["request_id"] for x in lines if x["service"] == "embedding")
         assert server.stats()["uploads"][emb] == 2  # video and audio, one request each
@@ -141,7 +141,7 @@ def test_quota_stops_with_3_then_resumes(fixtures_dir: Path, tmp_path: Path) -> 
         refused = {u.request_id for u in store.units_with_status("uploaded", "planned")}
     with running(api_keys=[key], data_dir=tmp_path / "emu", quota=100) as server, _client(server) as c:
         second = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
-        lines = read_results(out / "results.jsonl")
+        lines = read_results(out)
         assert second.exit_code == 0
         assert len(lines) == 12 and all(x["status"] == "completed" for x in lines)
         # a submission answered 402 reached the handler but made no job: it may count twice
@@ -172,7 +172,7 @@ def test_retry_failed_gives_failed_jobs_a_new_id(fresh: Any, fixtures_dir: Path,
         failed = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
         assert failed.exit_code == 1
         again = run_folder([src], out=out, client=c, options=RunOptions(workers=0, retry_failed=True))
-    lines = read_results(out / "results.jsonl")
+    lines = read_results(out)
     assert again.exit_code == 0 and all(x["status"] == "completed" for x in lines)
     assert any(x["request_id"] == unit.request_id + "-r1" for x in lines)
 
@@ -183,7 +183,7 @@ def test_one_service(emulator: Any, fixtures_dir: Path, tmp_path: Path, services
     with _client(emulator) as c:
         summary = run_folder([src], out=tmp_path / "out", client=c,
                              options=RunOptions(workers=0, services=services))
-    lines = read_results(tmp_path / "out" / "results.jsonl")
+    lines = read_results(tmp_path / "out")
     assert summary.exit_code == 0 and [x["service"] for x in lines] == list(services)
 
 
@@ -270,7 +270,7 @@ def test_a_dead_decode_worker_does_not_lose_work(fresh: Any, fixtures_dir: Path,
     with _client(fresh) as c:
         summary = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=2),
                              progress=KillAWorker())
-    lines = read_results(tmp_path / "out" / "results.jsonl")
+    lines = read_results(tmp_path / "out")
     assert killed
     assert summary.exit_code == 0, summary.failures
     assert len(lines) == 2 * 9 and all(x["status"] == "completed" for x in lines)
@@ -298,6 +298,6 @@ def test_api_outage_stops_without_failing_units_then_resumes(
         assert store.counts().get("failed", 0) == 0
     with _client(fresh) as c:
         again = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
-    lines = read_results(out / "results.jsonl")
+    lines = read_results(out)
     assert again.exit_code == 0 and len(lines) == 6
     _assert_submitted_once(fresh, lines)

@@ -58,7 +58,7 @@ def test_flaky_rate_limited_api_without_client_limit_completes_once(
             Client(server.api_key, base_url=server.base_url) as c:
         summary = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=1),
                              progress=Count())
-        lines = read_results(tmp_path / "out" / "results.jsonl")
+        lines = read_results(tmp_path / "out")
         assert summary.exit_code == 0, (summary.stopped_by, summary.failures)
         assert len(lines) == 2 * summary.windows and all(x["status"] == "completed" for x in lines)
         _once(server, lines)
@@ -85,7 +85,7 @@ def test_api_down_for_20_s_mid_run_then_back_completes(fixtures_dir: Path, tmp_p
             summary = run_folder([src], out=tmp_path / "out", client=c,
                                  options=RunOptions(workers=1), progress=Restart())
             took = time.monotonic() - started
-        lines = read_results(tmp_path / "out" / "results.jsonl")
+        lines = read_results(tmp_path / "out")
         assert outage.is_set() and took > 20
         assert summary.exit_code == 0, (summary.stopped_by, summary.failures)
         assert all(x["status"] == "completed" for x in lines)
@@ -137,14 +137,14 @@ def test_ctrl_c_any_number_of_times_exits_promptly_leaving_nothing(
         assert not alive, f"left behind: {[p.pid for p in alive]}"
         with Store(out / "state.sqlite") as store:
             terminal = sum(n for s, n in store.counts().items() if s in ("completed", "failed"))
-        assert len(read_results(out / "results.jsonl")) == terminal
+        assert len(read_results(out)) == terminal
         again = subprocess.run(
             [sys.executable, "-m", "seeknetic_prep", "run", str(src), "--base-url", server.base_url,
              "--out", str(out), "--workers", "2", "--quiet"],
             env=_cli_env(server.api_key), cwd=ROOT, capture_output=True, text=True, timeout=240,
         )
         assert again.returncode == 0, again.stderr
-        lines = read_results(out / "results.jsonl")
+        lines = read_results(out)
         assert all(x["status"] == "completed" for x in lines)
         _once(server, lines)
 

@@ -56,7 +56,7 @@ def reference(videos: Path, tmp_path_factory: pytest.TempPathFactory) -> list[di
                                                          retry=FAST) as c:
         summary = run_folder([videos], out=tmp / "out", client=c, options=RunOptions(workers=2))
     assert summary.files_failed == 1 and summary.files_ok == len(FILES) - 1
-    return _strip(read_results(tmp / "out" / "results.jsonl"))
+    return _strip(read_results(tmp / "out"))
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_unreachable_ray_address_one_line_exit_2(videos: Path, tmp_path: Path) -
 def test_ray_results_identical_to_local(cluster: Any, fresh: Any, videos: Path, tmp_path: Path,
                                         reference: list[dict[str, Any]]) -> None:
     summary = _ray_run(cluster, fresh, videos, tmp_path / "out", qps=40)
-    lines = read_results(tmp_path / "out" / "results.jsonl")
+    lines = read_results(tmp_path / "out")
     assert summary.exit_code == 1 and summary.files_failed == 1  # not_media.mp4 fails, not the run
     assert _strip(lines) == reference
     _submitted_once(fresh, lines)
@@ -220,7 +220,7 @@ def test_kill_9_a_nodes_workers_every_job_submitted_once(
         t.join()
     print(f"killed on the second node: {killed}")
     assert any("_decode_task" in k for k in killed)
-    lines = read_results(out / "results.jsonl")
+    lines = read_results(out)
     assert summary.exit_code == 1 and summary.files_failed == 1, summary.failures
     _submitted_once(fresh, lines)
     assert _strip(lines) == reference
@@ -248,7 +248,7 @@ def test_kill_9_the_driver_then_rerun(cluster: Any, fresh: Any, videos: Path, tm
     assert killed, "the run ended before it could be killed"
     again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1, again.stderr  # 1: not_media.mp4 failed
-    lines = read_results(out / "results.jsonl")
+    lines = read_results(out)
     _submitted_once(fresh, lines)
     assert _strip(lines) == reference
 
@@ -294,8 +294,8 @@ def test_windows_are_uploaded_on_the_nodes_not_through_the_driver(cluster: Any, 
                                                                    videos: Path) -> None:
     from seeknetic_prep.executors import TaskDone, WindowReady
     from seeknetic_prep.executors.ray import RayExecutor
-    from seeknetic_prep.pipeline.tasks import DecodeTask
-    from seeknetic_prep.pipeline.worker import plan_file, unit_request_id
+    from seeknetic_prep.pipeline.tasks import DecodeTask, unit_request_id
+    from seeknetic_prep.pipeline.worker import plan_file
 
     path = str(videos / "late_audio_25s.mkv")
     plan = plan_file(path)

@@ -76,7 +76,7 @@ def test_demo_local_exits_0_and_shows_results(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert f"results: {out / 'parts'}" in proc.stdout
     assert "seeknetic-prep search QUERY" in proc.stdout and "Traceback" not in proc.stderr
-    lines = read_results(out / "results.jsonl")
+    lines = read_results(out)
     assert len(lines) == 10 and all(x["status"] == "completed" for x in lines)
     status = _run("status", "--out", str(out))
     assert status.returncode == 0 and "10 completed" in status.stdout
@@ -88,7 +88,7 @@ def test_bad_fixtures_fail_with_reasons_exit_1(fixtures_dir: Path, tmp_path: Pat
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
     for name in ("empty.mp4", "not_media.mp4", "truncated.mp4", "audio_only.mp4", "random.mkv"):
         assert any(line.startswith("failed") and name in line for line in proc.stdout.splitlines()), name
-    lines = read_results(tmp_path / "out" / "results.jsonl")
+    lines = read_results(tmp_path / "out")
     assert sum(x["status"] == "failed" for x in lines) == 10
     assert sum(x["status"] == "completed" for x in lines) == 2
     status = _run("status", "--out", str(tmp_path / "out"))
@@ -155,12 +155,12 @@ def test_kill_9_then_rerun_completes_once_with_identical_results(good_dir: Path,
         again = _run("run", str(good_dir), "--base-url", server.base_url, "--out", str(out),
                      "--workers", "1", "--quiet", key=server.api_key)
         assert again.returncode == 0, again.stderr
-        lines = read_results(out / "results.jsonl")
+        lines = read_results(out)
         submissions = server.stats()["submissions"]
         assert {x["request_id"]: submissions.get(x["request_id"]) for x in lines} == {
             x["request_id"]: 1 for x in lines
         }
-    assert _strip(lines) == _strip(read_results(tmp_path / "ref" / "results.jsonl"))
+    assert _strip(lines) == _strip(read_results(tmp_path / "ref"))
 
 
 @pytest.mark.slow
@@ -182,7 +182,7 @@ def test_ctrl_c_keeps_state_and_rerun_completes(good_dir: Path, fresh: Any, tmp_
     again = _run("run", str(good_dir), "--base-url", fresh.base_url, "--out", str(out),
                  "--workers", "1", "--quiet", key=fresh.api_key)
     assert again.returncode == 0, again.stderr
-    lines = read_results(out / "results.jsonl")
+    lines = read_results(out)
     submissions = fresh.stats()["submissions"]
     assert all(x["status"] == "completed" for x in lines)
     assert {submissions.get(x["request_id"]) for x in lines} == {1}
@@ -193,7 +193,7 @@ def test_resize_is_part_of_the_ids_and_fixed_per_out_and_report(tmp_path: Path) 
     proc = _run("run", "fixtures/demo/desert.mp4", "--local", "--out", str(out), "--workers", "0",
                 "--resize", "pad", "--report")
     assert proc.returncode == 0, proc.stderr
-    lines = read_results(out / "results.jsonl")
+    lines = read_results(out)
     assert lines and all(x["request_id"].endswith(f"-{x['service']}-pad") for x in lines)
     assert (out / "report.html").stat().st_size > 1000 and f"report: {out / 'report.html'}" in proc.stdout
     other = _run("run", "fixtures/demo/desert.mp4", "--local", "--out", str(out), "--workers", "0")

@@ -12,7 +12,7 @@ HELP = ("Draw a contact sheet per window of FILE: the 12 frames exactly as uploa
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", type=Path, help="a video file")
     parser.add_argument("--window", type=int, default=None, metavar="K",
-                        help="only window K (0-based, as in results.jsonl; default: every window)")
+                        help="only window K (0-based, the results' window_index; default: every window)")
     parser.add_argument("--out", type=Path, default=None, metavar="PATH",
                         help="sheet.png for one window (sheet-w<K>.png for several), or a folder "
                         "(default: <name>-w<K>.png here)")

@@ -241,7 +241,7 @@ def write_sheets(
         out: where to write. A folder (one that exists, or a name ending in ``/`` or without
             a suffix): ``<folder>/<stem>-w<K>.png``. A file name: used as is for a single
             window, with ``-w<K>`` before its suffix for several. None: the current folder.
-        window: the index of one window (0-based, as in ``results.jsonl``), or None for all.
+        window: the index of one window (0-based, as in the results' ``window_index``), or None for all.
         resize: as for :func:`~seeknetic_prep.decode.preprocess.preprocess`.
 
     Returns:
