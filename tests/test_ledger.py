@@ -25,6 +25,7 @@ import pytest
 from seeknetic_prep.decode.profile import Service
 from seeknetic_prep.pipeline.ledger import Admission, Ledger, Work
 from seeknetic_prep.pipeline.spec import Progress, RunSummary
+from seeknetic_prep.pipeline.tally import Tally
 from seeknetic_prep.pipeline.tasks import FilePlan, unit_request_id
 from seeknetic_prep.state.store import Store
 
@@ -85,12 +86,14 @@ STEPS = {
 
 @dataclass
 class Run:
-    """One run's store, ledger, summary and progress, as the driver wires them."""
+    """One run's store, ledger, summary and progress, as the driver wires them (the ledger's
+    outcomes go to a :class:`Tally` over the summary and the progress)."""
 
     store: Store
     ledger: Ledger
     summary: RunSummary
     progress: Recorder = field(default_factory=Recorder)
+    tally: Tally | None = None
 
     def admit(self, p: FilePlan | None = None, path: str = A, windows_per_task: int = 4) -> Admission:
         p = p or plan(path=path)
@@ -131,7 +134,8 @@ def start(db: Path) -> Iterator[Start]:
         stores.append(store)
         summary = RunSummary(out=db.parent, results_path=db.parent / "parts")
         progress = Recorder()
-        return Run(store, Ledger(store, summary, progress, services=services), summary, progress)
+        tally = Tally(summary, progress)
+        return Run(store, Ledger(store, services=services, record=tally.apply), summary, progress, tally)
 
     yield make
     for store in stores:
@@ -333,11 +337,8 @@ def _killed_child(db: Path, *, flush: bool) -> None:
         sys.path.insert(0, {str(ROOT / "tests")!r})
         from test_ledger import A, plan, rid, keys
         from seeknetic_prep.pipeline.ledger import Ledger
-        from seeknetic_prep.pipeline.spec import Progress, RunSummary
-        from pathlib import Path
         store = store_module.Store({str(db)!r})
-        ledger = Ledger(store, RunSummary(out=Path("."), results_path=Path(".")), Progress(),
-                        services=("embedding",))
+        ledger = Ledger(store, services=("embedding",))
         ledger.admit(A, plan(windows=1), resize="crop", windows_per_task=4)
         assert ledger.claim(rid(0))
         ledger.uploaded(rid(0), keys(rid(0)), [1.0])
@@ -527,7 +528,7 @@ def test_summary_and_progress_count_each_job_and_file_once(start: Start) -> None
         run.step(rid(0, s, FP2), "completed")
     s = run.summary
     assert (s.windows, s.jobs_completed, s.jobs_failed, s.files_ok, s.files_failed) == (3, 5, 1, 1, 1)
-    assert run.ledger.completed_now == 5
+    assert run.tally is not None and run.tally.completed_now == 5
     assert s.failures == [(rid(1, "tagging"), "the job failed: bad tensor")]
     assert len(run.progress.of("job")) == 6
     assert ("job", rid(1, "tagging"), "failed") in run.progress.calls

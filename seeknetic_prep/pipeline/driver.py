@@ -51,6 +51,7 @@ from seeknetic_prep.pipeline.discover import count_files, discover
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
 from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary
+from seeknetic_prep.pipeline.tally import Tally
 from seeknetic_prep.pipeline.tasks import DecodeTask, is_environmental, retry_request_id
 from seeknetic_prep.pipeline.upload import UploadStage
 from seeknetic_prep.results.index import update_index
@@ -70,6 +71,31 @@ def _size(path: Path) -> int:
         return 0  # planning reports why
 
 
+class _Totals:
+    """The progress totals: exact once every file is accounted for (probed, failed, or known
+    from the state), estimated by bytes until then (windows scale with bytes far better than
+    with files)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.sizes: dict[str, int] = {}
+        self.bytes_total = self.bytes_planned = self.files_planned = self.jobs_planned = 0
+
+    def found(self, sizes: dict[str, int]) -> None:
+        self.sizes = sizes
+        self.bytes_total = sum(sizes.values())
+
+    def probed(self, path: str, *, jobs: int = 0) -> None:
+        self.files_planned += 1
+        self.bytes_planned += self.sizes.get(path, 0)
+        self.jobs_planned += jobs
+        exact = self.files_planned >= len(self.sizes)
+        estimate = self.jobs_planned
+        if not exact and self.bytes_planned:
+            estimate = round(estimate * self.bytes_total / self.bytes_planned)
+        self.progress.totals(files=len(self.sizes), jobs=estimate, exact=exact)
+
+
 class _Run:
     def __init__(self, found: Sequence[Path], out: Path, client: Client, options: RunOptions,
                  progress: Progress, executor: Executor) -> None:
@@ -80,7 +106,8 @@ class _Run:
         self.executor = executor
         self.summary = RunSummary(out=out, results_path=out / "parts")
         self.store = Store(out / "state.sqlite")
-        self.ledger = Ledger(self.store, self.summary, progress, services=options.services)
+        self.tally = Tally(self.summary, progress)
+        self.ledger = Ledger(self.store, services=options.services, record=self.tally.apply)
         self.stop = threading.Event()
         self.no_submit = threading.Event()
         self.lock = threading.Lock()
@@ -94,12 +121,7 @@ class _Run:
                                    no_submit=self.no_submit, poll=self.polls.add, halt=self.halt,
                                    unreachable_after_s=options.unreachable_after_s)
         client.on_event = lambda kind, _detail: progress.api_event(kind)
-        self.files_total = 0
-        self.files_planned = 0
-        self.bytes_total = 0
-        self.bytes_planned = 0
-        self.sizes: dict[str, int] = {}
-        self.jobs_planned = 0
+        self.totals = _Totals(progress)
 
     # -------------------------------------------------------------- stopping
 
@@ -129,8 +151,8 @@ class _Run:
             raise _Stop
         if now - self.beat > 2.0:  # so `status` has throughput even after a kill -9
             self.beat = now
-            self.store.update_run(self.run_id, windows_decoded=self.ledger.decoded,
-                                  jobs_completed=self.ledger.completed_now)
+            self.store.update_run(self.run_id, windows_decoded=self.summary.windows_decoded,
+                                  jobs_completed=self.tally.completed_now)
 
     # -------------------------------------------------------------- main
 
@@ -175,8 +197,8 @@ class _Run:
         try:
             if self.run_id:
                 self.store.update_run(
-                    self.run_id, windows_decoded=self.ledger.decoded,
-                    jobs_completed=self.ledger.completed_now,
+                    self.run_id, windows_decoded=self.summary.windows_decoded,
+                    jobs_completed=self.tally.completed_now,
                     outcome=self.summary.stopped_by.value if self.summary.stopped_by else "finished",
                 )
             # The run's own Parquet part: what it finished, at a cost in proportion to that;
@@ -195,9 +217,7 @@ class _Run:
         # Biggest first, as a scheduler of unequal jobs should: the long file no longer starts
         # last and runs alone on one worker while the others idle.
         found = [p for _, p in sized]
-        self.sizes = {p: n for n, p in sized}
-        self.bytes_total = sum(self.sizes.values())
-        self.files_total = len(found)
+        self.totals.found({p: n for n, p in sized})
         self.progress.files_found(len(found))
         files = deque(found)
         backlog: deque[DecodeTask] = deque()
@@ -244,7 +264,7 @@ class _Run:
         if row is None:
             return False
         self.ledger.known(path, row)
-        self._probed(path)
+        self.totals.probed(path)
         return True
 
     def _route(self, event: Event, backlog: deque[DecodeTask]) -> None:
@@ -269,30 +289,19 @@ class _Run:
                 self._put(work)
             for rid in admission.poll:
                 self.polls.add(rid)
-            self.jobs_planned += sum(len(t.request_ids) for t in admission.tasks)
-            self.jobs_planned += len(admission.submit) + len(admission.poll)
-            self._probed(event.task.path)
+            jobs = sum(len(t.request_ids) for t in admission.tasks)
+            jobs += len(admission.submit) + len(admission.poll)
+            self.totals.probed(event.task.path, jobs=jobs)
         elif isinstance(event, TaskFailed):
             task = event.task
             if isinstance(task, PlanTask):
                 self.ledger.file_failed(task.path, str(event.error))
-                self._probed(task.path)
+                self.totals.probed(task.path)
             else:
                 self.ledger.content_failed(task.fingerprint, str(event.error),
                                            environmental=is_environmental(event.error))
         else:
             assert isinstance(event, TaskDone)
-
-    def _probed(self, path: str) -> None:
-        """One more file is accounted for (probed, failed, or known from the state): update the
-        progress totals, estimated by bytes until every file is."""
-        self.files_planned += 1
-        self.bytes_planned += self.sizes.get(path, 0)
-        exact = self.files_planned >= self.files_total
-        jobs = self.jobs_planned
-        if not exact and self.bytes_planned:  # windows scale with bytes far better than with files
-            jobs = round(jobs * self.bytes_total / self.bytes_planned)
-        self.progress.totals(files=self.files_total, jobs=jobs, exact=exact)
 
     def _put(self, work: Work) -> None:
         if not self.uploads.put(work):

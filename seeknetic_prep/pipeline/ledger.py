@@ -13,28 +13,34 @@ rules live here once, whatever engine decodes:
 * each step is committed to the store only after the server acknowledged it, so a crash at any
   point leaves a state a rerun can finish without repeating a submission.
 
-It also keeps the run's counts (:class:`~seeknetic_prep.pipeline.spec.RunSummary`) and tells the
-progress display when a job or a file is finished. Thread-safe: the upload and poll threads
-call it concurrently with the driver.
+Each step returns the outcomes it led to (:mod:`seeknetic_prep.pipeline.tally`: a job or a
+file finished, a file planned) and hands them to ``record``: the driver's
+:class:`~seeknetic_prep.pipeline.tally.Tally` turns them into the summary and the progress
+display. The ledger itself counts nothing and displays nothing. Thread-safe: the upload and
+poll threads call it concurrently with the driver.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from seeknetic_prep.decode.hw import DecodeMode
 from seeknetic_prep.decode.profile import ResizeMode, Service
-from seeknetic_prep.pipeline.spec import Progress, RunSummary
+from seeknetic_prep.pipeline.tally import (
+    FileFinished,
+    FilePlanned,
+    JobFinished,
+    Outcome,
+    RunCounts,
+    WindowDecoded,
+)
 from seeknetic_prep.pipeline.tasks import DecodeTask, FilePlan, unit_request_id
 from seeknetic_prep.state.store import FileRow, Store, Unit
 
 __all__ = ["Admission", "Ledger", "Work"]
-
-_KEPT_FAILURES = 1000
-
 
 @dataclass
 class Work:
@@ -58,26 +64,46 @@ class Admission:
     poll: list[str]
 
 
+class _Contents:
+    """What the ledger knows of each content in flight (by fingerprint): its paths (one
+    content under several), windows, why it died if it did, and how many of its units failed;
+    and so how its files end."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, list[str]] = {}
+        self.windows: dict[str, int] = {}
+        self.dead: dict[str, str] = {}  # fingerprint -> why its content cannot be used
+        self.unit_failures: dict[str, int] = {}
+
+    def count_failure(self, fp: str, request_id: str, error: str, *, now: bool) -> JobFinished:
+        self.unit_failures[fp] = self.unit_failures.get(fp, 0) + 1
+        return JobFinished(request_id, "failed", error, now=now)
+
+    def finish(self, fp: str, paths: Sequence[str] | None = None) -> list[Outcome]:
+        """The content's files (all its paths, or just ``paths``) are finished."""
+        error = self.dead.get(fp)
+        ok = error is None and not self.unit_failures.get(fp)
+        if error is None and not ok:
+            error = f"{self.unit_failures[fp]} job(s) failed"
+        return [FileFinished(path, ok=ok, windows=self.windows.get(fp, 0), error=error, noted=fp in self.dead)
+                for path in (self.paths.get(fp, []) if paths is None else paths)]
+
+
 class Ledger:
-    def __init__(self, store: Store, summary: RunSummary, progress: Progress, *,
-                 services: Sequence[Service]) -> None:
+    """The exactly-once rules over ``store`` for a run of ``services``; outcomes go to ``record``."""
+
+    def __init__(self, store: Store, *, services: Sequence[Service],
+                 record: Callable[[list[Outcome]], None] = lambda outcomes: None) -> None:
         self.store = store
-        self.summary = summary
-        self.progress = progress
+        self.record = record
         self.services = tuple(services)
         self._lock = threading.RLock()
         # Bookkeeping only for contents in flight: flat for a folder of any size.
         self._pending: dict[str, set[str]] = {}  # fingerprint -> request ids not yet terminal
         self._fp_of: dict[str, str] = {}  # request id -> fingerprint, for pending units
-        self._paths: dict[str, list[str]] = {}  # fingerprint -> paths (a content under several)
-        self._windows: dict[str, int] = {}
-        self._dead: dict[str, str] = {}  # fingerprint -> why its content cannot be used
-        self._unit_failures: dict[str, int] = {}
+        self._c = _Contents()
         self._claimed: set[str] = set()
         self._lookup: set[str] = set()
-        self.completed_now = 0
-        self.decoded = 0
-        self.failures_dropped = 0
 
     # ------------------------------------------------------------------ planning
 
@@ -92,64 +118,64 @@ class Ledger:
         fp = plan.fingerprint
         self.store.record_file(path, status="ok", fingerprint=fp, size=plan.size,
                                duration_ms=plan.duration_ms, mtime_ns=plan.mtime_ns, inode=plan.inode)
-        empty = Admission([], [], [])
+        out: list[Outcome] = []
         with self._lock:
-            if fp in self._paths:  # the same content under another path: worked on once
-                self._paths[fp].append(path)
+            if fp in self._c.paths:  # the same content under another path: worked on once
+                self._c.paths[fp].append(path)
                 if not self._pending.get(fp):
-                    self._finish_content(fp, [path])
-                return empty
-            self._paths[fp] = [path]
-            self._windows[fp] = len(plan.windows)
-            self.summary.windows += len(plan.windows)
+                    out += self._c.finish(fp, [path])
+                self.record(out)
+                return Admission([], [], [])
+            self._c.paths[fp] = [path]
+            self._c.windows[fp] = len(plan.windows)
         existed = self.store.has_units(fp)
         self.store.plan_units([
             (fp, idx, svc, start, end, unit_request_id(fp, (idx, start, end), svc, resize=resize))
             for idx, start, end in plan.windows for svc in self.services
         ])
         units = [u for u in self.store.units_of(fp) if u.service in self.services]
-        to_decode: dict[int, list[Unit]] = {}
         admission = Admission([], [], [])
         with self._lock:
-            ids = self._pending.setdefault(fp, set())
-            for u in units:
-                if u.status == "completed":
-                    self.summary.jobs_completed += 1
-                elif u.status == "failed":
-                    self._count_failure(fp, u.request_id, u.error or "failed")
-                else:
-                    ids.add(u.request_id)
-                    self._fp_of[u.request_id] = fp
-                    if u.status == "submitted":
-                        admission.poll.append(u.request_id)
-                    elif u.status == "uploaded":
-                        admission.submit.append(Work(u.request_id, u.service, fp, r2_keys=u.r2_keys,
-                                                     lookup=True))
-                    else:
-                        to_decode.setdefault(u.window_index, []).append(u)
-                        if existed:
-                            self._lookup.add(u.request_id)
-            self.progress.file_planned(path, windows=len(plan.windows), to_decode=len(to_decode),
-                                       jobs=len(ids))
+            to_decode, done, failed = self._sort(fp, units, admission, existed=existed)
+            ids = self._pending[fp]
+            out += failed
+            out.append(FilePlanned(path, len(plan.windows), len(to_decode), len(ids),
+                                   new_windows=len(plan.windows), done_jobs=done))
             if not ids:
                 del self._pending[fp]
-                self._finish_content(fp)
+                out += self._c.finish(fp)
+        self.record(out)
         for w in admission.submit:
             self.claim(w.request_id)
-        step = windows_per_task
-        chunks: dict[int, list[tuple[int, int, int]]] = {}
-        for bound in plan.windows:
-            chunks.setdefault(bound[0] // step, []).append(bound)
-        for chunk in chunks.values():
-            wanted = [u for idx, _, _ in chunk for u in to_decode.get(idx, [])]
-            if wanted:
-                admission.tasks.append(DecodeTask(
-                    path=path, fingerprint=fp, windows=tuple(chunk),
-                    request_ids=tuple((u.window_index, cast(Service, u.service), u.request_id)
-                                      for u in wanted),
-                    resize=resize, decode=decode, info=plan.info,
-                ))
+        admission.tasks = _decode_tasks(path, plan, to_decode, windows_per_task, resize=resize, decode=decode)
         return admission
+
+    def _sort(self, fp: str, units: Sequence[Unit], admission: Admission, *,
+              existed: bool) -> tuple[dict[int, list[Unit]], int, list[Outcome]]:
+        """Put each unit of a content where its status says (under the lock): counted when
+        terminal, polled when submitted, submitted when uploaded, else decoded (looked up
+        first when it existed before this run). Returns what to decode by window, how many
+        were completed, and the failures found."""
+        ids = self._pending.setdefault(fp, set())
+        to_decode: dict[int, list[Unit]] = {}
+        done, failed = 0, list[Outcome]()
+        for u in units:
+            if u.status == "completed":
+                done += 1
+            elif u.status == "failed":
+                failed.append(self._c.count_failure(fp, u.request_id, u.error or "failed", now=False))
+            else:
+                ids.add(u.request_id)
+                self._fp_of[u.request_id] = fp
+                if u.status == "submitted":
+                    admission.poll.append(u.request_id)
+                elif u.status == "uploaded":
+                    admission.submit.append(Work(u.request_id, u.service, fp, r2_keys=u.r2_keys, lookup=True))
+                else:
+                    to_decode.setdefault(u.window_index, []).append(u)
+                    if existed:
+                        self._lookup.add(u.request_id)
+        return to_decode, done, failed
 
     def known(self, path: str, row: FileRow) -> int:
         """Count a file the store says is unchanged and finished, without probing it again;
@@ -159,27 +185,25 @@ class Ledger:
         tally = self.store.tally(fp, self.services)
         failed = ([(u.request_id, u.error or "failed") for u in self.store.units_of(fp)
                    if u.status == "failed" and u.service in self.services] if tally.get("failed") else [])
+        out: list[Outcome] = []
         with self._lock:
-            if fp in self._paths:
-                self._paths[fp].append(path)
+            new = fp not in self._c.paths
+            if new:
+                self._c.paths[fp] = [path]
+                self._c.windows[fp] = tally["windows"]
+                out += [self._c.count_failure(fp, rid, error, now=False) for rid, error in failed]
             else:
-                self._paths[fp] = [path]
-                self._windows[fp] = tally["windows"]
-                self.summary.windows += tally["windows"]
-                self.summary.jobs_completed += tally.get("completed", 0)
-                for rid, error in failed:
-                    self._count_failure(fp, rid, error)
-            self.progress.file_planned(path, windows=tally["windows"], to_decode=0, jobs=0)
-            self._finish_content(fp, [path])
+                self._c.paths[fp].append(path)
+            out.append(FilePlanned(path, tally["windows"], 0, 0, new_windows=tally["windows"] if new else 0,
+                                   done_jobs=tally.get("completed", 0) if new else 0))
+            out += self._c.finish(fp, [path])
+        self.record(out)
         return tally["windows"]
 
     def file_failed(self, path: str, error: str) -> None:
         """A file that could not be planned (not media, missing, ...)."""
         self.store.record_file(path, status="failed", error=error)
-        with self._lock:
-            self.summary.files_failed += 1
-            self._note_failure(path, error)
-        self.progress.file_finished(path, ok=False, windows=0, error=error)
+        self.record([FileFinished(path, ok=False, windows=0, error=error, noted=True)])
 
     def content_failed(self, fingerprint: str, error: str, *, environmental: bool) -> None:
         """Decoding found the content unusable: its files fail, and its unsent units with them.
@@ -189,10 +213,10 @@ class Ledger:
         itself fails them for good (until ``--retry-failed`` or the file changes).
         """
         with self._lock:
-            if fingerprint in self._dead:
+            if fingerprint in self._c.dead:
                 return
-            self._dead[fingerprint] = error
-            paths = list(self._paths.get(fingerprint, []))
+            self._c.dead[fingerprint] = error
+            paths = list(self._c.paths.get(fingerprint, []))
         for path in paths:
             self.store.record_file(path, status="failed", fingerprint=fingerprint, error=error)
         if environmental:
@@ -200,7 +224,7 @@ class Ledger:
                 ids = self._pending.pop(fingerprint, set())
                 for rid in ids:
                     self._fp_of.pop(rid, None)
-                self._finish_content(fingerprint)
+                self.record(self._c.finish(fingerprint))
             return
         self.store.fail_fingerprint(fingerprint, error)
         failed = [u.request_id for u in self.store.units_of(fingerprint) if u.status == "failed"]
@@ -209,7 +233,7 @@ class Ledger:
 
     def is_dead(self, fingerprint: str) -> bool:
         with self._lock:
-            return fingerprint in self._dead
+            return fingerprint in self._c.dead
 
     # ------------------------------------------------------------------ exactly once
 
@@ -218,7 +242,7 @@ class Ledger:
         its content failed (the caller drops the item)."""
         with self._lock:
             fp = self._fp_of.get(request_id)
-            if fp is None or fp in self._dead or request_id in self._claimed:
+            if fp is None or fp in self._c.dead or request_id in self._claimed:
                 return False
             self._claimed.add(request_id)
             return True
@@ -234,9 +258,7 @@ class Ledger:
             self._lookup.add(request_id)
 
     def window_decoded(self) -> None:
-        with self._lock:
-            self.decoded += 1
-        self.progress.windows_decoded(1)
+        self.record([WindowDecoded()])
 
     def uploaded(self, request_id: str, r2_keys: dict[str, str], frame_times_ms: Sequence[float]) -> None:
         self.store.mark_uploaded(request_id, r2_keys, frame_times_ms)
@@ -260,13 +282,10 @@ class Ledger:
             return sum(len(ids) for ids in self._pending.values())
 
     def close_counts(self) -> None:
-        """Fill the summary's pending and unfinished counts at the end of a run."""
+        """Say what is still pending at the end of a run."""
         with self._lock:
-            self.summary.jobs_pending = self.pending_jobs
-            self.summary.files_unfinished = sum(
-                len(self._paths.get(fp, [])) for fp, ids in self._pending.items() if ids
-            )
-            self.summary.windows_decoded = self.decoded
+            unfinished = sum(len(self._c.paths.get(fp, [])) for fp, ids in self._pending.items() if ids)
+            self.record([RunCounts(self.pending_jobs, unfinished)])
 
     def _finish(self, request_id: str, status: str, error: str | None) -> None:
         with self._lock:
@@ -276,38 +295,28 @@ class Ledger:
             self._pending[fp].discard(request_id)
             self._claimed.discard(request_id)
             self._lookup.discard(request_id)
-            if status == "completed":
-                self.summary.jobs_completed += 1
-                self.completed_now += 1
-            else:
-                self._count_failure(fp, request_id, error or "failed")
-            self.progress.job_finished(request_id, status)
+            out: list[Outcome] = [JobFinished(request_id, status) if status == "completed"
+                                  else self._c.count_failure(fp, request_id, error or "failed", now=True)]
             if not self._pending[fp]:
                 del self._pending[fp]
-                self._finish_content(fp)
+                out += self._c.finish(fp)
+            self.record(out)
 
-    def _count_failure(self, fp: str, request_id: str, error: str) -> None:
-        self.summary.jobs_failed += 1
-        self._unit_failures[fp] = self._unit_failures.get(fp, 0) + 1
-        self._note_failure(request_id, error)
 
-    def _note_failure(self, where: str, error: str) -> None:
-        if len(self.summary.failures) < _KEPT_FAILURES:
-            self.summary.failures.append((where, error))
-        else:
-            self.failures_dropped += 1
-
-    def _finish_content(self, fp: str, paths: Sequence[str] | None = None) -> None:
-        """Report the content's files (all its paths, or just ``paths``) as finished."""
-        error = self._dead.get(fp)
-        ok = error is None and not self._unit_failures.get(fp)
-        if error is None and not ok:
-            error = f"{self._unit_failures[fp]} job(s) failed"
-        for path in self._paths.get(fp, []) if paths is None else paths:
-            if ok:
-                self.summary.files_ok += 1
-            else:
-                self.summary.files_failed += 1
-                if error and fp in self._dead:
-                    self._note_failure(path, error)
-            self.progress.file_finished(path, ok=ok, windows=self._windows.get(fp, 0), error=error)
+def _decode_tasks(path: str, plan: FilePlan, to_decode: dict[int, list[Unit]], step: int, *,
+                  resize: ResizeMode, decode: DecodeMode) -> list[DecodeTask]:
+    """The decode tasks of a file: its windows in chunks of ``step`` by window index, each
+    chunk that holds a window still to decode."""
+    chunks: dict[int, list[tuple[int, int, int]]] = {}
+    for bound in plan.windows:
+        chunks.setdefault(bound[0] // step, []).append(bound)
+    tasks = []
+    for chunk in chunks.values():
+        wanted = [u for idx, _, _ in chunk for u in to_decode.get(idx, [])]
+        if wanted:
+            tasks.append(DecodeTask(
+                path=path, fingerprint=plan.fingerprint, windows=tuple(chunk),
+                request_ids=tuple((u.window_index, cast(Service, u.service), u.request_id) for u in wanted),
+                resize=resize, decode=decode, info=plan.info,
+            ))
+    return tasks
