@@ -1,0 +1,89 @@
+"""The throttling proxy the link tests and ``bench.py --only link`` drive: bytes pass intact both
+ways, every byte is counted, a stall holds the uplink, and real HTTP to the emulator goes through.
+Rates are measured by the bench, never asserted here."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from throttle_proxy import ThrottleProxy
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[tuple[str, int], list[bytes]]]:
+    """A TCP server that keeps what it receives and answers with its SHA of it on EOF."""
+    import hashlib
+
+    received: list[bytes] = []
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                chunks = []
+                while data := conn.recv(65536):
+                    chunks.append(data)
+                    received.append(data)
+                conn.sendall(hashlib.sha256(b"".join(chunks)).hexdigest().encode())
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield srv.getsockname(), received
+    srv.close()
+
+
+def _send(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while data := s.recv(100):
+            answer += data
+        return answer
+
+
+def test_bytes_pass_intact_and_are_counted(sink: Any) -> None:
+    import hashlib
+
+    upstream, _ = sink
+    payload = bytes(range(256)) * 8000  # 2 MB, every byte value
+    with ThrottleProxy(upstream, mbps=200, latency_ms=5) as link:
+        answer = _send(link.port, payload)
+    assert answer == hashlib.sha256(payload).hexdigest().encode()
+    assert link.stats.up_bytes == len(payload) and link.stats.down_bytes == 64
+    assert link.stats.connections == 1
+
+
+def test_a_stall_holds_the_uplink(sink: Any) -> None:
+    upstream, received = sink
+    with ThrottleProxy(upstream) as link:
+        link.stall(30.0)
+        with socket.create_connection(("127.0.0.1", link.port), timeout=60) as s:
+            s.sendall(b"held" * 1000)
+            time.sleep(0.5)
+            assert received == [] and link.stats.up_bytes == 0  # nothing crossed while stalled
+            link.stall(0.0)
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(100)  # released: the answer comes
+    assert b"".join(received) == b"held" * 1000
+
+
+def test_http_to_the_emulator_goes_through(emulator: Any) -> None:
+    host, port = emulator.base_url.rsplit("/", 1)[-1].split(":")
+    with ThrottleProxy((host, int(port)), mbps=100, latency_ms=10) as link:
+        r = requests.get(f"{link.url}/async_status/nope", headers={"X-API-Key": emulator.api_key},
+                         timeout=30)
+    assert r.status_code == 404 and link.stats.up_bytes > 0 and link.stats.down_bytes > 0
