@@ -26,6 +26,7 @@ Where an error is also a builtin kind of failure it inherits that builtin too, a
         │   ├── ValidationError              422 (ValueError)
         │   ├── RateLimitError               429
         │   └── ServerError                  5xx
+        ├── MalformedAnswerError (ValueError)  a 2xx answer that breaks the API's promises
         └── APIConnectionError (ConnectionError)   no answer: refused, reset, DNS
             ├── APITimeoutError (TimeoutError)     no answer in time
             └── UnreachableError                   the API cannot be reached at all (at start-up)
@@ -44,6 +45,7 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "InvalidArgumentError",
+    "MalformedAnswerError",
     "MediaError",
     "NotFoundError",
     "OutputInUseError",
@@ -178,6 +180,16 @@ class RateLimitError(APIStatusError):
 
 class ServerError(APIStatusError):
     """5xx: the server failed; safe to retry because our request ids are deterministic."""
+
+
+class MalformedAnswerError(APIError, ValueError):
+    """The server answered 2xx, but not with what the API promises: not JSON, not an object,
+    an embedding that is not 1024 finite numbers, a tag no column can hold.
+
+    Kept apart from the other API errors because such an answer must never be stored (it would
+    break every later ``results`` and ``search``) and asking again rarely helps: the job that
+    got it fails with the message, which starts ``malformed answer:`` and says what was wrong.
+    """
 
 
 class APIConnectionError(APIError, ConnectionError):

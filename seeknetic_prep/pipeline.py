@@ -269,8 +269,8 @@ class _Run:
             backlog.extend(admission.tasks)
             for work in admission.submit:
                 self._put(work)
-            for rid in admission.poll:
-                self.polls.add(rid)
+            for rid, service in admission.poll:
+                self.polls.add(rid, service)
             self.jobs_planned += sum(len(t.request_ids) for t in admission.tasks)
             self.jobs_planned += len(admission.submit) + len(admission.poll)
             self._probed(event.task.path)
