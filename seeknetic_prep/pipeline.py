@@ -15,10 +15,11 @@ stage, and decides when the run is over. Windows stream out of the decoders one 
 :meth:`~.uploading.UploadStage.put` blocks while the upload queue is full, and an engine does
 not run ahead of a driver that stops pulling, so memory stays flat for a folder of any size.
 
-A stop (Ctrl-C or SIGTERM, a 401, spent quota, an API gone for good) is a flag the driver
-checks: the state is committed step by step, so stopping is just ending the workers, writing
-the results of what finished, and returning. Further Ctrl-Cs while that happens are ignored,
-so the ending is never cut short; it is bounded in time, so nothing needs a second one.
+A stop (Ctrl-C or SIGTERM, a 401, spent quota, an API gone for good, a stage thread that died
+by an unexpected error) is a flag the driver checks: the state is committed step by step, so
+stopping is just ending the workers, writing the results of what finished, and returning.
+Further Ctrl-Cs while that happens are ignored, so the ending is never cut short; it is bounded
+in time, so nothing needs a second one.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from .uploading import UploadStage
 
 __all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
 
-_RANK = {"auth": 4, "interrupt": 3, "quota": 2, "unreachable": 1}
+_RANK = {"auth": 5, "interrupt": 4, "quota": 3, "crashed": 2, "unreachable": 1}
 
 
 class _Stop(Exception):

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from .client import Client
 from .errors import APIError, AuthenticationError, MalformedAnswerError, NotFoundError
 from .ledger import Ledger
+from .pacing import stage_threads
 
 __all__ = ["PollStage"]
 
@@ -53,10 +54,7 @@ class PollStage:
         self._heap: list[_Due] = []
         self._cv = threading.Condition()
         self._active = 0
-        self._threads = [threading.Thread(target=self._loop, daemon=True, name=f"poll-{i}")
-                         for i in range(threads)]
-        for t in self._threads:
-            t.start()
+        self._threads = stage_threads("poll", threads, self._loop, halt)
 
     @property
     def busy(self) -> int:

@@ -129,20 +129,21 @@ class RunSummary:
     jobs_failed: int = 0
     jobs_pending: int = 0
     elapsed_s: float = 0.0
-    stopped_by: str | None = None  # "auth", "quota", "interrupt", "unreachable"
+    stopped_by: str | None = None  # "auth", "quota", "interrupt", "unreachable", "crashed"
     stop_message: str | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 all completed; 2 auth; 3 quota; 1 failures; 130 interrupted (precedence 2, 3, 1)."""
+        """0 all completed; 2 auth; 3 quota; 1 failures or a crashed stage thread (whatever it
+        left unfinished); 130 interrupted (precedence 2, 3, 1)."""
         if self.stopped_by == "auth":
             return 2
         if self.stopped_by == "quota":
             return 3
         if self.stopped_by == "interrupt":
             return 130
-        if self.files_failed or self.jobs_failed or self.jobs_pending:
+        if self.stopped_by == "crashed" or self.files_failed or self.jobs_failed or self.jobs_pending:
             return 1
         return 0
 

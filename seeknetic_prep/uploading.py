@@ -35,7 +35,7 @@ from .errors import (
     ServerError,
 )
 from .ledger import Ledger, Work
-from .pacing import put_unless
+from .pacing import put_unless, stage_threads
 
 __all__ = ["UploadStage"]
 
@@ -65,10 +65,7 @@ class UploadStage:
         self._queue: queue.Queue[Work | None] = queue.Queue(maxsize=max(2, 2 * threads))
         self._lock = threading.Lock()
         self._active = 0
-        self._threads = [threading.Thread(target=self._loop, daemon=True, name=f"upload-{i}")
-                         for i in range(threads)]
-        for t in self._threads:
-            t.start()
+        self._threads = stage_threads("upload", threads, self._loop, halt)
 
     @property
     def busy(self) -> int:

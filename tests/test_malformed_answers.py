@@ -131,6 +131,58 @@ def test_status_answer_not_an_object_fails_the_job_after_a_few_tries(
     assert _by_service(out)["tagging"]["status"] == "completed"
 
 
+class _Boom(Progress):
+    """A progress callback with a bug: the first finished job raises in a stage thread."""
+
+    def job_finished(self, request_id: str, status: str) -> None:
+        raise RuntimeError("a bug in a progress callback")
+
+
+class _BoomOnRetry(Progress):
+    def api_event(self, kind: str) -> None:
+        raise RuntimeError("a bug in a progress callback")
+
+
+@pytest.mark.timeout(60)
+def test_poll_thread_that_dies_stops_the_run_with_exit_1(
+    emulator: Any, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """One poll thread (2 uploaders) and 4 jobs: it dies at the first one; the run used to wait
+    forever on the 3 left in its heap."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(fixtures_dir / "cfr30_bframes.mp4", src / "two_windows.mp4")
+    summary = _run(src, out, emulator.base_url, emulator.api_key, progress=_Boom(), uploaders=2)
+    assert summary.stopped_by == "crashed" and summary.exit_code == 1
+    message = summary.stop_message or ""
+    assert "poll" in message and "RuntimeError: a bug in a progress callback" in message
+    assert "\n" not in message
+    again = _run(src, out, emulator.base_url, emulator.api_key)  # the state was kept
+    assert again.exit_code == 0 and again.jobs_completed == 4, again.failures
+
+
+@pytest.mark.timeout(60)
+def test_upload_thread_that_dies_stops_the_run_with_exit_1(
+    emulator: Any, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """The first upload's answer is lost, so its retry is told to a callback that raises, in
+    the only upload thread; the run used to wait forever on the item still queued."""
+    src, out = _clip(fixtures_dir, tmp_path), tmp_path / "out"
+    lost: list[str] = []
+
+    def drop(method: str, path: str) -> bool:
+        if path == "/files/upload/tensors" and not lost:
+            lost.append(path)
+            return True
+        return False
+
+    with lossy_proxy(emulator.base_url, drop) as proxy:
+        summary = _run(src, out, proxy_url(proxy), emulator.api_key, progress=_BoomOnRetry(),
+                       uploaders=1)
+    assert lost and summary.stopped_by == "crashed" and summary.exit_code == 1
+    assert "upload" in (summary.stop_message or "")
+
+
 def test_cli_says_why_in_one_line_and_exits_1(emulator: Any, fixtures_dir: Path, tmp_path: Path) -> None:
     src, out = _clip(fixtures_dir, tmp_path), tmp_path / "out"
     with lossy_proxy(emulator.base_url, lambda m, p: False,

@@ -161,6 +161,9 @@ def main(args: argparse.Namespace) -> int:
     elif summary.stopped_by == "unreachable":
         print(f"seeknetic-prep run: stopped, the API keeps failing ({summary.stop_message}); state saved "
               f"in {out}. Run the same command again to resume.", file=sys.stderr)
+    elif summary.stopped_by == "crashed":
+        print(f"seeknetic-prep run: stopped: {summary.stop_message}; state saved in {out}. "
+              "Run the same command again to resume (and please report the error).", file=sys.stderr)
     elif summary.stopped_by == "interrupt":
         print(f"seeknetic-prep run: interrupted; state saved in {out}. "
               "Run the same command again to resume.", file=sys.stderr)
