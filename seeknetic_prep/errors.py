@@ -26,6 +26,7 @@ Where an error is also a builtin kind of failure it inherits that builtin too, a
         │   ├── ValidationError              422 (ValueError)
         │   ├── RateLimitError               429
         │   └── ServerError                  5xx
+        ├── MalformedAnswerError (ValueError)  a 2xx answer that breaks the API's promises
         └── APIConnectionError (ConnectionError)   no answer: refused, reset, DNS
             ├── APITimeoutError (TimeoutError)     no answer in time
             └── UnreachableError                   the API cannot be reached at all (at start-up)
@@ -49,6 +50,7 @@ __all__ = [
     "ConflictError",
     "ExitCode",
     "InvalidArgumentError",
+    "MalformedAnswerError",
     "MediaError",
     "NotFoundError",
     "OutputInUseError",
@@ -186,6 +188,16 @@ class ServerError(APIStatusError):
     """5xx: the server failed; safe to retry because our request ids are deterministic."""
 
 
+class MalformedAnswerError(APIError, ValueError):
+    """The server answered 2xx, but not with what the API promises: not JSON, not an object,
+    an embedding that is not 1024 finite numbers, a tag no column can hold.
+
+    Kept apart from the other API errors because such an answer must never be stored (it would
+    break every later ``results`` and ``search``) and asking again rarely helps: the job that
+    got it fails with the message, which starts ``malformed answer:`` and says what was wrong.
+    """
+
+
 class APIConnectionError(APIError, ConnectionError):
     """No HTTP answer at all: refused, reset, dropped mid-body."""
 
@@ -246,7 +258,7 @@ class StopReason(str, Enum):
     reads as it always did; when several happen, the most serious (:attr:`rank`) is kept."""
 
     UNREACHABLE = "unreachable"  # every API call failed for longer than the run waits
-    STAGE_FAILED = "stage_failed"  # a stage of the run broke (a bug): state kept, message said
+    CRASHED = "crashed"  # a stage thread of the run died (a bug): state kept, the message says why
     QUOTA = "quota"
     INTERRUPT = "interrupt"
     AUTH = "auth"
@@ -260,11 +272,11 @@ class StopReason(str, Enum):
         return _STOP_EXIT[self]
 
 
-_STOP_RANK = [StopReason.UNREACHABLE, StopReason.STAGE_FAILED, StopReason.QUOTA, StopReason.INTERRUPT,
+_STOP_RANK = [StopReason.UNREACHABLE, StopReason.CRASHED, StopReason.QUOTA, StopReason.INTERRUPT,
               StopReason.AUTH]
 _STOP_EXIT = {
     StopReason.UNREACHABLE: ExitCode.FAILED,
-    StopReason.STAGE_FAILED: ExitCode.FAILED,
+    StopReason.CRASHED: ExitCode.FAILED,
     StopReason.QUOTA: ExitCode.QUOTA,
     StopReason.INTERRUPT: ExitCode.INTERRUPTED,
     StopReason.AUTH: ExitCode.USAGE,

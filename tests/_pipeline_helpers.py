@@ -1,8 +1,10 @@
 """Helpers for the client and pipeline tests: tensors, emulator stats, a fault-injecting proxy.
 
 The proxy is not a stand-in for the server: it forwards every request to a real emulator and
-only loses answers on purpose (the request reaches the server, the reply never reaches the
-client), which is the one fault a server cannot inject about itself.
+only loses or rewrites answers on purpose (the request reaches the server, the reply never
+reaches the client, or reaches it changed), which are faults a server cannot inject about
+itself: a lost answer, and an answer that breaks the API's promises (a wrong-sized embedding,
+a tag out of range, a status that is not an object).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class _Proxy(http.server.ThreadingHTTPServer):
     upstream: str
     drop: Callable[[str, str], bool]
     dropped: list[str]
+    rewrite: Callable[[str, str, bytes], bytes] | None
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -68,25 +71,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)  # the server acted; the answer is lost
             return
+        content = resp.content
+        if self.server.rewrite is not None and resp.status_code == 200:
+            content = self.server.rewrite(self.command, self.path, content)
         self.send_response(resp.status_code)
         for k, v in resp.headers.items():
             if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(resp.content)))
+        self.send_header("Content-Length", str(len(content)))
         self.end_headers()
-        self.wfile.write(resp.content)
+        self.wfile.write(content)
 
     do_GET = _forward
     do_POST = _forward
 
 
 @contextmanager
-def lossy_proxy(upstream: str, drop: Callable[[str, str], bool]) -> Iterator[_Proxy]:
-    """A loopback proxy to ``upstream`` that swallows the answers ``drop(method, path)`` picks."""
+def lossy_proxy(upstream: str, drop: Callable[[str, str], bool],
+                rewrite: Callable[[str, str, bytes], bytes] | None = None) -> Iterator[_Proxy]:
+    """A loopback proxy to ``upstream`` that swallows the answers ``drop(method, path)`` picks
+    and passes each 200 answer's body through ``rewrite(method, path, body)`` when given."""
     proxy = _Proxy(("127.0.0.1", 0), _Handler)
     proxy.upstream = upstream
     proxy.drop = drop
     proxy.dropped = []
+    proxy.rewrite = rewrite
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:

@@ -17,8 +17,20 @@ def test_every_error_is_rooted_and_builtin_kinds_hold() -> None:
     assert issubclass(e.APIConnectionError, ConnectionError)
     for name in e.__all__:
         obj = getattr(e, name)
-        if isinstance(obj, type):
+        if isinstance(obj, type) and issubclass(obj, BaseException):
             assert issubclass(obj, e.SeekneticPrepError), name
+
+
+def test_one_exit_code_table_for_errors_and_stops() -> None:
+    assert [int(c) for c in e.ExitCode] == [0, 1, 2, 3, 130]
+    assert e.exit_code_for(e.InvalidArgumentError("x")) == e.ExitCode.USAGE
+    assert e.exit_code_for(e.QuotaExceededError("x", status_code=402)) == e.ExitCode.QUOTA
+    assert e.exit_code_for(e.MediaError("a.mp4", "truncated")) == e.ExitCode.FAILED
+    assert {r: r.exit_code for r in e.StopReason} == {
+        e.StopReason.UNREACHABLE: 1, e.StopReason.CRASHED: 1, e.StopReason.QUOTA: 3,
+        e.StopReason.INTERRUPT: 130, e.StopReason.AUTH: 2}
+    ranked = sorted(e.StopReason, key=lambda r: r.rank)
+    assert ranked[-1] == "auth" and ranked[0] == "unreachable"  # the most serious stop wins
 
 
 @pytest.mark.parametrize(

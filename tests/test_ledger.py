@@ -275,7 +275,7 @@ def test_a_crash_right_after_each_step_leaves_a_state_a_rerun_finishes_without_r
         assert adm.submit == [Work(r, "embedding", FP, r2_keys=keys(r), lookup=True)]
         assert not rerun.ledger.claim(r)
     elif status == "submitted":  # polled, never submitted again
-        assert adm.tasks == [] and submits == [] and adm.poll == [r]
+        assert adm.tasks == [] and submits == [] and [p[0] for p in adm.poll] == [r]
     else:  # terminal: counted, nothing to do, the file is finished at once
         assert adm == Admission([], [], [])
         assert (rerun.summary.jobs_completed, rerun.summary.jobs_failed) == (
@@ -298,7 +298,7 @@ def test_a_rerun_after_a_crash_mid_file_sorts_every_unit_by_its_status(start: St
     first.crash()
     rerun = start()
     adm = rerun.admit(plan(windows=3))
-    assert adm.poll == [rid(1, "embedding")]
+    assert adm.poll == [(rid(1, "embedding"), "embedding")]
     assert [w.request_id for w in adm.submit] == [rid(1, "tagging")]
     assert sorted(task_rids(adm)) == sorted([rid(2, "embedding"), rid(2, "tagging")])
     assert [t.windows for t in adm.tasks] == [plan(windows=3).windows]  # window 2 keeps its chunk
@@ -326,7 +326,7 @@ def test_a_kill_9_after_the_flush_keeps_the_submission_and_the_rerun_only_polls(
     _killed_child(db, flush=True)
     assert on_disk(db) == {rid(0): ("submitted", None)}
     adm = start(services=("embedding",)).admit(plan(windows=1))
-    assert adm == Admission([], [], [rid(0)])
+    assert adm == Admission([], [], [(rid(0), "embedding")])
 
 
 def _killed_child(db: Path, *, flush: bool) -> None:

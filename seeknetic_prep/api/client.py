@@ -49,15 +49,16 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import requests
 
+from seeknetic_prep.api.answers import check_embedding, check_status
 from seeknetic_prep.api.keys import clean_api_key, redact, secret_forms
 from seeknetic_prep.api.pacing import AdaptiveRate, RetryPolicy, TokenBucket
 from seeknetic_prep.errors import (
     APIConnectionError,
-    APIError,
     APIStatusError,
     APITimeoutError,
     ConflictError,
     InvalidArgumentError,
+    MalformedAnswerError,
     NotFoundError,
     PayloadTooLargeError,
     RateLimitError,
@@ -331,22 +332,26 @@ class Client:
     def encode_text(self, text: str) -> list[float]:
         """The text embedding of ``text`` (synchronous)."""
         answer = self._request("POST", "/video_embedding/encode_text", json_body={"text": text})
-        embedding = answer.get("embedding") if isinstance(answer, dict) else None
-        if not isinstance(embedding, list):
-            raise APIError(f"encode_text answer has no embedding list: {_short(answer)}")
-        return [float(x) for x in embedding]
+        if not isinstance(answer, dict):
+            raise MalformedAnswerError(f"malformed answer: encode_text answer is not an object: "
+                                       f"{_short(answer, 80)}")
+        # A query with a NaN, or of another width, would rank nothing and print invalid JSON.
+        return check_embedding(answer.get("embedding"))
 
-    def get_status(self, request_id: str) -> dict[str, Any]:
-        """``GET /async_status/<request_id>``.
+    def get_status(self, request_id: str, service: str | None = None) -> dict[str, Any]:
+        """``GET /async_status/<request_id>``, checked (:func:`~seeknetic_prep.answers.check_status`):
+        a completed answer holds what a job of ``service`` must, and nothing a result cannot keep.
 
         Raises:
             NotFoundError: the server has no job with this id for this key.
+            MalformedAnswerError: the answer breaks the API's promises (the message says how).
         """
         answer = self._request("GET", f"/async_status/{request_id}", request_id=request_id)
-        if not isinstance(answer, dict) or "status" not in answer:
-            raise APIError(f"async_status answer for {request_id} has no status: {_short(answer)}",
-                           request_id=request_id)
-        return answer
+        try:
+            return check_status(answer, service)
+        except MalformedAnswerError as exc:
+            exc.request_id = request_id
+            raise
 
     def wait(
         self,
@@ -365,6 +370,7 @@ class Client:
         Raises:
             APITimeoutError: some jobs are still pending after ``deadline_s`` seconds (the
                 message says how many); nothing loops forever.
+            MalformedAnswerError: an answer breaks the API's promises (see :meth:`get_status`).
         """
         pending = list(dict.fromkeys(request_ids))
         done: dict[str, dict[str, Any]] = {}
@@ -547,9 +553,10 @@ class Client:
             raise self._status_error(method, path, resp, request_id)
         try:
             return resp.json()
-        except ValueError as exc:
-            raise APIError(
-                f"{method} {path}: answer {resp.status_code} is not JSON{_rid(request_id)}",
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than json can parse
+            raise MalformedAnswerError(
+                f"malformed answer: {method} {path} answered {resp.status_code} with something "
+                "that is not JSON",
                 request_id=request_id,
             ) from exc
 
@@ -591,8 +598,8 @@ class Client:
 def _r2_keys(answer: object, request_id: str) -> dict[str, str]:
     keys = answer.get("r2_keys") if isinstance(answer, dict) else None
     if not isinstance(keys, dict):
-        raise APIError(f"upload answer for {request_id} has no r2_keys: {_short(answer)}",
-                       request_id=request_id)
+        raise MalformedAnswerError(f"malformed answer: the upload answer has no r2_keys object: "
+                                   f"{_short(answer, 80)}", request_id=request_id)
     return {str(k): str(v) for k, v in keys.items()}
 
 

@@ -3,21 +3,26 @@
 Kept apart from :mod:`seeknetic_prep.api.client` (which uses them) because they are pure policy:
 no HTTP, testable with a clock, and shared by every thread of a run. :func:`put_unless` is the
 other half of a run's pace: how a stage waits on the bounded queue of the next one until the run
-stops (the upload stage, a decode worker's outbox, the in-process engine).
+stops (the upload stage, a decode worker's outbox, the in-process engine); :func:`stage_threads`
+is how a stage's threads are started so that one that dies stops the run instead of stalling it.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from seeknetic_prep.errors import InvalidArgumentError
+from seeknetic_prep.errors import InvalidArgumentError, StopReason
 
-__all__ = ["AdaptiveRate", "RetryPolicy", "TokenBucket", "put_unless"]
+__all__ = ["AdaptiveRate", "RetryPolicy", "TokenBucket", "put_unless", "stage_threads"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,3 +126,29 @@ def put_unless(box: queue.Queue[Any], item: Any, halt: threading.Event, every_s:
         except queue.Full:
             continue
     return False
+
+
+def stage_threads(name: str, count: int, loop: Callable[[], None],
+                  halt: Callable[[StopReason, str], None]) -> list[threading.Thread]:
+    """Start ``count`` daemon threads ``name-0`` ... running ``loop``; return them.
+
+    A stage's work is counted as busy until its threads take it, so a thread that died by an
+    exception (a bug, a broken callback) used to leave the run waiting forever on work nobody
+    would do. Here such a death calls ``halt(StopReason.CRASHED, message)``: the run stops (exit 1,
+    state kept, the work left is done by the next run) with one line naming the thread and the
+    error; the traceback goes to the debug log only.
+    """
+
+    def guarded() -> None:
+        try:
+            loop()
+        except BaseException as exc:  # whatever it was, the run must not stall
+            log.debug("%s died", threading.current_thread().name, exc_info=True)
+            what = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]  # one line
+            halt(StopReason.CRASHED, f"the {threading.current_thread().name} thread stopped on an "
+                 f"unexpected error ({what})")
+
+    threads = [threading.Thread(target=guarded, daemon=True, name=f"{name}-{i}") for i in range(count)]
+    for t in threads:
+        t.start()
+    return threads

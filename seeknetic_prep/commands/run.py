@@ -177,8 +177,8 @@ def _print_stop(summary: RunSummary, out: Path) -> None:
                           "the key has more quota to resume.",
         StopReason.UNREACHABLE: f"stopped, the API keeps failing ({summary.stop_message}); state saved "
                                 f"in {out}. {again} to resume.",
-        StopReason.STAGE_FAILED: f"stopped: {summary.stop_message}; state saved in {out}. {again} to "
-                                 "resume.",
+        StopReason.CRASHED: f"stopped: {summary.stop_message}; state saved in {out}. {again} to resume "
+                            "(and please report the error).",
         StopReason.INTERRUPT: f"interrupted; state saved in {out}. {again} to resume.",
     }
     if summary.stopped_by is not None:

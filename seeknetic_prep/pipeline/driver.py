@@ -15,10 +15,11 @@ stage, and decides when the run is over. Windows stream out of the decoders one 
 :meth:`~.uploading.UploadStage.put` blocks while the upload queue is full, and an engine does
 not run ahead of a driver that stops pulling, so memory stays flat for a folder of any size.
 
-A stop (Ctrl-C or SIGTERM, a 401, spent quota, an API gone for good) is a flag the driver
-checks: the state is committed step by step, so stopping is just ending the workers, writing
-the results of what finished, and returning. Further Ctrl-Cs while that happens are ignored,
-so the ending is never cut short; it is bounded in time, so nothing needs a second one.
+A stop (Ctrl-C or SIGTERM, a 401, spent quota, an API gone for good, a stage thread that died
+by an unexpected error) is a flag the driver checks: the state is committed step by step, so
+stopping is just ending the workers, writing the results of what finished, and returning.
+Further Ctrl-Cs while that happens are ignored, so the ending is never cut short; it is bounded
+in time, so nothing needs a second one.
 """
 
 from __future__ import annotations
@@ -287,8 +288,8 @@ class _Run:
             backlog.extend(admission.tasks)
             for work in admission.submit:
                 self._put(work)
-            for rid in admission.poll:
-                self.polls.add(rid)
+            for rid, service in admission.poll:
+                self.polls.add(rid, service)
             jobs = sum(len(t.request_ids) for t in admission.tasks)
             jobs += len(admission.submit) + len(admission.poll)
             self.totals.probed(event.task.path, jobs=jobs)

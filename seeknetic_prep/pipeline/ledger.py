@@ -61,7 +61,7 @@ class Admission:
 
     tasks: list[DecodeTask]
     submit: list[Work]
-    poll: list[str]
+    poll: list[tuple[str, str]]  # (request id, service)
 
 
 class _Contents:
@@ -168,7 +168,7 @@ class Ledger:
                 ids.add(u.request_id)
                 self._fp_of[u.request_id] = fp
                 if u.status == "submitted":
-                    admission.poll.append(u.request_id)
+                    admission.poll.append((u.request_id, u.service))
                 elif u.status == "uploaded":
                     admission.submit.append(Work(u.request_id, u.service, fp, r2_keys=u.r2_keys, lookup=True))
                 else:

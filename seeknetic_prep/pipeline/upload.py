@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 
 from seeknetic_prep.api.client import Client
-from seeknetic_prep.api.pacing import put_unless
+from seeknetic_prep.api.pacing import put_unless, stage_threads
 from seeknetic_prep.errors import (
     APIConnectionError,
     APIError,
@@ -49,11 +49,11 @@ class UploadStage:
 
     ``halt(reason, message)`` is how the stage stops the run (``"auth"``, ``"unreachable"``);
     ``no_submit`` is set when the quota is spent (what is decoded is still uploaded, nothing is
-    submitted); ``poll(request_id)`` hands a submitted job on.
+    submitted); ``poll(request_id, service)`` hands a submitted job on.
     """
 
     def __init__(self, client: Client, ledger: Ledger, *, threads: int, stop: threading.Event,
-                 no_submit: threading.Event, poll: Callable[[str], None],
+                 no_submit: threading.Event, poll: Callable[[str, str], None],
                  halt: Callable[[StopReason, str], None], unreachable_after_s: float) -> None:
         self.client = client
         self.ledger = ledger
@@ -66,10 +66,7 @@ class UploadStage:
         self._queue: queue.Queue[Work | None] = queue.Queue(maxsize=max(2, 2 * threads))
         self._lock = threading.Lock()
         self._active = 0
-        self._threads = [threading.Thread(target=self._loop, daemon=True, name=f"upload-{i}")
-                         for i in range(threads)]
-        for t in self._threads:
-            t.start()
+        self._threads = stage_threads("upload", threads, self._loop, halt)
 
     @property
     def busy(self) -> int:
@@ -134,7 +131,7 @@ class UploadStage:
                     self.ledger.failed(item.request_id, f"gave up after {rounds} rounds of retries: {exc}")
                     return
                 self._backoff(rounds)
-            except APIError as exc:  # 400, 409, 413 that cannot be split, 422: the unit fails
+            except APIError as exc:  # 400, 409, 413 that cannot be split, 422, malformed: the unit fails
                 self.ledger.failed(item.request_id, str(exc))
                 return
 
@@ -154,12 +151,12 @@ class UploadStage:
                            request_id=item.request_id)
         if item.lookup or self.ledger.needs_lookup(item.request_id):
             try:
-                self.client.get_status(item.request_id)
+                self.client.get_status(item.request_id, item.service)
             except NotFoundError:
                 pass
             else:  # the server has the job already: its submission was just not recorded
                 self.ledger.submitted(item.request_id)
-                self._poll(item.request_id)
+                self._poll(item.request_id, item.service)
                 return
         if self.stop.is_set() or self.no_submit.is_set():
             return  # stays uploaded: the next run submits it without a new upload
@@ -174,4 +171,4 @@ class UploadStage:
             item.lookup = True  # it may have reached the server: look up before trying again
             raise
         self.ledger.submitted(item.request_id)
-        self._poll(item.request_id)
+        self._poll(item.request_id, item.service)
