@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from seeknetic_prep.results.sheet import write_sheets
+    from seeknetic_prep.results.sheet import write_sheets  # Pillow and PyAV: only for this command
 
     for path in write_sheets(args.file, args.out, window=args.window, resize=args.resize):
         print(path)

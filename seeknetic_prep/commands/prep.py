@@ -13,6 +13,13 @@ import os
 import sys
 from pathlib import Path
 
+from seeknetic_prep.commands.run import check_out_dir
+from seeknetic_prep.decode.hw import check_decode
+from seeknetic_prep.decode.preprocess import iter_segments
+from seeknetic_prep.errors import MediaError
+from seeknetic_prep.pipeline.discover import discover
+from seeknetic_prep.pipeline.payloads import file_fingerprint, parse_services, request_id_for, upload_body
+
 HELP = "Decode videos into the exact JSON bodies of POST /files/upload/tensors, without uploading."
 
 
@@ -32,13 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from seeknetic_prep.commands.run import check_out_dir
-    from seeknetic_prep.decode.hw import check_decode
-    from seeknetic_prep.decode.preprocess import iter_segments
-    from seeknetic_prep.errors import MediaError
-    from seeknetic_prep.pipeline.discover import discover
-    from seeknetic_prep.pipeline.payloads import file_fingerprint, parse_services, request_id_for, upload_body
-
     services = parse_services(args.services)
     out: Path = args.out
     check_out_dir(out)

@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"Invalid path {p!r}: no such file or folder.")
     factory = engine(spec.executor)
     factory.prepare(spec)  # a missing extra or a bad address: one line, exit 2, nothing started
-    driver_qps, node_qps = factory.share_qps(spec.qps)  # one --qps budget for driver and nodes
+    driver_qps, _ = factory.share_qps(spec.qps)  # one --qps budget: the driver's calls + the nodes'
     with ExitStack() as stack:
         # First of all: one run per --out, before the local emulator or the state is touched.
         stack.enter_context(OutLock(out, wait=args.wait, on_wait=lambda pid: print(
@@ -109,12 +109,10 @@ def main(args: argparse.Namespace) -> int:
         # against an API that does not answer is otherwise seconds of silence).
         client.on_event = lambda kind, detail: print(
             f"seeknetic-prep run: {kind.replace('_', ' ')}: {detail}", file=sys.stderr)
-        executor = factory.create(spec, client=client.worker_config(), node_qps=node_qps)
-        stack.callback(executor.close)  # run_folder closes it too; this covers a failure before
         progress = RunDisplay(quiet=args.quiet or not sys.stdout.isatty(), services=len(spec.services))
         stack.callback(progress.close)
-        summary = run_folder(args.paths, out=out, client=client, options=spec, progress=progress,
-                             executor=executor)
+        # The engine starts inside, once there are files to decode, with the nodes' --qps share.
+        summary = run_folder(args.paths, out=out, client=client, options=spec, progress=progress)
         # The run has saved everything: a Ctrl-C from now on must not cut the summary short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(f"seeknetic-prep run: {summary.line()}")

@@ -113,8 +113,9 @@ class JobWorker:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="seeknetic-emulator-jobs", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name="seeknetic-emulator-jobs", daemon=True)
+        thread.start()
+        self._thread = thread  # only once started: a stop from another thread may come at any time
 
     def stop(self) -> None:
         self._stop.set()

@@ -48,6 +48,7 @@ from seeknetic_prep.executors import (
     WindowReady,
     make_executor,
 )
+from seeknetic_prep.executors.registry import engine
 from seeknetic_prep.pipeline.discover import count_files, discover
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
@@ -382,12 +383,14 @@ def run_folder(
             f"no video files under {', '.join(str(p) for p in plist)} (looked for {looked}); "
             f"{others} other file(s) skipped. Use --extensions to pick up other names.")
     # The engine starts now, so its workers' start-up overlaps the key check.
-    engine = executor or make_executor(opt.executor, opt, client=client.worker_config())
+    if executor is None:  # the engine's nodes get their share of the one --qps budget
+        _, node_qps = engine(opt.executor).share_qps(opt.qps)
+        executor = make_executor(opt.executor, opt, client=client.worker_config(), node_qps=node_qps)
     try:
         client.check_auth()  # a wrong key stops here: one request, before any state or decoding
         _settled(out_dir, opt)
-        run = _Run(found, out_dir, client, opt, progress or Progress(), engine)
+        run = _Run(found, out_dir, client, opt, progress or Progress(), executor)
     except BaseException:
-        engine.close()
+        executor.close()
         raise
     return run.execute()
