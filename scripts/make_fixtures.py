@@ -95,6 +95,14 @@ class Spec:
     colorspace_709: bool = False
     audio: dict[str, Any] | None = None  # codec, rate, layout, start_s, seconds, base_hz, step_hz
     container_options: dict[str, str] = field(default_factory=dict)
+    title: bytes | None = None  # the container title's raw bytes, UTF-8 or not
+
+
+def patch_once(path: Path, old: bytes, new: bytes) -> None:
+    """Replace the one occurrence of ``old`` in the file by ``new`` (same length)."""
+    data = path.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1, (path, old, data.count(old))
+    path.write_bytes(data.replace(old, new))
 
 
 def cfr(fps: float, seconds: float) -> list[float]:
@@ -116,6 +124,11 @@ def write(spec: Spec) -> dict[str, Any]:
     path = OUT / spec.name
     path.parent.mkdir(parents=True, exist_ok=True)
     container = av.open(str(path), "w", options={"fflags": "+bitexact", **spec.container_options})
+    # Muxers write UTF-8; a title that is not is written as a same-length ASCII stand-in and
+    # its bytes put in place afterwards.
+    stand_in = None if spec.title is None else bytes(b if b < 0x80 else 0x3F for b in spec.title)
+    if stand_in is not None:
+        container.metadata["title"] = stand_in.decode("ascii")
     fps = round(1000 * len(spec.frame_ms) / (spec.frame_ms[-1] + 1)) or 1
     vs = container.add_stream(spec.codec, rate=fps, options=spec.codec_options)
     vs.width, vs.height, vs.pix_fmt = spec.width, spec.height, spec.pix_fmt
@@ -177,12 +190,19 @@ def write(spec: Spec) -> dict[str, Any]:
         for packet in astream.encode():
             container.mux(packet)
     container.close()
+    if spec.title is not None and stand_in is not None:
+        patch_once(path, stand_in, spec.title)
+        try:  # the point of the file: PyAV's default (strict UTF-8) cannot even open it
+            av.open(str(path)).close()
+            raise AssertionError(f"{spec.name}: PyAV read a title that is not UTF-8")
+        except UnicodeDecodeError:
+            pass
     return truth_for(spec, path)
 
 
 def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
     """Read back the container facts (pts, rotation, audio start) the tests compare against."""
-    with av.open(str(path)) as c:
+    with av.open(str(path), metadata_errors="replace") as c:
         v = c.streams.video[0]
         packets = [(float(p.pts * p.time_base * 1000), float(p.duration * p.time_base * 1000))
                    for p in c.demux(v) if p.pts is not None]
@@ -194,7 +214,7 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
     last_t, last_d = max(packets)
     duration_ms = last_t + (last_d or last_step)
     assert len(pts) == len(spec.frame_ms), (spec.name, len(pts), len(spec.frame_ms))
-    with av.open(str(path)) as c:
+    with av.open(str(path), metadata_errors="replace") as c:
         first = next(c.decode(video=0))
         rotation = first.rotation
         assert float(first.pts * first.time_base * 1000) == origin
@@ -204,7 +224,7 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
         a = spec.audio
         # Where the container really put the sound, relative to the first video frame (muxers
         # shift streams: B-frame delay in MPEG-TS, AAC priming in an mp4 empty edit).
-        with av.open(str(path)) as c:
+        with av.open(str(path), metadata_errors="replace") as c:
             af = next(c.decode(audio=0))
             start_ms = float(af.pts * af.time_base * 1000) - origin
         audio = {"start_ms": start_ms, "end_ms": start_ms + a["seconds"] * 1000,
@@ -272,6 +292,9 @@ def specs() -> list[Spec]:
              audio=aac(seconds=5, base_hz=700)),
         Spec("short_700ms.mp4", frame_ms=cfr(30, 0.7), codec_options=X264, background=(20, 80, 80),
              audio=aac(seconds=0.7, base_hz=1000)),
+        # A good clip whose container title is Latin-1 ("Caf\xe9"), as old Windows tools write it.
+        Spec("latin1_title.mp4", frame_ms=cfr(25, 4), codec_options=X264, background=(110, 80, 60),
+             title=b"Caf\xe9", audio=aac(seconds=4, base_hz=900)),
         Spec("demo/lake.mp4", frame_ms=cfr(15, 12), codec_options=X264, background=(30, 90, 160),
              audio=aac(seconds=12, base_hz=350)),
         Spec("demo/desert.mp4", frame_ms=cfr(15, 7), codec_options=X264, background=(200, 160, 90),

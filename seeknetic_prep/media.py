@@ -75,6 +75,11 @@ _SWS_COLORSPACE = {
 }
 _AVCOL_RANGE_JPEG = 2
 
+_OPEN_OPTIONS: dict[str, Any] = {"metadata_errors": "replace"}
+"""PyAV decodes every container and stream metadata string at open, strictly as UTF-8 by
+default: one title written as Latin-1 by an old Windows tool (``Caf\\xe9``) raised
+``UnicodeDecodeError`` out of ``av.open``. We never use the metadata; a bad byte becomes U+FFFD."""
+
 
 @dataclass(frozen=True)
 class MediaInfo:
@@ -118,7 +123,7 @@ def _check_file(path: Path) -> int:
 
 def _open(path: Path) -> Any:
     try:
-        return av.open(str(path), "r")
+        return av.open(str(path), "r", **_OPEN_OPTIONS)
     except av.error.FFmpegError as exc:
         if _looks_like_iso_media(path):
             # An mp4/mov whose index (moov) is at the end: cut short, or still being written.
@@ -205,7 +210,7 @@ def probe_open(
     if container is not None:
         container.close()
     try:
-        container = av.open(str(p), "r", hwaccel=hw)
+        container = av.open(str(p), "r", hwaccel=hw, **_OPEN_OPTIONS)
     except av.error.FFmpegError as exc:
         raise MediaError(p, f"NVDEC cannot open it ({_reason(exc)}); use --decode cpu") from exc
     _video_stream(p, container).codec_context.thread_count = 1  # the GPU decodes; one feeder

@@ -194,3 +194,35 @@ def fresh_emulator(tmp_path: Path) -> Any:
 
     with running(data_dir=tmp_path / "emu") as server:
         yield server
+
+
+def _run_local(src: Path, out: Path, *engine: str, pythonpath: Path | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """``seeknetic-prep run SRC --local`` as a user types it, ``pythonpath`` first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEKNETIC_")}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "seeknetic_prep", "run", str(src), "--local", "--out", str(out),
+         *engine, "--quiet"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
+def _outcomes(out: Path) -> list[tuple[str, str, str]]:
+    return sorted((Path(x["path"]).name, x["service"], x["status"])
+                  for x in read_results(out / "results.jsonl"))
+
+
+@pytest.mark.parametrize("engine", [("--workers", "0"), ()], ids=["inline", "default-pool"])
+def test_a_title_that_is_not_utf8_completes_like_any_clip(
+    engine: tuple[str, ...], fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 22.1: a clip whose mp4 title is Latin-1 raised UnicodeDecodeError out of every run,
+    on every engine, every time: nothing completed. Both files complete now."""
+    src = _copy(fixtures_dir, tmp_path / "in", ("latin1_title.mp4", "short_700ms.mp4"))
+    proc = _run_local(src, tmp_path / "out", *engine)
+    assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert "files: 2 ok, 0 failed" in proc.stdout
+    assert _outcomes(tmp_path / "out") == [
+        (name, service, "completed") for name in ("latin1_title.mp4", "short_700ms.mp4")
+        for service in ("embedding", "tagging")]
+
