@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import MediaError
+from .errors import MediaError, SeekneticPrepError
 
 if TYPE_CHECKING:
     from .media import MediaInfo
@@ -117,6 +117,10 @@ def plan_file(path: str) -> FilePlan:
         raise MediaError(path, "missing: no such file") from exc
     except OSError as exc:
         raise MediaError(path, f"unreadable: {exc.strerror or exc}") from exc
+    except SeekneticPrepError:
+        raise
+    except Exception as exc:
+        raise _internal_error(path, exc) from exc
     return FilePlan(path, fp, st.st_size, int(info.duration_ms),
                     tuple((w.index, w.start_ms, w.end_ms) for w in windows),
                     mtime_ns=st.st_mtime_ns, inode=st.st_ino, info=info)
@@ -160,6 +164,19 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
         raise MediaError(task.path, "missing: no such file") from exc
     except OSError as exc:
         raise MediaError(task.path, f"unreadable: {exc.strerror or exc}") from exc
+    except SeekneticPrepError:
+        raise
+    except Exception as exc:
+        raise _internal_error(task.path, exc) from exc
+
+
+def _internal_error(path: str, exc: Exception) -> MediaError:
+    """A surprise while planning or decoding one file (a bug, or a library raising what it
+    should not, as PyAV's ``UnicodeDecodeError`` on a Latin-1 title did) as that file's
+    failure: every engine runs the stages, so one odd file fails alone, with one line that
+    names the exception, instead of stopping the run (and every rerun) with a traceback."""
+    detail = " ".join(str(exc).split())
+    return MediaError(path, f"internal error: {type(exc).__name__}" + (f": {detail}" if detail else ""))
 
 
 def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
