@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +46,11 @@ DATA_CELLS = [(r, c) for r in range(GRID) for c in range(GRID) if (r, c) not in 
 assert len(DATA_CELLS) == 2 * BITS
 # iPhone portrait: FFmpeg reads rotation -90 (rotate 90 degrees clockwise to display).
 IPHONE_PORTRAIT_MATRIX = [0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30]
+# A MOV ``chan`` atom's layout tags (CoreAudio): the muxer writes a channel bitmap, which reads
+# back as FFmpeg's native 7.1; the tag MPEG 7.1 C (L R C LFE Ls Rs Rls Rrs) reads back as a
+# custom-order layout, as files from other tools do.
+MOV_CH_LAYOUT_USE_BITMAP = 1 << 16
+MOV_CH_LAYOUT_MPEG_7_1_C = (128 << 16) | 8
 
 
 def code_bits(index: int) -> list[int]:
@@ -95,6 +101,28 @@ class Spec:
     colorspace_709: bool = False
     audio: dict[str, Any] | None = None  # codec, rate, layout, start_s, seconds, base_hz, step_hz
     container_options: dict[str, str] = field(default_factory=dict)
+    title: bytes | None = None  # the container title's raw bytes, UTF-8 or not
+    mov_layout_tag: int | None = None  # rewrite the MOV chan atom's layout tag (see above)
+
+
+def audio_frame(samples: np.ndarray, fmt: str, layout: str) -> av.AudioFrame:
+    """An audio frame holding ``samples`` (channels x n, planar) in ``fmt``.
+
+    Not ``AudioFrame.from_ndarray``: PyAV 15-18 sees a 9th plane in an 8-channel planar frame
+    and fails on it; only the first ``channels`` planes are written here (the same bytes).
+    """
+    frame = av.AudioFrame(format=fmt, layout=layout, samples=samples.shape[1])
+    planes = frame.planes
+    for k in range(samples.shape[0]):
+        planes[k].update(np.ascontiguousarray(samples[k]).tobytes())
+    return frame
+
+
+def patch_once(path: Path, old: bytes, new: bytes) -> None:
+    """Replace the one occurrence of ``old`` in the file by ``new`` (same length)."""
+    data = path.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1, (path, old, data.count(old))
+    path.write_bytes(data.replace(old, new))
 
 
 def cfr(fps: float, seconds: float) -> list[float]:
@@ -116,6 +144,11 @@ def write(spec: Spec) -> dict[str, Any]:
     path = OUT / spec.name
     path.parent.mkdir(parents=True, exist_ok=True)
     container = av.open(str(path), "w", options={"fflags": "+bitexact", **spec.container_options})
+    # Muxers write UTF-8; a title that is not is written as a same-length ASCII stand-in and
+    # its bytes put in place afterwards.
+    stand_in = None if spec.title is None else bytes(b if b < 0x80 else 0x3F for b in spec.title)
+    if stand_in is not None:
+        container.metadata["title"] = stand_in.decode("ascii")
     fps = round(1000 * len(spec.frame_ms) / (spec.frame_ms[-1] + 1)) or 1
     vs = container.add_stream(spec.codec, rate=fps, options=spec.codec_options)
     vs.width, vs.height, vs.pix_fmt = spec.width, spec.height, spec.pix_fmt
@@ -134,6 +167,8 @@ def write(spec: Spec) -> dict[str, Any]:
         a = spec.audio
         astream = container.add_stream(a["codec"], rate=a["rate"], layout=a["layout"])
         astream.codec_context.thread_count = 1
+        if a.get("bit_rate"):
+            astream.codec_context.bit_rate = a["bit_rate"]
         astream.time_base = Fraction(1, a["rate"])
 
     for index, ms in enumerate(spec.frame_ms):
@@ -168,7 +203,7 @@ def write(spec: Spec) -> dict[str, Any]:
             chunk = samples[:, k:k + 1024]
             if fmt == "s16p":
                 chunk = (chunk * 32767).astype(np.int16)
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=fmt, layout=a["layout"])
+            frame = audio_frame(chunk, fmt, a["layout"])
             frame.sample_rate = rate
             frame.pts = start + k
             frame.time_base = Fraction(1, rate)
@@ -177,12 +212,31 @@ def write(spec: Spec) -> dict[str, Any]:
         for packet in astream.encode():
             container.mux(packet)
     container.close()
+    if spec.title is not None and stand_in is not None:
+        patch_once(path, stand_in, spec.title)
+        try:  # the point of the file: PyAV's default (strict UTF-8) cannot even open it
+            av.open(str(path)).close()
+            raise AssertionError(f"{spec.name}: PyAV read a title that is not UTF-8")
+        except UnicodeDecodeError:
+            pass
+    if spec.mov_layout_tag is not None:
+        retag_mov_chan(path, spec.mov_layout_tag)
     return truth_for(spec, path)
+
+
+def retag_mov_chan(path: Path, tag: int) -> None:
+    """Give the MOV ``chan`` atom (version/flags, layout tag, bitmap, ...) layout tag ``tag``."""
+    data = bytearray(path.read_bytes())
+    assert data.count(b"chan") == 1, path
+    at = data.index(b"chan") + 8  # after the name and version/flags
+    assert struct.unpack(">I", data[at:at + 4])[0] == MOV_CH_LAYOUT_USE_BITMAP, path
+    data[at:at + 8] = struct.pack(">II", tag, 0)
+    path.write_bytes(bytes(data))
 
 
 def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
     """Read back the container facts (pts, rotation, audio start) the tests compare against."""
-    with av.open(str(path)) as c:
+    with av.open(str(path), metadata_errors="replace") as c:
         v = c.streams.video[0]
         packets = [(float(p.pts * p.time_base * 1000), float(p.duration * p.time_base * 1000))
                    for p in c.demux(v) if p.pts is not None]
@@ -194,7 +248,7 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
     last_t, last_d = max(packets)
     duration_ms = last_t + (last_d or last_step)
     assert len(pts) == len(spec.frame_ms), (spec.name, len(pts), len(spec.frame_ms))
-    with av.open(str(path)) as c:
+    with av.open(str(path), metadata_errors="replace") as c:
         first = next(c.decode(video=0))
         rotation = first.rotation
         assert float(first.pts * first.time_base * 1000) == origin
@@ -204,7 +258,10 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
         a = spec.audio
         # Where the container really put the sound, relative to the first video frame (muxers
         # shift streams: B-frame delay in MPEG-TS, AAC priming in an mp4 empty edit).
-        with av.open(str(path)) as c:
+        with av.open(str(path), metadata_errors="replace") as c:
+            # Set, never read: PyAV 17-18 frees a custom-order layout (the retagged MOV) twice
+            # when its context's layout is read, or when a frame carrying it is freed.
+            c.streams.audio[0].codec_context.layout = a["layout"]
             af = next(c.decode(audio=0))
             start_ms = float(af.pts * af.time_base * 1000) - origin
         audio = {"start_ms": start_ms, "end_ms": start_ms + a["seconds"] * 1000,
@@ -227,9 +284,9 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
 
 
 def aac(rate: int = 44100, layout: str = "stereo", start_s: float = 0.0, seconds: float = 0.0,
-        base_hz: float = 300, step_hz: float = 100, codec: str = "aac") -> dict[str, Any]:
+        base_hz: float = 300, step_hz: float = 100, codec: str = "aac", bit_rate: int = 0) -> dict[str, Any]:
     return {"codec": codec, "rate": rate, "layout": layout, "start_s": start_s, "seconds": seconds,
-            "base_hz": base_hz, "step_hz": step_hz}
+            "base_hz": base_hz, "step_hz": step_hz, **({"bit_rate": bit_rate} if bit_rate else {})}
 
 
 X264_LONG_GOP = {"g": "300", "bf": "3", "preset": "veryfast", "crf": "28"}
@@ -272,6 +329,19 @@ def specs() -> list[Spec]:
              audio=aac(seconds=5, base_hz=700)),
         Spec("short_700ms.mp4", frame_ms=cfr(30, 0.7), codec_options=X264, background=(20, 80, 80),
              audio=aac(seconds=0.7, base_hz=1000)),
+        # A good clip whose container title is Latin-1 ("Caf\xe9"), as old Windows tools write it.
+        Spec("latin1_title.mp4", frame_ms=cfr(25, 4), codec_options=X264, background=(110, 80, 60),
+             title=b"Caf\xe9", audio=aac(seconds=4, base_hz=900)),
+        # 7.1: PyAV reads a 9th plane in 8-channel planar frames (AAC, Opus), and frees the
+        # custom-order layout of a retagged PCM MOV twice.
+        Spec("surround71_aac.mp4", frame_ms=cfr(24, 3), codec_options=X264, background=(50, 70, 110),
+             audio=aac(rate=48000, layout="7.1", seconds=3, base_hz=400, bit_rate=160_000)),
+        Spec("surround71_opus.mkv", frame_ms=cfr(24, 3), time_base=Fraction(1, 1000), codec_options=X264,
+             background=(110, 50, 70), audio=aac(rate=48000, layout="7.1", seconds=3, base_hz=450,
+                                                 codec="libopus", bit_rate=160_000)),
+        Spec("surround71_pcm.mov", frame_ms=cfr(24, 2), codec_options=X264, background=(70, 110, 50),
+             audio=aac(rate=8000, layout="7.1", seconds=2, base_hz=350, codec="pcm_s16le"),
+             mov_layout_tag=MOV_CH_LAYOUT_MPEG_7_1_C),
         Spec("demo/lake.mp4", frame_ms=cfr(15, 12), codec_options=X264, background=(30, 90, 160),
              audio=aac(seconds=12, base_hz=350)),
         Spec("demo/desert.mp4", frame_ms=cfr(15, 7), codec_options=X264, background=(200, 160, 90),

@@ -194,3 +194,80 @@ def fresh_emulator(tmp_path: Path) -> Any:
 
     with running(data_dir=tmp_path / "emu") as server:
         yield server
+
+
+def _run_local(src: Path, out: Path, *engine: str, pythonpath: Path | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """``seeknetic-prep run SRC --local`` as a user types it, ``pythonpath`` first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEKNETIC_")}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "seeknetic_prep", "run", str(src), "--local", "--out", str(out),
+         *engine, "--quiet"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
+def _outcomes(out: Path) -> list[tuple[str, str, str]]:
+    return sorted((Path(x["path"]).name, x["service"], x["status"])
+                  for x in read_results(out / "results.jsonl"))
+
+
+@pytest.mark.parametrize("engine", [("--workers", "0"), ()], ids=["inline", "default-pool"])
+def test_a_title_that_is_not_utf8_completes_like_any_clip(
+    engine: tuple[str, ...], fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 22.1: a clip whose mp4 title is Latin-1 raised UnicodeDecodeError out of every run,
+    on every engine, every time: nothing completed. Both files complete now."""
+    src = _copy(fixtures_dir, tmp_path / "in", ("latin1_title.mp4", "short_700ms.mp4"))
+    proc = _run_local(src, tmp_path / "out", *engine)
+    assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert "files: 2 ok, 0 failed" in proc.stdout
+    assert _outcomes(tmp_path / "out") == [
+        (name, service, "completed") for name in ("latin1_title.mp4", "short_700ms.mp4")
+        for service in ("embedding", "tagging")]
+
+
+# PyAV as it was called before issue 22.1 (its default: metadata strictly UTF-8), in every
+# process of the run that imports it: a real UnicodeDecodeError from the library, raised while
+# one file is planned, which our code does not expect.
+_STRICT_PYAV = '''
+import av
+
+_open = av.open
+
+
+def _strict(*args, **kwargs):
+    kwargs["metadata_errors"] = "strict"
+    return _open(*args, **kwargs)
+
+
+av.open = _strict
+'''
+
+
+@pytest.mark.parametrize("engine", [
+    ("--workers", "0"), ("--workers", "1"),
+    pytest.param(("--executor", "ray"), marks=pytest.mark.slow),
+], ids=["inline", "pool", "ray"])
+def test_a_surprise_on_one_file_fails_that_file_and_the_run_goes_on(
+    engine: tuple[str, ...], fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 22.1: an exception that is not ours, raised while one file is planned or decoded,
+    is that file's failure with one line naming it, on every engine, never the run's end."""
+    if engine[0] == "--executor":
+        pytest.importorskip("ray")
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_STRICT_PYAV)
+    src = _copy(fixtures_dir, tmp_path / "in", ("latin1_title.mp4", "short_700ms.mp4"))
+    proc = _run_local(src, tmp_path / "out", *engine, pythonpath=inject)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    why = ("internal error: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xe9 in position 3:"
+           " unexpected end of data")
+    failed = [line for line in proc.stdout.splitlines() if line.startswith("failed")]
+    assert failed == [f"failed  {src / 'latin1_title.mp4'}: {why}"]
+    assert _outcomes(tmp_path / "out") == [
+        ("latin1_title.mp4", "embedding", "failed"), ("latin1_title.mp4", "tagging", "failed"),
+        ("short_700ms.mp4", "embedding", "completed"), ("short_700ms.mp4", "tagging", "completed")]
+    errors = {x["error"] for x in read_results(tmp_path / "out" / "results.jsonl") if x["error"]}
+    assert errors == {f"{src / 'latin1_title.mp4'}: {why}"}

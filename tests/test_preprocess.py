@@ -259,6 +259,20 @@ def test_bad_fixture_raises_media_error_naming_the_file(name: str) -> None:
     assert isinstance(info.value, ValueError) and isinstance(info.value, sp.SeekneticPrepError)
 
 
+def test_a_title_that_is_not_utf8_decodes_exactly() -> None:
+    """Issue 22.1: a good clip whose mp4 title is Latin-1 (``Caf\\xe9``) raised PyAV's
+    UnicodeDecodeError out of preprocess(); its metadata is now read leniently."""
+    name = "latin1_title.mp4"
+    with pytest.raises(UnicodeDecodeError):
+        av.open(str(FIXTURES / name))  # PyAV's default (strict UTF-8): what the file is for
+    truth = TRUTH[name]
+    segs = segments(name)
+    assert [[s.start_ms, s.end_ms] for s in segs] == truth["windows"]
+    for seg in segs:
+        check_frames(seg, truth)
+        assert check_audio(seg, truth) >= 8
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="missing"):
         preprocess(tmp_path / "nope.mp4")

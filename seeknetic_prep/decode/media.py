@@ -31,6 +31,7 @@ import av
 import av.error
 import numpy as np
 import soxr
+from av.audio.plane import AudioPlane
 from av.video.reformatter import VideoReformatter
 
 from seeknetic_prep.decode.profile import SAMPLE_RATE
@@ -75,6 +76,16 @@ _SWS_COLORSPACE = {
 }
 _AVCOL_RANGE_JPEG = 2
 
+_OPEN_OPTIONS: dict[str, Any] = {"metadata_errors": "replace"}
+"""PyAV decodes every container and stream metadata string at open, strictly as UTF-8 by
+default: one title written as Latin-1 by an old Windows tool (``Caf\\xe9``) raised
+``UnicodeDecodeError`` out of ``av.open``. We never use the metadata; a bad byte becomes U+FFFD."""
+_SAMPLE_DTYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(t) for name, t in (("u8", np.uint8), ("s16", np.int16), ("s32", np.int32),
+                                      ("s64", np.int64), ("flt", np.float32), ("dbl", np.float64))
+}
+"""numpy dtype of each FFmpeg sample format (packed name; the planar one adds a ``p``)."""
+
 
 @dataclass(frozen=True)
 class MediaInfo:
@@ -118,7 +129,7 @@ def _check_file(path: Path) -> int:
 
 def _open(path: Path) -> Any:
     try:
-        return av.open(str(path), "r")
+        return av.open(str(path), "r", **_OPEN_OPTIONS)
     except av.error.FFmpegError as exc:
         if _looks_like_iso_media(path):
             # An mp4/mov whose index (moov) is at the end: cut short, or still being written.
@@ -205,7 +216,7 @@ def probe_open(
     if container is not None:
         container.close()
     try:
-        container = av.open(str(p), "r", hwaccel=hw)
+        container = av.open(str(p), "r", hwaccel=hw, **_OPEN_OPTIONS)
     except av.error.FFmpegError as exc:
         raise MediaError(p, f"NVDEC cannot open it ({_reason(exc)}); use --decode cpu") from exc
     _video_stream(p, container).codec_context.thread_count = 1  # the GPU decodes; one feeder
@@ -271,10 +282,33 @@ def _describe(p: Path, container: Any, size: int, *, for_frames: bool) -> MediaI
         coded_height=ch,
         audio_codec=None if audio is None else str(audio.codec_context.name),
         audio_rate=None if audio is None else int(audio.rate),
-        audio_channels=None if audio is None else int(audio.channels),
+        audio_channels=None if audio is None else _audio_channels(audio),
         origin_s=origin,
         size_bytes=size,
     )
+
+
+def _audio_channels(stream: Any) -> int:
+    """The audio stream's channel count, its decoder made safe to run (call before decoding).
+
+    PyAV 17-18 hands out a codec context's channel layout as a shallow copy that frees the
+    layout's channel map when it is garbage: for a custom-order layout (PCM 7.1 or 6.1 in MOV
+    whose ``chan`` atom names a layout tag) the decoder's own copy is then freed a second time,
+    and every decoded frame carries one more such copy: glibc aborts the process (SIGABRT).
+    So the layout is read once here and the context's is replaced, before the decoder opens,
+    by a plain one with the same channel count (the standard layout for it, else unordered):
+    frames then carry no channel map. The mono mix averages all channels, so which channel is
+    where changes no sample.
+    """
+    cc = stream.codec_context
+    layout = cc.layout  # the copy: it frees the custom map once, when this function returns
+    channels = int(layout.nb_channels)
+    if channels and not cc.is_open:
+        try:
+            cc.layout = av.AudioLayout(f"{channels}c")
+        except ValueError:  # no standard layout for this count (9, 11, ...)
+            cc.layout = av.AudioLayout(f"{channels} channels")
+    return channels
 
 
 _thread_cap = 0
@@ -682,6 +716,7 @@ def decode_audio(info: MediaInfo, start_ms: float) -> Generator[tuple[int, np.nd
     path = Path(info.path)
     with _open(path) as container:
         stream = container.streams.audio[0]
+        _audio_channels(stream)
         stream.codec_context.thread_type = "AUTO"
         if _thread_cap:
             stream.codec_context.thread_count = _thread_cap
@@ -833,7 +868,7 @@ def _decoded(container: Any, stream: Any) -> Iterator[Any]:
 
 
 def _same_format(a: Any, b: Any) -> bool:
-    return bool(a.format.name == b.format.name and len(a.layout.channels) == len(b.layout.channels))
+    return bool(a.format.name == b.format.name and a.layout.nb_channels == b.layout.nb_channels)
 
 
 def _mono(frames: Sequence[Any]) -> np.ndarray:
@@ -843,11 +878,8 @@ def _mono(frames: Sequence[Any]) -> np.ndarray:
     own column, so mixing them together gives the same bits as one by one.
     """
     frame = frames[0]
-    arrays = [f.to_ndarray() for f in frames]
+    arrays = [_channels(f) for f in frames]
     arr = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
-    channels = len(frame.layout.channels)
-    if not frame.format.is_planar:
-        arr = arr.reshape(-1, channels).T
     name = frame.format.name.rstrip("p")
     if name == "s16":
         data = arr.astype(np.float32) / 32768.0
@@ -861,3 +893,24 @@ def _mono(frames: Sequence[Any]) -> np.ndarray:
         data = arr.astype(np.float32)
     mono: np.ndarray = data.mean(axis=0, dtype=np.float32)
     return np.ascontiguousarray(mono)
+
+
+def _channels(frame: Any) -> np.ndarray:
+    """A frame's samples as ``(channels, samples)``, read from its planes directly.
+
+    Not ``AudioFrame.to_ndarray()``: PyAV 15-18 counts the planes by walking
+    ``extended_data`` until a NULL, which for exactly 8 planar channels (AAC or Opus 7.1)
+    runs past the 8 data pointers into ``linesize`` and yields a 9th "plane" at a garbage
+    address that numpy then reads: a segfault. Only the first ``channels`` planes are touched
+    here, each for ``samples`` values, which are the same bytes ``to_ndarray()`` returns.
+    """
+    channels = int(frame.layout.nb_channels)
+    samples = int(frame.samples)
+    dtype = _SAMPLE_DTYPES[frame.format.name.rstrip("p")]
+    planar = bool(frame.format.is_planar)
+    planes: list[Any] = [AudioPlane(frame, k) for k in range(channels if planar else 1)]
+    if planar:
+        out: np.ndarray = np.stack([np.frombuffer(p, dtype, count=samples) for p in planes])
+    else:
+        out = np.frombuffer(planes[0], dtype, count=samples * channels).reshape(samples, channels).T
+    return out

@@ -22,7 +22,7 @@ from seeknetic_prep.decode.media import probe
 from seeknetic_prep.decode.preprocess import iter_segments
 from seeknetic_prep.decode.profile import Service, Window
 from seeknetic_prep.decode.sampling import plan_windows
-from seeknetic_prep.errors import MediaError
+from seeknetic_prep.errors import MediaError, SeekneticPrepError
 from seeknetic_prep.pipeline.payloads import file_fingerprint, upload_body_bytes
 from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, FilePlan
 from seeknetic_prep.util.malloc import keep_freed_buffers
@@ -47,6 +47,10 @@ def plan_file(path: str) -> FilePlan:
         raise MediaError(path, "missing: no such file") from exc
     except OSError as exc:
         raise MediaError(path, f"unreadable: {exc.strerror or exc}") from exc
+    except SeekneticPrepError:
+        raise
+    except Exception as exc:
+        raise _internal_error(path, exc) from exc
     return FilePlan(path, fp, st.st_size, int(info.duration_ms),
                     tuple((w.index, w.start_ms, w.end_ms) for w in windows),
                     mtime_ns=st.st_mtime_ns, inode=st.st_ino, info=info)
@@ -87,6 +91,19 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
         raise MediaError(task.path, "missing: no such file") from exc
     except OSError as exc:
         raise MediaError(task.path, f"unreadable: {exc.strerror or exc}") from exc
+    except SeekneticPrepError:
+        raise
+    except Exception as exc:
+        raise _internal_error(task.path, exc) from exc
+
+
+def _internal_error(path: str, exc: Exception) -> MediaError:
+    """A surprise while planning or decoding one file (a bug, or a library raising what it
+    should not, as PyAV's ``UnicodeDecodeError`` on a Latin-1 title did) as that file's
+    failure: every engine runs these, so one odd file fails alone, with one line that names the
+    exception, instead of stopping the run (and every rerun) with a traceback."""
+    detail = " ".join(str(exc).split())
+    return MediaError(path, f"internal error: {type(exc).__name__}" + (f": {detail}" if detail else ""))
 
 
 def decode_windows(task: DecodeTask) -> list[EncodedWindow]:
