@@ -209,7 +209,7 @@ def _run_local(src: Path, out: Path, *engine: str, pythonpath: Path | None = Non
 
 def _outcomes(out: Path) -> list[tuple[str, str, str]]:
     return sorted((Path(x["path"]).name, x["service"], x["status"])
-                  for x in read_results(out / "results.jsonl"))
+                  for x in read_results(out))
 
 
 @pytest.mark.parametrize("engine", [("--workers", "0"), ()], ids=["inline", "default-pool"])
@@ -269,5 +269,5 @@ def test_a_surprise_on_one_file_fails_that_file_and_the_run_goes_on(
     assert _outcomes(tmp_path / "out") == [
         ("latin1_title.mp4", "embedding", "failed"), ("latin1_title.mp4", "tagging", "failed"),
         ("short_700ms.mp4", "embedding", "completed"), ("short_700ms.mp4", "tagging", "completed")]
-    errors = {x["error"] for x in read_results(tmp_path / "out" / "results.jsonl") if x["error"]}
+    errors = {x["error"] for x in read_results(tmp_path / "out") if x["error"]}
     assert errors == {f"{src / 'latin1_title.mp4'}: {why}"}
