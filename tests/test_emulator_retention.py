@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from _emulator_helpers import Api, embedding_body, start_cli
 
-from seeknetic_prep.emulator import running
+from seeknetic_prep.emulator import EmulatorHandle, running
 from seeknetic_prep.emulator.config import owner_id
 
 KEY = "retention-key"
@@ -14,6 +15,20 @@ KEY = "retention-key"
 
 def _tensor_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in (data_dir / "tensors").rglob("*.json"))
+
+
+def _wait_dropped(server: EmulatorHandle, keys: dict[str, str], timeout: float = 30) -> None:
+    """Wait until the objects ``keys`` name are deleted, files and rows.
+
+    The worker deletes a job's tensors just after it commits the job's result (never before: a
+    crash in between would leave a job that can no longer be scored), so a poll that has just
+    seen ``completed`` can come before the deletion.
+    """
+    deadline = time.monotonic() + timeout
+    owner = owner_id(server.api_key)
+    while not all(server.storage.was_dropped(owner, key) for key in keys.values()):
+        assert time.monotonic() < deadline, f"{sorted(keys.values())} still not deleted"
+        time.sleep(0.01)
 
 
 def _submit(api: Api, request_id: str, keys: dict[str, str]) -> int:
@@ -30,6 +45,7 @@ def test_finished_jobs_lose_their_tensors_and_keep_their_results(tmp_path: Path)
         assert _submit(api, "drop-1", keys) == 200
         first = api.wait("drop-1")
         assert first["status"] == "completed" and len(first["embedding"]) == 1024
+        _wait_dropped(server, keys)
         assert _tensor_files(tmp_path) == []
         assert not (tmp_path / "tensors" / owner_id(KEY) / "drop-1").exists()
         # The result is still served, and a repeat of the job is still the same job.
@@ -47,6 +63,7 @@ def test_finished_jobs_lose_their_tensors_and_keep_their_results(tmp_path: Path)
         keys = api.upload(embedding_body("drop-1", seed=1))["r2_keys"]
         assert _submit(api, "drop-2", keys) == 200
         assert api.wait("drop-2")["embedding"] == first["embedding"]
+        _wait_dropped(server, keys)
         assert _tensor_files(tmp_path) == []
     # After a restart the results are still there (they live in SQLite, not with the tensors).
     with running(api_keys=[KEY], data_dir=tmp_path) as server:
