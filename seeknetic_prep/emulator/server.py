@@ -70,9 +70,17 @@ class Emulator:
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, with TCP_NODELAY for every connection it accepts.
+
+    Without it, an answer written in two pieces (h11 sends the headers, then the body) waits
+    for the client's delayed ACK of the first: ~44 ms a request instead of ~1.5 ms. Linux
+    copies the option from the listener to each accepted socket; and asyncio sets it on each
+    accepted socket of a listener whose protocol is TCP, so the protocol is named, not left 0.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
