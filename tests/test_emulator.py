@@ -98,8 +98,8 @@ def test_one_tensor_per_request_adds_keys_and_same_name_replaces(server: Emulato
         "audio_input": "tensors/split-1/audio_input.json",
     }
     api.upload({"service": "embedding", "request_id": "split-1", "video_input": encode_tensor(seed_video(2))})
-    stored = server.storage.read_object(
-        server.storage.list_uploads(_owner(KEY))[0].owner, first["r2_keys"]["video_input"]
+    stored = server.storage.uploads.read_object(
+        server.storage.uploads.of_owner(_owner(KEY))[0].owner, first["r2_keys"]["video_input"]
     )
     np.testing.assert_array_equal(decode_tensor(stored), seed_video(2))
     assert api.get("/_emulator/stats").json()["uploads"]["split-1"] == 3
@@ -138,10 +138,10 @@ def test_sdk_shapes_and_metadata_form_are_accepted(server: EmulatorHandle, api: 
         "video_input": "tensors/sdk-2/video_input.json",
         "video_kwargs": "tensors/sdk-2/video_kwargs.json",
     }
-    stored = server.storage.read_object(_owner(KEY), tag["r2_keys"]["video_input"])
+    stored = server.storage.uploads.read_object(_owner(KEY), tag["r2_keys"]["video_input"])
     assert stored["metadata"] == {"fps": 25.0, "frames_indices": [0, 1, 2, 3]}
     np.testing.assert_array_equal(decode_tensor(stored["tensor"]), video)
-    kwargs = server.storage.read_object(_owner(KEY), tag["r2_keys"]["video_kwargs"])
+    kwargs = server.storage.uploads.read_object(_owner(KEY), tag["r2_keys"]["video_kwargs"])
     assert kwargs == {"do_sample_frames": False}
 
 
@@ -382,7 +382,7 @@ def test_same_request_id_returns_the_existing_job_never_a_second(api: Api, serve
     stats = api.get("/_emulator/stats").json()
     assert stats["submissions"]["idem-1"] == 2  # two requests reached the handler ...
     owner = _owner(KEY)
-    assert server.storage.get_job(owner, "idem-1") is not None  # ... and one job exists
+    assert server.storage.jobs.get(owner, "idem-1") is not None  # ... and one job exists
     other_inputs = api.post(
         "/video_embedding/encode_video/async",
         {"request_id": "idem-1", "tensor": {"video_input_key": keys["video_input"]}},
@@ -411,7 +411,7 @@ def test_concurrent_duplicate_submissions_make_one_job(api: Api, server: Emulato
     assert results == [200] * 6
     messages = api.get("/_emulator/stats").json()["submissions"]["race-1"]
     assert messages == 6
-    rows = [j for j in server.storage.unfinished_jobs() if j.request_id == "race-1"]
+    rows = [j for j in server.storage.jobs.unfinished() if j.request_id == "race-1"]
     assert len(rows) <= 1
     assert api.wait("race-1")["status"] == "completed"
 
@@ -537,7 +537,7 @@ def test_encode_text(api: Api) -> None:
 
 
 def test_quota_spent_is_402_and_repeats_are_free(server: EmulatorHandle, other: Api) -> None:
-    used = len([j for j in server.storage.unfinished_jobs() if j.owner == _owner(OTHER_KEY)])
+    used = len([j for j in server.storage.jobs.unfinished() if j.owner == _owner(OTHER_KEY)])
     server.quota = 0
     r = other.post("/video_tagging/async", {"request_id": "q-0", "video_url": "http://a.invalid/v"})
     assert r.status_code == 402
@@ -606,7 +606,7 @@ def test_chunked_body_within_the_limit_is_replayed_to_the_handler(server: Emulat
     )
     assert r.status_code == 200, r.text
     assert r.json()["r2_keys"]["audio_input"] == "tensors/chunked-1/audio_input.json"
-    stored = server.storage.read_object(_owner(KEY), "tensors/chunked-1/video_input.json")
+    stored = server.storage.uploads.read_object(_owner(KEY), "tensors/chunked-1/video_input.json")
     np.testing.assert_array_equal(decode_tensor(stored), seed_video(8))
 
 

@@ -26,7 +26,7 @@ def _wait_dropped(server: EmulatorHandle, keys: dict[str, str], timeout: float =
     """
     deadline = time.monotonic() + timeout
     owner = owner_id(server.api_key)
-    while not all(server.storage.was_dropped(owner, key) for key in keys.values()):
+    while not all(server.storage.retention.was_dropped(owner, key) for key in keys.values()):
         assert time.monotonic() < deadline, f"{sorted(keys.values())} still not deleted"
         time.sleep(0.01)
 
@@ -101,12 +101,12 @@ def test_tensors_shared_by_two_jobs_stay_until_both_finish(tmp_path: Path) -> No
         keys = api.upload(embedding_body("shared", seed=4))["r2_keys"]
         assert _submit(api, "job-a", keys) == 200 and _submit(api, "job-b", keys) == 200
         storage, owner = server.storage, owner_id(KEY)
-        a, b = storage.get_job(owner, "job-a"), storage.get_job(owner, "job-b")
+        a, b = storage.jobs.get(owner, "job-a"), storage.jobs.get(owner, "job-b")
         assert a is not None and b is not None
-        storage.finish(a, result={"embedding": [0.0]})
-        assert storage.drop_job_tensors(a) == 0  # job-b still needs them
+        storage.jobs.finish(a, result={"embedding": [0.0]})
+        assert storage.retention.drop_job_tensors(a) == 0  # job-b still needs them
         assert len(_tensor_files(tmp_path)) == 2
-        storage.finish(b, result={"embedding": [0.0]})
-        assert storage.drop_job_tensors(b) == 2
+        storage.jobs.finish(b, result={"embedding": [0.0]})
+        assert storage.retention.drop_job_tensors(b) == 2
         assert _tensor_files(tmp_path) == []
-        assert storage.was_dropped(owner, keys["video_input"])
+        assert storage.retention.was_dropped(owner, keys["video_input"])

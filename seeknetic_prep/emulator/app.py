@@ -243,7 +243,7 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
     def upload_tensors(body: UploadRequest, owner: Owner) -> UploadResponse:
         """Store tensors under a request_id; the same name again replaces, another name adds."""
         request_id = body.request_id or _new_id()
-        storage.count(owner, "uploads", request_id)
+        storage.stats.count(owner, "uploads", request_id)
         objects: dict[str, bytes] = {}
         arrays: dict[str, np.ndarray] = {}  # validated once here; the job scores these
         if body.video_input is not None:
@@ -268,12 +268,12 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
             raise invalid(
                 [], "Nothing to upload: send at least one of video_input, audio_input, video_kwargs."
             )
-        keys = storage.put_uploads(owner, request_id, body.service, objects, arrays)
+        keys = storage.uploads.put(owner, request_id, body.service, objects, arrays)
         return UploadResponse(request_id=request_id, r2_keys=keys)
 
     def submit(task_type: Literal["embedding", "tagging"], body: _SubmitBase, owner: str) -> SubmitResponse:
         request_id = body.request_id or _new_id()
-        storage.count(owner, "submissions", request_id)
+        storage.stats.count(owner, "submissions", request_id)
         tensor = getattr(body, "tensor", None)
         modes = [
             m
@@ -291,7 +291,7 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
         source: dict[str, Any]
         if tensor is not None:
             # A repeat of an existing job needs no tensors: they may be gone with its result kept.
-            repeat = body.request_id is not None and storage.get_job(owner, request_id) is not None
+            repeat = body.request_id is not None and storage.jobs.get(owner, request_id) is not None
             source = {"mode": "tensor", "keys": _resolve_keys(task_type, tensor, owner, repeat=repeat)}
         elif body.video_base64 is not None:
             try:
@@ -305,7 +305,7 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
             if not url.strip():
                 raise invalid(["video_url"], "video_url is empty: must be a URL.")
             source = {"mode": "video_url", "url": url}
-        job, created = storage.submit_job(
+        job, created = storage.jobs.submit(
             owner=owner,
             request_id=request_id,
             task_type=task_type,
@@ -336,11 +336,11 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
         if required and required not in given:
             raise invalid(["tensor", required], f"tensor.{required} is required for {task_type} jobs.")
         for field, key in given.items():
-            rows = storage.find_uploads(key)
+            rows = storage.uploads.find(key)
             mine = [r for r in rows if r.owner == owner]
             if not mine and repeat:
                 continue  # submit_job compares the keys with the existing job's
-            if not mine and storage.was_dropped(owner, key):
+            if not mine and storage.retention.was_dropped(owner, key):
                 raise Problem(
                     404,
                     f"tensor.{field} {key!r} was deleted when the jobs that used it finished "
@@ -391,7 +391,7 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
     )
     def async_status(request_id: str, owner: Owner) -> StatusResponse:
         """A job's status, and its embedding, tags or error_message once it has finished."""
-        job = storage.get_job(owner, request_id)
+        job = storage.jobs.get(owner, request_id)
         if job is None:
             raise Problem(404, f"No job {request_id!r} for this API key.")
         return _status_body(job)
@@ -406,6 +406,6 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
     @app.get("/_emulator/stats", response_model=StatsResponse, responses=_errors())
     def emulator_stats(owner: Owner) -> StatsResponse:
         """How many upload and submission requests reached their handlers, per request_id (this key only)."""
-        return StatsResponse(**storage.stats(owner))
+        return StatsResponse(**storage.stats.of(owner))
 
     return app

@@ -61,7 +61,7 @@ class Emulator:
 
     def start(self) -> None:
         if not self.config.keep_tensors:  # before the first request: finish a drop cut short
-            self.storage.drop_finished_tensors()
+            self.storage.retention.drop_finished_tensors()
         self.worker.start()
 
     def close(self) -> None:
@@ -212,7 +212,7 @@ class EmulatorHandle:
         """What ``GET /_emulator/stats`` returns for :attr:`api_key`."""
         from seeknetic_prep.emulator.config import owner_id
 
-        return self._emulator.storage.stats(owner_id(self.api_key))
+        return self._emulator.storage.stats.of(owner_id(self.api_key))
 
     def restart(self, *, down_seconds: float = 0.0) -> None:
         """Stop everything and start again on the same port and data directory.
