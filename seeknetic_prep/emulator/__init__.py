@@ -1,9 +1,10 @@
 """A local HTTP server that behaves like the Seeknetic API, strictly, without a model.
 
 Modules, outside in: :mod:`.server` (start/stop), :mod:`.guard` (auth, rate limit, faults,
-body limit, before any handler), :mod:`.app` (the endpoints), :mod:`.storage` (SQLite + atomic
-files), :mod:`.jobs` (the worker that finishes jobs), :mod:`.scoring` (content-derived
-embeddings and tags).
+body limit, before any handler), :mod:`.app` (assembles the endpoints of :mod:`.routers`, one
+router per concern, over the bodies of :mod:`.models`), :mod:`.uploads` (what a tensor must be),
+:mod:`.storage` (SQLite + atomic files, one part per concern), :mod:`.jobs` (the worker that
+finishes jobs), :mod:`.scoring` (content-derived embeddings and tags).
 
 >>> from seeknetic_prep.emulator import running
 >>> with running() as server:

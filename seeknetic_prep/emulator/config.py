@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "REQUEST_ID_PATTERN",
     "EmulatorConfig",
     "generate_api_key",
+    "new_request_id",
     "owner_id",
 ]
 
@@ -41,6 +43,11 @@ def owner_id(api_key: str) -> str:
 
 def generate_api_key() -> str:
     return "sk-emu-" + secrets.token_urlsafe(24)
+
+
+def new_request_id() -> str:
+    """The request_id the server makes for a request that names none."""
+    return "emu-" + uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
