@@ -16,10 +16,8 @@ import argparse
 import contextlib
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import requests
@@ -35,7 +33,7 @@ def _emulator(*, child: bool) -> Iterator[tuple[str, str]]:
         with running() as server:
             yield server.base_url, server.api_key
         return
-    with tempfile.TemporaryDirectory() as data, spawned(data_dir=Path(data)) as proc:
+    with spawned() as proc:
         yield proc.base_url, proc.api_key
 
 

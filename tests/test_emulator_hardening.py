@@ -123,17 +123,17 @@ def test_accepted_connections_have_tcp_nodelay(tmp_path: Path) -> None:
     for the client's delayed ACK (issue 20.5). Checked on the sockets the server accepted, not
     by timing: those of the in-process server's live connections, and one accepted by hand from
     the listening socket every way of serving binds (the CLI's and the child's included)."""
-    from seeknetic_prep.emulator import running
-    from seeknetic_prep.emulator.server import _bind
+    from seeknetic_prep.emulator import EmulatorConfig, running
+    from seeknetic_prep.emulator.server import bind
 
-    with running(api_keys=[KEY], data_dir=tmp_path) as server:
+    with running(EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path)) as server:
         api = Api(server.base_url, KEY)
         assert api.get("/_emulator/stats").status_code == 200  # its connection stays open
         connections = server._server.server.server_state.connections
         accepted = [c.transport.get_extra_info("socket") for c in connections]
         assert accepted
         assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in accepted)
-    listener = _bind("127.0.0.1", 0)
+    listener = bind("127.0.0.1", 0)
     with listener, socket.create_connection(listener.getsockname()[:2], timeout=10):
         conn, _ = listener.accept()
         with conn:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from _emulator_helpers import Api, embedding_body, start_cli
 
-from seeknetic_prep.emulator import EmulatorHandle, running
+from seeknetic_prep.emulator import EmulatorConfig, EmulatorHandle, running
 from seeknetic_prep.emulator.config import owner_id
 
 KEY = "retention-key"
@@ -38,7 +38,7 @@ def _submit(api: Api, request_id: str, keys: dict[str, str]) -> int:
 
 
 def test_finished_jobs_lose_their_tensors_and_keep_their_results(tmp_path: Path) -> None:
-    with running(api_keys=[KEY], data_dir=tmp_path, job_seconds=0.1) as server:
+    with running(EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path, job_seconds=0.1)) as server:
         api = Api(server.base_url, KEY)
         keys = api.upload(embedding_body("drop-1", seed=1))["r2_keys"]
         assert len(_tensor_files(tmp_path)) == 2  # kept until a job has used them
@@ -66,18 +66,19 @@ def test_finished_jobs_lose_their_tensors_and_keep_their_results(tmp_path: Path)
         _wait_dropped(server, keys)
         assert _tensor_files(tmp_path) == []
     # After a restart the results are still there (they live in SQLite, not with the tensors).
-    with running(api_keys=[KEY], data_dir=tmp_path) as server:
+    with running(EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path)) as server:
         assert Api(server.base_url, KEY).wait("drop-1") == first
 
 
 def test_keep_tensors_keeps_them_and_a_later_start_without_it_sweeps(tmp_path: Path) -> None:
-    with running(api_keys=[KEY], data_dir=tmp_path, job_seconds=0.1, keep_tensors=True) as server:
+    config = EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path, job_seconds=0.1, keep_tensors=True)
+    with running(config) as server:
         api = Api(server.base_url, KEY)
         keys = api.upload(embedding_body("keep-1", seed=2))["r2_keys"]
         assert _submit(api, "keep-1", keys) == 200
         assert api.wait("keep-1")["status"] == "completed"
         assert len(_tensor_files(tmp_path)) == 2
-    with running(api_keys=[KEY], data_dir=tmp_path) as server:  # the start-up sweep
+    with running(EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path)) as server:  # the start-up sweep
         assert _tensor_files(tmp_path) == []
         assert Api(server.base_url, KEY).wait("keep-1")["status"] == "completed"
 
@@ -96,7 +97,8 @@ def test_cli_flag_keep_tensors(tmp_path: Path) -> None:
 
 
 def test_tensors_shared_by_two_jobs_stay_until_both_finish(tmp_path: Path) -> None:
-    with running(api_keys=[KEY], data_dir=tmp_path, job_seconds=600) as server:  # jobs stay pending
+    config = EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path, job_seconds=600)  # jobs stay pending
+    with running(config) as server:
         api = Api(server.base_url, KEY)
         keys = api.upload(embedding_body("shared", seed=4))["r2_keys"]
         assert _submit(api, "job-a", keys) == 200 and _submit(api, "job-b", keys) == 200

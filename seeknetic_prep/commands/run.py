@@ -116,13 +116,13 @@ def main(args: argparse.Namespace) -> int:
             from seeknetic_prep.util.extras import require_emulator
 
             require_emulator("run --local")
-            from seeknetic_prep.emulator import spawned
+            from seeknetic_prep.emulator import EmulatorConfig, spawned
 
             # In a child process: the server's work neither waits for nor holds our interpreter
             # lock, and its start-up overlaps the decode workers' start-up.
-            server = stack.enter_context(spawned(
-                api_keys=[local_key(out)], data_dir=out / "emulator", keep_tensors=args.keep_tensors
-            ))
+            server = stack.enter_context(spawned(EmulatorConfig(
+                data_dir=out / "emulator", api_keys=(local_key(out),), keep_tensors=args.keep_tensors
+            )))
             base_url, key = server.base_url, server.api_key
             # Its jobs finish job_seconds after they are submitted: the first poll comes just
             # after that, not just before (one more round, x1.5 later, for the last window).
