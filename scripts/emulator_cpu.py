@@ -11,7 +11,6 @@ faults per window. Session 3 cut this from 81 to 49 ms on 2 cores (NOTES.md, "Fa
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ import psutil
 import requests
 
 from seeknetic_prep.decode.preprocess import preprocess
-from seeknetic_prep.emulator.server import spawned
+from seeknetic_prep.emulator import spawned
 from seeknetic_prep.pipeline.payloads import upload_body_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +37,7 @@ def main() -> None:
     args = p.parse_args()
     clip = args.clip or inputs.ensure(inputs.RECIPES["h264-1080p30-60s"], ROOT / inputs.CACHE_NAME)
     segment = preprocess(clip, start_ms=0, end_ms=10_000)[0]
-    with tempfile.TemporaryDirectory() as data, spawned(data_dir=Path(data)) as emu:
+    with spawned() as emu:  # a temporary data directory
         headers = {"X-API-Key": emu.api_key}
         probe = requests.Session()
         for _ in range(300):  # the child is importing FastAPI: wait until it answers

@@ -182,6 +182,12 @@ def raw_post_streaming(
 ) -> tuple[int, bytes, int]:
     """POST ``total_bytes`` of body without ever holding it, stop as soon as an answer arrives.
 
+    Once the first byte of the answer is in, nothing more is sent: the rest of the answer is
+    read until it is complete or the server closes. (An answer can arrive in pieces, headers
+    first, when the server is slow to write its body; sending on meanwhile counted body bytes
+    that the server never asked for, and a close with unread bytes could reset the connection
+    and lose the rest of the answer.)
+
     ``answer_first_s``: after the headers, wait that long for an answer before sending any body,
     as a client with ``Expect: 100-continue`` does. A server that refuses on the headers alone
     then closes a connection holding no unread bytes, so its answer cannot be lost to the reset
@@ -205,7 +211,8 @@ def raw_post_streaming(
         if answer_first_s > 0:
             select.select([sock], [], [], answer_first_s)
         while True:
-            readable, writable, _ = select.select([sock], [sock] if sent < total_bytes else [], [], 30)
+            sending = sent < total_bytes and not response
+            readable, writable, _ = select.select([sock], [sock] if sending else [], [], 30)
             if readable:
                 data = sock.recv(65536)
                 if not data:
@@ -215,7 +222,10 @@ def raw_post_streaming(
                     break
                 continue
             if not writable:
-                raise AssertionError(f"server neither read nor answered for 30 s ({sent} bytes sent)")
+                raise AssertionError(
+                    f"server neither read nor answered for 30 s ({sent} bytes sent, "
+                    f"{len(response)} bytes of answer received)"
+                )
             if not pending:
                 n = min(len(piece), total_bytes - sent)
                 pending = (f"{n:x}\r\n".encode() + piece[:n] + b"\r\n") if chunked else piece[:n]

@@ -32,7 +32,7 @@ def ground_truth() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One emulator for the session, faults off: HTTP on 127.0.0.1, port chosen by the OS."""
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
-    with running(data_dir=tmp_path_factory.mktemp("emulator")) as server:
+    with running(EmulatorConfig(data_dir=tmp_path_factory.mktemp("emulator"))) as server:
         yield server

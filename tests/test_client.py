@@ -91,9 +91,9 @@ def test_validation_error_is_not_retried(client: Client, emulator: Any) -> None:
 
 
 def test_injected_faults_are_retried_and_each_job_submitted_once(tmp_path: Path) -> None:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
-    with running(data_dir=tmp_path, fail_rate=0.3, seed=7) as server, \
+    with running(EmulatorConfig(data_dir=tmp_path, fail_rate=0.3, seed=7)) as server, \
             Client(server.api_key, base_url=server.base_url, retry=FAST) as c:
         rids = [f"cl-fault-{i}" for i in range(6)]
         for i, rid in enumerate(rids):
@@ -105,9 +105,9 @@ def test_injected_faults_are_retried_and_each_job_submitted_once(tmp_path: Path)
 
 
 def test_rate_limit_429_is_retried(tmp_path: Path) -> None:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
-    with running(data_dir=tmp_path, qps=4) as server, \
+    with running(EmulatorConfig(data_dir=tmp_path, qps=4)) as server, \
             Client(server.api_key, base_url=server.base_url, retry=FAST) as c:
         vecs = [c.encode_text(f"text {i}") for i in range(12)]  # faster than 4/s: some 429s
         assert len(vecs) == 12 and all(vecs)
@@ -116,10 +116,10 @@ def test_rate_limit_429_is_retried(tmp_path: Path) -> None:
 def test_client_side_qps_shared_by_threads(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     no_retry = RetryPolicy(max_attempts=1)
-    with running(data_dir=tmp_path, qps=20) as server, \
+    with running(EmulatorConfig(data_dir=tmp_path, qps=20)) as server, \
             Client(server.api_key, base_url=server.base_url, qps=10, retry=no_retry) as c, \
             ThreadPoolExecutor(8) as pool:
         # without the bucket 8 threads would exceed 20/s at once; a 429 would raise (no retries)
@@ -128,10 +128,10 @@ def test_client_side_qps_shared_by_threads(tmp_path: Path) -> None:
 
 
 def test_413_upload_is_split_per_tensor(tmp_path: Path) -> None:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     # an embedding body is ~3.6 MB (video 2.4 MB + audio 1.2 MB of base64): over a 3 MB limit
-    with running(data_dir=tmp_path, max_body_mb=3) as server, \
+    with running(EmulatorConfig(data_dir=tmp_path, max_body_mb=3)) as server, \
             Client(server.api_key, base_url=server.base_url, retry=FAST) as c:
         keys = c.upload_tensors("embedding", "cl-split", video_input=video_tensor(),
                                 audio_input=audio_tensor())
@@ -161,9 +161,9 @@ def test_lost_submission_answer_is_looked_up_not_resubmitted(emulator: Any) -> N
 
 
 def test_quota_is_402_and_not_retried(tmp_path: Path) -> None:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
-    with running(data_dir=tmp_path, quota=1) as server, \
+    with running(EmulatorConfig(data_dir=tmp_path, quota=1)) as server, \
             Client(server.api_key, base_url=server.base_url, retry=FAST) as c:
         _upload_and_submit(c, "cl-q-1")
         with pytest.raises(QuotaExceededError) as info:

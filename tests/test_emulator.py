@@ -16,7 +16,7 @@ import requests
 from _emulator_helpers import Api, embedding_body, raw_post_streaming, seed_audio, seed_video, tagging_body
 
 from seeknetic_prep.api.tensors import decode_tensor, encode_tensor
-from seeknetic_prep.emulator import EmulatorHandle, running
+from seeknetic_prep.emulator import EmulatorConfig, EmulatorHandle, running
 from seeknetic_prep.errors import InvalidArgumentError
 
 KEY, OTHER_KEY = "test-key-one", "test-key-two"
@@ -24,9 +24,9 @@ KEY, OTHER_KEY = "test-key-one", "test-key-two"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    with running(
-        api_keys=[KEY, OTHER_KEY], data_dir=tmp_path_factory.mktemp("emu"), job_seconds=0.2, max_body_mb=8
-    ) as handle:
+    with running(EmulatorConfig(
+        api_keys=(KEY, OTHER_KEY), data_dir=tmp_path_factory.mktemp("emu"), job_seconds=0.2, max_body_mb=8
+    )) as handle:
         yield handle
 
 
@@ -98,8 +98,8 @@ def test_one_tensor_per_request_adds_keys_and_same_name_replaces(server: Emulato
         "audio_input": "tensors/split-1/audio_input.json",
     }
     api.upload({"service": "embedding", "request_id": "split-1", "video_input": encode_tensor(seed_video(2))})
-    stored = server.storage.read_object(
-        server.storage.list_uploads(_owner(KEY))[0].owner, first["r2_keys"]["video_input"]
+    stored = server.storage.uploads.read_object(
+        server.storage.uploads.of_owner(_owner(KEY))[0].owner, first["r2_keys"]["video_input"]
     )
     np.testing.assert_array_equal(decode_tensor(stored), seed_video(2))
     assert api.get("/_emulator/stats").json()["uploads"]["split-1"] == 3
@@ -138,10 +138,10 @@ def test_sdk_shapes_and_metadata_form_are_accepted(server: EmulatorHandle, api: 
         "video_input": "tensors/sdk-2/video_input.json",
         "video_kwargs": "tensors/sdk-2/video_kwargs.json",
     }
-    stored = server.storage.read_object(_owner(KEY), tag["r2_keys"]["video_input"])
+    stored = server.storage.uploads.read_object(_owner(KEY), tag["r2_keys"]["video_input"])
     assert stored["metadata"] == {"fps": 25.0, "frames_indices": [0, 1, 2, 3]}
     np.testing.assert_array_equal(decode_tensor(stored["tensor"]), video)
-    kwargs = server.storage.read_object(_owner(KEY), tag["r2_keys"]["video_kwargs"])
+    kwargs = server.storage.uploads.read_object(_owner(KEY), tag["r2_keys"]["video_kwargs"])
     assert kwargs == {"do_sample_frames": False}
 
 
@@ -382,7 +382,7 @@ def test_same_request_id_returns_the_existing_job_never_a_second(api: Api, serve
     stats = api.get("/_emulator/stats").json()
     assert stats["submissions"]["idem-1"] == 2  # two requests reached the handler ...
     owner = _owner(KEY)
-    assert server.storage.get_job(owner, "idem-1") is not None  # ... and one job exists
+    assert server.storage.jobs.get(owner, "idem-1") is not None  # ... and one job exists
     other_inputs = api.post(
         "/video_embedding/encode_video/async",
         {"request_id": "idem-1", "tensor": {"video_input_key": keys["video_input"]}},
@@ -411,7 +411,7 @@ def test_concurrent_duplicate_submissions_make_one_job(api: Api, server: Emulato
     assert results == [200] * 6
     messages = api.get("/_emulator/stats").json()["submissions"]["race-1"]
     assert messages == 6
-    rows = [j for j in server.storage.unfinished_jobs() if j.request_id == "race-1"]
+    rows = [j for j in server.storage.jobs.unfinished() if j.request_id == "race-1"]
     assert len(rows) <= 1
     assert api.wait("race-1")["status"] == "completed"
 
@@ -537,7 +537,7 @@ def test_encode_text(api: Api) -> None:
 
 
 def test_quota_spent_is_402_and_repeats_are_free(server: EmulatorHandle, other: Api) -> None:
-    used = len([j for j in server.storage.unfinished_jobs() if j.owner == _owner(OTHER_KEY)])
+    used = len([j for j in server.storage.jobs.unfinished() if j.owner == _owner(OTHER_KEY)])
     server.quota = 0
     r = other.post("/video_tagging/async", {"request_id": "q-0", "video_url": "http://a.invalid/v"})
     assert r.status_code == 402
@@ -606,7 +606,7 @@ def test_chunked_body_within_the_limit_is_replayed_to_the_handler(server: Emulat
     )
     assert r.status_code == 200, r.text
     assert r.json()["r2_keys"]["audio_input"] == "tensors/chunked-1/audio_input.json"
-    stored = server.storage.read_object(_owner(KEY), "tensors/chunked-1/video_input.json")
+    stored = server.storage.uploads.read_object(_owner(KEY), "tensors/chunked-1/video_input.json")
     np.testing.assert_array_equal(decode_tensor(stored), seed_video(8))
 
 
@@ -631,7 +631,7 @@ def test_fail_next_injects_status_before_the_handler(server: EmulatorHandle, api
 def test_fail_rate_is_deterministic_with_a_seed(tmp_path: Path) -> None:
     runs = []
     for i in range(2):
-        with running(data_dir=tmp_path / str(i), fail_rate=0.5, seed=42) as handle:
+        with running(EmulatorConfig(data_dir=tmp_path / str(i), fail_rate=0.5, seed=42)) as handle:
             api = Api(handle.base_url, handle.api_key)
             runs.append([api.get("/async_status/x").status_code for _ in range(30)])
             assert api.get("/_emulator/stats").status_code == 200  # exempt, never faulted
@@ -670,7 +670,7 @@ def test_fault_knobs_refuse_bad_values(server: EmulatorHandle) -> None:
 
 
 def test_restart_resumes_unfinished_jobs(tmp_path: Path) -> None:
-    with running(data_dir=tmp_path, job_seconds=1.0, api_keys=[KEY]) as handle:
+    with running(EmulatorConfig(data_dir=tmp_path, job_seconds=1.0, api_keys=(KEY,))) as handle:
         api = Api(handle.base_url, KEY)
         keys = api.upload(embedding_body("rs-1"))["r2_keys"]
         assert _submit_embedding(api, "rs-1", keys).json()["status"] == "pending"
@@ -688,7 +688,7 @@ def test_restart_resumes_unfinished_jobs(tmp_path: Path) -> None:
 
 def test_stopping_leaves_no_thread_and_frees_the_port(tmp_path: Path) -> None:
     before = {t.name for t in threading.enumerate()}
-    with running(data_dir=tmp_path) as handle:
+    with running(EmulatorConfig(data_dir=tmp_path)) as handle:
         port = handle.port
         assert Api(handle.base_url, handle.api_key).get("/async_status/x").status_code == 404
         assert {"seeknetic-emulator-http", "seeknetic-emulator-jobs"} <= {
@@ -713,12 +713,12 @@ def test_stats_count_per_request_id(api: Api) -> None:
 def test_running_refuses_bad_settings(tmp_path: Path) -> None:
     with (
         pytest.raises(InvalidArgumentError, match=r"fail_rate 1\.5"),
-        running(data_dir=tmp_path, fail_rate=1.5),
+        running(EmulatorConfig(data_dir=tmp_path, fail_rate=1.5)),
     ):
         pass
     with (
         pytest.raises(InvalidArgumentError, match="max_body_mb 0"),
-        running(data_dir=tmp_path, max_body_mb=0),
+        running(EmulatorConfig(data_dir=tmp_path, max_body_mb=0)),
     ):
         pass
 
@@ -743,9 +743,9 @@ def test_audio_only_and_video_only_embeddings_differ(api: Api) -> None:
 
 
 def test_spawned_serves_from_a_child_and_stops_with_the_block(tmp_path: Path) -> None:
-    from seeknetic_prep.emulator import spawned
+    from seeknetic_prep.emulator import EmulatorConfig, spawned
 
-    with spawned(api_keys=["child-key-123"], data_dir=tmp_path / "emu") as proc:
+    with spawned(EmulatorConfig(api_keys=("child-key-123",), data_dir=tmp_path / "emu")) as proc:
         assert proc.base_url.startswith("http://127.0.0.1:")
         # The URL is valid before the child has finished starting: this request waits for it.
         r = requests.post(f"{proc.base_url}/video_embedding/encode_text", json={"text": "a cat"},
@@ -767,8 +767,8 @@ def test_spawned_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from seeknetic_prep.emulator import spawned\n"
-        "with spawned(data_dir=Path(sys.argv[1])) as p:\n"
+        "from seeknetic_prep.emulator import EmulatorConfig, spawned\n"
+        "with spawned(EmulatorConfig(data_dir=Path(sys.argv[1]))) as p:\n"
         "    print(p.pid, flush=True)\n"
         "    time.sleep(600)\n"
     )
@@ -793,14 +793,14 @@ def test_spawned_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
 def test_job_scores_the_latest_upload_whether_kept_in_memory_or_read_back(tmp_path: Path) -> None:
     # A job normally scores the arrays its upload just validated (kept in memory); after a
     # restart it reads the stored files back. Both must give the same result, for the latest upload.
-    with running(api_keys=[KEY], data_dir=tmp_path) as first:
+    with running(EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path)) as first:
         api = Api(first.base_url, KEY)
         api.upload(embedding_body("kept", seed=7))
         keys = api.upload(embedding_body("kept", seed=8))["r2_keys"]  # replaces seed 7
         read_back_keys = api.upload(embedding_body("read-back", seed=8))["r2_keys"]
         assert _submit_embedding(api, "kept", keys).status_code == 200
         kept = np.array(api.wait("kept")["embedding"])
-    with running(api_keys=[KEY], data_dir=tmp_path) as second:
+    with running(EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path)) as second:
         api = Api(second.base_url, KEY)
         assert _submit_embedding(api, "read-back", read_back_keys).status_code == 200
         read_back = np.array(api.wait("read-back")["embedding"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -115,3 +116,25 @@ def test_a_bad_key_in_the_file_is_one_line_exit_2_without_the_key(tmp_path: Path
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "line 2" in proc.stderr and "U+2013" in proc.stderr
     assert "SECRETPART" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_accepted_connections_have_tcp_nodelay(tmp_path: Path) -> None:
+    """Without TCP_NODELAY an answer written in two pieces (headers, then body) waits ~44 ms
+    for the client's delayed ACK (issue 20.5). Checked on the sockets the server accepted, not
+    by timing: those of the in-process server's live connections, and one accepted by hand from
+    the listening socket every way of serving binds (the CLI's and the child's included)."""
+    from seeknetic_prep.emulator import EmulatorConfig, running
+    from seeknetic_prep.emulator.server import bind
+
+    with running(EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path)) as server:
+        api = Api(server.base_url, KEY)
+        assert api.get("/_emulator/stats").status_code == 200  # its connection stays open
+        connections = server._server.server.server_state.connections
+        accepted = [c.transport.get_extra_info("socket") for c in connections]
+        assert accepted
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in accepted)
+    listener = bind("127.0.0.1", 0)
+    with listener, socket.create_connection(listener.getsockname()[:2], timeout=10):
+        conn, _ = listener.accept()
+        with conn:
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from seeknetic_prep.emulator import EmulatorHandle, running
+from seeknetic_prep.emulator import EmulatorConfig, EmulatorHandle, running
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402  (only once schemathesis is there)
@@ -24,7 +24,8 @@ EXAMPLES = 30
 
 @pytest.fixture(scope="module")
 def schema_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    with running(data_dir=tmp_path_factory.mktemp("schema"), job_seconds=0.05, max_body_mb=4) as handle:
+    config = EmulatorConfig(data_dir=tmp_path_factory.mktemp("schema"), job_seconds=0.05, max_body_mb=4)
+    with running(config) as handle:
         yield handle
 
 

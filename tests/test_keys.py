@@ -126,11 +126,11 @@ def test_cli_with_a_bad_key_exits_2_and_never_shows_it(emulator: Any, tmp_path: 
 
 
 def test_cli_key_ending_in_crlf_is_stripped_and_the_run_completes(tmp_path: Path) -> None:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     # An emulator of its own: jobs are named by content, and the session's emulator must not
     # already know this clip's when another test submits it.
-    with running(data_dir=tmp_path / "emu") as emulator:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu")) as emulator:
         proc = _cli(["run", "fixtures/short_700ms.mp4", "--base-url", emulator.base_url,
                      "--out", str(tmp_path / "o"), "--workers", "0", "--quiet"],
                     f"  {emulator.api_key}\r\n")

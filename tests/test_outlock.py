@@ -34,9 +34,9 @@ def test_second_lock_in_the_same_process_is_refused_then_free(tmp_path: Path) ->
 
 @pytest.fixture()
 def slow_server(tmp_path: Path) -> Iterator[Any]:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
-    with running(data_dir=tmp_path / "emu") as server:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu")) as server:
         yield server
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ FAST = RetryPolicy(max_attempts=8, base_delay_s=0.02, max_delay_s=0.5)
 def fresh(tmp_path: Path) -> Iterator[Any]:
     """An emulator of this test's own: request ids are content-derived, so a shared server would
     already know the jobs another test submitted for the same fixture."""
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
-    with running(data_dir=tmp_path / "emu") as server:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu")) as server:
         yield server
 
 
@@ -102,11 +103,11 @@ def test_same_content_twice_is_done_once(fresh: Any, fixtures_dir: Path, tmp_pat
 
 
 def test_injected_faults_everything_completes_once(fixtures_dir: Path, tmp_path: Path) -> None:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     src = _good_copy(fixtures_dir, tmp_path / "in",
                      ("demo/lake.mp4", "demo/desert.mp4", "vfr.mp4", "no_audio.mp4"))
-    with running(data_dir=tmp_path / "emu", fail_rate=0.2, qps=20, seed=3) as server, \
+    with running(EmulatorConfig(data_dir=tmp_path / "emu", fail_rate=0.2, qps=20, seed=3)) as server, \
             Client(server.api_key, base_url=server.base_url, retry=FAST, qps=15) as c:
         summary = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=1))
         lines = read_results(tmp_path / "out")
@@ -116,10 +117,10 @@ def test_injected_faults_everything_completes_once(fixtures_dir: Path, tmp_path:
 
 
 def test_413_uploads_are_split(fixtures_dir: Path, tmp_path: Path) -> None:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     src = _good_copy(fixtures_dir, tmp_path / "in", ("demo/desert.mp4",))
-    with running(data_dir=tmp_path / "emu", max_body_mb=3) as server, _client(server) as c:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu", max_body_mb=3)) as server, _client(server) as c:
         summary = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=0))
         lines = read_results(tmp_path / "out")
         assert summary.exit_code == 0 and all(x["status"] == "completed" for x in lines)
@@ -128,18 +129,19 @@ def test_413_uploads_are_split(fixtures_dir: Path, tmp_path: Path) -> None:
 
 
 def test_quota_stops_with_3_then_resumes(fixtures_dir: Path, tmp_path: Path) -> None:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     src = _good_copy(fixtures_dir, tmp_path / "in", ("demo/lake.mp4", "demo/forest.webm", "vfr.mp4"))
     out = tmp_path / "out"
     key = "quota-test-key"
-    with running(api_keys=[key], data_dir=tmp_path / "emu", quota=3) as server, _client(server) as c:
+    config = EmulatorConfig(api_keys=(key,), data_dir=tmp_path / "emu", quota=3)
+    with running(config) as server, _client(server) as c:
         first = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
     assert first.exit_code == 3 and first.stopped_by == "quota"
     with Store(out / "state.sqlite") as store:
         assert store.counts().get("completed", 0) == 3
         refused = {u.request_id for u in store.units_with_status("uploaded", "planned")}
-    with running(api_keys=[key], data_dir=tmp_path / "emu", quota=100) as server, _client(server) as c:
+    with running(replace(config, quota=100)) as server, _client(server) as c:
         second = run_folder([src], out=out, client=c, options=RunOptions(workers=0))
         lines = read_results(out)
         assert second.exit_code == 0

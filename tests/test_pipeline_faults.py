@@ -45,7 +45,7 @@ def test_flaky_rate_limited_api_without_client_limit_completes_once(
     fixtures_dir: Path, tmp_path: Path
 ) -> None:
     """Issue 13.1: fail-rate 0.3 and 3 qps, no client --qps: it used to hang forever."""
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     src = _copy(fixtures_dir, tmp_path / "in")
     events: list[str] = []
@@ -54,7 +54,7 @@ def test_flaky_rate_limited_api_without_client_limit_completes_once(
         def api_event(self, kind: str) -> None:
             events.append(kind)
 
-    with running(data_dir=tmp_path / "emu", fail_rate=0.3, qps=3, seed=1) as server, \
+    with running(EmulatorConfig(data_dir=tmp_path / "emu", fail_rate=0.3, qps=3, seed=1)) as server, \
             Client(server.api_key, base_url=server.base_url) as c:
         summary = run_folder([src], out=tmp_path / "out", client=c, options=RunOptions(workers=1),
                              progress=Count())
@@ -68,10 +68,10 @@ def test_flaky_rate_limited_api_without_client_limit_completes_once(
 @pytest.mark.slow
 def test_api_down_for_20_s_mid_run_then_back_completes(fixtures_dir: Path, tmp_path: Path) -> None:
     """Issue 13.1: the emulator is stopped and restarted 20 s later on the same port and data."""
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     src = _copy(fixtures_dir, tmp_path / "in")
-    with running(data_dir=tmp_path / "emu") as server:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu")) as server:
         outage = threading.Event()
 
         class Restart(Progress):
@@ -105,12 +105,12 @@ def test_ctrl_c_any_number_of_times_exits_promptly_leaving_nothing(
 ) -> None:
     """Issue 13.3: several SIGINTs 50 ms apart: exit 130 within seconds, the summary printed,
     no process left behind, results that agree with the state, and a rerun that finishes."""
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     src = _copy(fixtures_dir, tmp_path / "in", ("late_audio_25s.mkv", "cfr30_bframes.mp4",
                                                  "demo/lake.mp4", "demo/forest.webm", "vfr.mkv"))
     out = tmp_path / "out"
-    with running(data_dir=tmp_path / "emu", job_seconds=1.0) as server:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu", job_seconds=1.0)) as server:
         child = subprocess.Popen(
             [sys.executable, "-m", "seeknetic_prep", "run", str(src), "--base-url", server.base_url,
              "--out", str(out), "--workers", "2", "--quiet"],
@@ -190,9 +190,9 @@ def test_missing_at_decode_is_retried_next_run_bad_content_is_not(
 
 @pytest.fixture()
 def fresh_emulator(tmp_path: Path) -> Any:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
-    with running(data_dir=tmp_path / "emu") as server:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu")) as server:
         yield server
 
 

@@ -49,11 +49,11 @@ def videos(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="module")
 def reference(videos: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """The local process engine's results on the same folder (its own emulator)."""
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     tmp = tmp_path_factory.mktemp("reference")
-    with running(data_dir=tmp / "emu") as server, Client(server.api_key, base_url=server.base_url,
-                                                         retry=FAST) as c:
+    with running(EmulatorConfig(data_dir=tmp / "emu")) as server, \
+            Client(server.api_key, base_url=server.base_url, retry=FAST) as c:
         summary = run_folder([videos], out=tmp / "out", client=c, options=RunOptions(workers=2))
     assert summary.files_failed == 1 and summary.files_ok == len(FILES) - 1
     return _strip(read_results(tmp / "out"))
@@ -81,9 +81,9 @@ def cluster() -> Iterator[Any]:
 
 @pytest.fixture()
 def fresh(tmp_path: Path) -> Iterator[Any]:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
-    with running(data_dir=tmp_path / "emu") as server:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu")) as server:
         yield server
 
 

@@ -48,9 +48,9 @@ def good_dir(fixtures_dir: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def fresh(tmp_path: Path) -> Iterator[Any]:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
-    with running(data_dir=tmp_path / "emu") as server:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu")) as server:
         yield server
 
 
@@ -125,18 +125,18 @@ def test_missing_path_is_usage_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_completes_once_with_identical_results(good_dir: Path, tmp_path: Path) -> None:
-    from seeknetic_prep.emulator import running
+    from seeknetic_prep.emulator import EmulatorConfig, running
 
     seed = random.randrange(1_000_000)
     threshold = random.Random(seed).randint(1, 30)
     print(f"kill -9 after {threshold} units moved past planned (seed {seed})")
     # reference: an uninterrupted run against its own emulator
-    with running(data_dir=tmp_path / "emu-ref") as ref:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu-ref")) as ref:
         proc = _run("run", str(good_dir), "--base-url", ref.base_url, "--out", str(tmp_path / "ref"),
                     "--workers", "1", "--quiet", key=ref.api_key)
         assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out"
-    with running(data_dir=tmp_path / "emu") as server:
+    with running(EmulatorConfig(data_dir=tmp_path / "emu")) as server:
         child = subprocess.Popen(
             _cli("run", str(good_dir), "--base-url", server.base_url, "--out", str(out),
                  "--workers", "1", "--quiet"),

@@ -72,9 +72,9 @@ def main(args: argparse.Namespace) -> int:
     from seeknetic_prep.emulator.config import DEFAULT_JOB_SECONDS
 
     keys = _keys(args)
-    config = EmulatorConfig.build(
+    config = EmulatorConfig(
         data_dir=args.data_dir,
-        api_keys=keys,
+        api_keys=tuple(keys),
         qps=args.qps,
         quota=args.quota,
         max_body_mb=args.max_body_mb,
@@ -82,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
         fail_rate=args.fail_rate,
         seed=args.seed,
         keep_tensors=args.keep_tensors,
+        host=args.host,
+        port=args.port,
     )
     generated = not keys
 
@@ -93,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     with contextlib.suppress(KeyboardInterrupt):
-        serve(config, host=args.host, port=args.port, on_ready=ready, access_log=not args.no_access_log)
+        serve(config, on_ready=ready, access_log=not args.no_access_log)
     return 0
 
 

@@ -152,14 +152,14 @@ def _backend(stack: ExitStack, args: argparse.Namespace,
     from seeknetic_prep.util.extras import require_emulator
 
     require_emulator("run --local")
-    from seeknetic_prep.emulator import spawned  # FastAPI and uvicorn: only with --local
+    from seeknetic_prep.emulator import EmulatorConfig, spawned  # FastAPI and uvicorn: only with --local
 
     out: Path = args.out
     # In a child process: the server's work neither waits for nor holds our interpreter lock,
     # and its start-up overlaps the decode workers' start-up.
-    server = stack.enter_context(spawned(
-        api_keys=[local_key(out)], data_dir=out / "emulator", keep_tensors=args.keep_tensors
-    ))
+    server = stack.enter_context(spawned(EmulatorConfig(
+        data_dir=out / "emulator", api_keys=(local_key(out),), keep_tensors=args.keep_tensors
+    )))
     print(f"local emulator at {server.base_url} (state in {out / 'emulator'})", file=sys.stderr)
     # Its jobs finish job_seconds after they are submitted: the first poll comes just after
     # that, not just before (one more round, x1.5 later, for the last window).

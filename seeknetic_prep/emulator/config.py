@@ -7,12 +7,15 @@ directory or a log can be shared without leaking a key.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from seeknetic_prep.api.keys import clean_api_key
 from seeknetic_prep.errors import InvalidArgumentError
@@ -23,6 +26,7 @@ __all__ = [
     "REQUEST_ID_PATTERN",
     "EmulatorConfig",
     "generate_api_key",
+    "new_request_id",
     "owner_id",
 ]
 
@@ -43,28 +47,49 @@ def generate_api_key() -> str:
     return "sk-emu-" + secrets.token_urlsafe(24)
 
 
+def new_request_id() -> str:
+    """The request_id the server makes for a request that names none."""
+    return "emu-" + uuid.uuid4().hex
+
+
 @dataclass(frozen=True)
 class EmulatorConfig:
-    """Start-up settings; ``None`` for qps/quota means no limit.
+    """Everything one emulator starts with: :func:`~seeknetic_prep.emulator.running`,
+    :func:`~seeknetic_prep.emulator.spawned`, :func:`~seeknetic_prep.emulator.serve` and the
+    ``emulator`` command each take one, so a setting is named once, here.
 
-    ``api_keys`` holds the keys in clear only so the in-process handle can hand the first one
-    to a test; ``repr`` hides them.
+    Checked when made: a setting that breaks its rule raises
+    :class:`~seeknetic_prep.errors.InvalidArgumentError` naming it.
+
+    >>> EmulatorConfig(qps=5, job_seconds=0.2).job_seconds
+    0.2
     """
 
-    data_dir: Path
-    api_keys: tuple[str, ...] = field(repr=False)
+    data_dir: Path | None = None
+    """Where SQLite and tensors live; None: a temporary directory, removed when the server stops."""
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    """Accepted keys; none: one is generated (``api_keys[0]`` then). ``repr`` hides them: they
+    are held in clear only so the in-process handle can hand the first one to a test."""
     qps: float | None = None
+    """Per-key requests per second (token bucket); None: no limit."""
     quota: int | None = None
+    """Async jobs each key may submit in total; None: no limit."""
     max_body_mb: float = 64.0
+    """Request bodies above this are answered 413."""
     job_seconds: float = DEFAULT_JOB_SECONDS
+    """A job is pending for half of this, processing until it, then completed or failed."""
     fail_rate: float = 0.0
+    """Share of requests answered with an injected 500/502/504 (``seed`` replays them)."""
     seed: int | None = None
     keep_tensors: bool = False
     """Keep every uploaded tensor; by default a job's are deleted once it has finished."""
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0: any free port (the URL says which)."""
 
     def __post_init__(self) -> None:
         if not self.api_keys:
-            raise InvalidArgumentError("Invalid api_keys (): at least one key is required.")
+            object.__setattr__(self, "api_keys", (generate_api_key(),))
         for index, key in enumerate(self.api_keys, start=1):
             # The rule a client applies before sending (printable ASCII, no spaces): a key no
             # client can send is a configuration mistake. The message never quotes the key.
@@ -87,30 +112,18 @@ class EmulatorConfig:
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
 
+    def to_json(self) -> dict[str, Any]:
+        """Every field as JSON values (for the child process: a field added later reaches it too)."""
+        data_dir = None if self.data_dir is None else str(self.data_dir)
+        return {**dataclasses.asdict(self), "data_dir": data_dir, "api_keys": list(self.api_keys)}
+
     @classmethod
-    def build(
-        cls,
-        *,
-        data_dir: Path,
-        api_keys: Sequence[str] | None,
-        qps: float | None = None,
-        quota: int | None = None,
-        max_body_mb: float = 64.0,
-        job_seconds: float = DEFAULT_JOB_SECONDS,
-        fail_rate: float = 0.0,
-        seed: int | None = None,
-        keep_tensors: bool = False,
-    ) -> EmulatorConfig:
-        """A config with a freshly generated key when none is given."""
-        keys = tuple(api_keys) if api_keys else (generate_api_key(),)
+    def from_json(cls, fields: Mapping[str, Any]) -> EmulatorConfig:
+        """The config :meth:`to_json` wrote."""
+        values = dict(fields)
+        data_dir = values.pop("data_dir")
         return cls(
-            data_dir=Path(data_dir),
-            api_keys=keys,
-            qps=qps,
-            quota=quota,
-            max_body_mb=max_body_mb,
-            job_seconds=job_seconds,
-            fail_rate=fail_rate,
-            seed=seed,
-            keep_tensors=keep_tensors,
+            data_dir=None if data_dir is None else Path(data_dir),
+            api_keys=tuple(values.pop("api_keys")),
+            **values,
         )

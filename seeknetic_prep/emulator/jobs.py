@@ -46,9 +46,9 @@ def _content_from_tensors(storage: Storage, job: JobRow) -> scoring.Content:
         if field == "video_kwargs_key":
             continue
         try:
-            array = storage.take_array(job.owner, key)
+            array = storage.uploads.take_array(job.owner, key)
             if array is None:
-                array = decode_tensor(_tensor_of(storage.read_object(job.owner, key)))
+                array = decode_tensor(_tensor_of(storage.uploads.read_object(job.owner, key)))
         except (OSError, ValueError) as exc:
             raise JobFailed(f"Tensor {key!r} ({field}) cannot be read back: {exc}") from exc
         if field == "video_input_key":
@@ -142,13 +142,13 @@ class JobWorker:
         """Advance every due job; return how long to sleep until the next one is due."""
         next_due = 1.0
         half = self.job_seconds / 2
-        for job in self.storage.unfinished_jobs():
+        for job in self.storage.jobs.unfinished():
             if self._stop.is_set():
                 break
             age = now - job.created_at
             if job.status == "pending" and age >= half:
-                self.storage.set_status(job, "processing")
-                job = self.storage.get_job(job.owner, job.request_id) or job
+                self.storage.jobs.set_status(job, "processing")
+                job = self.storage.jobs.get(job.owner, job.request_id) or job
             if job.status == "processing" and age >= self.job_seconds:
                 self._finish(job)
                 continue
@@ -160,16 +160,16 @@ class JobWorker:
         try:
             result = compute_result(self.storage, job)
         except JobFailed as exc:
-            self.storage.finish(job, error_message=str(exc))
+            self.storage.jobs.finish(job, error_message=str(exc))
         except Exception as exc:  # an emulator bug: fail this job visibly instead of retrying forever
             log.exception("emulator job %s could not be scored", job.request_id)
-            self.storage.finish(
+            self.storage.jobs.finish(
                 job, error_message=f"Emulator error while scoring: {type(exc).__name__}: {exc}"
             )
         else:
-            self.storage.finish(job, result=result)
+            self.storage.jobs.finish(job, result=result)
         if not self.keep_tensors:  # the result is committed: the job never reads them again
-            self.storage.drop_job_tensors(job)
+            self.storage.retention.drop_job_tensors(job)
 
 
 def video_source(
@@ -191,7 +191,7 @@ def video_source(
         suffix = ".bin"
     digest = hashlib.sha256(data).hexdigest()
     # The digest in the name keeps a conflicting resubmission from overwriting the job's file.
-    path = storage.video_path(owner, f"{request_id}-{digest[:16]}", suffix)
+    path = storage.paths.video_path(owner, f"{request_id}-{digest[:16]}", suffix)
     atomic_write(path, data)
     return {
         "mode": "video_base64",
