@@ -106,3 +106,17 @@ def test_status_names_each_failed_file_once_and_run_repeats_failures(tmp_path: P
     status = _cli("status", "--out", str(out))
     line = next(x for x in status.stdout.splitlines() if "empty.mp4" in x)
     assert line.count("empty.mp4") == 1, line
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{not json", '"crop"'])
+def test_a_settings_file_that_is_not_ours_is_one_line(content: str, tmp_path: Path) -> None:
+    """Issue 22.13: a settings.json that is a JSON list gave a traceback; garbage was taken as
+    ``--resize crop``, which could mix two resize modes in one folder. Now: one line, exit 2,
+    the file left as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "settings.json").write_text(content)
+    proc = _cli("run", "fixtures/demo/desert.mp4", "--local", "--out", str(out))
+    _one_line(proc, 2, f"Invalid {out / 'settings.json'}: not the JSON object seeknetic-prep writes")
+    assert (out / "settings.json").read_text() == content
+    assert not (out / "parts").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,24 @@ def test_fingerprint_is_content_based_and_never_reads_a_big_file_whole(tmp_path:
     assert file_fingerprint(small) != file_fingerprint(other)
     rid = request_id_for(first, preprocess(FIXTURES / "short_700ms.mp4")[0].window, "embedding", "pad")
     assert rid.endswith("-0-700-embedding-pad") and len(rid) <= 128
+
+
+def test_a_255_byte_name_gets_its_bodies_like_any_file(tmp_path: Path) -> None:
+    """Issue 22.13: a video whose name is 255 bytes (the most a file name may have) aborted all
+    of ``prep`` (its bodies' folder, ``<name>.<12 hex>``, could not be made). Now the folder's
+    name is cut to fit and the bodies are the file's; the other files go on."""
+    src = tmp_path / "in"
+    src.mkdir()
+    long_name = "é" * 120 + "x" * 11 + ".mp4"  # 240 + 11 + 4 = 255 bytes in UTF-8
+    assert len(long_name.encode()) == 255
+    (src / long_name).write_bytes((FIXTURES / "short_700ms.mp4").read_bytes())
+    (src / "desert.mp4").write_bytes((FIXTURES / "demo" / "desert.mp4").read_bytes())
+    proc = run_prep(src, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    folders = sorted((tmp_path / "out").iterdir())
+    assert len(folders) == 2 and all(len(os.fsencode(f.name)) <= 255 for f in folders)
+    long_folder = next(f for f in folders if f.name.startswith("é"))
+    bodies = sorted(long_folder.glob("*.json"))
+    fp = file_fingerprint(src / long_name)
+    assert [b.stem.split("-")[1] for b in bodies] == [fp[:16]] * 2  # the file's own ids
+    assert long_folder.name.endswith(f".{fp[:12]}")

@@ -56,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
         written: list[Path] = []
         try:
             fingerprint = file_fingerprint(path)
-            folder = out / f"{path.name}.{fingerprint[:12]}"
+            folder = out / _folder_name(path, fingerprint)
             count = 0
             end_ms = 0
             for seg in iter_segments(path, resize=args.resize, decode=decode):
@@ -67,13 +67,15 @@ def main(args: argparse.Namespace) -> int:
                     _write_json(written[-1], upload_body(seg, service=service, request_id=rid))
                 count += 1
                 end_ms = seg.end_ms
-        except MediaError as exc:
+        except (MediaError, OSError) as exc:
             # A file found cut short midway loses the windows already written: half a file
-            # would pass for a whole one.
+            # would pass for a whole one. A write that fails (a full disk) fails this file only.
             for done_path in written:
                 done_path.unlink(missing_ok=True)
             failed += 1
-            print(f"FAIL {path}: {exc.cause}", flush=True)
+            why = (exc.cause if isinstance(exc, MediaError)
+                   else f"cannot write its bodies: {exc.strerror or exc}")
+            print(f"FAIL {path}: {why}", flush=True)
             continue
         bodies += len(written)
         done += 1
@@ -81,6 +83,23 @@ def main(args: argparse.Namespace) -> int:
         print(f"ok   {path}: {windows} ({end_ms / 1000:.1f} s) -> {folder}", flush=True)
     print(f"prep: {done} file(s) ok, {failed} failed; {bodies} bodies in {out}", file=sys.stderr)
     return 1 if failed else 0
+
+
+_NAME_MAX = 255  # bytes in one file name on every common filesystem
+
+
+def _folder_name(path: Path, fingerprint: str) -> str:
+    """``<file name>.<12 hex>``, the file name cut so the whole fits in one file name: a
+    255-byte video name must not fail the file for its bodies' folder. A UTF-8 name is cut at a
+    character; any other keeps its bytes as they are (cut at a byte)."""
+    suffix = f".{fingerprint[:12]}"
+    raw = os.fsencode(path.name)[: _NAME_MAX - len(suffix)]
+    try:
+        path.name.encode("utf-8")
+        name = raw.decode("utf-8", "ignore")  # drops only a character the cut split
+    except UnicodeEncodeError:  # not UTF-8 on disk: surrogate-escaped bytes, kept as bytes
+        name = os.fsdecode(raw)
+    return name + suffix
 
 
 def _write_json(path: Path, body: dict[str, object]) -> None:

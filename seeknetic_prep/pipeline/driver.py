@@ -325,7 +325,12 @@ def _settled(out: Path, opt: RunOptions) -> None:
         path.write_text(json.dumps(want) + "\n")
         return
     except ValueError:
-        have = {}
+        have = None
+    if not isinstance(have, dict):  # guessing could mix two resize modes in one folder
+        raise InvalidArgumentError(
+            f"Invalid {path}: not the JSON object seeknetic-prep writes (like {json.dumps(want)}); "
+            "put back the one its first run wrote, or delete it if every run on this folder used "
+            "the same --resize as this one.")
     if have.get("resize", "crop") != opt.resize:
         raise InvalidArgumentError(
             f"Invalid --resize {opt.resize}: {out} was made with --resize {have.get('resize')}; "
