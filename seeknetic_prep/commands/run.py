@@ -16,6 +16,7 @@ from seeknetic_prep.executors.registry import engine, executor_names
 from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS, parse_extensions
 from seeknetic_prep.pipeline.spec import RunSpec, RunSummary
 from seeknetic_prep.util.outlock import OutLock
+from seeknetic_prep.util.text import printable
 
 HELP = (
     "Embed and tag every 10 s window of every video under PATH (resumable; state and "
@@ -180,7 +181,7 @@ def _print_stop(summary: RunSummary, out: Path) -> None:
         StopReason.INTERRUPT: f"interrupted; state saved in {out}. {again} to resume.",
     }
     if summary.stopped_by is not None:
-        print(f"seeknetic-prep run: {lines[summary.stopped_by]}", file=sys.stderr)
+        print(f"seeknetic-prep run: {printable(lines[summary.stopped_by])}", file=sys.stderr)
 
 
 def _print_next_steps(summary: RunSummary, out: Path) -> None:
@@ -204,7 +205,8 @@ def _print_failures(summary: RunSummary, out: Path) -> None:
     from seeknetic_prep.state.store import display_path  # SQLite: only when there is a failure
 
     for where, why in summary.failures[:_SHOWN_FAILURES]:
-        print(f"  {display_path(why if why.startswith(where) else f'{where}: {why}')}", file=sys.stderr)
+        line = display_path(why if why.startswith(where) else f"{where}: {why}")
+        print(f"  {printable(line)}", file=sys.stderr)
     if len(summary.failures) > _SHOWN_FAILURES:
         print(f"  and {len(summary.failures) - _SHOWN_FAILURES} more: see "
               f"`seeknetic-prep status --out {out}`", file=sys.stderr)
