@@ -51,7 +51,7 @@ class RunDisplay(Progress):
         self.bar: Any = None
         self.status: Any = None
         if not quiet:
-            from tqdm import tqdm
+            from tqdm import tqdm  # only on a terminal: a quiet run never draws a bar
 
             fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]"
             self.bar = tqdm(total=0, desc="windows", unit="win", position=0, dynamic_ncols=True,

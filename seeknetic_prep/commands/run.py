@@ -149,7 +149,7 @@ def _backend(stack: ExitStack, args: argparse.Namespace,
     the given base URL and key."""
     if not args.local:
         return args.base_url, args.api_key, spec
-    from seeknetic_prep.api.keys import local_key
+    from seeknetic_prep.api.keys import local_key  # --local only, as what follows
     from seeknetic_prep.util.extras import require_emulator
 
     require_emulator("run --local")
