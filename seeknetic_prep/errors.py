@@ -258,6 +258,7 @@ class StopReason(str, Enum):
     reads as it always did; when several happen, the most serious (:attr:`rank`) is kept."""
 
     UNREACHABLE = "unreachable"  # every API call failed for longer than the run waits
+    BACKEND_GONE = "backend_gone"  # the API server the run owns (--local's emulator) died
     CRASHED = "crashed"  # a stage thread of the run died (a bug): state kept, the message says why
     QUOTA = "quota"
     INTERRUPT = "interrupt"
@@ -272,10 +273,11 @@ class StopReason(str, Enum):
         return _STOP_EXIT[self]
 
 
-_STOP_RANK = [StopReason.UNREACHABLE, StopReason.CRASHED, StopReason.QUOTA, StopReason.INTERRUPT,
-              StopReason.AUTH]
+_STOP_RANK = [StopReason.UNREACHABLE, StopReason.BACKEND_GONE, StopReason.CRASHED, StopReason.QUOTA,
+              StopReason.INTERRUPT, StopReason.AUTH]
 _STOP_EXIT = {
     StopReason.UNREACHABLE: ExitCode.FAILED,
+    StopReason.BACKEND_GONE: ExitCode.FAILED,
     StopReason.CRASHED: ExitCode.FAILED,
     StopReason.QUOTA: ExitCode.QUOTA,
     StopReason.INTERRUPT: ExitCode.INTERRUPTED,

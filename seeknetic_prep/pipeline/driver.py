@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -124,6 +124,7 @@ class _Run:
                                    unreachable_after_s=options.unreachable_after_s)
         client.on_event = lambda kind, _detail: progress.api_event(kind)
         self.totals = _Totals(progress)
+        self.backend_gone: Callable[[], str | None] | None = None
 
     # -------------------------------------------------------------- stopping
 
@@ -145,6 +146,9 @@ class _Run:
 
     def _check(self) -> None:
         if self.stop.is_set():
+            raise _Stop
+        if self.backend_gone is not None and (gone := self.backend_gone()):
+            self.halt(StopReason.BACKEND_GONE, gone)
             raise _Stop
         now = time.monotonic()
         since = self.client.failing_since
@@ -345,6 +349,7 @@ def run_folder(
     options: RunOptions | None = None,
     progress: Progress | None = None,
     executor: Executor | None = None,
+    backend_gone: Callable[[], str | None] | None = None,
 ) -> RunSummary:
     """Embed and tag every window of every video under ``paths``; resumable from ``out``.
 
@@ -355,8 +360,12 @@ def run_folder(
             that stops early cancels it (its waits and retries give up).
         options: workers, uploaders, services, ...
         progress: callbacks; none by default.
-        executor: the engine that plans and decodes; default the local process pool of
-            ``options.workers`` processes. The run closes it.
+        executor: the engine that plans and decodes; default ``options.executor``'s (the
+            local process pool of ``options.workers`` processes). The run closes it.
+        backend_gone: asked a few times a second; a message means the API's server is gone
+            for good (``run --local``'s emulator child died): the run stops at once with
+            ``stopped_by == "backend_gone"`` (exit 1, state kept) instead of retrying for
+            ``unreachable_after_s``.
 
     Returns:
         The summary; ``summary.exit_code`` is what the CLI exits with. Ctrl-C and SIGTERM
@@ -395,6 +404,7 @@ def run_folder(
         client.check_auth()  # a wrong key stops here: one request, before any state or decoding
         _settled(out_dir, opt)
         run = _Run(found, out_dir, client, opt, progress or Progress(), executor)
+        run.backend_gone = backend_gone
     except BaseException:
         executor.close()
         raise
