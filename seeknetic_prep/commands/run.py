@@ -210,14 +210,14 @@ def _print_failures(summary: RunSummary, out: Path) -> None:
     """Repeat the failures at the end, where they do not scroll away (capped)."""
     if not summary.failures:
         return
-    print(f"failures ({len(summary.failures)}):", file=sys.stderr)
+    print(f"failures ({summary.failure_count}):", file=sys.stderr)
     from seeknetic_prep.state.store import display_path  # SQLite: only when there is a failure
 
     for where, why in summary.failures[:_SHOWN_FAILURES]:
         line = display_path(why if why.startswith(where) else f"{where}: {why}")
         print(f"  {printable(line)}", file=sys.stderr)
-    if len(summary.failures) > _SHOWN_FAILURES:
-        print(f"  and {len(summary.failures) - _SHOWN_FAILURES} more: see "
+    if summary.failure_count > _SHOWN_FAILURES:
+        print(f"  and {summary.failure_count - _SHOWN_FAILURES} more: see "
               f"`seeknetic-prep status --out {out}`", file=sys.stderr)
 
 

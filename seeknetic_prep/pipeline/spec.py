@@ -169,7 +169,12 @@ class RunSummary:
     elapsed_s: float = 0.0
     stopped_by: StopReason | None = None
     stop_message: str | None = None
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # the first 1000 (memory stays flat)
+    failures_not_kept: int = 0  # the ones after those: counted, not kept (`status` lists them all)
+
+    @property
+    def failure_count(self) -> int:
+        return len(self.failures) + self.failures_not_kept
 
     @property
     def exit_code(self) -> int:
