@@ -2,7 +2,7 @@
 
 Every exception the package raises on purpose is a :class:`SeekneticPrepError`. Foreign
 exceptions (``av.FFmpegError``, ``requests.RequestException``, ``sqlite3.Error``, ...) are
-translated exactly once, at the seam where they enter (``media``, ``client``, ``store``), with
+translated exactly once, at the seam where they enter (``decode``, ``client``, ``store``), with
 ``raise X(...) from exc`` so the cause stays attached. Anything else that escapes is a bug.
 
 Where an error is also a builtin kind of failure it inherits that builtin too, as PyAV does
