@@ -24,7 +24,6 @@ in time, so nothing needs a second one.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -52,7 +51,7 @@ from seeknetic_prep.executors.registry import engine
 from seeknetic_prep.pipeline.discover import count_files, discover
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
-from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary
+from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary, pin_settings
 from seeknetic_prep.pipeline.tally import Tally
 from seeknetic_prep.pipeline.tasks import DecodeTask, is_environmental, retry_request_id
 from seeknetic_prep.pipeline.upload import UploadStage
@@ -314,31 +313,19 @@ class _Run:
             raise _Stop
 
 
-def _settled(out: Path, opt: RunOptions) -> None:
-    """Fix the settings that change what is uploaded (the resize mode) for ``out``, once.
-
-    Units are named by content and window; a second run on the same folder with another resize
-    would find them done with the other pictures. Refuse it instead, in one line.
-    """
-    path = out / "settings.json"
-    want = opt.pinned()
-    try:
-        have = json.loads(path.read_text())
-    except FileNotFoundError:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(want) + "\n")
-        return
-    except ValueError:
-        have = None
-    if not isinstance(have, dict):  # guessing could mix two resize modes in one folder
+def _videos(paths: list[str | Path], extensions: frozenset[str]) -> list[Path]:
+    """The video files under ``paths`` (paths only: small), or one line saying why none."""
+    for p in paths:
+        if not os.path.lexists(p):
+            raise InvalidArgumentError(f"Invalid path {str(p)!r}: no such file or folder.")
+    found = list(discover(paths, extensions=extensions))
+    if not found:
+        others = count_files(paths)
+        looked = ", ".join(sorted(extensions)[:6]) + (", ..." if len(extensions) > 6 else "")
         raise InvalidArgumentError(
-            f"Invalid {path}: not the JSON object seeknetic-prep writes (like {json.dumps(want)}); "
-            "put back the one its first run wrote, or delete it if every run on this folder used "
-            "the same --resize as this one.")
-    if have.get("resize", "crop") != opt.resize:
-        raise InvalidArgumentError(
-            f"Invalid --resize {opt.resize}: {out} was made with --resize {have.get('resize')}; "
-            "use that, or another --out.")
+            f"no video files under {', '.join(str(p) for p in paths)} (looked for {looked}); "
+            f"{others} other file(s) skipped. Use --extensions to pick up other names.")
+    return found
 
 
 def run_folder(
@@ -384,25 +371,15 @@ def run_folder(
     0
     """
     out_dir = Path(out)
-    plist = list(paths)
-    for p in plist:
-        if not os.path.lexists(p):
-            raise InvalidArgumentError(f"Invalid path {str(p)!r}: no such file or folder.")
     opt = options or RunOptions()
-    found = list(discover(plist, extensions=opt.extensions))  # paths only: small
-    if not found:
-        others = count_files(plist)
-        looked = ", ".join(sorted(opt.extensions)[:6]) + (", ..." if len(opt.extensions) > 6 else "")
-        raise InvalidArgumentError(
-            f"no video files under {', '.join(str(p) for p in plist)} (looked for {looked}); "
-            f"{others} other file(s) skipped. Use --extensions to pick up other names.")
+    found = _videos(list(paths), opt.extensions)
     # The engine starts now, so its workers' start-up overlaps the key check.
     if executor is None:  # the engine's nodes get their share of the one --qps budget
         _, node_qps = engine(opt.executor).share_qps(opt.qps)
         executor = make_executor(opt.executor, opt, client=client.worker_config(), node_qps=node_qps)
     try:
         client.check_auth()  # a wrong key stops here: one request, before any state or decoding
-        _settled(out_dir, opt)
+        pin_settings(out_dir, opt)
         run = _Run(found, out_dir, client, opt, progress or Progress(), executor)
         run.backend_gone = backend_gone
     except BaseException:

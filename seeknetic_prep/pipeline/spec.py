@@ -10,6 +10,7 @@ importing each other.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from seeknetic_prep.errors import ExitCode, InvalidArgumentError, StopReason
 from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS
 from seeknetic_prep.pipeline.payloads import SERVICES, parse_services
 
-__all__ = ["SERVICES", "Progress", "RunOptions", "RunSpec", "RunSummary"]
+__all__ = ["SERVICES", "Progress", "RunOptions", "RunSpec", "RunSummary", "pin_settings"]
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -122,6 +123,33 @@ class RunSpec:
 
 
 RunOptions = RunSpec  # the name library callers used before the spec took over
+
+
+def pin_settings(out: Path, opt: RunSpec) -> None:
+    """Fix the settings that change what is uploaded (:meth:`RunSpec.pinned`) for ``out``, once.
+
+    Units are named by content and window; a second run on the same folder with another resize
+    would find them done with the other pictures. Refuse it instead, in one line.
+    """
+    path = out / "settings.json"
+    want = opt.pinned()
+    try:
+        have = json.loads(path.read_text())
+    except FileNotFoundError:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(want) + "\n")
+        return
+    except ValueError:
+        have = None
+    if not isinstance(have, dict):  # guessing could mix two resize modes in one folder
+        raise InvalidArgumentError(
+            f"Invalid {path}: not the JSON object seeknetic-prep writes (like {json.dumps(want)}); "
+            "put back the one its first run wrote, or delete it if every run on this folder used "
+            "the same --resize as this one.")
+    if have.get("resize", "crop") != opt.resize:
+        raise InvalidArgumentError(
+            f"Invalid --resize {opt.resize}: {out} was made with --resize {have.get('resize')}; "
+            "use that, or another --out.")
 
 
 class Progress:
