@@ -22,7 +22,6 @@ hold no timestamps, so two runs over the same content give the same rows.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError, StateError
 from seeknetic_prep.state.store import Store, display_path
+from seeknetic_prep.util.fsio import atomic_path
 
 __all__ = [
     "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "ensure_parts",
@@ -188,9 +188,8 @@ def _write_part(
     while (folder / f"part-{run_id:06d}-{n:02d}.parquet").exists():
         n += 1
     path = folder / f"part-{run_id:06d}-{n:02d}.parquet"
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
+from seeknetic_prep.util.fsio import atomic_write
 
 __all__ = ["FileEntry", "RunData", "WindowEntry", "load_run", "write_report"]
 
@@ -172,10 +172,8 @@ def write_report(out: Path, *, max_files: int = 30, max_windows: int = 12) -> Pa
     thumbs = {e.path: _thumbnails(e) for e in data.shown}
     page = _page(data, thumbs, max_files=max_files, max_windows=max_windows)
     dest = Path(out) / "report.html"
-    tmp = dest.with_name(dest.name + ".part")
     try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, dest)
+        atomic_write(dest, page.encode("utf-8"))
     except OSError as exc:
         raise InvalidArgumentError(f"Invalid --out {str(out)!r}: cannot write {dest} "
                                    f"({_why(exc)}).") from exc
