@@ -4,6 +4,6 @@
 * :mod:`.export` -- ``seeknetic-prep results``: one Parquet, JSONL, CSV or ``.npy`` file.
 * :mod:`.index` -- the memory-mapped embedding matrix; exact ranking and tag filters.
 * :mod:`.ann` -- the approximate index (HNSW, usearch) for runs of many millions of windows.
-* :mod:`.report` -- ``report.html``.
+* :mod:`.report` -- ``report.html``, drawn from what :mod:`.report_data` reads.
 * :mod:`.sheet` -- contact sheets of a window's tensors (``inspect``).
 """

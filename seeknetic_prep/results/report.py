@@ -6,9 +6,9 @@ exact presentation times the run used) with its tags; and, for a few windows, th
 neighbours by embedding. Images are small JPEGs inlined as ``data:`` URIs and the CSS is
 inline, so the file needs no network and no folder beside it.
 
-All reading of the run's data goes through :func:`load_run`, so a change of storage (SQLite
-today) touches one function. Work is capped for big runs (``max_files``, ``max_windows``); the
-page says what it left out.
+This module draws the page; what it shows is read by :mod:`.report_data` (:func:`load_run`,
+the one place the report touches storage). Work is capped for big runs (``max_files``,
+``max_windows``); the page says what it left out.
 """
 
 from __future__ import annotations
@@ -16,16 +16,20 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
-from seeknetic_prep.state.rows import FileRow, Throughput
+from seeknetic_prep.results.report_data import (
+    MAX_FAILURES,
+    FailedJob,
+    FileEntry,
+    RunData,
+    WindowEntry,
+    load_run,
+)
 from seeknetic_prep.util.fsio import atomic_write
 
 __all__ = ["FailedJob", "FileEntry", "RunData", "WindowEntry", "load_run", "write_report"]
@@ -34,141 +38,8 @@ THUMB = 96
 """Thumbnail side in pixels: 3 per window, about 2.5 kB each as JPEG."""
 THUMB_FRAMES = (0, 6, 11)
 """Which of a window's 12 frames its strip shows: first, middle, last."""
-_MAX_FAILURES = 100
 _NEIGHBOUR_QUERIES = 4
 _NEIGHBOURS = 3
-_SERVICES = ("embedding", "tagging")
-
-
-@dataclass
-class WindowEntry:
-    """One window of one file with what its jobs returned (None where a job did not complete)."""
-
-    index: int
-    start_ms: int
-    end_ms: int
-    frame_times_ms: list[float] | None = None
-    tags: dict[str, Any] | None = None
-    embedding: np.ndarray | None = None
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class FileEntry:
-    path: str
-    fingerprint: str | None
-    duration_ms: int | None
-    windows: list[WindowEntry] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class FailedJob:
-    """A job that failed: on which file and window, which service and request, and why."""
-
-    path: str
-    window_index: int
-    service: str
-    request_id: str
-    error: str
-
-
-@dataclass
-class RunData:
-    """What the report shows, already capped: ``shown`` holds at most ``max_files`` files."""
-
-    out: Path
-    counts: dict[str, int]
-    files_ok: int
-    failed_files: list[FileRow]
-    failed_jobs: list[FailedJob]
-    """At most 100; the total is below."""
-    failed_jobs_total: int
-    throughput: Throughput
-    shown: list[FileEntry]
-
-
-def load_run(out: Path, *, max_files: int) -> RunData:
-    """Read a run's state from ``out`` (the one place the report touches storage).
-
-    Streams the terminal units once; keeps windows (with embeddings) only for the first
-    ``max_files`` preprocessed files by path, and the first 100 failed jobs.
-
-    Raises:
-        InvalidArgumentError: ``out`` holds no run state.
-    """
-    from seeknetic_prep.results.parts import compact, list_parts, part_schema
-    from seeknetic_prep.state.store import Store, existing_state
-
-    with Store(existing_state(out)) as store:
-        counts, throughput, files = store.counts(), store.throughput(), store.files()
-        windows = _Windows(max_files, {f.path: f.duration_ms for f in files})
-        if list_parts(Path(out)):
-            small = [c for c in part_schema().names if c != "embedding"]
-            for row in compact(Path(out), columns=small).to_pylist():  # no embeddings read here
-                windows.add(row)
-            # Embeddings only for the windows shown, one indexed lookup each: never a whole column.
-            for win, rid in windows.embedded:
-                result = store.result(rid) or {}
-                if result.get("embedding"):
-                    win.embedding = np.asarray(result["embedding"], np.float32)
-    return RunData(
-        out=Path(out),
-        counts=counts,
-        files_ok=sum(f.status == "ok" for f in files),
-        failed_files=[f for f in files if f.status == "failed"],
-        failed_jobs=windows.failed_jobs,
-        failed_jobs_total=windows.failed_total,
-        throughput=throughput,
-        shown=list(windows.shown.values()),
-    )
-
-
-class _Windows:
-    """One pass over the current rows: the windows of the first ``max_files`` files, and the
-    failed jobs of all of them (the first 100 kept, all counted)."""
-
-    def __init__(self, max_files: int, durations: dict[str, int | None]) -> None:
-        self.max_files = max_files
-        self.durations = durations
-        self.shown: dict[str, FileEntry] = {}
-        self.failed_jobs: list[FailedJob] = []
-        self.failed_total = 0
-        self.embedded: list[tuple[WindowEntry, str]] = []  # windows shown, their embedding job
-
-    def add(self, row: dict[str, Any]) -> None:
-        if row["window_index"] is None:
-            return
-        path = row["path"]
-        for service in _SERVICES:
-            if row.get(f"{service}_status") == "failed":
-                self.failed_total += 1
-                if len(self.failed_jobs) < _MAX_FAILURES:
-                    self.failed_jobs.append(FailedJob(path, row["window_index"], service,
-                                                      row.get(f"{service}_request_id") or "?",
-                                                      row.get(f"{service}_error") or "?"))
-        entry = self.shown.get(path)
-        if entry is None:
-            if len(self.shown) >= self.max_files:
-                return
-            entry = self.shown[path] = FileEntry(path, row["fingerprint"], self.durations.get(path))
-        win = _window_entry(row)
-        entry.windows.append(win)
-        if row.get("embedding_status") == "completed" and row.get("embedding_request_id"):
-            self.embedded.append((win, row["embedding_request_id"]))
-
-
-def _window_entry(row: dict[str, Any]) -> WindowEntry:
-    """A window as the report shows it: its times, its tags once tagging completed, its errors."""
-    from seeknetic_prep.results.parts import TAG_TYPES
-
-    win = WindowEntry(row["window_index"], row["start_ms"], row["end_ms"], row["frame_times_ms"])
-    win.errors = [f"{svc}: {row.get(f'{svc}_error')}" for svc in _SERVICES
-                  if row.get(f"{svc}_status") == "failed"]
-    if row.get("tagging_status") == "completed":
-        tags = {k: row[k] for k in TAG_TYPES if row.get(k) is not None}
-        tags.update(json.loads(row["tags_extra"]) if row.get("tags_extra") else {})
-        win.tags = tags
-    return win
 
 
 def write_report(out: Path, *, max_files: int = 30, max_windows: int = 12) -> Path:
@@ -338,8 +209,8 @@ def _failures(data: RunData) -> list[str]:
     see = "<p class='muted'>and {} more: see <code>seeknetic-prep status</code></p>"
     if data.failed_files:
         rows = "".join(f"<tr><td>{e(f.path)}</td><td class='bad'>{e(_reason(f.path, f.error or '?'))}"
-                       "</td></tr>" for f in data.failed_files[:_MAX_FAILURES])
-        more = len(data.failed_files) - _MAX_FAILURES
+                       "</td></tr>" for f in data.failed_files[:MAX_FAILURES])
+        more = len(data.failed_files) - MAX_FAILURES
         parts.append(f"<h3>Files ({len(data.failed_files)})</h3><table><tr><th>file</th><th>reason</th></tr>"
                      f"{rows}</table>" + (see.format(more) if more > 0 else ""))
     if data.failed_jobs:
