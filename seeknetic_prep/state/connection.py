@@ -138,6 +138,9 @@ class Connection:
             if len(self._pending) >= FLUSH_ROWS:
                 self._flush_locked()
 
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._write_many([(sql, params)])
+
     def _write_many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
         """Committed now, after what is buffered (call order is kept)."""
         with self._lock:
