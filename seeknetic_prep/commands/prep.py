@@ -19,6 +19,7 @@ from seeknetic_prep.decode.preprocess import iter_segments
 from seeknetic_prep.errors import MediaError
 from seeknetic_prep.pipeline.discover import discover
 from seeknetic_prep.pipeline.payloads import file_fingerprint, parse_services, request_id_for, upload_body
+from seeknetic_prep.util.fsio import atomic_path
 
 HELP = "Decode videos into the exact JSON bodies of POST /files/upload/tensors, without uploading."
 
@@ -104,7 +105,7 @@ def _folder_name(path: Path, fingerprint: str) -> str:
 
 def _write_json(path: Path, body: dict[str, object]) -> None:
     """Write via a temporary name and rename, so an interrupted run never leaves half a body."""
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", encoding="ascii") as fh:
+    # Not fsynced, as before: a body a second, each cheap to make again; what matters is that
+    # a Ctrl-C never leaves half of one.
+    with atomic_path(path, fsync=False) as tmp, tmp.open("w", encoding="ascii") as fh:
         json.dump(body, fh, separators=(",", ":"))
-    os.replace(tmp, path)

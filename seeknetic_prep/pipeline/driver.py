@@ -7,7 +7,7 @@ One-way stages joined by bounded queues, each in a module of its own::
     ledger            what is left, exactly once   (:mod:`.ledger`, over :mod:`.store`)
     upload + submit   body -> r2 keys -> job       (:mod:`.uploading`, threads)
     poll              request_id -> result         (:mod:`.polling`, threads)
-    results           the run's finished rows      (:mod:`.results`)
+    results           the run's finished rows      (:func:`~seeknetic_prep.results.finalize.finalize_run`)
 
 This module only wires them: :class:`_Run` feeds the engine (files are probed ahead of the
 decoders, so progress totals are known early), routes each event to the ledger and the next
@@ -55,8 +55,7 @@ from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary, pin_s
 from seeknetic_prep.pipeline.tally import Tally
 from seeknetic_prep.pipeline.tasks import DecodeTask, is_environmental, retry_request_id
 from seeknetic_prep.pipeline.upload import UploadStage
-from seeknetic_prep.results.index import update_index
-from seeknetic_prep.results.parts import append_results_part, ensure_parts
+from seeknetic_prep.results.finalize import finalize_run
 from seeknetic_prep.state.store import Store
 
 __all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
@@ -206,13 +205,8 @@ class _Run:
                     jobs_completed=self.tally.completed_now,
                     outcome=self.summary.stopped_by.value if self.summary.stopped_by else "finished",
                 )
-            # The run's own Parquet part: what it finished, at a cost in proportion to that;
-            # first those of earlier runs that were killed before writing theirs.
-            ensure_parts(self.store, self.summary.out, services=self.opt.services, exclude=[self.run_id])
-            part = append_results_part(self.store, self.summary.out, self.run_id,
-                                       services=self.opt.services)
-            if part is not None:
-                update_index(self.summary.out)  # search sees the new windows; grows by the part
+            # The run's own Parquet part (and those of killed runs), and search sees its windows.
+            part = finalize_run(self.store, self.summary.out, self.run_id, services=self.opt.services)
             self.summary.results_path = part or self.summary.out / "parts"
         finally:
             self.store.close()

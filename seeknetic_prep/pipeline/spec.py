@@ -21,6 +21,7 @@ from seeknetic_prep.decode.profile import ResizeMode, Service
 from seeknetic_prep.errors import ExitCode, InvalidArgumentError, StopReason
 from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS
 from seeknetic_prep.pipeline.payloads import SERVICES, parse_services
+from seeknetic_prep.util.fsio import atomic_write
 
 __all__ = ["SERVICES", "Progress", "RunOptions", "RunSpec", "RunSummary", "pin_settings"]
 
@@ -137,7 +138,7 @@ def pin_settings(out: Path, opt: RunSpec) -> None:
         have = json.loads(path.read_text())
     except FileNotFoundError:
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(want) + "\n")
+        atomic_write(path, (json.dumps(want) + "\n").encode())  # never half a file after a crash
         return
     except ValueError:
         have = None
