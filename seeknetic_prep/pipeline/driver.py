@@ -121,7 +121,8 @@ class _Run:
                                max_poll_s=options.max_poll_s, job_timeout_s=options.job_timeout_s)
         self.uploads = UploadStage(client, self.ledger, threads=options.uploaders, stop=self.stop,
                                    no_submit=self.no_submit, poll=self.polls.add, halt=self.halt,
-                                   unreachable_after_s=options.unreachable_after_s)
+                                   unreachable_after_s=options.unreachable_after_s,
+                                   max_jobs=options.max_jobs)
         client.on_event = lambda kind, _detail: progress.api_event(kind)
         self.totals = _Totals(progress)
 
@@ -245,7 +246,7 @@ class _Run:
             if ex.in_flight == 0:
                 if self.uploads.busy == 0 and self.polls.busy == 0:
                     if self.no_submit.is_set():
-                        self.halt(StopReason.QUOTA, self.uploads.quota_message or "quota spent")
+                        self.halt(self.uploads.quota_reason, self.uploads.quota_message or "quota spent")
                         raise _Stop
                     if not files and not backlog:
                         return  # units still pending (none here normally) wait for the next run
