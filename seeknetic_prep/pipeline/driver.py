@@ -49,7 +49,7 @@ from seeknetic_prep.executors import (
     make_executor,
 )
 from seeknetic_prep.executors.registry import engine
-from seeknetic_prep.pipeline.discover import count_files, discover
+from seeknetic_prep.pipeline.discover import discover, no_video_files
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
 from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary
@@ -383,11 +383,7 @@ def run_folder(
     opt = options or RunOptions()
     found = list(discover(plist, extensions=opt.extensions))  # paths only: small
     if not found:
-        others = count_files(plist)
-        looked = ", ".join(sorted(opt.extensions)[:6]) + (", ..." if len(opt.extensions) > 6 else "")
-        raise InvalidArgumentError(
-            f"no video files under {', '.join(str(p) for p in plist)} (looked for {looked}); "
-            f"{others} other file(s) skipped. Use --extensions to pick up other names.")
+        raise no_video_files(plist, opt.extensions)
     # The engine starts now, so its workers' start-up overlaps the key check.
     if executor is None:  # the engine's nodes get their share of the one --qps budget
         _, node_qps = engine(opt.executor).share_qps(opt.qps)
