@@ -238,10 +238,15 @@ def plan_run(
     try:
         if state is not None:
             plan.state, plan.state_jobs = str(db), state.counts()
-        with _pool(processes) as pool:
+        pool = _pool(processes)
+        try:
             to_decode = _count(plan, found, state, pool, resize=resize)
             if sample and to_decode:
                 plan.sample = _measure(pool, to_decode, services, resize)
+        except BaseException:  # Ctrl-C: the files not read yet are dropped, not waited for
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     finally:
         if state is not None:
             state.close()
