@@ -64,20 +64,14 @@ def compare(path: Path) -> dict[str, Any]:
             "cpu_s": round(t1 - t0, 3), "cuda_s": round(t2 - t1, 3)}
 
 
-def _init(decode: str) -> None:
-    from seeknetic_prep.decode import hw as hwdecode
-    from seeknetic_prep.decode import media
-    media.set_thread_cap(1)
-    hwdecode.allow_gpu(decode != "cpu")
-
-
 def _windows(args: tuple[str, str]) -> tuple[int, int]:
     from seeknetic_prep.decode.media import probe
     from seeknetic_prep.decode.preprocess import preprocess
 
     path, decode = args
     info = probe(path)
-    return len(preprocess(path, decode=decode)), round(info.duration_ms / 1000 * info.fps)  # type: ignore[arg-type]
+    windows = preprocess(path, decode=decode, threads=1)  # type: ignore[arg-type]  # a process a core
+    return len(windows), round(info.duration_ms / 1000 * info.fps)
 
 
 def throughput(files: list[Path], *, cpu: int, gpu: int) -> dict[str, Any]:
@@ -88,11 +82,9 @@ def throughput(files: list[Path], *, cpu: int, gpu: int) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")  # CUDA does not survive a fork
     pools: list[tuple[ProcessPoolExecutor, str]] = []
     if gpu:
-        pools += [(ProcessPoolExecutor(gpu, mp_context=ctx, initializer=_init, initargs=("cuda",)),
-                   "cuda")] * gpu
+        pools += [(ProcessPoolExecutor(gpu, mp_context=ctx), "cuda")] * gpu
     if cpu:
-        pools += [(ProcessPoolExecutor(cpu, mp_context=ctx, initializer=_init, initargs=("cpu",)),
-                   "cpu")] * cpu
+        pools += [(ProcessPoolExecutor(cpu, mp_context=ctx), "cpu")] * cpu
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     futures = [pool.submit(_windows, (str(f), mode))

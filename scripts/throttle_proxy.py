@@ -111,6 +111,10 @@ class ThrottleProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):  # closed: end quietly
+            await self._connection(c_reader, c_writer)
+
+    async def _connection(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
         sock = c_writer.get_extra_info("socket")
         if self.recv_buffer is not None and sock is not None:

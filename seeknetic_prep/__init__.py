@@ -42,11 +42,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name == "Client":
-        from seeknetic_prep.api.client import Client
+        from seeknetic_prep.api.client import Client  # requests: on first use (see the docstring)
 
         return Client
     if name == "run_folder":
-        from seeknetic_prep.pipeline.driver import run_folder
+        from seeknetic_prep.pipeline.driver import run_folder  # SQLite, pyarrow: on first use
 
         return run_folder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

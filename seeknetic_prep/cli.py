@@ -19,6 +19,7 @@ from seeknetic_prep import __version__
 from seeknetic_prep.commands import COMMANDS
 from seeknetic_prep.errors import SeekneticPrepError, exit_code_for
 from seeknetic_prep.util.malloc import keep_freed_buffers
+from seeknetic_prep.util.text import printable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,14 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args._main(args)
     except SeekneticPrepError as exc:
-        print(f"seeknetic-prep {args.command}: error: {exc}", file=sys.stderr)
+        print(f"seeknetic-prep {args.command}: error: {printable(exc)}", file=sys.stderr)
         return exit_code_for(exc)
     except BrokenPipeError:  # `... | head`: the reader left; say nothing more (as the docs advise)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:  # the machine said no (a full disk, a file where a folder belongs)
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"seeknetic-prep {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"seeknetic-prep {args.command}: error: {printable(f'{exc.strerror or exc}{where}')}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"seeknetic-prep {args.command}: interrupted", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Every exception the package raises on purpose is a :class:`SeekneticPrepError`. Foreign
 exceptions (``av.FFmpegError``, ``requests.RequestException``, ``sqlite3.Error``, ...) are
-translated exactly once, at the seam where they enter (``media``, ``client``, ``store``), with
+translated exactly once, at the seam where they enter (``decode``, ``client``, ``store``), with
 ``raise X(...) from exc`` so the cause stays attached. Anything else that escapes is a bug.
 
 Where an error is also a builtin kind of failure it inherits that builtin too, as PyAV does
@@ -258,6 +258,7 @@ class StopReason(str, Enum):
     reads as it always did; when several happen, the most serious (:attr:`rank`) is kept."""
 
     UNREACHABLE = "unreachable"  # every API call failed for longer than the run waits
+    BACKEND_GONE = "backend_gone"  # the API server the run owns (--local's emulator) died
     CRASHED = "crashed"  # a stage thread of the run died (a bug): state kept, the message says why
     MAX_JOBS = "max_jobs"  # run --max-jobs N: N jobs submitted, the next one is left for a later run
     QUOTA = "quota"
@@ -273,10 +274,12 @@ class StopReason(str, Enum):
         return _STOP_EXIT[self]
 
 
-_STOP_RANK = [StopReason.UNREACHABLE, StopReason.CRASHED, StopReason.MAX_JOBS, StopReason.QUOTA,
+_STOP_RANK = [StopReason.UNREACHABLE, StopReason.BACKEND_GONE, StopReason.CRASHED, StopReason.MAX_JOBS,
+              StopReason.QUOTA,
               StopReason.INTERRUPT, StopReason.AUTH]
 _STOP_EXIT = {
     StopReason.UNREACHABLE: ExitCode.FAILED,
+    StopReason.BACKEND_GONE: ExitCode.FAILED,
     StopReason.CRASHED: ExitCode.FAILED,
     StopReason.MAX_JOBS: ExitCode.QUOTA,  # stops like a spent quota: run again to continue
     StopReason.QUOTA: ExitCode.QUOTA,

@@ -23,21 +23,41 @@ from seeknetic_prep.pipeline.spec import RunOptions
 NO_GPU = not hwdecode.cuda_present()
 
 
+def _never() -> bool:
+    raise AssertionError("asked for a CUDA device where the answer cannot depend on one")
+
+
 def test_cpu_and_unchecked_codecs_never_get_the_gpu() -> None:
-    assert hwdecode.hwaccel_for("cpu", "h264") is None
+    """``cuda_present`` is not even asked: a CPU decode never touches the CUDA driver."""
+    assert hwdecode.choose_device("cpu", "h264", gpu_allowed=True, cuda_present=_never) == "cpu"
     for codec in ("vp9", "av1", "mjpeg", "mpeg4"):  # NVDEC output not checked against the CPU's
-        assert hwdecode.hwaccel_for("auto", codec) is None
-        assert hwdecode.hwaccel_for("cuda", codec) is None
+        for mode in ("auto", "cuda"):  # "cuda" falls back: exactness outranks speed
+            assert hwdecode.choose_device(mode, codec, gpu_allowed=True, cuda_present=_never) == "cpu"
 
 
-def test_auto_uses_the_gpu_only_where_allowed_and_present() -> None:
-    try:
-        hwdecode.allow_gpu(False)  # a CPU worker of a mixed pool
-        assert hwdecode.hwaccel_for("auto", "h264") is None
-    finally:
-        hwdecode.allow_gpu(True)
-    chosen = hwdecode.hwaccel_for("auto", "hevc")
-    assert (chosen is None) == NO_GPU
+@pytest.mark.parametrize(
+    ("mode", "codec", "gpu_allowed", "present", "device"),
+    [
+        ("auto", "h264", True, True, "cuda"),  # a device: NVDEC
+        ("auto", "hevc", True, True, "cuda"),
+        ("auto", "h264", True, False, "cpu"),  # no device: the CPU, silently
+        ("auto", "h264", False, True, "cpu"),  # a CPU worker of a mixed pool
+        ("cuda", "h264", True, True, "cuda"),
+        ("cuda", "h264", False, True, "cuda"),  # "cuda" insists; gpu_allowed limits "auto" only
+        ("cuda", "av1", True, True, "cpu"),  # outside NVDEC_CODECS: the CPU
+        ("cpu", "h264", True, True, "cpu"),
+    ],
+)
+def test_device_choice_table(mode: str, codec: str, gpu_allowed: bool, present: bool, device: str) -> None:
+    chosen = hwdecode.choose_device(mode, codec, gpu_allowed=gpu_allowed, cuda_present=lambda: present)
+    assert chosen == device
+
+
+def test_cuda_for_an_nvdec_codec_without_a_device_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="Invalid --decode cuda: no CUDA device here"):
+        hwdecode.choose_device("cuda", "hevc", gpu_allowed=True, cuda_present=lambda: False)
+    with pytest.raises(InvalidArgumentError, match="must be one of auto, cpu, cuda"):
+        hwdecode.choose_device("nvdec", "av1", gpu_allowed=True, cuda_present=_never)
 
 
 def test_unknown_mode_is_refused() -> None:

@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,16 @@ from seeknetic_prep.api.client import Client
 from seeknetic_prep.pipeline.driver import Progress, RunOptions, RunSummary, run_folder
 
 CLIP = "short_700ms.mp4"  # one window: one embedding job, one tagging job
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """This module's own emulator: its runs submit fixture clips, and other tests count how
+    often the session's emulator received each fixture's request ids."""
+    from seeknetic_prep.emulator import EmulatorConfig, running
+
+    with running(EmulatorConfig(data_dir=tmp_path_factory.mktemp("emulator-malformed"))) as server:
+        yield server
 
 
 def _clip(fixtures_dir: Path, tmp_path: Path) -> Path:

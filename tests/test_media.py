@@ -209,11 +209,12 @@ def test_a_hole_in_the_audio_stays_silent(tmp_path: Path) -> None:
 
 def _count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts the pictures the decoder puts out (skipped ones never come out) and conversions."""
-    import seeknetic_prep.decode.media as media
+    import seeknetic_prep.decode.colour as colour
+    import seeknetic_prep.decode.frames as frames
 
     counts = {"decoded": 0, "converted": 0}
-    real = media._decode_needed
-    real_rgb = media._to_rgb
+    real = frames._decode_needed
+    real_rgb = colour._to_rgb
 
     def counted(*args: Any) -> Iterator[Any]:
         for frame in real(*args):
@@ -224,8 +225,8 @@ def _count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         counts["converted"] += 1
         return real_rgb(*args)
 
-    monkeypatch.setattr(media, "_decode_needed", counted)
-    monkeypatch.setattr(media, "_to_rgb", converted)
+    monkeypatch.setattr(frames, "_decode_needed", counted)
+    monkeypatch.setattr(colour, "_to_rgb", converted)
     return counts
 
 

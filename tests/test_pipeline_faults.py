@@ -271,3 +271,37 @@ def test_a_surprise_on_one_file_fails_that_file_and_the_run_goes_on(
         ("short_700ms.mp4", "embedding", "completed"), ("short_700ms.mp4", "tagging", "completed")]
     errors = {x["error"] for x in read_results(tmp_path / "out") if x["error"]}
     assert errors == {f"{src / 'latin1_title.mp4'}: {why}"}
+
+
+def test_the_local_emulator_dying_stops_the_run_at_once(fixtures_dir: Path, tmp_path: Path) -> None:
+    """Issue 22.7: ``run --local`` owns its emulator child; when the child died, the run retried
+    silently for 5 minutes (``unreachable_after_s``). Now it notices at once: one line, exit 1,
+    state kept, and the same command resumes with a new emulator on the same data."""
+    src = _copy(fixtures_dir, tmp_path / "in", ("late_audio_25s.mkv", "cfr30_bframes.mp4", "vfr.mp4"))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEKNETIC_")}
+    run = subprocess.Popen([sys.executable, "-m", "seeknetic_prep", "run", str(src), "--local", "--out",
+                            str(out), "--quiet", "--workers", "1"], env=env, cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        child = None
+        while child is None and time.monotonic() < deadline and run.poll() is None:
+            kids = psutil.Process(run.pid).children()
+            child = next((k for k in kids if "emulator.server import _child" in " ".join(k.cmdline())), None)
+            time.sleep(0.05)
+        assert child is not None, "the run never started its emulator"
+        while not (out / "state.sqlite").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the key check passed: the run is under way
+        child.kill()
+        stdout, stderr = run.communicate(timeout=60)  # not unreachable_after_s (300 s)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1 and "Traceback" not in stdout + stderr, stderr
+    stops = [line for line in stderr.splitlines() if line.startswith("seeknetic-prep run: stopped: ")]
+    assert len(stops) == 1 and f"the local emulator (pid {child.pid}) exited with code -9" in stops[0]
+    assert (out / "state.sqlite").exists()
+    again = _run_local(src, out)
+    assert again.returncode == 0, again.stderr
+    assert "files: 3 ok, 0 failed" in again.stdout

@@ -228,3 +228,50 @@ def test_latest_rows_matches_a_plain_python_reference(max_window: int) -> None:
         if head[p] == (f, s):
             newest[(p, w)] = i
     assert latest_rows(keys).tolist() == sorted(newest.values())
+
+
+def test_finalize_run_writes_the_part_of_a_killed_run_then_its_own_then_the_index(tmp_path: Path) -> None:
+    from seeknetic_prep.results.finalize import finalize_run
+    from seeknetic_prep.results.index import INDEX_DIR
+
+    out = tmp_path / "out"
+    with Store(out / "state.sqlite") as store:
+        killed = store.start_run()  # finished windows, then a kill -9: no part, no index
+        add_file(store, tmp_path / "v" / "a.mp4", FA, 2)
+        run = store.start_run()
+        add_file(store, tmp_path / "v" / "b.mp4", FB, 3)
+        part = finalize_run(store, out, run)
+        assert part is not None and part.name == f"part-{run:06d}-00.parquet"
+        assert [p.name for p in list_parts(out)] == [f"part-{killed:06d}-00.parquet", part.name]
+        index = json.loads((out / INDEX_DIR / "index.json").read_text())
+        assert index["parts"] == [p.name for p in list_parts(out)] and index["vectors"] == 5
+        idle = store.start_run()
+        assert finalize_run(store, out, idle) is None  # nothing finished: no part, index untouched
+    assert json.loads((out / INDEX_DIR / "index.json").read_text()) == index
+
+
+def test_no_sql_outside_the_state_package() -> None:
+    """The storage boundary: only state/ (and the emulator's own database) speaks SQL."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent / "seeknetic_prep"
+    sql = re.compile(r"\bimport sqlite3\b|[\"'](SELECT|INSERT|UPDATE|DELETE|PRAGMA) "
+                     r"|\.execute\(\"|store\.read\(")
+    offenders = [
+        f"{path.relative_to(root)}:{n}"
+        for path in root.rglob("*.py") if path.relative_to(root).parts[0] not in ("state", "emulator")
+        for n, line in enumerate(path.read_text().splitlines(), 1) if sql.search(line)
+    ]
+    assert offenders == []
+
+
+def test_the_pipeline_reaches_results_only_through_finalize_run() -> None:
+    import ast
+
+    pipeline = Path(__file__).resolve().parent.parent / "seeknetic_prep" / "pipeline"
+    imported = {
+        node.module for path in pipeline.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    results = {m for m in imported if m.startswith("seeknetic_prep.results")}
+    assert results == {"seeknetic_prep.results.finalize"}

@@ -66,7 +66,9 @@ def test_targets_are_slice_centres() -> None:
     assert steps == {round(5000 / 12, 9)}
 
 
-@pytest.mark.parametrize("module", ["sampling", "transform", "payloads", "preprocess"])
+@pytest.mark.parametrize("module", ["decode.sampling", "decode.transform", "pipeline.payloads",
+                                    "decode.preprocess", "pipeline.spec", "executors.registry",
+                                    "util.text"])
 def test_docstring_examples_run(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The examples in the core's docstrings are runnable (from the repository root)."""
     import doctest

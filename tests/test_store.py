@@ -10,12 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from seeknetic_prep.errors import StateError
 from seeknetic_prep.results.parts import append_results_part, compact
 from seeknetic_prep.state.schema import MIGRATIONS
-from seeknetic_prep.state.store import SCHEMA_VERSION, Store
+from seeknetic_prep.state.store import SCHEMA_VERSION, RunRow, Store, Throughput
 
 
 def request_id_for(fp: str, index: int, service: str) -> str:
@@ -209,8 +210,10 @@ def test_known_file_skips_only_an_unchanged_finished_file(tmp_path: Path) -> Non
         assert store.known_file(video, **{**stat, "inode": st.st_ino + 1}) is None
         assert store.known_file(video, services=("embedding", "tagging", "other"), **stat) is None
         # the lookup is one primary-key search, not a scan
-        plan = store.read("EXPLAIN QUERY PLAN SELECT * FROM files WHERE path=? AND size=?", (b"x", 1))
-        assert any("sqlite_autoindex_files_1" in str(r) for r in plan)
+        db = sqlite3.connect(tmp_path / "s.sqlite")
+        plan = db.execute("EXPLAIN QUERY PLAN SELECT * FROM files WHERE path=? AND size=?", (b"x", 1))
+        assert any("sqlite_autoindex_files_1" in str(r) for r in plan.fetchall())
+        db.close()
 
 
 def test_version_1_database_is_upgraded_with_its_results(tmp_path: Path) -> None:
@@ -258,3 +261,56 @@ def test_reading_progress_never_reads_an_embedding(tmp_path: Path) -> None:
         store.has_units("f" * 32)
         store.counts()
         assert len(statements) == 4 and not any("embedding" in s or "result" in s for s in statements)
+
+
+def test_runs_are_typed_rows_and_throughput_is_computed_once(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        assert store.runs() == [] and store.throughput().rates() is None
+        first, second = store.start_run(), store.start_run()
+        store.update_run(first, windows_decoded=10, jobs_completed=18, outcome="finished")
+        store.update_run(second, windows_decoded=2, jobs_completed=2)
+        store.flush()
+        store._db.execute("UPDATE runs SET started_at=100, updated_at=104 WHERE id=?", (first,))
+        # the clock stepped back during the second run
+        store._db.execute("UPDATE runs SET started_at=200, updated_at=199 WHERE id=?", (second,))
+        runs = store.runs()
+        assert runs == [RunRow(first, 100.0, 104.0, 10, 18, "finished"),
+                        RunRow(second, 200.0, 199.0, 2, 2, None)]
+        assert [r.busy_s for r in runs] == [4.0, 0.0]  # a run never counts negative time
+        throughput = store.throughput()
+        assert throughput == Throughput(runs=2, busy_s=4.0, windows_decoded=12, jobs_completed=20)
+        assert throughput.rates() == ("3.00 windows/s decoded", "5.00 jobs/s completed")
+
+
+def test_what_a_run_finished_is_read_back_typed(tmp_path: Path) -> None:
+    """The reads a results part is written from: only what the run did, as typed rows."""
+    a, b = "a" * 32, "b" * 32
+    with Store(tmp_path / "s.sqlite") as store:
+        first = store.start_run()
+        store.record_file("/v/a.mp4", status="ok", fingerprint=a)
+        rids = _plan(store, fp=a)
+        store.mark_completed(rids[0], {"embedding": [0.5, 0.25], "model_name": "m"})
+        store.mark_completed(rids[1], {"tags": {"shot_size": "wide_shot"}})
+        second = store.start_run()
+        store.record_file("/v/a.mp4", status="ok", fingerprint=a)  # unchanged: keeps run 1
+        store.record_file("/v/copy.mp4", status="ok", fingerprint=a)
+        store.record_file("/v/bad.mp4", status="failed", error="/v/bad.mp4: empty file")
+        store.mark_uploaded(rids[2], {"video_input": "k"}, [1.5] * 12)
+        store.mark_failed(rids[2], "no")
+        _plan(store, fp=b)
+        assert store.runs_with_results() == {first, second}
+        assert store.windows_finished_in(first) == {a: {0}}
+        assert store.windows_finished_in(second) == {a: {1}}
+        assert sorted((f.path, f.status, f.raw) for f in store.files_recorded_in(second)) == [
+            ("/v/bad.mp4", "failed", b"/v/bad.mp4"), ("/v/copy.mp4", "ok", b"/v/copy.mp4")]
+        assert sorted(store.ok_paths(a)) == [b"/v/a.mp4", b"/v/copy.mp4"] and store.ok_paths(b) == []
+        assert store.finished_windows(a) == {0, 1} and store.finished_windows(b) == set()
+        rows = store.window_rows(a, [0, 1])
+        assert [(r.window_index, r.service, r.status) for r in rows] == [
+            (0, "embedding", "completed"), (0, "tagging", "completed"),
+            (1, "embedding", "failed"), (1, "tagging", "planned")]
+        assert rows[0].embedding == np.asarray([0.5, 0.25], "<f4").tobytes()
+        assert rows[0].result == {"model_name": "m"}
+        assert rows[1].result == {"tags": {"shot_size": "wide_shot"}}
+        assert rows[2].embedding is None and rows[2].result is None and rows[2].error == "no"
+        assert rows[2].frame_times_ms == [1.5] * 12 and rows[3].frame_times_ms is None

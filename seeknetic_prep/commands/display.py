@@ -28,6 +28,7 @@ from typing import Any
 
 from seeknetic_prep.pipeline.driver import Progress
 from seeknetic_prep.state.store import display_path  # a name that is not UTF-8 prints escaped, never crashes
+from seeknetic_prep.util.text import printable
 
 __all__ = ["RunDisplay"]
 
@@ -50,7 +51,7 @@ class RunDisplay(Progress):
         self.bar: Any = None
         self.status: Any = None
         if not quiet:
-            from tqdm import tqdm
+            from tqdm import tqdm  # only on a terminal: a quiet run never draws a bar
 
             fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]"
             self.bar = tqdm(total=0, desc="windows", unit="win", position=0, dynamic_ncols=True,
@@ -82,7 +83,7 @@ class RunDisplay(Progress):
 
     def file_started(self, path: str) -> None:
         with self.lock:
-            self.in_flight[display_path(Path(path).name)] = None
+            self.in_flight[_shown(Path(path).name)] = None
             self._status(force=True)
 
     def job_finished(self, request_id: str, status: str) -> None:
@@ -99,9 +100,9 @@ class RunDisplay(Progress):
             self._status()
 
     def file_finished(self, path: str, *, ok: bool, windows: int, error: str | None) -> None:
-        reason = display_path(error if error and error.startswith(path) else f"{path}: {error}")
+        reason = _shown(error if error and error.startswith(path) else f"{path}: {error}")
         with self.lock:
-            self.in_flight.pop(display_path(Path(path).name), None)
+            self.in_flight.pop(_shown(Path(path).name), None)
             if path in self._done_before:
                 self._done_before.discard(path)
                 if ok:
@@ -112,7 +113,7 @@ class RunDisplay(Progress):
                 self._status(force=True)
                 return
         if ok:
-            print(f"ok      {display_path(path)} ({windows} window{'s' if windows != 1 else ''})", flush=True)
+            print(f"ok      {_shown(path)} ({windows} window{'s' if windows != 1 else ''})", flush=True)
         else:
             print(f"failed  {reason}", flush=True)
 
@@ -146,3 +147,9 @@ class RunDisplay(Progress):
                 bar.close()
         if self.already_done:
             print(f"already done: {self.already_done} files (finished by an earlier run)", flush=True)
+
+
+def _shown(path: str) -> str:
+    """A path or a message about one, for the terminal: bytes that are not UTF-8 escaped as
+    ``\\xe9``, control characters (ESC, CR, newlines in a file's name) escaped, never obeyed."""
+    return printable(display_path(path))

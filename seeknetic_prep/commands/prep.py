@@ -23,6 +23,7 @@ from seeknetic_prep.pipeline.payloads import (
     request_id_for,
     upload_body_bytes,
 )
+from seeknetic_prep.util.fsio import atomic_write
 
 HELP = "Decode videos into the exact JSON bodies of POST /files/upload/tensors, without uploading."
 
@@ -109,6 +110,6 @@ def _folder_name(path: Path, fingerprint: str) -> str:
 
 def _write_body(path: Path, body: bytes) -> None:
     """Write via a temporary name and rename, so an interrupted run never leaves half a body."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(body)
-    os.replace(tmp, path)
+    # Not fsynced, as before: a body a second, each cheap to make again; what matters is that
+    # a Ctrl-C never leaves half of one.
+    atomic_write(path, body, fsync=False)

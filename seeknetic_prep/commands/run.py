@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from seeknetic_prep.executors.registry import engine, executor_names
 from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS, parse_extensions
 from seeknetic_prep.pipeline.spec import RunSpec, RunSummary
 from seeknetic_prep.util.outlock import OutLock
+from seeknetic_prep.util.text import printable
 
 HELP = (
     "Embed and tag every 10 s window of every video under PATH (resumable; state and "
@@ -103,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
         stack.enter_context(OutLock(out, wait=args.wait, on_wait=lambda pid: print(
             f"seeknetic-prep run: another run (pid {pid if pid is not None else '?'}) is using {out}; "
             "waiting for it to end (Ctrl-C to give up)...", file=sys.stderr, flush=True)))
-        base_url, key, spec = _backend(stack, args, spec)
+        base_url, key, spec, gone = _backend(stack, args, spec)
         client = stack.enter_context(Client(
             key, base_url=base_url, region=args.region, qps=driver_qps,
             auth="bearer" if args.bearer else "x-api-key",
@@ -115,7 +117,8 @@ def main(args: argparse.Namespace) -> int:
         progress = RunDisplay(quiet=args.quiet or not sys.stdout.isatty(), services=len(spec.services))
         stack.callback(progress.close)
         # The engine starts inside, once there are files to decode, with the nodes' --qps share.
-        summary = run_folder(args.paths, out=out, client=client, options=spec, progress=progress)
+        summary = run_folder(args.paths, out=out, client=client, options=spec, progress=progress,
+                             backend_gone=gone)
         # The run has saved everything: a Ctrl-C from now on must not cut the summary short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(f"seeknetic-prep run: {summary.line()}")
@@ -146,13 +149,13 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     )
 
 
-def _backend(stack: ExitStack, args: argparse.Namespace,
-             spec: RunSpec) -> tuple[str | None, str | None, RunSpec]:
-    """The API to run against: ``--local``'s emulator (started here, stopped with the run), or
-    the given base URL and key."""
+def _backend(stack: ExitStack, args: argparse.Namespace, spec: RunSpec
+             ) -> tuple[str | None, str | None, RunSpec, Callable[[], str | None] | None]:
+    """The API to run against: ``--local``'s emulator (started here, stopped with the run, and
+    watched: if it dies the run stops at once), or the given base URL and key."""
     if not args.local:
-        return args.base_url, args.api_key, spec
-    from seeknetic_prep.api.keys import local_key
+        return args.base_url, args.api_key, spec, None
+    from seeknetic_prep.api.keys import local_key  # --local only, as what follows
     from seeknetic_prep.util.extras import require_emulator
 
     require_emulator("run --local")
@@ -167,7 +170,12 @@ def _backend(stack: ExitStack, args: argparse.Namespace,
     print(f"local emulator at {server.base_url} (state in {out / 'emulator'})", file=sys.stderr)
     # Its jobs finish job_seconds after they are submitted: the first poll comes just after
     # that, not just before (one more round, x1.5 later, for the last window).
-    return server.base_url, server.api_key, replace(spec, poll_s=server.job_seconds + _LOCAL_POLL_MARGIN_S)
+    def gone() -> str | None:
+        code = server.returncode
+        return None if code is None else f"the local emulator (pid {server.pid}) exited with code {code}"
+
+    poll_s = server.job_seconds + _LOCAL_POLL_MARGIN_S
+    return server.base_url, server.api_key, replace(spec, poll_s=poll_s), gone
 
 
 def _print_stop(summary: RunSummary, out: Path) -> None:
@@ -181,12 +189,14 @@ def _print_stop(summary: RunSummary, out: Path) -> None:
                           "the key has more quota to resume.",
         StopReason.UNREACHABLE: f"stopped, the API keeps failing ({summary.stop_message}); state saved "
                                 f"in {out}. {again} to resume.",
+        StopReason.BACKEND_GONE: f"stopped: {summary.stop_message}; state saved in {out}. {again} to "
+                                 "resume.",
         StopReason.CRASHED: f"stopped: {summary.stop_message}; state saved in {out}. {again} to resume "
                             "(and please report the error).",
         StopReason.INTERRUPT: f"interrupted; state saved in {out}. {again} to resume.",
     }
     if summary.stopped_by is not None:
-        print(f"seeknetic-prep run: {lines[summary.stopped_by]}", file=sys.stderr)
+        print(f"seeknetic-prep run: {printable(lines[summary.stopped_by])}", file=sys.stderr)
 
 
 def _print_next_steps(summary: RunSummary, out: Path) -> None:
@@ -206,13 +216,14 @@ def _print_failures(summary: RunSummary, out: Path) -> None:
     """Repeat the failures at the end, where they do not scroll away (capped)."""
     if not summary.failures:
         return
-    print(f"failures ({len(summary.failures)}):", file=sys.stderr)
+    print(f"failures ({summary.failure_count}):", file=sys.stderr)
     from seeknetic_prep.state.store import display_path  # SQLite: only when there is a failure
 
     for where, why in summary.failures[:_SHOWN_FAILURES]:
-        print(f"  {display_path(why if why.startswith(where) else f'{where}: {why}')}", file=sys.stderr)
-    if len(summary.failures) > _SHOWN_FAILURES:
-        print(f"  and {len(summary.failures) - _SHOWN_FAILURES} more: see "
+        line = display_path(why if why.startswith(where) else f"{where}: {why}")
+        print(f"  {printable(line)}", file=sys.stderr)
+    if summary.failure_count > _SHOWN_FAILURES:
+        print(f"  and {summary.failure_count - _SHOWN_FAILURES} more: see "
               f"`seeknetic-prep status --out {out}`", file=sys.stderr)
 
 

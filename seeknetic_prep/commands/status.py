@@ -21,7 +21,7 @@ def main(args: argparse.Namespace) -> int:
     with Store(db) as store:
         counts = store.counts()
         files = store.files()
-        runs = store.runs()
+        throughput = store.throughput()
         failed_units = store.units_with_status("failed")
     total = sum(counts.values())
     order = ("completed", "submitted", "uploaded", "planned", "failed")
@@ -29,12 +29,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"files: {len(files)} paths ({sum(f.status == 'ok' for f in files)} preprocessed, "
           f"{sum(f.status == 'failed' for f in files)} failed)")
     print(f"jobs: {total} (" + ", ".join(f"{counts.get(s, 0)} {s}" for s in order) + ")")
-    busy_s = sum(max(0.0, updated - started) for _, started, updated, _, _, _ in runs)
-    decoded = sum(r[3] for r in runs)
-    done = sum(r[4] for r in runs)
-    if runs and busy_s > 0:
-        print(f"throughput: {decoded / busy_s:.2f} windows/s decoded, {done / busy_s:.2f} jobs/s "
-              f"completed over {len(runs)} run(s), {busy_s:.1f} s")
+    rates = throughput.rates()
+    if rates is not None:
+        print(f"throughput: {', '.join(rates)} over {throughput.runs} run(s), {throughput.busy_s:.1f} s")
     bad = [f for f in files if f.status == "failed"]
     if bad:
         print("failed files:")

@@ -1,8 +1,9 @@
 """Which decoder a file gets: the CPU, or NVDEC on an NVIDIA GPU through PyAV's ``cuda`` hwaccel.
 
-``decode="auto"`` (the default everywhere) uses NVDEC when this process may use the GPU, a CUDA
-device is present, and the file's codec is one whose NVDEC output was checked to equal the CPU
-decoder's (:data:`NVDEC_CODECS`); otherwise the CPU, silently. ``"cpu"`` never touches the GPU.
+``decode="auto"`` (the default everywhere) uses NVDEC when the decoder may use the GPU (its
+``gpu_allowed`` argument: not in the CPU workers of a mixed pool), a CUDA device is present,
+and the file's codec is one whose NVDEC output was checked to equal the CPU decoder's
+(:data:`NVDEC_CODECS`); otherwise the CPU, silently. ``"cpu"`` never touches the GPU.
 ``"cuda"`` insists: without a device it is a usage error (exit 2) said once, up front; a codec
 outside :data:`NVDEC_CODECS` still falls back to the CPU, because exactness outranks speed.
 
@@ -11,30 +12,28 @@ What is known (measured on an H200 by the issue's author, PyAV 18.1 from the whe
 H.264; CUDA fails in a forked worker, so GPU decode workers are ``spawn``ed. What is not yet
 measured in this project: exactness of the whole window (``scripts/gpu_check.py`` checks it on
 the H.264 and HEVC fixtures) and the speed of the pipeline with GPU workers.
+
+The choice is :func:`choose_device`, a pure function of its arguments (no process state), so
+its whole table is tested without a GPU; :class:`~seeknetic_prep.decode.decoder.VideoDecoder`
+asks it and opens the file accordingly.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
 from seeknetic_prep.errors import InvalidArgumentError
 
-__all__ = ["NVDEC_CODECS", "DecodeMode", "allow_gpu", "check_decode", "cuda_present", "hwaccel_for"]
+__all__ = ["NVDEC_CODECS", "DecodeMode", "check_decode", "choose_device", "cuda_present", "nvdec"]
 
 DecodeMode = Literal["auto", "cpu", "cuda"]
 DECODE_MODES: tuple[str, ...] = ("auto", "cpu", "cuda")
 NVDEC_CODECS = frozenset({"h264", "hevc"})
 """Codecs decoded on the GPU: the ones whose GPU output is to equal the CPU's (see module doc)."""
-
-_gpu_allowed = True
-
-
-def allow_gpu(allowed: bool) -> None:
-    """Whether ``auto`` may use the GPU in this process (a CPU worker of a mixed pool may not:
-    the GPU's decoders are shared by the GPU workers only)."""
-    global _gpu_allowed
-    _gpu_allowed = allowed
+_NO_CUDA = ("Invalid --decode cuda: no CUDA device here (PyAV cannot open one); use --decode auto "
+            "or cpu, or run where an NVIDIA GPU and its driver are present.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,21 +62,40 @@ def check_decode(mode: str) -> DecodeMode:
     if mode not in DECODE_MODES:
         raise InvalidArgumentError(f"Invalid decode {mode!r}: must be one of auto, cpu, cuda.")
     if mode == "cuda" and not cuda_present():
-        raise InvalidArgumentError(
-            "Invalid --decode cuda: no CUDA device here (PyAV cannot open one); use --decode auto "
-            "or cpu, or run where an NVIDIA GPU and its driver are present.")
+        raise InvalidArgumentError(_NO_CUDA)
     return mode  # type: ignore[return-value]
 
 
-def hwaccel_for(mode: str, codec: str) -> Any:
-    """The ``hwaccel=`` to open a file of ``codec`` with under ``mode``: an ``HWAccel`` for
-    NVDEC, or ``None`` for the CPU decoder."""
-    if mode == "cpu" or codec not in NVDEC_CODECS:
-        return None
-    if mode == "auto" and not (_gpu_allowed and cuda_present()):
-        return None
-    if mode == "cuda" and not cuda_present():
+def choose_device(
+    mode: str, codec: str, *, gpu_allowed: bool, cuda_present: Callable[[], bool]
+) -> Literal["cpu", "cuda"]:
+    """Where a file of ``codec`` decodes under ``mode``: a pure choice, every input an argument.
+
+    ``gpu_allowed`` is False in the CPU workers of a mixed pool (the GPU's decoders are the GPU
+    workers'); it limits ``auto`` only. ``cuda_present`` is asked only when the answer depends
+    on it, so a CPU decode never touches the CUDA driver.
+
+    >>> choose_device("auto", "h264", gpu_allowed=True, cuda_present=lambda: True)
+    'cuda'
+    >>> choose_device("cuda", "av1", gpu_allowed=True, cuda_present=lambda: True)
+    'cpu'
+
+    Raises:
+        InvalidArgumentError: an unknown mode, or ``cuda`` for an NVDEC codec with no device.
+    """
+    if mode not in DECODE_MODES:
         check_decode(mode)  # raises the one-line error
+    if mode == "cpu" or codec not in NVDEC_CODECS:
+        return "cpu"
+    if mode == "auto":
+        return "cuda" if gpu_allowed and cuda_present() else "cpu"
+    if not cuda_present():
+        raise InvalidArgumentError(_NO_CUDA)
+    return "cuda"
+
+
+def nvdec() -> Any:
+    """The ``hwaccel=`` that opens a file for NVDEC (no silent software fallback)."""
     from av.codec.hwaccel import HWAccel
 
     return HWAccel("cuda", allow_software_fallback=False)

@@ -2,8 +2,9 @@
 :class:`~seeknetic_prep.decode.profile.Segment` per window out.
 
 Orchestrates the three stages without doing their work: :mod:`~seeknetic_prep.decode.sampling`
-says which instants, :mod:`~seeknetic_prep.decode.media` decodes them in one forward pass,
-:mod:`~seeknetic_prep.decode.transform` makes them 224 x 224 upright RGB and cuts the audio.
+says which instants, a :class:`~seeknetic_prep.decode.decoder.VideoDecoder` decodes them in one
+forward pass, :mod:`~seeknetic_prep.decode.transform` makes them 224 x 224 upright RGB and cuts
+the audio.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seeknetic_prep.decode.profile import (
     AUDIO_SAMPLES,
-    FRAMES_PER_WINDOW,
     SAMPLE_RATE,
     ResizeMode,
     Segment,
@@ -28,8 +28,9 @@ from seeknetic_prep.decode.transform import AudioTimeline, check_resize, fit, sc
 from seeknetic_prep.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
+    from seeknetic_prep.decode.decoder import VideoDecoder
     from seeknetic_prep.decode.hw import DecodeMode
-    from seeknetic_prep.decode.media import MediaInfo
+    from seeknetic_prep.decode.probe import MediaInfo
 
 __all__ = ["iter_segments", "preprocess"]
 
@@ -41,6 +42,7 @@ def preprocess(
     end_ms: int | None = None,
     resize: ResizeMode = "crop",
     decode: DecodeMode = "auto",
+    threads: int = 0,
 ) -> list[Segment]:
     """Decode a video into its 10-second windows (or one custom window) as Seeknetic tensors.
 
@@ -53,6 +55,7 @@ def preprocess(
         decode: "auto" (NVDEC when a CUDA device is present and the codec is H.264 or HEVC,
             else the CPU), "cpu", or "cuda" (an error without a device); see
             :mod:`seeknetic_prep.decode.hw`.
+        threads: FFmpeg threads per decoder (0: FFmpeg's default, one per core).
 
     Returns:
         One segment per window, in order: ``video`` uint8 (1, 12, 3, 224, 224) RGB, ``audio``
@@ -67,13 +70,12 @@ def preprocess(
     >>> [(s.start_ms, s.end_ms) for s in segs], segs[0].video.shape
     ([(0, 10000), (10000, 12000)], (1, 12, 3, 224, 224))
     """
-    from seeknetic_prep.decode.media import probe_open
+    from seeknetic_prep.decode.decoder import VideoDecoder
 
     mode = check_resize(resize)
-    info, container = probe_open(path, decode=decode)
-    with container:
-        windows = plan_windows(info.duration_ms, start_ms=start_ms, end_ms=end_ms)
-        return list(_segments(info, windows, mode, container))
+    with VideoDecoder(path, device=decode, threads=threads) as decoder:
+        windows = plan_windows(decoder.info.duration_ms, start_ms=start_ms, end_ms=end_ms)
+        return list(_segments(decoder, windows, mode))
 
 
 def iter_segments(
@@ -83,6 +85,8 @@ def iter_segments(
     resize: ResizeMode = "crop",
     decode: DecodeMode = "auto",
     info: MediaInfo | None = None,
+    threads: int = 0,
+    gpu_allowed: bool = True,
 ) -> Iterator[Segment]:
     """Yield each window's segment as soon as it is decoded: one forward pass, flat memory.
 
@@ -92,19 +96,22 @@ def iter_segments(
             10-second windows. Ends past the content are clipped to it.
         resize: as for :func:`preprocess`.
         decode: as for :func:`preprocess`.
-        info: the file's :func:`~seeknetic_prep.decode.media.probe`, when the caller has it already
-            (a run probed the file to plan it): not probed again while its size is unchanged.
+        info: the file's :func:`~seeknetic_prep.decode.probe.probe`, when the caller has it
+            already (a run probed the file to plan it): not probed again while its size is unchanged.
+        threads: FFmpeg threads per decoder (0: FFmpeg's default, one per core).
+        gpu_allowed: whether ``decode="auto"`` may use NVDEC (False in a mixed pool's CPU workers).
 
     Raises:
         MediaError: as for :func:`preprocess`; a file that turns out to be cut short midway
             raises when the pass reaches the missing part (earlier windows were already yielded).
         InvalidArgumentError: windows out of order, overlapping, or starting past the end.
     """
-    from seeknetic_prep.decode.media import probe_open
+    from seeknetic_prep.decode.decoder import VideoDecoder
 
     mode = check_resize(resize)
-    info, container = probe_open(path, decode=decode, known=info)
-    with container:
+    with VideoDecoder(path, device=decode, threads=threads, gpu_allowed=gpu_allowed,
+                      info=info) as decoder:
+        info = decoder.info
         if windows is None:
             planned = plan_windows(info.duration_ms)
         else:
@@ -114,7 +121,7 @@ def iter_segments(
                     raise InvalidArgumentError(
                         f"Invalid windows {a} then {b}: must be ascending and must not overlap."
                     )
-        yield from _segments(info, planned, mode, container)
+        yield from _segments(decoder, planned, mode)
 
 
 def _clip(window: Window, info: MediaInfo) -> Window:
@@ -126,29 +133,21 @@ def _clip(window: Window, info: MediaInfo) -> Window:
     return Window(window.index, window.start_ms, min(window.end_ms, info.duration_ms))
 
 
-def _segments(
-    info: MediaInfo, windows: Sequence[Window], resize: ResizeMode, container: Any
-) -> Iterator[Segment]:
-    """``container`` is the probe's, reused for the frames: a small file's first window costs
-    about as much as opening it again."""
-    from seeknetic_prep.decode.media import decode_audio, decode_frames_at
-
+def _segments(decoder: VideoDecoder, windows: Sequence[Window], resize: ResizeMode) -> Iterator[Segment]:
+    """The windows' segments from one frame pass and one audio pass of ``decoder``."""
     if not windows:
         return
+    info = decoder.info
     targets = [frame_targets_ms(w) for w in windows]
     size = scaled_size(info.width, info.height, resize)
-    frames = decode_frames_at(info, [t for ts in targets for t in ts], size, container=container)
-    chunks = decode_audio(info, windows[0].start_ms)
+    batches = decoder.batches_at(targets, size=size)
+    chunks = decoder.audio(windows[0].start_ms)
     audio = AudioTimeline(chunks)
     try:
         for window, window_targets in zip(windows, targets, strict=True):
-            pictures: list[np.ndarray] = []
-            times: list[float] = []
-            for _ in range(FRAMES_PER_WINDOW):
-                pts_ms, rgb = next(frames)
-                times.append(pts_ms)
-                pictures.append(fit(upright(rgb, info.rotation), resize))
-            video = np.ascontiguousarray(np.stack(pictures).transpose(0, 3, 1, 2)[None])
+            batch = next(batches)
+            pictures = fit(upright(batch.data, info.rotation), resize)
+            video = np.ascontiguousarray(pictures.transpose(0, 3, 1, 2)[None])
             start = round(window.start_ms * SAMPLE_RATE / 1000)
             stop = round(window.end_ms * SAMPLE_RATE / 1000)
             samples = audio.take(start, stop, AUDIO_SAMPLES)
@@ -158,11 +157,11 @@ def _segments(
                 end_ms=window.end_ms,
                 video=video,
                 audio=samples.reshape(1, 1, AUDIO_SAMPLES),
-                frame_times_ms=tuple(times),
+                frame_times_ms=batch.pts_ms,
                 has_audio=info.has_audio,
                 target_times_ms=tuple(window_targets),
             )
     finally:
-        # A caller that stops early closes both files now, not whenever the GC gets to them.
-        frames.close()
+        # A caller that stops early closes both passes now, not whenever the GC gets to them.
+        batches.close()
         chunks.close()

@@ -2,7 +2,7 @@
 
 No I/O and no PyAV here, so the rules that decide which instant of a file a tensor shows can
 be read and tested on their own. Times are milliseconds on the file's timeline (see
-:mod:`seeknetic_prep.decode.media` for where that timeline starts).
+:mod:`seeknetic_prep.decode.probe` for where that timeline starts).
 """
 
 from __future__ import annotations

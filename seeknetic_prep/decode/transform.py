@@ -1,7 +1,7 @@
 """Numpy in, numpy out: turn decoded pictures upright and to 224 x 224, lay audio on a window.
 
-Kept apart from :mod:`~seeknetic_prep.decode.media` so the geometry and the audio placement can be
-tested on synthetic arrays, without a file or a decoder.
+Kept apart from the decoder (:mod:`~seeknetic_prep.decode.decoder`) so the geometry and the
+audio placement can be tested on synthetic arrays, without a file or a decoder.
 """
 
 from __future__ import annotations
@@ -46,29 +46,31 @@ def scaled_size(width: int, height: int, resize: ResizeMode, size: int = FRAME_S
 
 
 def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
-    """Apply a display rotation (counter-clockwise degrees, as FFmpeg reports it) to ``(h, w, 3)``.
+    """Apply a display rotation (counter-clockwise degrees, as FFmpeg reports it) to ``(h, w, 3)``,
+    or to every picture of a batch ``(n, h, w, 3)``.
 
     An iPhone portrait clip reports -90: its stored picture must turn 90 degrees clockwise.
     """
     k = round(rotation / 90) % 4
-    return rgb if k == 0 else np.rot90(rgb, k=k)
+    return rgb if k == 0 else np.rot90(rgb, k=k, axes=(-3, -2))
 
 
 def fit(rgb: np.ndarray, resize: ResizeMode, size: int = FRAME_SIZE) -> np.ndarray:
-    """A ``(size, size, 3)`` picture from one already scaled by :func:`scaled_size`.
+    """A ``(size, size, 3)`` picture from one already scaled by :func:`scaled_size` (or
+    ``(n, size, size, 3)`` from a batch ``(n, h, w, 3)``).
 
     crop: the centre; squash: as is; pad: centred on black.
     """
-    h, w = rgb.shape[:2]
+    h, w = rgb.shape[-3:-1]
     if resize == "pad":
-        out = np.zeros((size, size, 3), np.uint8)
+        out = np.zeros((*rgb.shape[:-3], size, size, 3), np.uint8)
         top, left = (size - h) // 2, (size - w) // 2
-        out[top : top + h, left : left + w] = rgb
+        out[..., top : top + h, left : left + w, :] = rgb
         return out
     if (h, w) != (size, size) and resize == "squash":
         raise InvalidArgumentError(f"Invalid squashed picture {w}x{h}: must be {size}x{size}.")
     top, left = (h - size) // 2, (w - size) // 2
-    return rgb[top : top + size, left : left + size]
+    return rgb[..., top : top + size, left : left + size, :]
 
 
 class AudioTimeline:

@@ -172,11 +172,11 @@ def _upload_here(client: Client, window: EncodedWindow) -> tuple[EncodedWindow, 
 
 def _decode_task(task: DecodeTask, config: ClientConfig | None, pacer: Any, rate: float | None,
                  threads: int) -> Iterator[Message]:
-    from seeknetic_prep.decode import media  # PyAV: on the node, never the driver
+    from seeknetic_prep.pipeline.worker import configure  # PyAV: on the node, never the driver
     from seeknetic_prep.util.malloc import keep_freed_buffers
 
     keep_freed_buffers()  # once per Ray worker process: see seeknetic_prep.util.malloc
-    media.set_thread_cap(threads)
+    configure(decode_threads=threads)
     client = _worker_client(config, pacer, rate) if config is not None else None
     for kind, payload in task.messages():
         if kind == "window" and client is not None and payload.bodies:

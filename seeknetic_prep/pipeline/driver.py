@@ -7,7 +7,7 @@ One-way stages joined by bounded queues, each in a module of its own::
     ledger            what is left, exactly once   (:mod:`.ledger`, over :mod:`.store`)
     upload + submit   body -> r2 keys -> job       (:mod:`.uploading`, threads)
     poll              request_id -> result         (:mod:`.polling`, threads)
-    results           the run's finished rows      (:mod:`.results`)
+    results           the run's finished rows      (:func:`~seeknetic_prep.results.finalize.finalize_run`)
 
 This module only wires them: :class:`_Run` feeds the engine (files are probed ahead of the
 decoders, so progress totals are known early), routes each event to the ledger and the next
@@ -24,14 +24,13 @@ in time, so nothing needs a second one.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -52,12 +51,11 @@ from seeknetic_prep.executors.registry import engine
 from seeknetic_prep.pipeline.discover import discover, no_video_files
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
-from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary
+from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary, pin_settings
 from seeknetic_prep.pipeline.tally import Tally
 from seeknetic_prep.pipeline.tasks import DecodeTask, is_environmental, retry_request_id
 from seeknetic_prep.pipeline.upload import UploadStage
-from seeknetic_prep.results.index import update_index
-from seeknetic_prep.results.parts import append_results_part, ensure_parts
+from seeknetic_prep.results.finalize import finalize_run
 from seeknetic_prep.state.store import Store
 
 __all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
@@ -125,6 +123,7 @@ class _Run:
                                    max_jobs=options.max_jobs)
         client.on_event = lambda kind, _detail: progress.api_event(kind)
         self.totals = _Totals(progress)
+        self.backend_gone: Callable[[], str | None] | None = None
 
     # -------------------------------------------------------------- stopping
 
@@ -146,6 +145,9 @@ class _Run:
 
     def _check(self) -> None:
         if self.stop.is_set():
+            raise _Stop
+        if self.backend_gone is not None and (gone := self.backend_gone()):
+            self.halt(StopReason.BACKEND_GONE, gone)
             raise _Stop
         now = time.monotonic()
         since = self.client.failing_since
@@ -204,13 +206,8 @@ class _Run:
                     jobs_completed=self.tally.completed_now,
                     outcome=self.summary.stopped_by.value if self.summary.stopped_by else "finished",
                 )
-            # The run's own Parquet part: what it finished, at a cost in proportion to that;
-            # first those of earlier runs that were killed before writing theirs.
-            ensure_parts(self.store, self.summary.out, services=self.opt.services, exclude=[self.run_id])
-            part = append_results_part(self.store, self.summary.out, self.run_id,
-                                       services=self.opt.services)
-            if part is not None:
-                update_index(self.summary.out)  # search sees the new windows; grows by the part
+            # The run's own Parquet part (and those of killed runs), and search sees its windows.
+            part = finalize_run(self.store, self.summary.out, self.run_id, services=self.opt.services)
             self.summary.results_path = part or self.summary.out / "parts"
         finally:
             self.store.close()
@@ -311,31 +308,15 @@ class _Run:
             raise _Stop
 
 
-def _settled(out: Path, opt: RunOptions) -> None:
-    """Fix the settings that change what is uploaded (the resize mode) for ``out``, once.
-
-    Units are named by content and window; a second run on the same folder with another resize
-    would find them done with the other pictures. Refuse it instead, in one line.
-    """
-    path = out / "settings.json"
-    want = opt.pinned()
-    try:
-        have = json.loads(path.read_text())
-    except FileNotFoundError:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(want) + "\n")
-        return
-    except ValueError:
-        have = None
-    if not isinstance(have, dict):  # guessing could mix two resize modes in one folder
-        raise InvalidArgumentError(
-            f"Invalid {path}: not the JSON object seeknetic-prep writes (like {json.dumps(want)}); "
-            "put back the one its first run wrote, or delete it if every run on this folder used "
-            "the same --resize as this one.")
-    if have.get("resize", "crop") != opt.resize:
-        raise InvalidArgumentError(
-            f"Invalid --resize {opt.resize}: {out} was made with --resize {have.get('resize')}; "
-            "use that, or another --out.")
+def _videos(paths: list[str | Path], extensions: frozenset[str]) -> list[Path]:
+    """The video files under ``paths`` (paths only: small), or one line saying why none."""
+    for p in paths:
+        if not os.path.lexists(p):
+            raise InvalidArgumentError(f"Invalid path {str(p)!r}: no such file or folder.")
+    found = list(discover(paths, extensions=extensions))
+    if not found:
+        raise no_video_files(paths, extensions)
+    return found
 
 
 def run_folder(
@@ -346,6 +327,7 @@ def run_folder(
     options: RunOptions | None = None,
     progress: Progress | None = None,
     executor: Executor | None = None,
+    backend_gone: Callable[[], str | None] | None = None,
 ) -> RunSummary:
     """Embed and tag every window of every video under ``paths``; resumable from ``out``.
 
@@ -356,8 +338,12 @@ def run_folder(
             that stops early cancels it (its waits and retries give up).
         options: workers, uploaders, services, ...
         progress: callbacks; none by default.
-        executor: the engine that plans and decodes; default the local process pool of
-            ``options.workers`` processes. The run closes it.
+        executor: the engine that plans and decodes; default ``options.executor``'s (the
+            local process pool of ``options.workers`` processes). The run closes it.
+        backend_gone: asked a few times a second; a message means the API's server is gone
+            for good (``run --local``'s emulator child died): the run stops at once with
+            ``stopped_by == "backend_gone"`` (exit 1, state kept) instead of retrying for
+            ``unreachable_after_s``.
 
     Returns:
         The summary; ``summary.exit_code`` is what the CLI exits with. Ctrl-C and SIGTERM
@@ -376,22 +362,17 @@ def run_folder(
     0
     """
     out_dir = Path(out)
-    plist = list(paths)
-    for p in plist:
-        if not os.path.lexists(p):
-            raise InvalidArgumentError(f"Invalid path {str(p)!r}: no such file or folder.")
     opt = options or RunOptions()
-    found = list(discover(plist, extensions=opt.extensions))  # paths only: small
-    if not found:
-        raise no_video_files(plist, opt.extensions)
+    found = _videos(list(paths), opt.extensions)
     # The engine starts now, so its workers' start-up overlaps the key check.
     if executor is None:  # the engine's nodes get their share of the one --qps budget
         _, node_qps = engine(opt.executor).share_qps(opt.qps)
         executor = make_executor(opt.executor, opt, client=client.worker_config(), node_qps=node_qps)
     try:
         client.check_auth()  # a wrong key stops here: one request, before any state or decoding
-        _settled(out_dir, opt)
+        pin_settings(out_dir, opt)
         run = _Run(found, out_dir, client, opt, progress or Progress(), executor)
+        run.backend_gone = backend_gone
     except BaseException:
         executor.close()
         raise

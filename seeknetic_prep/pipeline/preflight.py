@@ -28,7 +28,6 @@ import contextlib
 import math
 import multiprocessing
 import os
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -38,10 +37,11 @@ from typing import Any
 
 from seeknetic_prep.decode.profile import ResizeMode, Service, Window
 from seeknetic_prep.decode.sampling import plan_windows
-from seeknetic_prep.errors import InvalidArgumentError, StateError
+from seeknetic_prep.errors import InvalidArgumentError
 from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS, discover, no_video_files
 from seeknetic_prep.pipeline.payloads import SERVICES, upload_body_size
 from seeknetic_prep.pipeline.tasks import DecodeTask, FileEstimate, unit_request_id
+from seeknetic_prep.state.readonly import StateView
 
 __all__ = ["DecodeSample", "Plan", "plan_run"]
 
@@ -134,57 +134,6 @@ class Plan:
         }
 
 
-class _StateView:
-    """The run state of an out folder, opened read-only: a run may be writing it, and a plan
-    must change nothing (no migration, no WAL switch). Its ``sqlite3`` errors become
-    :class:`StateError` here. (A read-only door on ``state.store.Store`` would be its home.)"""
-
-    def __init__(self, db: Path) -> None:
-        from seeknetic_prep.state.store import SCHEMA_VERSION
-
-        self.path = db
-        try:
-            self._db = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
-            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        except sqlite3.Error as exc:
-            raise StateError(f"{db}: cannot read the state database ({exc}).") from exc
-        if version != SCHEMA_VERSION:
-            self._db.close()
-            raise StateError(
-                f"{db}: schema version {version}, but plan reads version {SCHEMA_VERSION} only; "
-                + ("upgrade seeknetic-prep." if version > SCHEMA_VERSION
-                   else "a run with this version upgrades it."))
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return [tuple(r) for r in self._db.execute(sql, params).fetchall()]
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: read failed ({exc}).") from exc
-
-    def known(self, path: str, st: os.stat_result) -> tuple[str, int] | None:
-        """``(fingerprint, duration_ms)`` of a file recorded usable and unchanged since (the
-        same absolute path, size, mtime and inode: the run's own test for skipping a file)."""
-        from seeknetic_prep.state.store import path_bytes
-
-        rows = self._rows(
-            "SELECT fingerprint, duration_ms FROM files WHERE path=? AND size=? AND mtime_ns=? AND inode=? "
-            "AND status='ok' AND fingerprint IS NOT NULL AND duration_ms > 0",
-            (path_bytes(path), st.st_size, st.st_mtime_ns, st.st_ino))
-        return (str(rows[0][0]), int(rows[0][1])) if rows else None
-
-    def units(self, fingerprint: str) -> dict[tuple[int, str], tuple[Window, str, str]]:
-        """A content's units: (window index, service) -> (window, status, request id)."""
-        return {(idx, svc): (Window(idx, start, end), status, rid) for idx, svc, start, end, status, rid in
-                self._rows("SELECT window_index, service, start_ms, end_ms, status, request_id FROM units "
-                           "WHERE fingerprint=?", (fingerprint,))}
-
-    def counts(self) -> dict[str, int]:
-        return {str(s): int(n) for s, n in self._rows("SELECT status, COUNT(*) FROM units GROUP BY status")}
-
-    def close(self) -> None:
-        self._db.close()
-
-
 def plan_run(
     paths: Iterable[str | Path],
     *,
@@ -234,7 +183,7 @@ def plan_run(
     plan = Plan(paths=[str(p) for p in plist], out=str(out_dir), services=list(services),
                 bandwidth_mbps=float(bandwidth_mbps), decode_workers=workers, files=len(found))
     db = out_dir / "state.sqlite"
-    state = _StateView(db) if db.is_file() else None
+    state = StateView(db) if db.is_file() else None
     try:
         if state is not None:
             plan.state, plan.state_jobs = str(db), state.counts()
@@ -280,7 +229,7 @@ class _Content:
     units: dict[tuple[int, str], tuple[Window, str, str]]
 
 
-def _count(plan: Plan, found: list[str], state: _StateView | None, pool: Executor, *,
+def _count(plan: Plan, found: list[str], state: StateView | None, pool: Executor, *,
            resize: ResizeMode) -> list[tuple[_Content, Window]]:
     """Fill ``plan``'s counts; return the first window still to decode of each content."""
     stats: dict[str, os.stat_result] = {}

@@ -10,6 +10,7 @@ importing each other.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,9 @@ from seeknetic_prep.decode.profile import ResizeMode, Service
 from seeknetic_prep.errors import ExitCode, InvalidArgumentError, StopReason
 from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS
 from seeknetic_prep.pipeline.payloads import SERVICES, parse_services
+from seeknetic_prep.util.fsio import atomic_write
 
-__all__ = ["SERVICES", "Progress", "RunOptions", "RunSpec", "RunSummary"]
+__all__ = ["SERVICES", "Progress", "RunOptions", "RunSpec", "RunSummary", "pin_settings"]
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -129,6 +131,33 @@ class RunSpec:
 RunOptions = RunSpec  # the name library callers used before the spec took over
 
 
+def pin_settings(out: Path, opt: RunSpec) -> None:
+    """Fix the settings that change what is uploaded (:meth:`RunSpec.pinned`) for ``out``, once.
+
+    Units are named by content and window; a second run on the same folder with another resize
+    would find them done with the other pictures. Refuse it instead, in one line.
+    """
+    path = out / "settings.json"
+    want = opt.pinned()
+    try:
+        have = json.loads(path.read_text())
+    except FileNotFoundError:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, (json.dumps(want) + "\n").encode())  # never half a file after a crash
+        return
+    except ValueError:
+        have = None
+    if not isinstance(have, dict):  # guessing could mix two resize modes in one folder
+        raise InvalidArgumentError(
+            f"Invalid {path}: not the JSON object seeknetic-prep writes (like {json.dumps(want)}); "
+            "put back the one its first run wrote, or delete it if every run on this folder used "
+            "the same --resize as this one.")
+    if have.get("resize", "crop") != opt.resize:
+        raise InvalidArgumentError(
+            f"Invalid --resize {opt.resize}: {out} was made with --resize {have.get('resize')}; "
+            "use that, or another --out.")
+
+
 class Progress:
     """Callbacks a run makes as it goes; override what you display. Calls are serialized."""
 
@@ -174,7 +203,12 @@ class RunSummary:
     elapsed_s: float = 0.0
     stopped_by: StopReason | None = None
     stop_message: str | None = None
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # the first 1000 (memory stays flat)
+    failures_not_kept: int = 0  # the ones after those: counted, not kept (`status` lists them all)
+
+    @property
+    def failure_count(self) -> int:
+        return len(self.failures) + self.failures_not_kept
 
     @property
     def exit_code(self) -> int:

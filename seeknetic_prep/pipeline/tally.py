@@ -81,7 +81,6 @@ class Tally:
         self.summary = summary
         self.progress = progress
         self.completed_now = 0
-        self.failures_dropped = 0
         self._lock = threading.RLock()
 
     def apply(self, outcomes: Iterable[Outcome]) -> None:
@@ -122,4 +121,4 @@ class Tally:
         if len(self.summary.failures) < _KEPT_FAILURES:
             self.summary.failures.append((where, error))
         else:
-            self.failures_dropped += 1
+            self.summary.failures_not_kept += 1

@@ -17,13 +17,13 @@ import os
 import signal
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import av
 import av.error
 
-from seeknetic_prep.decode import hw, media
-from seeknetic_prep.decode.media import probe
 from seeknetic_prep.decode.preprocess import iter_segments
+from seeknetic_prep.decode.probe import probe
 from seeknetic_prep.decode.profile import Service, Window
 from seeknetic_prep.decode.sampling import plan_windows
 from seeknetic_prep.errors import MediaError, SeekneticPrepError
@@ -31,7 +31,19 @@ from seeknetic_prep.pipeline.payloads import file_fingerprint, upload_body_bytes
 from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, FileEstimate, FilePlan
 from seeknetic_prep.util.malloc import keep_freed_buffers
 
-__all__ = ["decode_windows", "encode_windows", "estimate_file", "plan_file", "worker_init"]
+__all__ = ["configure", "decode_windows", "encode_windows", "estimate_file", "plan_file", "worker_init"]
+
+
+@dataclass
+class _Settings:
+    threads: int = 0
+    gpu_allowed: bool = True
+
+
+_settings = _Settings()
+"""This worker process's decode settings (:func:`configure`), handed to every decoder it opens:
+the process is where they belong (its share of the cores, whether it is a GPU worker), and the
+decoder takes them as arguments."""
 
 
 def plan_file(path: str) -> FilePlan:
@@ -151,7 +163,8 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
     try:
         windows = [Window(*w) for w in task.windows]
         for seg in iter_segments(task.path, windows, resize=task.resize, decode=task.decode,
-                                 info=task.info):
+                                 info=task.info, threads=_settings.threads,
+                                 gpu_allowed=_settings.gpu_allowed):
             asked = wanted.get(seg.index, [])
             bodies = upload_body_bytes(seg, asked)
             pairs = zip(asked, bodies, strict=True)
@@ -189,5 +202,11 @@ def worker_init(decode_threads: int = 0, gpu: bool = True) -> None:
     # Ctrl-C reaches the whole process group; only the main process decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     keep_freed_buffers()  # each window's bodies are megabytes, freed and made again
-    media.set_thread_cap(decode_threads)
-    hw.allow_gpu(gpu)
+    configure(decode_threads=decode_threads, gpu=gpu)
+
+
+def configure(*, decode_threads: int = 0, gpu: bool = True) -> None:
+    """The decode settings of this process's later :func:`encode_windows` calls:
+    ``decode_threads`` FFmpeg threads per decoder (0: FFmpeg decides); ``gpu``: whether
+    ``decode="auto"`` may use NVDEC."""
+    _settings.threads, _settings.gpu_allowed = max(0, int(decode_threads)), bool(gpu)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from seeknetic_prep.errors import InvalidArgumentError
+from seeknetic_prep.util.fsio import atomic_path, atomic_write
 
 __all__ = ["ANN_MIN_ROWS", "ann_available", "ann_search", "update_ann"]
 
@@ -76,12 +77,9 @@ def update_ann(folder: Path, vectors: np.ndarray) -> int:
         stop = min(total, start + _BATCH)
         index.add(np.arange(start, stop), np.asarray(vectors[start:stop], dtype=np.float32),
                   threads=os.cpu_count() or 1)
-    tmp = graph.with_name(graph.name + f".{os.getpid()}.tmp")
-    index.save(str(tmp))
-    os.replace(tmp, graph)
-    state_tmp = state_path.with_name(state_path.name + ".tmp")
-    state_tmp.write_text(json.dumps({"rows": total}))
-    os.replace(state_tmp, state_path)
+    with atomic_path(graph) as tmp:
+        index.save(str(tmp))
+    atomic_write(state_path, json.dumps({"rows": total}).encode())
     return total - covered
 
 

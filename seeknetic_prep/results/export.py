@@ -15,7 +15,6 @@ Each file is written to a temporary name and renamed, so a reader never sees hal
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError
 from seeknetic_prep.results.parts import compact
+from seeknetic_prep.util.fsio import atomic_path
 
 __all__ = ["FORMATS", "export"]
 
@@ -47,17 +47,16 @@ def export(out_dir: Path, *, fmt: Format = "parquet", to: Path | None = None) ->
     target = Path(to) if to is not None else Path(out_dir) / f"results{_SUFFIX[fmt]}"
     target.parent.mkdir(parents=True, exist_ok=True)
     table = compact(out_dir)
-    tmp = target.with_name(target.name + ".tmp")
-    if fmt == "parquet":
-        pq.write_table(table, tmp)
-        count = table.num_rows
-    elif fmt == "jsonl":
-        count = _write_jsonl(table.drop_columns(["path_bytes"]), tmp)
-    elif fmt == "csv":
-        count = _write_csv(table, tmp)
-    else:
-        count = _write_npy(table, tmp, target)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        if fmt == "parquet":
+            pq.write_table(table, tmp)
+            count = table.num_rows
+        elif fmt == "jsonl":
+            count = _write_jsonl(table.drop_columns(["path_bytes"]), tmp)
+        elif fmt == "csv":
+            count = _write_csv(table, tmp)
+        else:
+            count = _write_npy(table, tmp, target)
     return target, count
 
 
@@ -66,8 +65,6 @@ def _write_jsonl(table: pa.Table, tmp: Path) -> int:
         for batch in table.to_batches(max_chunksize=4096):
             for row in batch.to_pylist():
                 out.write(json.dumps(row) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
     return int(table.num_rows)
 
 
@@ -95,6 +92,6 @@ def _write_npy(table: pa.Table, tmp: Path, target: Path) -> int:
                                     "frame_times_ms"])
     index = index.add_column(0, "row", pa.array(np.arange(index.num_rows, dtype=np.int64)))
     index_path = target.with_name(target.stem + ".index.csv")
-    pcsv.write_csv(index, index_path.with_name(index_path.name + ".tmp"))
-    os.replace(index_path.with_name(index_path.name + ".tmp"), index_path)
+    with atomic_path(index_path) as index_tmp:
+        pcsv.write_csv(index, index_tmp)
     return int(matrix.shape[0])

@@ -22,7 +22,6 @@ hold no timestamps, so two runs over the same content give the same rows.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError, StateError
 from seeknetic_prep.state.store import Store, display_path
+from seeknetic_prep.util.fsio import atomic_path
 
 __all__ = [
     "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "ensure_parts",
@@ -111,18 +111,14 @@ def append_results_part(
     Raises:
         StateError: the state cannot be read, or embeddings of different sizes.
     """
-    wanted: dict[str, set[int]] = {}
-    for fp, idx in store.read("SELECT DISTINCT fingerprint, window_index FROM units WHERE finished_run=?",
-                              (run_id,)):
-        wanted.setdefault(fp, set()).add(idx)
-    files = store.read("SELECT path, fingerprint, status, error FROM files WHERE run_id=?", (run_id,))
+    wanted = store.windows_finished_in(run_id)
     new_paths: dict[str, list[bytes]] = {}
     failed_files: list[tuple[bytes, str | None, str | None]] = []
-    for raw, fp, status, error in files:
-        if status == "ok" and fp is not None:
-            new_paths.setdefault(fp, []).append(bytes(raw))
-        elif status == "failed":
-            failed_files.append((bytes(raw), fp, error))
+    for f in store.files_recorded_in(run_id):
+        if f.status == "ok" and f.fingerprint is not None:
+            new_paths.setdefault(f.fingerprint, []).append(f.raw)
+        elif f.status == "failed":
+            failed_files.append((f.raw, f.fingerprint, f.error))
     return _write_part(store, out_dir, run_id, wanted, new_paths, failed_files, services)
 
 
@@ -132,12 +128,8 @@ def ensure_parts(store: Store, out_dir: Path, *, services: Sequence[str] = SERVI
     upgraded from version 1, whose results are all "run 0"); returns the new parts.
     ``exclude``: runs not to write (the run in progress writes its own at its end)."""
     have = {int(m.group(1)) for p in list_parts(out_dir) if (m := _PART_RE.match(p.name))}
-    runs = {r for (r,) in store.read(
-        "SELECT DISTINCT finished_run FROM units WHERE finished_run IS NOT NULL "
-        "UNION SELECT DISTINCT run_id FROM files WHERE run_id IS NOT NULL"
-    )}
     written = []
-    for run_id in sorted(runs - have - set(exclude)):
+    for run_id in sorted(store.runs_with_results() - have - set(exclude)):
         part = append_results_part(store, out_dir, run_id, services=services)
         if part is not None:
             written.append(part)
@@ -155,16 +147,13 @@ def _write_part(
 ) -> Path | None:
     rows: list[tuple[bytes, int, dict[str, Any]]] = []
     for fp in sorted(set(wanted) | set(new_paths)):
-        all_paths = [bytes(p) for (p,) in store.read(
-            "SELECT path FROM files WHERE fingerprint=? AND status='ok'", (fp,))]
+        all_paths = store.ok_paths(fp)
         targets: dict[bytes, set[int]] = {}
         if fp in wanted:  # windows finished now: under every path of the content
             for p in all_paths:
                 targets[p] = set(wanted[fp])
         if fp in new_paths:  # paths new to this run: every finished window of the content
-            done = {i for (i,) in store.read(
-                "SELECT DISTINCT window_index FROM units WHERE fingerprint=? "
-                "AND status IN ('completed', 'failed')", (fp,))}
+            done = store.finished_windows(fp)
             for p in new_paths[fp]:
                 targets.setdefault(p, set()).update(done)
         windows = sorted(set().union(*targets.values()))
@@ -188,30 +177,26 @@ def _write_part(
     while (folder / f"part-{run_id:06d}-{n:02d}.parquet").exists():
         n += 1
     path = folder / f"part-{run_id:06d}-{n:02d}.parquet"
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 
 def _window_state(store: Store, fp: str, windows: list[int]) -> dict[int, dict[str, Any]]:
     """Each window's row (without path): both services' status and results."""
-    marks = ", ".join("?" * len(windows))
     state: dict[int, dict[str, Any]] = {}
-    for idx, svc, start, end, rid, status, error, ftimes, emb, rest in store.read(
-        "SELECT window_index, service, start_ms, end_ms, request_id, status, error, frame_times_ms, "
-        f"embedding, result FROM units WHERE fingerprint=? AND window_index IN ({marks}) "
-        "ORDER BY window_index, service",
-        (fp, *windows),
-    ):
-        row = state.setdefault(idx, {"fingerprint": fp, "file_status": "ok", "window_index": idx,
-                                     "start_ms": start, "end_ms": end})
-        if ftimes and row.get("frame_times_ms") is None:
-            row["frame_times_ms"] = json.loads(ftimes)
-        row[f"{svc}_status"], row[f"{svc}_error"], row[f"{svc}_request_id"] = status, error, rid
-        if emb is not None and status == "completed":
-            row["_blob"] = emb
-        tags = json.loads(rest).get("tags") if rest and status == "completed" else None
+    for unit in store.window_rows(fp, windows):
+        row = state.setdefault(unit.window_index, {
+            "fingerprint": fp, "file_status": "ok", "window_index": unit.window_index,
+            "start_ms": unit.start_ms, "end_ms": unit.end_ms})
+        if unit.frame_times_ms is not None and row.get("frame_times_ms") is None:
+            row["frame_times_ms"] = unit.frame_times_ms
+        svc = unit.service
+        row[f"{svc}_status"], row[f"{svc}_error"], row[f"{svc}_request_id"] = (
+            unit.status, unit.error, unit.request_id)
+        if unit.embedding is not None:
+            row["_blob"] = unit.embedding
+        tags = unit.result.get("tags") if unit.result else None
         if isinstance(tags, dict):
             _put_tags(row, tags)
     return state

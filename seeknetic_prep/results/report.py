@@ -6,9 +6,9 @@ exact presentation times the run used) with its tags; and, for a few windows, th
 neighbours by embedding. Images are small JPEGs inlined as ``data:`` URIs and the CSS is
 inline, so the file needs no network and no folder beside it.
 
-All reading of the run's data goes through :func:`load_run`, so a change of storage (SQLite
-today) touches one function. Work is capped for big runs (``max_files``, ``max_windows``); the
-page says what it left out.
+This module draws the page; what it shows is read by :mod:`.report_data` (:func:`load_run`,
+the one place the report touches storage). Work is capped for big runs (``max_files``,
+``max_windows``); the page says what it left out.
 """
 
 from __future__ import annotations
@@ -16,139 +16,30 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
+from seeknetic_prep.results.report_data import (
+    MAX_FAILURES,
+    FailedJob,
+    FileEntry,
+    RunData,
+    WindowEntry,
+    load_run,
+)
+from seeknetic_prep.util.fsio import atomic_write
 
-__all__ = ["FileEntry", "RunData", "WindowEntry", "load_run", "write_report"]
+__all__ = ["FailedJob", "FileEntry", "RunData", "WindowEntry", "load_run", "write_report"]
 
 THUMB = 96
 """Thumbnail side in pixels: 3 per window, about 2.5 kB each as JPEG."""
 THUMB_FRAMES = (0, 6, 11)
 """Which of a window's 12 frames its strip shows: first, middle, last."""
-_MAX_FAILURES = 100
 _NEIGHBOUR_QUERIES = 4
 _NEIGHBOURS = 3
-
-
-@dataclass
-class WindowEntry:
-    """One window of one file with what its jobs returned (None where a job did not complete)."""
-
-    index: int
-    start_ms: int
-    end_ms: int
-    frame_times_ms: list[float] | None = None
-    tags: dict[str, Any] | None = None
-    embedding: np.ndarray | None = None
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class FileEntry:
-    path: str
-    fingerprint: str | None
-    duration_ms: int | None
-    windows: list[WindowEntry] = field(default_factory=list)
-
-
-@dataclass
-class RunData:
-    """What the report shows, already capped: ``shown`` holds at most ``max_files`` files."""
-
-    out: Path
-    counts: dict[str, int]
-    files_ok: int
-    failed_files: list[tuple[str, str]]
-    failed_jobs: list[tuple[str, int, str, str, str]]
-    """(path, window index, service, request id, error), at most 100; the total is below."""
-    failed_jobs_total: int
-    runs: int
-    busy_s: float
-    windows_decoded: int
-    jobs_completed: int
-    shown: list[FileEntry]
-
-
-def load_run(out: Path, *, max_files: int) -> RunData:
-    """Read a run's state from ``out`` (the one place the report touches storage).
-
-    Streams the terminal units once; keeps windows (with embeddings) only for the first
-    ``max_files`` preprocessed files by path, and the first 100 failed jobs.
-
-    Raises:
-        InvalidArgumentError: ``out`` holds no run state.
-    """
-    import json
-
-    from seeknetic_prep.results.parts import TAG_TYPES, compact, list_parts, part_schema
-    from seeknetic_prep.state.store import Store, existing_state
-
-    db = existing_state(out)
-    with Store(db) as store:
-        counts = store.counts()
-        runs = store.runs()
-        files = store.files()
-    shown: dict[str, FileEntry] = {}
-    failed_jobs: list[tuple[str, int, str, str, str]] = []
-    failed_total = 0
-    durations = {f.path: f.duration_ms for f in files}
-    if list_parts(Path(out)):
-        small = [c for c in part_schema().names if c != "embedding"]
-        table = compact(Path(out), columns=small)  # the windows, without the embeddings
-        rows = table.to_pylist()
-        embedded: list[tuple[WindowEntry, str]] = []
-        for row in rows:
-            if row["window_index"] is None:
-                continue
-            path = row["path"]
-            for service in ("embedding", "tagging"):
-                if row.get(f"{service}_status") == "failed":
-                    failed_total += 1
-                    if len(failed_jobs) < _MAX_FAILURES:
-                        failed_jobs.append((path, row["window_index"], service,
-                                            row.get(f"{service}_request_id") or "?",
-                                            row.get(f"{service}_error") or "?"))
-            entry = shown.get(path)
-            if entry is None:
-                if len(shown) >= max_files:
-                    continue
-                entry = shown[path] = FileEntry(path, row["fingerprint"], durations.get(path))
-            win = WindowEntry(row["window_index"], row["start_ms"], row["end_ms"], row["frame_times_ms"])
-            win.errors = [f"{svc}: {row.get(f'{svc}_error')}" for svc in ("embedding", "tagging")
-                          if row.get(f"{svc}_status") == "failed"]
-            if row.get("tagging_status") == "completed":
-                tags = {k: row[k] for k in TAG_TYPES if row.get(k) is not None}
-                tags.update(json.loads(row["tags_extra"]) if row.get("tags_extra") else {})
-                win.tags = tags
-            entry.windows.append(win)
-            if row.get("embedding_status") == "completed" and row.get("embedding_request_id"):
-                embedded.append((win, row["embedding_request_id"]))
-        # Embeddings only for the windows shown, one indexed lookup each: never a whole column.
-        with Store(db) as store:
-            for win, rid in embedded:
-                result = store.result(rid) or {}
-                if result.get("embedding"):
-                    win.embedding = np.asarray(result["embedding"], np.float32)
-    return RunData(
-        out=Path(out),
-        counts=counts,
-        files_ok=sum(f.status == "ok" for f in files),
-        failed_files=[(f.path, f.error or "?") for f in files if f.status == "failed"],
-        failed_jobs=failed_jobs,
-        failed_jobs_total=failed_total,
-        runs=len(runs),
-        busy_s=sum(max(0.0, updated - started) for _, started, updated, _, _, _ in runs),
-        windows_decoded=sum(r[3] for r in runs),
-        jobs_completed=sum(r[4] for r in runs),
-        shown=list(shown.values()),
-    )
 
 
 def write_report(out: Path, *, max_files: int = 30, max_windows: int = 12) -> Path:
@@ -172,10 +63,8 @@ def write_report(out: Path, *, max_files: int = 30, max_windows: int = 12) -> Pa
     thumbs = {e.path: _thumbnails(e) for e in data.shown}
     page = _page(data, thumbs, max_files=max_files, max_windows=max_windows)
     dest = Path(out) / "report.html"
-    tmp = dest.with_name(dest.name + ".part")
     try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, dest)
+        atomic_write(dest, page.encode("utf-8"))
     except OSError as exc:
         raise InvalidArgumentError(f"Invalid --out {str(out)!r}: cannot write {dest} "
                                    f"({_why(exc)}).") from exc
@@ -281,44 +170,64 @@ td,th{border:1px solid #e2e2e5;padding:4px 8px;text-align:left;vertical-align:to
 def _page(data: RunData, thumbs: dict[str, dict[int, list[str]] | str], *, max_files: int,
           max_windows: int) -> str:
     e = html.escape
-    c = data.counts
-    total_jobs = sum(c.values())
-    rate = (f"{data.windows_decoded / data.busy_s:.2f} windows/s decoded, "
-            f"{data.jobs_completed / data.busy_s:.2f} jobs/s completed") if data.busy_s > 0 else "n/a"
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
         f"<title>seeknetic-prep report: {e(str(data.out))}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>seeknetic-prep run report</h1><div class='muted'>{e(str(data.out.resolve()))} &middot; "
         f"written {e(time.strftime('%Y-%m-%d %H:%M:%S'))}</div>",
+        *_totals(data),
+        *_failures(data),
+        *_files(data, thumbs, max_files=max_files, max_windows=max_windows),
+        *_nearest(data, thumbs),
+        "</main></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _totals(data: RunData) -> list[str]:
+    c = data.counts
+    total_jobs = sum(c.values())
+    rate, per_job = data.throughput.rates() or ("n/a", "")
+    return [
         "<h2>Totals</h2><div class='cards'>",
         _card("files", f"{data.files_ok} ok", f"{len(data.failed_files)} failed"),
         _card("jobs", f"{c.get('completed', 0)} completed", f"{c.get('failed', 0)} failed, "
               f"{total_jobs - c.get('completed', 0) - c.get('failed', 0)} unfinished of {total_jobs}"),
-        _card("throughput", rate.split(", ")[0], rate.split(", ")[1] if ", " in rate else ""),
-        _card("time", f"{data.busy_s:.1f} s", f"over {data.runs} run(s)"),
+        _card("throughput", rate, per_job),
+        _card("time", f"{data.throughput.busy_s:.1f} s", f"over {data.throughput.runs} run(s)"),
         "</div>",
     ]
-    parts.append("<h2>Failures</h2>")
+
+
+def _failures(data: RunData) -> list[str]:
+    e = html.escape
+    parts = ["<h2>Failures</h2>"]
     if not data.failed_files and not data.failed_jobs_total:
         parts.append("<p class='muted'>None: every file was preprocessed and every finished job "
                      "completed.</p>")
+    see = "<p class='muted'>and {} more: see <code>seeknetic-prep status</code></p>"
     if data.failed_files:
-        rows = "".join(f"<tr><td>{e(p)}</td><td class='bad'>{e(_reason(p, r))}</td></tr>"
-                       for p, r in data.failed_files[:_MAX_FAILURES])
-        more = len(data.failed_files) - _MAX_FAILURES
+        rows = "".join(f"<tr><td>{e(f.path)}</td><td class='bad'>{e(_reason(f.path, f.error or '?'))}"
+                       "</td></tr>" for f in data.failed_files[:MAX_FAILURES])
+        more = len(data.failed_files) - MAX_FAILURES
         parts.append(f"<h3>Files ({len(data.failed_files)})</h3><table><tr><th>file</th><th>reason</th></tr>"
-                     f"{rows}</table>" + (f"<p class='muted'>and {more} more: see "
-                                           "<code>seeknetic-prep status</code></p>" if more > 0 else ""))
+                     f"{rows}</table>" + (see.format(more) if more > 0 else ""))
     if data.failed_jobs:
-        rows = "".join(f"<tr><td>{e(p)}</td><td>{i}</td><td>{e(s)}</td><td>{e(r)}</td>"
-                       f"<td class='bad'>{e(err)}</td></tr>" for p, i, s, r, err in data.failed_jobs)
+        rows = "".join(f"<tr><td>{e(j.path)}</td><td>{j.window_index}</td><td>{e(j.service)}</td>"
+                       f"<td>{e(j.request_id)}</td><td class='bad'>{e(j.error)}</td></tr>"
+                       for j in data.failed_jobs)
         more = data.failed_jobs_total - len(data.failed_jobs)
         parts.append(f"<h3>Jobs ({data.failed_jobs_total})</h3><table><tr><th>file</th><th>window</th>"
                      f"<th>service</th><th>request id</th><th>reason</th></tr>{rows}</table>"
-                     + (f"<p class='muted'>and {more} more: see <code>seeknetic-prep status</code></p>"
-                        if more > 0 else ""))
-    parts.append("<h2>Files</h2>")
+                     + (see.format(more) if more > 0 else ""))
+    return parts
+
+
+def _files(data: RunData, thumbs: dict[str, dict[int, list[str]] | str], *, max_files: int,
+           max_windows: int) -> list[str]:
+    e = html.escape
+    parts = ["<h2>Files</h2>"]
     shown_note = f"{len(data.shown)} file(s) with results"
     if data.files_ok > len(data.shown):
         shown_note = (f"the first {len(data.shown)} of {data.files_ok} preprocessed files by path "
@@ -335,18 +244,22 @@ def _page(data: RunData, thumbs: dict[str, dict[int, list[str]] | str], *, max_f
             strip = {}
         parts.append("<div class='strip'>" + "".join(_window(w, strip.get(w.index, []))
                                                      for w in entry.windows) + "</div>")
+    return parts
+
+
+def _nearest(data: RunData, thumbs: dict[str, dict[int, list[str]] | str]) -> list[str]:
     nn = _neighbours(data)
-    if nn:
-        parts.append("<h2>Nearest neighbours</h2><p class='muted'>Cosine similarity of embeddings, "
-                     "among the windows shown above.</p>")
-        for qe, qw, hits in nn:
-            cards = [_window(qw, _strip_of(thumbs, qe, qw)[:1], title=f"query: {Path(qe.path).name}",
-                             tags=False, css="win q")]
-            cards += [_window(w, _strip_of(thumbs, f, w)[:1], title=f"{score:+.3f} {Path(f.path).name}",
-                              tags=False) for score, f, w in hits]
-            parts.append("<div class='nn'>" + "".join(cards) + "</div>")
-    parts.append("</main></body></html>")
-    return "\n".join(parts)
+    if not nn:
+        return []
+    parts = ["<h2>Nearest neighbours</h2><p class='muted'>Cosine similarity of embeddings, "
+             "among the windows shown above.</p>"]
+    for qe, qw, hits in nn:
+        cards = [_window(qw, _strip_of(thumbs, qe, qw)[:1], title=f"query: {Path(qe.path).name}",
+                         tags=False, css="win q")]
+        cards += [_window(w, _strip_of(thumbs, f, w)[:1], title=f"{score:+.3f} {Path(f.path).name}",
+                          tags=False) for score, f, w in hits]
+        parts.append("<div class='nn'>" + "".join(cards) + "</div>")
+    return parts
 
 
 def _strip_of(thumbs: dict[str, dict[int, list[str]] | str], entry: FileEntry, w: WindowEntry) -> list[str]:

@@ -1,5 +1,8 @@
 """The run's state on disk: one SQLite file per out folder, the source of truth for resume.
 
-* :mod:`.store` -- ``Store``: units, files (byte-exact paths), batched writes.
+* :mod:`.store` -- ``Store``, the one door to the database, assembled from:
+* :mod:`.connection` -- the connection, migrations, batched writes;
+* :mod:`.units`, :mod:`.files`, :mod:`.runs` -- typed queries, one class per table's concern;
+* :mod:`.rows` -- the row values they return (no positional tuples) and the path forms;
 * :mod:`.schema` -- the schema's versions and their migrations.
 """

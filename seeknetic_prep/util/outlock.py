@@ -3,8 +3,9 @@
 Two runs on the same state would both plan, upload and submit every unit (only the server's
 idempotency kept the jobs single), so ``run`` holds an exclusive lock on ``<out>/.lock`` for its
 whole life. The lock is an ``flock`` (POSIX) or a ``msvcrt`` byte-range lock (Windows) on an open
-file, not the file's existence, so it vanishes with the process, however that process ends
-(``kill -9`` included): there is never a stale lock to delete by hand. The file itself is never
+file (:mod:`seeknetic_prep.util.fsio`), not the file's existence, so it vanishes with the
+process, however that process ends (``kill -9`` included): there is never a stale lock to
+delete by hand. The file itself is never
 removed (deleting a lock file lets two processes lock two different files); it holds the
 holder's pid only so the second run can say who is in the way.
 
@@ -17,55 +18,19 @@ Readers (``status``) never take the lock: SQLite already lets them read while a 
 from __future__ import annotations
 
 import os
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from seeknetic_prep.errors import InvalidArgumentError, OutputInUseError
+from seeknetic_prep.util.fsio import lock, try_lock, unlock
 
 __all__ = ["LOCK_NAME", "OutLock"]
 
 LOCK_NAME = ".lock"
-_PID_WIDTH = 32  # the pid is written padded to this width, so it is replaced without truncating
-_WIN_LOCK_OFFSET = 64  # Windows locks are mandatory: lock a byte past the pid so it stays readable
-_WIN_POLL_S = 0.2
-
-if sys.platform == "win32":
-    import msvcrt
-
-    def _try_lock(fd: int) -> bool:
-        os.lseek(fd, _WIN_LOCK_OFFSET, os.SEEK_SET)
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _lock_blocking(fd: int) -> None:
-        while not _try_lock(fd):
-            time.sleep(_WIN_POLL_S)
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, _WIN_LOCK_OFFSET, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _lock_blocking(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # Ctrl-C interrupts the wait with KeyboardInterrupt
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+# The pid is written padded to this width, so it is replaced without truncating; it stays below
+# fsio.LOCK_OFFSET, the byte Windows locks (mandatorily), so it can be read while locked.
+_PID_WIDTH = 32
 
 
 class OutLock:
@@ -103,7 +68,7 @@ class OutLock:
                 f"({exc.strerror or type(exc).__name__}); give a folder you can write to."
             ) from None
         try:
-            if not _try_lock(fd):
+            if not try_lock(fd):
                 holder = holder_pid(self.out)
                 if not self.wait:
                     who = f"another run (pid {holder})" if holder is not None else "another run"
@@ -113,7 +78,7 @@ class OutLock:
                     )
                 if self.on_wait is not None:
                     self.on_wait(holder)
-                _lock_blocking(fd)
+                lock(fd)
             os.lseek(fd, 0, os.SEEK_SET)
             os.write(fd, f"{os.getpid()}\n".ljust(_PID_WIDTH).encode("ascii"))
         except BaseException:
@@ -126,7 +91,7 @@ class OutLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
-                _unlock(fd)
+                unlock(fd)
             finally:
                 os.close(fd)
 

@@ -1,0 +1,251 @@
+"""The video frame pass: for ascending target times, the frames on screen then, in one pass.
+
+The frame on screen at t is the last frame whose pts <= t, exact for constant and variable
+frame rates. One forward pass: seek to the keyframe before the first target, decode forward,
+keep only the latest decoded frame as the candidate, and convert to RGB only the frames chosen
+(:mod:`~seeknetic_prep.decode.colour`). Pictures that no target shows and nothing references
+(most B-frames) are never decoded: which ones is decided from the packets' pts and dts in a
+short look-ahead (:class:`_Lookahead`), so the choice stays exact. Targets far apart get a seek
+each, so a window late in a long file does not decode everything before it.
+
+Kept apart from the container (:mod:`~seeknetic_prep.decode.source`) and the audio pass: this
+module decides *which* pictures to decode, and nothing else.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+import av.error
+import numpy as np
+
+from seeknetic_prep.decode.colour import Converter
+from seeknetic_prep.decode.probe import TRUNCATION_SLACK_S
+from seeknetic_prep.decode.source import reason
+from seeknetic_prep.errors import InvalidArgumentError, MediaError
+
+if TYPE_CHECKING:
+    from seeknetic_prep.decode.probe import MediaInfo
+
+__all__ = ["frame_pass"]
+
+_RESEEK_GAP_MS = 20_000.0
+"""Targets further apart than this get a fresh seek instead of decoding the gap."""
+_NONREF_SKIP_CODECS = frozenset({"h264", "hevc"})
+"""Decoders whose ``skip_frame="NONREF"`` drops only pictures nothing references (checked on
+the fixtures, frame by frame), so frames nobody looks at can go undecoded."""
+_LOOKAHEAD_PACKETS = 64
+"""Packets held back while their fate is open; past this (no dts in the container) they are
+decoded in full, which is always exact."""
+
+
+def frame_pass(
+    container: Any,
+    vs: Any,
+    info: MediaInfo,
+    targets_ms: Sequence[float],
+    coded_size: tuple[int, int],
+    *,
+    threads: int,
+) -> Generator[tuple[float, np.ndarray], None, None]:
+    """For each target time (ascending), the frame on screen then: ``(pts_ms, rgb)``.
+
+    ``rgb`` is ``uint8 (h, w, 3)``, ``coded_size = (w, h)``, in the stored orientation;
+    consecutive targets on one frame share one array. ``threads`` caps swscale's threads.
+
+    Raises:
+        InvalidArgumentError: the targets are not ascending.
+        MediaError: the file fails to decode, or its frames stop before a target.
+    """
+    if not targets_ms:
+        return
+    if any(b < a for a, b in itertools.pairwise(targets_ms)):
+        raise InvalidArgumentError(f"Invalid targets_ms {list(targets_ms)}: must be ascending.")
+    cache = Converter(coded_size, threads)  # the last converted frame, shared across runs
+    run: list[float] = []
+    try:
+        # Targets far apart (sparse windows) get a seek each; close ones share one pass.
+        for t in targets_ms:
+            if run and t - run[-1] > _RESEEK_GAP_MS:
+                yield from _scan_run(container, vs, info, run, cache)
+                run = []
+            run.append(t)
+        yield from _scan_run(container, vs, info, run, cache)
+    except av.error.FFmpegError as exc:
+        raise MediaError(info.path, f"undecodable video: {reason(exc)}") from exc
+
+
+def _scan_run(
+    container: Any, vs: Any, info: MediaInfo, targets_ms: Sequence[float], cache: Converter
+) -> Iterator[tuple[float, np.ndarray]]:
+    targets_s = [info.origin_s + t / 1000 for t in targets_ms]  # on the container clock
+    first_target_s = targets_s[0]
+    # Seek to the keyframe at or before the first target; if the demuxer lands after it (an
+    # index that is coarse or missing), step further back, and at worst start from the top.
+    # A container without an index (MPEG-TS) may land past the only keyframe and decode nothing.
+    for lead in (0.0, 2.0, 10.0, math.inf):
+        frames = _frames_from(container, vs, first_target_s - lead, info.origin_s, targets_s)
+        first = next(frames, None)
+        landed_s = math.inf if first is None else float(first.pts * first.time_base)
+        if landed_s <= first_target_s or (first is not None and lead == math.inf):
+            break
+        frames.close()
+    if first is None:
+        raise MediaError(info.path, "undecodable video: no frame could be decoded")
+    j = 0
+    current: Any = first
+    del first  # one full-size picture held at a time (a 4K 10-bit one is 25 MB)
+    try:
+        for nxt in frames:
+            nxt_s = float(nxt.pts * nxt.time_base)
+            while j < len(targets_s) and targets_s[j] < nxt_s:
+                yield _ms(current, info.origin_s), cache.pick(current)
+                j += 1
+            if j == len(targets_ms):
+                return
+            current = nxt
+    finally:
+        frames.close()
+    # End of stream: the last frame stays on screen until its own end, and no further.
+    shown_until = float(current.pts * current.time_base)
+    if current.duration:
+        shown_until += float(current.duration * current.time_base)
+    else:
+        shown_until = max(shown_until, info.origin_s + info.duration_ms / 1000)
+    while j < len(targets_ms):
+        if targets_s[j] >= shown_until + TRUNCATION_SLACK_S:
+            raise MediaError(
+                info.path,
+                f"truncated: the video stops at {_ms(current, info.origin_s):.0f} ms, "
+                f"before {targets_ms[j]:.0f} ms",
+            )
+        yield _ms(current, info.origin_s), cache.pick(current)
+        j += 1
+
+
+def _frames_from(
+    container: Any, vs: Any, seek_s: float, origin_s: float, targets_s: Sequence[float]
+) -> Generator[Any, None, None]:
+    if seek_s > origin_s:
+        container.seek(int(seek_s / vs.time_base), stream=vs, backward=True, any_frame=False)
+    else:
+        container.seek(0, stream=None, backward=True)
+    for frame in _decode_needed(container, vs, targets_s):
+        if frame.pts is not None:
+            if frame.time_base is None:  # drained at the end: no packet lent it a clock
+                frame.time_base = vs.time_base
+            yield frame
+
+
+def _decode_needed(container: Any, vs: Any, targets_s: Sequence[float]) -> Iterator[Any]:
+    """Decode on from where the container stands, skipping pictures that no target shows.
+
+    The decoder gets each packet, once its fate is known (:class:`_Lookahead`), with
+    ``skip_frame`` "DEFAULT" (shown at some target) or "NONREF" (not shown: decoded anyway if
+    other pictures reference it, dropped otherwise). Reference pictures are always decoded, so
+    what comes out is exact; only unseen, unreferenced pictures (most B-frames) are saved.
+    Codecs whose skipping is not known to be exact decode all.
+    """
+    cc = vs.codec_context
+    skipping = str(cc.name) in _NONREF_SKIP_CODECS
+    if cc.skip_frame != "DEFAULT":  # left over from a pass that stopped early
+        cc.skip_frame = "DEFAULT"
+    tb = vs.time_base
+    ahead = _Lookahead(targets_s)
+    for packet in container.demux(vs):
+        if packet.size == 0:  # the demuxer's end-of-stream marker
+            break
+        if packet.pts is None or not skipping:
+            # No pts to choose by: decode everything from here on.
+            skipping = False
+            for held in ahead.release():
+                yield from cc.decode(held)
+            yield from cc.decode(packet)
+            continue
+        ahead.push(packet, float(packet.pts * tb), None if packet.dts is None else float(packet.dts * tb))
+        for held, show in ahead.settled():
+            yield from _send(cc, held, show)
+    for held, show in ahead.rest():
+        yield from _send(cc, held, show)
+    if skipping:
+        cc.skip_frame = "DEFAULT"
+    yield from cc.decode(None)
+
+
+def _send(cc: Any, packet: Any, show: bool) -> Iterator[Any]:
+    mode = "DEFAULT" if show else "NONREF"
+    if cc.skip_frame != mode:
+        cc.skip_frame = mode
+    yield from cc.decode(packet)
+
+
+class _Lookahead:
+    """Packets held back until it is known whether a target shows their picture.
+
+    The frame on screen at t is the packet with the largest pts <= t among *all* packets, and
+    every packet has pts >= dts, so once a packet with dts > t has been demuxed the choice for t
+    is final; a picture is out as soon as a later one before the next target turns up.
+    """
+
+    def __init__(self, targets_s: Sequence[float]) -> None:
+        self.targets_s = targets_s
+        self.waiting: deque[tuple[Any, float]] = deque()  # (packet, pts in seconds), decode order
+        self.seen_s: list[float] = []  # pts of every packet demuxed so far, ascending, seconds
+        self.horizon = -math.inf  # the largest dts demuxed so far: every pts to come is later
+        self.ended = False
+
+    def push(self, packet: Any, pts_s: float, dts_s: float | None) -> None:
+        if dts_s is not None:
+            self.horizon = max(self.horizon, dts_s)
+        bisect.insort(self.seen_s, pts_s)
+        self.waiting.append((packet, pts_s))
+
+    def settled(self) -> Iterator[tuple[Any, bool]]:
+        """The waiting packets, in order, whose fate is known, with whether a target shows
+        them; once the look-ahead is full the oldest goes anyway, as shown (always exact)."""
+        while self.waiting:
+            show = self.shown(self.waiting[0][1])
+            if show is None and len(self.waiting) < _LOOKAHEAD_PACKETS:
+                break
+            yield self.waiting.popleft()[0], show is not False
+        if len(self.seen_s) > 4 * _LOOKAHEAD_PACKETS:
+            # Only pts above the earliest one still waiting or to come (dts rises, pts >= dts)
+            # are ever looked at again: keep the list short on a long pass.
+            cut = min([self.horizon, *(s for _, s in self.waiting)])
+            del self.seen_s[: bisect.bisect_left(self.seen_s, cut)]
+
+    def rest(self) -> Iterator[tuple[Any, bool]]:
+        """At the end of the stream (no packet is to come), every packet still waiting."""
+        self.ended = True
+        while self.waiting:
+            packet, pts_s = self.waiting.popleft()
+            yield packet, self.shown(pts_s) is not False
+
+    def release(self) -> list[Any]:
+        """Every packet still waiting, undecided: for decoding in full."""
+        held = [packet for packet, _ in self.waiting]
+        self.waiting.clear()
+        return held
+
+    def shown(self, pts_s: float) -> bool | None:
+        """Whether the picture at ``pts_s`` is on screen at a target; None while undecided."""
+        k = bisect.bisect_left(self.targets_s, pts_s)
+        if k == len(self.targets_s):
+            return False
+        t = self.targets_s[k]
+        later = bisect.bisect_right(self.seen_s, pts_s)
+        if later < len(self.seen_s) and self.seen_s[later] <= t:
+            return False  # a later picture is on screen by the next target already
+        if t >= self.horizon and not self.ended:
+            return None  # a picture between it and the target may still come
+        return True
+
+
+def _ms(frame: Any, origin_s: float) -> float:
+    return float(Fraction(frame.pts) * frame.time_base - Fraction(origin_s)) * 1000

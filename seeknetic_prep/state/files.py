@@ -1,0 +1,94 @@
+"""File queries: every path a run saw, and the lookup that lets a rerun skip a finished one.
+
+The ``files`` table maps each absolute path (its bytes, so any name round-trips) to its content
+fingerprint, its ``stat`` identity (size, mtime, inode) and whether it could be preprocessed.
+The identity is what makes a no-op resume cheap: :meth:`FileQueries.known_file` is one
+primary-key lookup per file, instead of fingerprinting and probing it again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from seeknetic_prep.state.connection import Connection
+from seeknetic_prep.state.rows import FileRow, FileStatus, path_bytes, safe_text
+
+__all__ = ["FileQueries"]
+
+
+class FileQueries(Connection):
+    """The ``files`` table: what became of each path."""
+
+    def record_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        status: FileStatus,
+        fingerprint: str | None = None,
+        size: int | None = None,
+        duration_ms: int | None = None,
+        error: str | None = None,
+        mtime_ns: int | None = None,
+        inode: int | None = None,
+    ) -> None:
+        """Record a path (made absolute; its bytes kept exactly) and what became of it.
+
+        Give ``size``, ``mtime_ns`` and ``inode`` from the ``os.stat`` taken *before* the file
+        was fingerprinted, so :meth:`known_file` can skip it next time; a file changed since
+        then no longer matches and is redone. The path is tagged with the run in progress only
+        when something about it changed, so the end of a run rewrites only what it touched.
+        """
+        self._write_many([(
+            "INSERT INTO files (path, fingerprint, size, mtime_ns, inode, duration_ms, status, error, "
+            "run_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+            "run_id = CASE WHEN files.fingerprint IS excluded.fingerprint AND files.status = excluded.status "
+            "AND files.error IS excluded.error THEN files.run_id ELSE excluded.run_id END, "
+            "fingerprint=excluded.fingerprint, size=excluded.size, mtime_ns=excluded.mtime_ns, "
+            "inode=excluded.inode, duration_ms=excluded.duration_ms, status=excluded.status, "
+            "error=excluded.error, updated_at=excluded.updated_at",
+            (path_bytes(path), fingerprint, size, mtime_ns, inode, duration_ms, status, safe_text(error),
+             self._run_id, time.time()),
+        )])
+
+    def known_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        size: int,
+        mtime_ns: int,
+        inode: int,
+        services: Sequence[str] = ("embedding", "tagging"),
+    ) -> FileRow | None:
+        """The finished row of this path if the file is unchanged, else ``None``.
+
+        One lookup by primary key: the path's row must have the same size, mtime and inode,
+        status ``ok``, every service in ``services`` planned, and no unit left unfinished. A
+        rerun can then skip the file without fingerprinting or probing it.
+        """
+        has_services = " ".join(
+            "AND EXISTS (SELECT 1 FROM units u WHERE u.fingerprint = f.fingerprint AND u.service = ?)"
+            for _ in services
+        )
+        rows = self._read(
+            f"SELECT {FileRow.COLUMNS} FROM files f WHERE path=? AND size=? AND mtime_ns=? AND inode=? "
+            "AND status='ok' AND NOT EXISTS (SELECT 1 FROM units u WHERE u.fingerprint = f.fingerprint "
+            f"AND u.status NOT IN ('completed', 'failed')) {has_services}",
+            (path_bytes(path), size, mtime_ns, inode, *services),
+        )
+        return FileRow.of(rows[0]) if rows else None
+
+    def files(self) -> list[FileRow]:
+        """Every path seen, once each, ordered by its bytes."""
+        return [FileRow.of(r) for r in self._read(f"SELECT {FileRow.COLUMNS} FROM files ORDER BY path")]
+
+    def ok_paths(self, fingerprint: str) -> list[bytes]:
+        """The paths (as bytes) whose content is ``fingerprint`` and that were preprocessed."""
+        return [bytes(p) for (p,) in self._read(
+            "SELECT path FROM files WHERE fingerprint=? AND status='ok'", (fingerprint,))]
+
+    def files_recorded_in(self, run_id: int) -> list[FileRow]:
+        """The paths run ``run_id`` recorded or changed (``files.run_id``), for its results part."""
+        return [FileRow.of(r) for r in self._read(
+            f"SELECT {FileRow.COLUMNS} FROM files WHERE run_id=?", (run_id,))]
