@@ -260,6 +260,7 @@ class StopReason(str, Enum):
     UNREACHABLE = "unreachable"  # every API call failed for longer than the run waits
     BACKEND_GONE = "backend_gone"  # the API server the run owns (--local's emulator) died
     CRASHED = "crashed"  # a stage thread of the run died (a bug): state kept, the message says why
+    MAX_JOBS = "max_jobs"  # run --max-jobs N: N jobs submitted, the next one is left for a later run
     QUOTA = "quota"
     INTERRUPT = "interrupt"
     AUTH = "auth"
@@ -273,12 +274,14 @@ class StopReason(str, Enum):
         return _STOP_EXIT[self]
 
 
-_STOP_RANK = [StopReason.UNREACHABLE, StopReason.BACKEND_GONE, StopReason.CRASHED, StopReason.QUOTA,
+_STOP_RANK = [StopReason.UNREACHABLE, StopReason.BACKEND_GONE, StopReason.CRASHED, StopReason.MAX_JOBS,
+              StopReason.QUOTA,
               StopReason.INTERRUPT, StopReason.AUTH]
 _STOP_EXIT = {
     StopReason.UNREACHABLE: ExitCode.FAILED,
     StopReason.BACKEND_GONE: ExitCode.FAILED,
     StopReason.CRASHED: ExitCode.FAILED,
+    StopReason.MAX_JOBS: ExitCode.QUOTA,  # stops like a spent quota: run again to continue
     StopReason.QUOTA: ExitCode.QUOTA,
     StopReason.INTERRUPT: ExitCode.INTERRUPTED,
     StopReason.AUTH: ExitCode.USAGE,

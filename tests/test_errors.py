@@ -28,7 +28,7 @@ def test_one_exit_code_table_for_errors_and_stops() -> None:
     assert e.exit_code_for(e.MediaError("a.mp4", "truncated")) == e.ExitCode.FAILED
     assert {r: r.exit_code for r in e.StopReason} == {
         e.StopReason.UNREACHABLE: 1, e.StopReason.BACKEND_GONE: 1, e.StopReason.CRASHED: 1,
-        e.StopReason.QUOTA: 3, e.StopReason.INTERRUPT: 130, e.StopReason.AUTH: 2}
+        e.StopReason.MAX_JOBS: 3, e.StopReason.QUOTA: 3, e.StopReason.INTERRUPT: 130, e.StopReason.AUTH: 2}
     ranked = sorted(e.StopReason, key=lambda r: r.rank)
     assert ranked[-1] == "auth" and ranked[0] == "unreachable"  # the most serious stop wins
 

@@ -8,7 +8,6 @@ request ids. One line per file; a bad file gets one line saying why and the othe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,8 +17,13 @@ from seeknetic_prep.decode.hw import check_decode
 from seeknetic_prep.decode.preprocess import iter_segments
 from seeknetic_prep.errors import MediaError
 from seeknetic_prep.pipeline.discover import discover
-from seeknetic_prep.pipeline.payloads import file_fingerprint, parse_services, request_id_for, upload_body
-from seeknetic_prep.util.fsio import atomic_path
+from seeknetic_prep.pipeline.payloads import (
+    file_fingerprint,
+    parse_services,
+    request_id_for,
+    upload_body_bytes,
+)
+from seeknetic_prep.util.fsio import atomic_write
 
 HELP = "Decode videos into the exact JSON bodies of POST /files/upload/tensors, without uploading."
 
@@ -62,10 +66,11 @@ def main(args: argparse.Namespace) -> int:
             end_ms = 0
             for seg in iter_segments(path, resize=args.resize, decode=decode):
                 folder.mkdir(parents=True, exist_ok=True)
-                for service in services:
-                    rid = request_id_for(fingerprint, seg.window, service, args.resize)
+                wanted = [(s, request_id_for(fingerprint, seg.window, s, args.resize)) for s in services]
+                # the very bytes run POSTs (upload_body_bytes), not another serialization of them
+                for (_, rid), body in zip(wanted, upload_body_bytes(seg, wanted), strict=True):
                     written.append(folder / f"{rid}.json")
-                    _write_json(written[-1], upload_body(seg, service=service, request_id=rid))
+                    _write_body(written[-1], body)
                 count += 1
                 end_ms = seg.end_ms
         except (MediaError, OSError) as exc:
@@ -103,9 +108,8 @@ def _folder_name(path: Path, fingerprint: str) -> str:
     return name + suffix
 
 
-def _write_json(path: Path, body: dict[str, object]) -> None:
+def _write_body(path: Path, body: bytes) -> None:
     """Write via a temporary name and rename, so an interrupted run never leaves half a body."""
     # Not fsynced, as before: a body a second, each cheap to make again; what matters is that
     # a Ctrl-C never leaves half of one.
-    with atomic_path(path, fsync=False) as tmp, tmp.open("w", encoding="ascii") as fh:
-        json.dump(body, fh, separators=(",", ":"))
+    atomic_write(path, body, fsync=False)

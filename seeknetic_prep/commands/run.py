@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="API region when no base URL is given (default tokyo)")
     parser.add_argument("--bearer", action="store_true",
                         help="send the key as 'Authorization: Bearer' instead of X-API-Key")
+    parser.add_argument("--max-jobs", type=int, default=None, metavar="N",
+                        help="submit at most N jobs this run, then stop as a spent quota does (exit 3, "
+                        "state saved); a later run continues (default: no limit)")
     parser.add_argument("--retry-failed", action="store_true",
                         help="give failed jobs another attempt (under new request ids)")
     parser.add_argument("--extensions", default=None,
@@ -142,6 +145,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         executor=args.executor,
         executor_address=args.executor_address,
         qps=args.qps,
+        max_jobs=args.max_jobs,
     )
 
 
@@ -179,6 +183,8 @@ def _print_stop(summary: RunSummary, out: Path) -> None:
     again = "Run the same command again"
     lines = {
         StopReason.AUTH: f"error: {summary.stop_message}",
+        StopReason.MAX_JOBS: f"{summary.stop_message}: stopped before submitting another job; state "
+                             f"saved in {out}. {again} (with a bigger or no --max-jobs) to continue.",
         StopReason.QUOTA: f"quota spent ({summary.stop_message}); state saved in {out}. {again} once "
                           "the key has more quota to resume.",
         StopReason.UNREACHABLE: f"stopped, the API keeps failing ({summary.stop_message}); state saved "

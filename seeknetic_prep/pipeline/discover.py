@@ -10,12 +10,12 @@ a file's content is :func:`seeknetic_prep.pipeline.payloads.file_fingerprint`.)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from seeknetic_prep.errors import InvalidArgumentError
 
-__all__ = ["VIDEO_EXTENSIONS", "count_files", "discover", "parse_extensions"]
+__all__ = ["VIDEO_EXTENSIONS", "count_files", "discover", "no_video_files", "parse_extensions"]
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
@@ -69,6 +69,16 @@ def count_files(paths: Iterable[str | Path]) -> int:
     """How many files (of any name) the folders among ``paths`` hold: said when none is video."""
     seen: set[tuple[int, int]] = set()
     return sum(1 for p in paths if Path(p).is_dir() for _ in _walk(Path(p), seen))
+
+
+def no_video_files(paths: Sequence[str | Path], extensions: frozenset[str]) -> InvalidArgumentError:
+    """The error for paths under which :func:`discover` found nothing: what was looked for,
+    how many other files were skipped, and the flag that picks them up."""
+    others = count_files(paths)
+    looked = ", ".join(sorted(extensions)[:6]) + (", ..." if len(extensions) > 6 else "")
+    return InvalidArgumentError(
+        f"no video files under {', '.join(str(p) for p in paths)} (looked for {looked}); "
+        f"{others} other file(s) skipped. Use --extensions to pick up other names.")
 
 
 def _walk(folder: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[Path]:

@@ -48,7 +48,7 @@ from seeknetic_prep.executors import (
     make_executor,
 )
 from seeknetic_prep.executors.registry import engine
-from seeknetic_prep.pipeline.discover import count_files, discover
+from seeknetic_prep.pipeline.discover import discover, no_video_files
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
 from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary, pin_settings
@@ -119,7 +119,8 @@ class _Run:
                                max_poll_s=options.max_poll_s, job_timeout_s=options.job_timeout_s)
         self.uploads = UploadStage(client, self.ledger, threads=options.uploaders, stop=self.stop,
                                    no_submit=self.no_submit, poll=self.polls.add, halt=self.halt,
-                                   unreachable_after_s=options.unreachable_after_s)
+                                   unreachable_after_s=options.unreachable_after_s,
+                                   max_jobs=options.max_jobs)
         client.on_event = lambda kind, _detail: progress.api_event(kind)
         self.totals = _Totals(progress)
         self.backend_gone: Callable[[], str | None] | None = None
@@ -242,7 +243,7 @@ class _Run:
             if ex.in_flight == 0:
                 if self.uploads.busy == 0 and self.polls.busy == 0:
                     if self.no_submit.is_set():
-                        self.halt(StopReason.QUOTA, self.uploads.quota_message or "quota spent")
+                        self.halt(self.uploads.quota_reason, self.uploads.quota_message or "quota spent")
                         raise _Stop
                     if not files and not backlog:
                         return  # units still pending (none here normally) wait for the next run
@@ -314,11 +315,7 @@ def _videos(paths: list[str | Path], extensions: frozenset[str]) -> list[Path]:
             raise InvalidArgumentError(f"Invalid path {str(p)!r}: no such file or folder.")
     found = list(discover(paths, extensions=extensions))
     if not found:
-        others = count_files(paths)
-        looked = ", ".join(sorted(extensions)[:6]) + (", ..." if len(extensions) > 6 else "")
-        raise InvalidArgumentError(
-            f"no video files under {', '.join(str(p) for p in paths)} (looked for {looked}); "
-            f"{others} other file(s) skipped. Use --extensions to pick up other names.")
+        raise no_video_files(paths, extensions)
     return found
 
 

@@ -7,6 +7,7 @@ the file is called or where it lives, so the server can treat a repeat as the sa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -15,8 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seeknetic_prep.api.tensors import encode_tensor, tensor_json_bytes
-from seeknetic_prep.decode.profile import FRAMES_PER_WINDOW, ResizeMode, Segment, Service, Window
+from seeknetic_prep.decode.profile import (
+    AUDIO_SHAPE,
+    FRAMES_PER_WINDOW,
+    VIDEO_SHAPE,
+    ResizeMode,
+    Segment,
+    Service,
+    Window,
+)
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
 
 __all__ = [
@@ -26,6 +37,7 @@ __all__ = [
     "request_id_for",
     "upload_body",
     "upload_body_bytes",
+    "upload_body_size",
 ]
 
 SERVICES: tuple[Service, ...] = ("embedding", "tagging")
@@ -94,17 +106,54 @@ def upload_body_bytes(segment: Segment, wanted: Sequence[tuple[Service, str]]) -
     audio: bytes | None = None
     out: list[bytes] = []
     for service, request_id in wanted:
-        _check(service, request_id)
-        head = json.dumps({"service": service, "request_id": request_id}).encode()[:-1]
+        head = _head(service, request_id)
         if service == "embedding":
             if audio is None:
                 audio = tensor_json_bytes(segment.audio)
-            tail = b', "audio_input": ' + audio
+            tail = _AUDIO_KEY + audio
         else:
-            kwargs = {"do_sample_frames": False, "fps": sampling_fps(segment.window)}
-            tail = b', "video_kwargs": ' + json.dumps(kwargs).encode()
-        out.append(b"".join((head, b', "video_input": ', video, tail, b"}")))
+            tail = _kwargs_tail(segment.window)
+        out.append(b"".join((head, _VIDEO_KEY, video, tail, b"}")))
     return out
+
+
+def upload_body_size(window: Window, service: Service, request_id: str) -> int:
+    """``len()`` of the body :func:`upload_body_bytes` makes for this window, service and id,
+    without decoding anything: a tensor's JSON length depends only on its shape and dtype (the
+    arrays of every window have the same), so the two are measured once on zero arrays.
+
+    Raises:
+        InvalidArgumentError: as for :func:`upload_body`.
+
+    >>> upload_body_size(Window(0, 0, 10000), "tagging", "sp-0123456789abcdef-0-10000-tagging")
+    2408658
+    """
+    video, audio = _tensor_json_lengths()
+    tail = len(_AUDIO_KEY) + audio if service == "embedding" else len(_kwargs_tail(window))
+    return len(_head(service, request_id)) + len(_VIDEO_KEY) + video + tail + 1
+
+
+_VIDEO_KEY = b', "video_input": '
+_AUDIO_KEY = b', "audio_input": '
+
+
+def _head(service: Service, request_id: str) -> bytes:
+    """A body's opening: ``{"service": ..., "request_id": ...`` (checked), before its tensors."""
+    _check(service, request_id)
+    return json.dumps({"service": service, "request_id": request_id}).encode()[:-1]
+
+
+def _kwargs_tail(window: Window) -> bytes:
+    """The tagging body's ``video_kwargs`` (its ``fps`` depends on the window's length)."""
+    kwargs = {"do_sample_frames": False, "fps": sampling_fps(window)}
+    return b', "video_kwargs": ' + json.dumps(kwargs).encode()
+
+
+@functools.cache
+def _tensor_json_lengths() -> tuple[int, int]:
+    """The JSON lengths of a window's video and audio tensors (the same for every window)."""
+    return (len(tensor_json_bytes(np.zeros(VIDEO_SHAPE, np.uint8))),
+            len(tensor_json_bytes(np.zeros(AUDIO_SHAPE, np.float32))))
 
 
 def _check(service: str, request_id: object) -> None:

@@ -43,7 +43,9 @@ class RunSpec:
     for this long; until then every unit whose call gives up is tried again later, so an
     outage or a restart of the API only pauses the run. ``plan_ahead``: files probed ahead of
     the decoders, so the progress totals are exact from the start for folders up to this size
-    (estimated beyond), while memory stays bounded for a folder of any size.
+    (estimated beyond), while memory stays bounded for a folder of any size. ``max_jobs``: the
+    run submits at most this many jobs (a unit found already submitted does not count), then
+    stops as a spent quota stops it (``stopped_by == "max_jobs"``, exit 3); a later run continues.
 
     Raises:
         InvalidArgumentError: a value breaks its rule (the message names it and the choices).
@@ -72,6 +74,7 @@ class RunSpec:
     max_poll_s: float = 5.0
     unreachable_after_s: float = 300.0
     plan_ahead: int = 2000
+    max_jobs: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.services, str):  # the command line's forms, "both" included
@@ -86,8 +89,10 @@ class RunSpec:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise InvalidArgumentError(f"Invalid {name} {value!r}: must be a whole number >= 0.")
-        for name in ("uploaders", "windows_per_task", "plan_ahead"):
+        for name in ("uploaders", "windows_per_task", "plan_ahead", "max_jobs"):
             value = getattr(self, name)
+            if name == "max_jobs" and value is None:  # no limit
+                continue
             if not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(f"Invalid {name} {value!r}: must be a whole number >= 1.")
         for name in ("unreachable_after_s", "job_timeout_s", "poll_s", "max_poll_s", "qps"):

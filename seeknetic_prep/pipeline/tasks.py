@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DecodeTask",
     "EncodedWindow",
+    "FileEstimate",
     "FilePlan",
     "Message",
     "PlanTask",
@@ -59,6 +60,21 @@ class FilePlan:
     mtime_ns: int = 0  # from the stat taken before fingerprinting: a later change is seen
     inode: int = 0
     info: MediaInfo | None = None  # the probe, handed to the decode tasks (not probed twice)
+
+
+@dataclass(frozen=True)
+class FileEstimate:
+    """What ``plan`` learns of a file without decoding it: its ``stat``, its duration as its
+    container's header gives it (``None`` when it cannot be used: ``error`` says why, in the
+    words a run would use), and its fingerprint when it was asked for."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    duration_ms: int | None
+    fingerprint: str | None = None
+    error: str | None = None
 
 
 # ("planned", FilePlan) | ("window", EncodedWindow) | ("done", None) | ("failed", our error)

@@ -48,13 +48,16 @@ class UploadStage:
     """``threads`` upload/submit workers over one bounded queue.
 
     ``halt(reason, message)`` is how the stage stops the run (``"auth"``, ``"unreachable"``);
-    ``no_submit`` is set when the quota is spent (what is decoded is still uploaded, nothing is
-    submitted); ``poll(request_id, service)`` hands a submitted job on.
+    ``no_submit`` is set when the quota is spent, or when ``max_jobs`` jobs were submitted and
+    another is due (what is decoded is still uploaded, nothing more is submitted;
+    ``quota_reason`` and ``quota_message`` say which); ``poll(request_id, service)`` hands a
+    submitted job on.
     """
 
     def __init__(self, client: Client, ledger: Ledger, *, threads: int, stop: threading.Event,
                  no_submit: threading.Event, poll: Callable[[str, str], None],
-                 halt: Callable[[StopReason, str], None], unreachable_after_s: float) -> None:
+                 halt: Callable[[StopReason, str], None], unreachable_after_s: float,
+                 max_jobs: int | None = None) -> None:
         self.client = client
         self.ledger = ledger
         self.stop = stop
@@ -62,6 +65,9 @@ class UploadStage:
         self._poll = poll
         self._halt = halt
         self._unreachable_after_s = unreachable_after_s
+        self._max_jobs = max_jobs
+        self._submitting: set[str] = set()  # units this run has sent a submission for
+        self.quota_reason = StopReason.QUOTA
         self.quota_message: str | None = None
         self._queue: queue.Queue[Work | None] = queue.Queue(maxsize=max(2, 2 * threads))
         self._lock = threading.Lock()
@@ -114,7 +120,8 @@ class UploadStage:
                 self._halt(StopReason.AUTH, str(exc))
                 return
             except QuotaExceededError as exc:
-                self.quota_message = str(exc)
+                with self._lock:
+                    self.quota_reason, self.quota_message = StopReason.QUOTA, str(exc)
                 self.no_submit.set()
                 return
             except (APIConnectionError, ServerError, RateLimitError) as exc:
@@ -134,6 +141,22 @@ class UploadStage:
             except APIError as exc:  # 400, 409, 413 that cannot be split, 422, malformed: the unit fails
                 self.ledger.failed(item.request_id, str(exc))
                 return
+
+    def _may_submit(self, request_id: str) -> bool:
+        """Count a submission against ``max_jobs``: a unit counts once however often its
+        submission is retried; the first unit past the limit stops all submitting, as a spent
+        quota does (the units left are submitted by a later run)."""
+        with self._lock:
+            if self._max_jobs is None or request_id in self._submitting:
+                return True
+            if len(self._submitting) < self._max_jobs:
+                self._submitting.add(request_id)
+                return True
+            if self.quota_message is None:  # a real 402 says more: it is kept
+                self.quota_reason = StopReason.MAX_JOBS
+                self.quota_message = f"--max-jobs {self._max_jobs} reached"
+        self.no_submit.set()
+        return False
 
     def _backoff(self, rounds: int) -> None:
         self.stop.wait(random.uniform(0.5, 1.0) * min(_MAX_BACKOFF_S, 2.0 ** rounds))
@@ -158,7 +181,7 @@ class UploadStage:
                 self.ledger.submitted(item.request_id)
                 self._poll(item.request_id, item.service)
                 return
-        if self.stop.is_set() or self.no_submit.is_set():
+        if self.stop.is_set() or self.no_submit.is_set() or not self._may_submit(item.request_id):
             return  # stays uploaded: the next run submits it without a new upload
         tensor = {"video_input_key": keys["video_input"]}
         extra = ("audio_input", "audio_input_key") if item.service == "embedding" else (
