@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Write the test media in ``fixtures/`` and the ground truth that describes them.
 
-    python scripts/make_fixtures.py          # rewrites fixtures/ (a few hundred KB in all)
+    python scripts/make_fixtures.py                  # rewrites fixtures/ (a few hundred KB in all)
+    python scripts/make_fixtures.py --only ties24.mp4  # writes that one, merges its ground truth
+
+A re-run may give other bytes for the files it rewrites (encoder builds differ): ``--only``
+adds a new fixture without touching the others.
 
 Every frame shows its own index as a 6x6 grid of black/white cells in the middle of the
 picture (16 bits of index, then the same 16 bits inverted as a check), so a test can read back
@@ -23,6 +27,7 @@ Encoders run single-threaded with fixed settings so a re-run gives the same fram
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import shutil
@@ -384,7 +389,23 @@ def write_bad() -> dict[str, dict[str, Any]]:
     return truth
 
 
+def messy_specs() -> list[Spec]:
+    """Files that players handle and a careless decoder does not (issue 21)."""
+    return [
+        # 24 fps: every target of window 0 and many of window 1 fall exactly on a frame's start.
+        Spec("ties24.mp4", frame_ms=cfr(24, 20), codec_options=X264, width=128, height=72,
+             background=(80, 110, 90)),
+    ]
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="write only this fixture (repeatable) and merge its ground truth")
+    args = parser.parse_args()
+    if args.only:
+        write_only(args.only)
+        return
     for sub in ("demo", "bad"):
         shutil.rmtree(OUT / sub, ignore_errors=True)
     for old in OUT.glob("*.*"):
@@ -394,12 +415,29 @@ def main() -> None:
     for spec in specs():
         truth[spec.name] = write(spec)
         print(f"wrote {spec.name}: {(OUT / spec.name).stat().st_size} bytes")
+    for spec in messy_specs():
+        truth[spec.name] = write(spec)
+        print(f"wrote {spec.name}: {(OUT / spec.name).stat().st_size} bytes")
     truth.update(write_bad())
     corners = {f"{r},{c}": rgb for (r, c), rgb in CORNERS.items()}
     doc = {"grid": {"cells": GRID, "bits": BITS, "corners": corners}, "files": truth}
     (OUT / "ground_truth.json").write_text(json.dumps(doc, indent=1) + "\n")
     total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
     print(f"fixtures: {len(truth)} files, {total} bytes")
+
+
+def write_only(names: list[str]) -> None:
+    """Write the named good fixtures and merge their ground truth into the existing file."""
+    by_name = {spec.name: spec for spec in [*specs(), *messy_specs()]}
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise SystemExit(f"unknown fixture(s): {', '.join(unknown)}; known: {', '.join(sorted(by_name))}")
+    path = OUT / "ground_truth.json"
+    doc = json.loads(path.read_text())
+    for name in names:
+        doc["files"][name] = write(by_name[name])
+        print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -156,7 +157,7 @@ class VideoDecoder:
             self._container = None
 
     def iter_frames_at(
-        self, targets_ms: Sequence[float], *, size: tuple[int, int] | None = None
+        self, targets_ms: Sequence[float | Fraction], *, size: tuple[int, int] | None = None
     ) -> Generator[tuple[float, np.ndarray], None, None]:
         """For each target time (ascending, ms on the timeline), the frame on screen then, as
         ``(pts_ms, rgb)``, one at a time as decoded (see :mod:`~seeknetic_prep.decode.frames`).
@@ -173,7 +174,7 @@ class VideoDecoder:
                           threads=self.threads)
 
     def batches_at(
-        self, groups_ms: Sequence[Sequence[float]], *, size: tuple[int, int] | None = None
+        self, groups_ms: Sequence[Sequence[float | Fraction]], *, size: tuple[int, int] | None = None
     ) -> Generator[FrameBatch, None, None]:
         """One :class:`FrameBatch` per group of targets, each as soon as its frames are decoded,
         all in one pass (the groups' targets together must be ascending). Holds one group's
@@ -190,7 +191,7 @@ class VideoDecoder:
             frames.close()
 
     def frames_at(
-        self, targets_ms: Sequence[float], *, size: tuple[int, int] | None = None
+        self, targets_ms: Sequence[float | Fraction], *, size: tuple[int, int] | None = None
     ) -> FrameBatch:
         """The frames on screen at ``targets_ms`` (ascending), as one batch."""
         batches = self.batches_at([targets_ms], size=size)
