@@ -103,6 +103,7 @@ class Spec:
     codec_options: dict[str, str] = field(default_factory=dict)
     background: tuple[int, int, int] = (96, 96, 96)
     rotate_portrait: bool = False  # draw upright portrait content, store it rotated, tag -90
+    orient: tuple[int, bool] | None = None  # (ccw degrees, mirrored): store so that this shows it
     colorspace_709: bool = False
     audio: dict[str, Any] | None = None  # codec, rate, layout, start_s, seconds, base_hz, step_hz
     container_options: dict[str, str] = field(default_factory=dict)
@@ -121,6 +122,16 @@ def audio_frame(samples: np.ndarray, fmt: str, layout: str) -> av.AudioFrame:
     for k in range(samples.shape[0]):
         planes[k].update(np.ascontiguousarray(samples[k]).tobytes())
     return frame
+
+
+def orient_matrix(degrees: int, mirrored: bool) -> list[int]:
+    """The display matrix (``AV_PKT_DATA_DISPLAYMATRIX``: row vectors, y down, 16.16) that turns
+    the picture ``degrees`` counter-clockwise, then flips it left to right if ``mirrored``."""
+    c, s = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
+    (a, b), (cc, d) = (c, -s), (s, c)
+    if mirrored:  # then x -> -x: negate the first column
+        a, cc = -a, -cc
+    return [a << 16, b << 16, 0, cc << 16, d << 16, 0, 0, 0, 1 << 30]
 
 
 def patch_once(path: Path, old: bytes, new: bytes) -> None:
@@ -167,6 +178,8 @@ def write(spec: Spec) -> dict[str, Any]:
         vs.codec_context.color_range = 1  # limited
     if spec.rotate_portrait:
         vs.set_display_matrix(IPHONE_PORTRAIT_MATRIX)
+    if spec.orient is not None:
+        vs.set_display_matrix(orient_matrix(*spec.orient))
     astream = None
     if spec.audio is not None:
         a = spec.audio
@@ -180,6 +193,13 @@ def write(spec: Spec) -> dict[str, Any]:
         if spec.rotate_portrait:
             upright = draw_frame(index, spec.height, spec.width, spec.background)
             img = np.ascontiguousarray(np.rot90(upright, k=1))  # stored CCW; display turns it CW
+        elif spec.orient is not None:
+            degrees, mirrored = spec.orient
+            upright = (draw_frame(index, spec.height, spec.width, spec.background) if degrees % 180
+                       else draw_frame(index, spec.width, spec.height, spec.background))
+            # Display = turn ccw, then mirror; so stored = unmirror, then turn back.
+            unmirrored = upright[:, ::-1] if mirrored else upright
+            img = np.ascontiguousarray(np.rot90(unmirrored, k=-(degrees // 90)))
         else:
             img = draw_frame(index, spec.width, spec.height, spec.background)
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -257,7 +277,13 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
         first = next(c.decode(video=0))
         rotation = first.rotation
         assert float(first.pts * first.time_base * 1000) == origin
-    assert rotation == (-90 if spec.rotate_portrait else 0), (spec.name, rotation)
+    if spec.orient is None:
+        assert rotation == (-90 if spec.rotate_portrait else 0), (spec.name, rotation)
+    else:
+        with av.open(str(path)) as c:
+            side = next(s for s in next(c.decode(video=0)).side_data if "DISPLAYMATRIX" in str(s.type))
+            assert list(struct.unpack("<9i", bytes(side))) == orient_matrix(*spec.orient), spec.name
+        rotation = spec.orient[0]
     audio = None
     if spec.audio is not None:
         a = spec.audio
@@ -278,8 +304,11 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
         "codec": spec.codec,
         "pix_fmt": spec.pix_fmt,
         "coded_size": [spec.width, spec.height],
-        "display_size": [spec.height, spec.width] if spec.rotate_portrait else [spec.width, spec.height],
+        "display_size": ([spec.height, spec.width]
+                         if spec.rotate_portrait or (spec.orient and spec.orient[0] % 180)
+                         else [spec.width, spec.height]),
         "rotation": rotation,
+        "mirrored": bool(spec.orient and spec.orient[1]),
         "origin_ms": origin,
         "duration_ms": duration_ms,
         "windows": [[i * 10_000, min((i + 1) * 10_000, round(duration_ms))] for i in range(n_windows)],
@@ -395,6 +424,14 @@ def messy_specs() -> list[Spec]:
         # 24 fps: every target of window 0 and many of window 1 fall exactly on a frame's start.
         Spec("ties24.mp4", frame_ms=cfr(24, 20), codec_options=X264, width=128, height=72,
              background=(80, 110, 90)),
+        # Mirrors in the display matrix: FFmpeg's one rotation number reads a horizontal flip
+        # as 180 degrees and a vertical flip as 0; a front camera stores a turn and a flip.
+        Spec("hflip.mp4", frame_ms=cfr(25, 2), codec_options=X264, width=160, height=90,
+             background=(120, 70, 70), orient=(0, True)),
+        Spec("vflip.mp4", frame_ms=cfr(25, 2), codec_options=X264, width=160, height=90,
+             background=(70, 120, 70), orient=(180, True)),
+        Spec("front_camera.mp4", frame_ms=cfr(25, 2), codec_options=X264, width=160, height=90,
+             background=(70, 70, 120), orient=(-90, True), audio=aac(seconds=2, base_hz=650)),
     ]
 
 

@@ -8,11 +8,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 from _media_truth import read_index
 
+from seeknetic_prep.decode.media import probe
 from seeknetic_prep.decode.preprocess import preprocess
 from seeknetic_prep.decode.profile import Window
 from seeknetic_prep.decode.sampling import frame_targets
+from seeknetic_prep.decode.transform import orientation, upright
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TRUTH: dict[str, Any] = json.loads((FIXTURES / "ground_truth.json").read_text())["files"]
@@ -33,3 +37,48 @@ def test_a_target_exactly_on_a_frame_start_shows_that_frame() -> None:
             assert seg.frame_times_ms[i] == float(Fraction(want * 1000, 24)), (seg.index, i)
     assert segs[1].frame_times_ms[5] == float(Fraction(43750, 3))
     assert ties == 24  # every target of both windows is a tie at 24 fps
+
+
+@pytest.mark.parametrize(
+    ("name", "rotation"),
+    [("hflip.mp4", 0), ("vflip.mp4", 180), ("front_camera.mp4", -90)],
+)
+def test_a_mirror_in_the_display_matrix_comes_out_upright_and_unmirrored(name: str, rotation: int) -> None:
+    """FFmpeg reads the horizontal flip as -180 (it came out upside down), ignores the vertical
+    flip (upside down), and calls the front camera's turn-and-flip -90 (it came out mirrored)."""
+    info = probe(FIXTURES / name)
+    assert (info.rotation, info.mirrored) == (rotation, True)
+    display = tuple(TRUTH[name]["display_size"])
+    assert (info.width, info.height) == display
+    for seg in preprocess(FIXTURES / name):
+        for i, target in enumerate(frame_targets(seg.window)):
+            want = int(target * 25 / 1000)
+            assert read_index(seg.video[0, i], display) == want, (seg.index, i)
+        mirrored = np.ascontiguousarray(seg.video[0, 0, :, :, ::-1])
+        assert read_index(mirrored, display) is None  # the check can tell
+
+
+@pytest.mark.parametrize(
+    ("matrix", "rotation", "expected"),
+    [
+        ([0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30], -90.0, (-90, False)),  # iPhone portrait
+        ([-65536, 0, 0, 0, -65536, 0, 0, 0, 1 << 30], 180.0, (180, False)),
+        ([-65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30], -180.0, (0, True)),  # horizontal flip
+        ([65536, 0, 0, 0, -65536, 0, 0, 0, 1 << 30], 0.0, (180, True)),  # vertical flip
+        ([0, 65536, 0, 65536, 0, 0, 0, 0, 1 << 30], -90.0, (-90, True)),  # transpose
+        ([0, -65536, 0, -65536, 0, 0, 0, 0, 1 << 30], 90.0, (90, True)),  # anti-transpose
+        ([], 0.0, (0, False)),
+    ],
+)
+def test_orientation_splits_a_matrix_into_a_turn_and_a_flip(
+    matrix: list[int], rotation: float, expected: tuple[int, bool]
+) -> None:
+    assert orientation(matrix, rotation) == expected
+
+
+def test_upright_applies_the_matrix_as_ffmpeg_autorotate_does() -> None:
+    """transpose (front camera): x and y swap; hflip: columns reverse; vflip: rows reverse."""
+    img = np.arange(6, dtype=np.uint8).reshape(2, 3, 1).repeat(3, axis=2)
+    assert np.array_equal(upright(img, -90, True), img.transpose(1, 0, 2))
+    assert np.array_equal(upright(img, 0, True), img[:, ::-1])
+    assert np.array_equal(upright(img, 180, True), img[::-1])

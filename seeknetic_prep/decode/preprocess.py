@@ -146,7 +146,7 @@ def _segments(decoder: VideoDecoder, windows: Sequence[Window], resize: ResizeMo
     try:
         for window, window_targets in zip(windows, targets, strict=True):
             batch = next(batches)
-            pictures = fit(upright(batch.data, info.rotation), resize)
+            pictures = fit(upright(batch.data, info.rotation, info.mirrored), resize)
             video = np.ascontiguousarray(pictures.transpose(0, 3, 1, 2)[None])
             start = round(window.start_ms * SAMPLE_RATE / 1000)
             stop = round(window.end_ms * SAMPLE_RATE / 1000)
