@@ -435,6 +435,74 @@ def messy_specs() -> list[Spec]:
     ]
 
 
+@dataclass
+class Cut:
+    """A stream copy of ``source`` from ``cut_s`` on, as ``ffmpeg -ss CUT -i src -c copy`` makes
+    it: the video from the keyframe before the cut (its head hidden by an mp4 edit list), the
+    audio from the first packet at or after it, both shifted so that the cut is time 0."""
+
+    name: str
+    source: Spec
+    cut_s: Fraction
+
+
+def write_cut(cut: Cut) -> dict[str, Any]:
+    src_spec = cut.source
+    src_spec.name = "_cut_source.mp4"
+    write(src_spec)
+    src_path, path = OUT / src_spec.name, OUT / cut.name
+    with av.open(str(src_path)) as src, av.open(str(path), "w", options={"fflags": "+bitexact"}) as dst:
+        vin = src.streams.video[0]
+        outs = {s.index: dst.add_stream_from_template(s) for s in (vin, *src.streams.audio[:1])}
+        key = max(p.pts for p in src.demux(vin)
+                  if p.pts is not None and p.is_keyframe and p.pts * vin.time_base <= cut.cut_s)
+        src.seek(0)
+        for packet in src.demux(*[src.streams[i] for i in outs]):
+            if packet.pts is None or packet.size == 0:
+                continue
+            stream = packet.stream
+            if packet.pts < (key if stream is vin else cut.cut_s / stream.time_base):
+                continue
+            shift = round(cut.cut_s / stream.time_base)
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = outs[stream.index]
+            dst.mux(packet)
+    src_path.unlink()
+    # Ground truth from what FFmpeg shows (the edit list applied), indices from the source plan.
+    cut_ms = float(cut.cut_s * 1000)
+    with av.open(str(path)) as c:
+        shown = [float(f.pts * f.time_base * 1000) for f in c.decode(video=0)]
+    origin = shown[0]
+    planned = np.array(src_spec.frame_ms)
+    frames = [[int(np.abs(planned - (ms + cut_ms)).argmin()), ms - origin] for ms in shown]
+    step = src_spec.frame_ms[1] - src_spec.frame_ms[0]
+    duration_ms = frames[-1][1] + step
+    a = src_spec.audio
+    audio = None if a is None else {
+        "start_ms": -cut_ms - origin, "end_ms": a["seconds"] * 1000 - cut_ms - origin,
+        "base_hz": a["base_hz"], "step_hz": a["step_hz"], "rate": a["rate"],
+        "channels": av.AudioLayout(a["layout"]).nb_channels, "codec": a["codec"]}
+    n_windows = math.ceil(round(duration_ms) / 10_000)
+    return {
+        "kind": "good", "codec": src_spec.codec, "pix_fmt": src_spec.pix_fmt,
+        "coded_size": [src_spec.width, src_spec.height], "display_size": [src_spec.width, src_spec.height],
+        "rotation": 0, "origin_ms": origin, "duration_ms": duration_ms,
+        "windows": [[i * 10_000, min((i + 1) * 10_000, round(duration_ms))] for i in range(n_windows)],
+        "frames": frames, "audio": audio,
+    }
+
+
+def cuts() -> list[Cut]:
+    return [
+        # Cut at 2.52 s, 0.52 s after a keyframe: 13 frames kept before the edit, hidden by it.
+        Cut("editlist_cut.mp4", Spec("", frame_ms=cfr(25, 6), width=160, height=90,
+                                     codec_options={"g": "25", "bf": "2", **X264},
+                                     background=(100, 90, 60), audio=aac(seconds=6, base_hz=500)),
+            Fraction(252, 100)),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", action="append", metavar="NAME",
@@ -455,6 +523,9 @@ def main() -> None:
     for spec in messy_specs():
         truth[spec.name] = write(spec)
         print(f"wrote {spec.name}: {(OUT / spec.name).stat().st_size} bytes")
+    for cut in cuts():
+        truth[cut.name] = write_cut(cut)
+        print(f"wrote {cut.name}: {(OUT / cut.name).stat().st_size} bytes")
     truth.update(write_bad())
     corners = {f"{r},{c}": rgb for (r, c), rgb in CORNERS.items()}
     doc = {"grid": {"cells": GRID, "bits": BITS, "corners": corners}, "files": truth}
@@ -465,14 +536,15 @@ def main() -> None:
 
 def write_only(names: list[str]) -> None:
     """Write the named good fixtures and merge their ground truth into the existing file."""
-    by_name = {spec.name: spec for spec in [*specs(), *messy_specs()]}
+    by_name: dict[str, Spec | Cut] = {spec.name: spec for spec in [*specs(), *messy_specs(), *cuts()]}
     unknown = sorted(set(names) - set(by_name))
     if unknown:
         raise SystemExit(f"unknown fixture(s): {', '.join(unknown)}; known: {', '.join(sorted(by_name))}")
     path = OUT / "ground_truth.json"
     doc = json.loads(path.read_text())
     for name in names:
-        doc["files"][name] = write(by_name[name])
+        made = by_name[name]
+        doc["files"][name] = write_cut(made) if isinstance(made, Cut) else write(made)
         print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
     path.write_text(json.dumps(doc, indent=1) + "\n")
 

@@ -82,3 +82,16 @@ def test_upright_applies_the_matrix_as_ffmpeg_autorotate_does() -> None:
     assert np.array_equal(upright(img, -90, True), img.transpose(1, 0, 2))
     assert np.array_equal(upright(img, 0, True), img[:, ::-1])
     assert np.array_equal(upright(img, 180, True), img[::-1])
+
+
+def test_an_edit_list_cut_is_complete_not_truncated() -> None:
+    """A stream copy cut at 2.52 s, 0.52 s past a keyframe (``ffmpeg -ss 2.52 -c copy``): the
+    mp4 keeps the GOP head (13 frames) behind an edit list, so the frame count says 4.0 s while
+    the edit shows 3.48 s; it was refused as truncated. It starts at the frame at 2.52 s."""
+    info = probe(FIXTURES / "editlist_cut.mp4")
+    assert info.duration_ms == 3480
+    (seg,) = preprocess(FIXTURES / "editlist_cut.mp4")
+    display = tuple(TRUTH["editlist_cut.mp4"]["display_size"])
+    got = [read_index(seg.video[0, i], display) for i in range(12)]
+    assert got == [63 + int(t * 25 / 1000 + Fraction(1, 1000)) for t in frame_targets(seg.window)]
+    assert got[0] == 66  # target 145 ms: the source frame at 2.64 s, 3 frames after the cut

@@ -206,7 +206,7 @@ def _declared_ends(
     for s in streams:
         if s.duration:
             declared[s.index] = float((s.start_time or 0) * s.time_base + s.duration * s.time_base)
-    if vs.frames and vs.average_rate:
+    if vs.frames and vs.average_rate and not _edited(container):
         by_count = float((vs.start_time or 0) * vs.time_base + vs.frames / vs.average_rate)
         declared[vs.index] = max(declared.get(vs.index, by_count), by_count)
     whole = None
