@@ -432,6 +432,11 @@ def messy_specs() -> list[Spec]:
              background=(70, 120, 70), orient=(180, True)),
         Spec("front_camera.mp4", frame_ms=cfr(25, 2), codec_options=X264, width=160, height=90,
              background=(70, 70, 120), orient=(-90, True), audio=aac(seconds=2, base_hz=650)),
+        # MPEG-TS whose 33-bit PTS wraps 8.4 s in: FFmpeg unwraps it to start at -8.4 s, so a
+        # seek to timestamp 0 ("the top") lands 8.4 s in.
+        Spec("wrap_pts.ts", frame_ms=cfr(12, 12), codec_options={"g": "12", **X264}, width=128, height=72,
+             background=(90, 130, 130), container_options={"output_ts_offset": "95435.3"},
+             audio=aac(rate=22050, layout="mono", seconds=12, base_hz=700, bit_rate=24_000)),
     ]
 
 

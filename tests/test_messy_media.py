@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 from _media_truth import read_index
 
+from seeknetic_prep.decode.decoder import VideoDecoder
+from seeknetic_prep.decode.frames import frame_pass
 from seeknetic_prep.decode.media import probe
 from seeknetic_prep.decode.preprocess import preprocess
 from seeknetic_prep.decode.profile import Window
 from seeknetic_prep.decode.sampling import frame_targets
 from seeknetic_prep.decode.transform import orientation, upright
+from seeknetic_prep.errors import MediaError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TRUTH: dict[str, Any] = json.loads((FIXTURES / "ground_truth.json").read_text())["files"]
@@ -95,3 +98,22 @@ def test_an_edit_list_cut_is_complete_not_truncated() -> None:
     got = [read_index(seg.video[0, i], display) for i in range(12)]
     assert got == [63 + int(t * 25 / 1000 + Fraction(1, 1000)) for t in frame_targets(seg.window)]
     assert got[0] == 66  # target 145 ms: the source frame at 2.64 s, 3 frames after the cut
+
+
+def test_a_seek_that_lands_late_is_never_accepted() -> None:
+    """MPEG-TS whose PTS wraps past 2^33 8.4 s in: FFmpeg unwraps it to start at -8.4 s, so a
+    seek to timestamp 0 lands 9 s in; window 0 came out as the frame at 9.0 s eleven times.
+    The pass now reopens the file and decodes from its first byte; without a way to reopen it
+    refuses the file rather than hand out late frames."""
+    name = FIXTURES / "wrap_pts.ts"
+    info = probe(name)
+    assert info.origin_s < -8
+    segs = preprocess(name)
+    for seg in segs:
+        want = [int(t * 12 / 1000) for t in frame_targets(seg.window)]
+        assert [read_index(seg.video[0, i], (128, 72)) for i in range(12)] == want
+    targets = [float(t) for t in frame_targets(segs[0].window)]
+    with VideoDecoder(name, device="cpu") as dec:
+        passed = frame_pass(dec._container, dec._video, dec.info, targets, (128, 72), threads=1)
+        with pytest.raises(MediaError, match="no seek lands before 417 ms and the file cannot be reopened"):
+            next(passed)

@@ -141,6 +141,16 @@ class VideoDecoder:
         set_video_threads(video_stream(self.info.path, container), self.threads)
         return container
 
+    def _reopen(self) -> tuple[Any, Any]:
+        """The file opened afresh for the frame pass, unread (its first byte next): for a
+        container whose seeks cannot reach its start (see :mod:`~seeknetic_prep.decode.frames`)."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        self._container = self._open_for_frames(None)
+        self._video = video_stream(self.info.path, self._container)
+        return self._container, self._video
+
     def __enter__(self) -> VideoDecoder:
         return self
 
@@ -171,7 +181,7 @@ class VideoDecoder:
             MediaError: the file fails to decode, or its frames stop before a target.
         """
         return frame_pass(self._open(), self._video, self.info, targets_ms, self._coded_size(size),
-                          threads=self.threads)
+                          threads=self.threads, reopen=self._reopen)
 
     def batches_at(
         self, groups_ms: Sequence[Sequence[float | Fraction]], *, size: tuple[int, int] | None = None

@@ -18,7 +18,7 @@ import bisect
 import itertools
 import math
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -53,38 +53,57 @@ def frame_pass(
     coded_size: tuple[int, int],
     *,
     threads: int,
+    reopen: Callable[[], tuple[Any, Any]] | None = None,
 ) -> Generator[tuple[float, np.ndarray], None, None]:
     """For each target time (ascending), the frame on screen then: ``(pts_ms, rgb)``.
 
     ``rgb`` is ``uint8 (h, w, 3)``, ``coded_size = (w, h)``, in the stored orientation;
     consecutive targets on one frame share one array. ``threads`` caps swscale's threads.
+    ``reopen`` closes the container and opens the file afresh, as ``(container, video
+    stream)``: the last resort when no seek lands at or before a target (see :func:`_scan_run`).
 
     Raises:
         InvalidArgumentError: the targets are not ascending.
-        MediaError: the file fails to decode, or its frames stop before a target.
+        MediaError: the file fails to decode, its frames stop before a target, or even
+            decoding from its first byte starts after a target.
     """
     if not targets_ms:
         return
     if any(b < a for a, b in itertools.pairwise(targets_ms)):
         raise InvalidArgumentError(f"Invalid targets_ms {list(targets_ms)}: must be ascending.")
+    src = _Input(container, vs, reopen)
     cache = Converter(coded_size, threads)  # the last converted frame, shared across runs
     run: list[float | Fraction] = []
     try:
         # Targets far apart (sparse windows) get a seek each; close ones share one pass.
         for t in targets_ms:
             if run and t - run[-1] > _RESEEK_GAP_MS:
-                yield from _scan_run(container, vs, info, run, cache)
+                yield from _scan_run(src, info, run, cache)
                 run = []
             run.append(t)
-        yield from _scan_run(container, vs, info, run, cache)
+        yield from _scan_run(src, info, run, cache)
     except av.error.FFmpegError as exc:
         raise MediaError(info.path, f"undecodable video: {reason(exc)}") from exc
 
 
+class _Input:
+    """The container the pass reads, and how to get a fresh one (from byte 0) when seeks fail."""
+
+    def __init__(self, container: Any, vs: Any, reopen: Callable[[], tuple[Any, Any]] | None) -> None:
+        self.container, self.vs, self._reopen = container, vs, reopen
+
+    def fresh(self) -> bool:
+        """Open the file again, unread; False when the pass has no way to."""
+        if self._reopen is None:
+            return False
+        self.container, self.vs = self._reopen()
+        return True
+
+
 def _scan_run(
-    container: Any, vs: Any, info: MediaInfo, targets_ms: Sequence[float | Fraction], cache: Converter
+    src: _Input, info: MediaInfo, targets_ms: Sequence[float | Fraction], cache: Converter
 ) -> Iterator[tuple[float, np.ndarray]]:
-    tb = Fraction(vs.time_base)
+    tb = Fraction(src.vs.time_base)
     origin = _origin_ticks(info, tb)
     # Targets as stream ticks, exactly: frame pts <= target iff pts <= floor(target / tick).
     # Floats here picked the previous frame whenever a target was exactly a frame's start
@@ -92,17 +111,34 @@ def _scan_run(
     targets = [origin + math.floor(Fraction(t) / 1000 / tb) for t in targets_ms]
     first_target = targets[0]
     # Seek to the keyframe at or before the first target; if the demuxer lands after it (an
-    # index that is coarse or missing), step further back, and at worst start from the top.
-    # A container without an index (MPEG-TS) may land past the only keyframe and decode nothing.
+    # index that is coarse or missing, WebM cues that point past their cluster), step further
+    # back, then seek to the top. A landing after the first target is never accepted: its
+    # frames would stand in for the ones before. Timestamp 0 is not always the top (an MPEG-TS
+    # whose clock wraps past 2^33 starts at -8 s), so the last resort is the file opened afresh
+    # and decoded from its first byte; a file whose first frame comes after a target even then
+    # is refused.
+    first: Any = None
     for lead in (0.0, 2.0, 10.0, math.inf):
-        frames = _frames_from(container, vs, first_target - lead / tb, origin, targets)
+        frames = _frames_from(src.container, src.vs, first_target - lead / tb, origin, targets)
         first = next(frames, None)
-        landed = math.inf if first is None else _ticks(first, tb)
-        if landed <= first_target or (first is not None and lead == math.inf):
+        if first is not None and _ticks(first, tb) <= first_target:
             break
         frames.close()
-    if first is None:
-        raise MediaError(info.path, "undecodable video: no frame could be decoded")
+    else:
+        if not src.fresh():
+            raise MediaError(info.path, "undecodable video: no seek lands before "
+                             f"{float(targets_ms[0]):.0f} ms and the file cannot be reopened")
+        frames = _frames_from(src.container, src.vs, None, origin, targets)
+        first = next(frames, None)
+        if first is None:
+            raise MediaError(info.path, "undecodable video: no frame could be decoded")
+        if _ticks(first, tb) > first_target:
+            frames.close()
+            raise MediaError(
+                info.path,
+                f"undecodable video: decoded from its first byte, it starts at "
+                f"{_ms(first, origin, tb):.0f} ms, after the frame wanted at {float(targets_ms[0]):.0f} ms",
+            )
     j = 0
     current: Any = first
     del first  # one full-size picture held at a time (a 4K 10-bit one is 25 MB)
@@ -148,11 +184,13 @@ def _ticks(frame: Any, tb: Fraction) -> int:
 
 
 def _frames_from(
-    container: Any, vs: Any, seek: Fraction | float, origin: int, targets: Sequence[int]
+    container: Any, vs: Any, seek: Fraction | float | None, origin: int, targets: Sequence[int]
 ) -> Generator[Any, None, None]:
-    if seek > origin:
+    """Decoded frames from a seek to ``seek`` (ticks; at or before the origin: to timestamp 0),
+    or, with None, from where a freshly opened container stands."""
+    if seek is not None and seek > origin:
         container.seek(math.floor(seek), stream=vs, backward=True, any_frame=False)
-    else:
+    elif seek is not None:
         container.seek(0, stream=None, backward=True)
     for frame in _decode_needed(container, vs, targets):
         if frame.pts is not None:
