@@ -293,7 +293,12 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
             # Set, never read: PyAV 17-18 frees a custom-order layout (the retagged MOV) twice
             # when its context's layout is read, or when a frame carrying it is freed.
             c.streams.audio[0].codec_context.layout = a["layout"]
-            af = next(c.decode(audio=0))
+            decoded = c.decode(audio=0)
+            af = next(decoded)
+            if a.get("priming_gap"):
+                # A fragmented mp4 cannot shift the AAC priming frame back: it stays at 0 and a
+                # gap up to the sound's first real samples (at the video's B-frame delay) follows.
+                af = next(decoded)
             start_ms = float(af.pts * af.time_base * 1000) - origin
         audio = {"start_ms": start_ms, "end_ms": start_ms + a["seconds"] * 1000,
                  "base_hz": a["base_hz"], "step_hz": a["step_hz"], "rate": a["rate"],
@@ -437,6 +442,14 @@ def messy_specs() -> list[Spec]:
         Spec("wrap_pts.ts", frame_ms=cfr(12, 12), codec_options={"g": "12", **X264}, width=128, height=72,
              background=(90, 130, 130), container_options={"output_ts_offset": "95435.3"},
              audio=aac(rate=22050, layout="mono", seconds=12, base_hz=700, bit_rate=24_000)),
+        # Fragmented mp4 with B-frames, as ffmpeg's +frag_keyframe+empty_moov writes it: the
+        # video starts at 80 ms (two frames of B-frame delay) and the audio's priming frame at 0,
+        # so A/V sync is a 78.7 ms jump in the audio timestamps before the sound's first sample.
+        Spec("frag_bframes.mp4", frame_ms=cfr(25, 4), codec_options={"bf": "2", "g": "25", **X264},
+             width=128, height=72, background=(60, 100, 130),
+             container_options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+             audio={**aac(rate=48000, layout="mono", seconds=4, base_hz=500, bit_rate=32_000),
+                    "priming_gap": True}),
     ]
 
 
@@ -498,6 +511,47 @@ def write_cut(cut: Cut) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Drop:
+    """``source`` with audio packets ``first .. first + count - 1`` left out, as a live recording
+    that lost them: the packets after keep their timestamps, so the sound has a hole there."""
+
+    name: str
+    source: Spec
+    first: int
+    count: int
+
+
+def write_drop(drop: Drop) -> dict[str, Any]:
+    src_spec = drop.source
+    src_spec.name = "_drop_source" + Path(drop.name).suffix
+    write(src_spec)
+    src_path, path = OUT / src_spec.name, OUT / drop.name
+    hole: list[float] = []
+    with av.open(str(src_path)) as src, av.open(str(path), "w", options={"fflags": "+bitexact"}) as dst:
+        kept = (src.streams.video[0], src.streams.audio[0])
+        outs = {s.index: dst.add_stream_from_template(s) for s in kept}
+        audio_index = src.streams.audio[0].index
+        k = 0
+        for packet in src.demux(*[src.streams[i] for i in outs]):
+            if packet.pts is None or packet.size == 0:
+                continue
+            if packet.stream_index == audio_index:
+                k += 1
+                if drop.first <= k - 1 < drop.first + drop.count:
+                    start = float(packet.pts * packet.time_base * 1000)
+                    end = start + float(packet.duration * packet.time_base * 1000)
+                    hole = [hole[0] if hole else start, end]
+                    continue
+            packet.stream = outs[packet.stream_index]
+            dst.mux(packet)
+    src_path.unlink()
+    truth = truth_for(src_spec, path)
+    assert truth["audio"] is not None
+    truth["audio"]["hole_ms"] = [t - truth["origin_ms"] for t in hole]
+    return truth
+
+
 def cuts() -> list[Cut]:
     return [
         # Cut at 2.52 s, 0.52 s after a keyframe: 13 frames kept before the edit, hidden by it.
@@ -505,6 +559,16 @@ def cuts() -> list[Cut]:
                                      codec_options={"g": "25", "bf": "2", **X264},
                                      background=(100, 90, 60), audio=aac(seconds=6, base_hz=500)),
             Fraction(252, 100)),
+    ]
+
+
+def drops() -> list[Drop]:
+    return [
+        # Three AAC frames (69.7 ms) lost 2.5 s in; the tone steps at 3.0 s, on its own clock.
+        Drop("audio_drop.mp4", Spec("", frame_ms=cfr(10, 4), width=128, height=72, codec_options=X264,
+                                    background=(130, 100, 60),
+                                    audio=aac(layout="mono", seconds=4, base_hz=500, bit_rate=32_000)),
+             first=108, count=3),
     ]
 
 
@@ -531,6 +595,9 @@ def main() -> None:
     for cut in cuts():
         truth[cut.name] = write_cut(cut)
         print(f"wrote {cut.name}: {(OUT / cut.name).stat().st_size} bytes")
+    for drop in drops():
+        truth[drop.name] = write_drop(drop)
+        print(f"wrote {drop.name}: {(OUT / drop.name).stat().st_size} bytes")
     truth.update(write_bad())
     corners = {f"{r},{c}": rgb for (r, c), rgb in CORNERS.items()}
     doc = {"grid": {"cells": GRID, "bits": BITS, "corners": corners}, "files": truth}
@@ -541,7 +608,8 @@ def main() -> None:
 
 def write_only(names: list[str]) -> None:
     """Write the named good fixtures and merge their ground truth into the existing file."""
-    by_name: dict[str, Spec | Cut] = {spec.name: spec for spec in [*specs(), *messy_specs(), *cuts()]}
+    by_name: dict[str, Spec | Cut | Drop] = {
+        spec.name: spec for spec in [*specs(), *messy_specs(), *cuts(), *drops()]}
     unknown = sorted(set(names) - set(by_name))
     if unknown:
         raise SystemExit(f"unknown fixture(s): {', '.join(unknown)}; known: {', '.join(sorted(by_name))}")
@@ -549,7 +617,8 @@ def write_only(names: list[str]) -> None:
     doc = json.loads(path.read_text())
     for name in names:
         made = by_name[name]
-        doc["files"][name] = write_cut(made) if isinstance(made, Cut) else write(made)
+        doc["files"][name] = (write_cut(made) if isinstance(made, Cut)
+                              else write_drop(made) if isinstance(made, Drop) else write(made))
         print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
     path.write_text(json.dumps(doc, indent=1) + "\n")
 

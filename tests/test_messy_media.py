@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _media_truth import read_index
+from _media_truth import dominant_hz, read_index
 
 from seeknetic_prep.decode.decoder import VideoDecoder
 from seeknetic_prep.decode.frames import frame_pass
@@ -117,3 +117,38 @@ def test_a_seek_that_lands_late_is_never_accepted() -> None:
         passed = frame_pass(dec._container, dec._video, dec.info, targets, (128, 72), threads=1)
         with pytest.raises(MediaError, match="no seek lands before 417 ms and the file cannot be reopened"):
             next(passed)
+
+
+def test_audio_after_a_timestamp_jump_plays_at_its_own_time() -> None:
+    """Three AAC frames (69.7 ms) lost 2.48 s in: the sound after them keeps its timestamps.
+    Every jump under 0.1 s used to be closed up, so the tone's step at 3.0 s came 70 ms early
+    (2.90-2.99 s measured 797 Hz, the next second's tone) and the hole was not silent."""
+    truth = TRUTH["audio_drop.mp4"]["audio"]
+    (seg,) = preprocess(FIXTURES / "audio_drop.mp4")
+    samples, rate = seg.audio[0, 0].astype(np.float64), 22050
+    hole_start, hole_end = (t / 1000 for t in truth["hole_ms"])
+
+    def stretch(a: float, b: float) -> np.ndarray:
+        return samples[round(a * rate): round(b * rate)]
+
+    assert np.sqrt(np.mean(stretch(hole_start + 0.01, hole_end - 0.01) ** 2)) < 1e-3
+    assert np.sqrt(np.mean(stretch(hole_start - 0.1, hole_start - 0.02) ** 2)) > 0.3
+    assert dominant_hz(stretch(2.90, 2.99).astype(np.float32)) == pytest.approx(700, abs=10)
+    assert dominant_hz(stretch(3.01, 3.10).astype(np.float32)) == pytest.approx(800, abs=10)
+
+
+@pytest.mark.parametrize("name", ["frag_bframes.mp4", "audio_drop.mp4"])
+def test_each_tone_step_is_where_its_timestamps_put_it(name: str) -> None:
+    """Within 5 ms of every step the tone is the right one on both sides. The fragmented mp4
+    (A/V sync written as a 78.7 ms jump) used to play 58.7 ms early: the step at 1.0 s came at
+    0.941 s."""
+    truth = TRUTH[name]["audio"]
+    (seg,) = preprocess(FIXTURES / name)
+    samples, rate = seg.audio[0, 0], 22050
+    for step in (1, 2, 3):
+        at = truth["start_ms"] / 1000 + step
+        before = samples[round((at - 0.05) * rate): round((at - 0.005) * rate)]
+        after = samples[round((at + 0.005) * rate): round((at + 0.05) * rate)]
+        low = truth["base_hz"] + truth["step_hz"] * (step - 1)
+        assert dominant_hz(before) == pytest.approx(low, abs=12), (step, "before")
+        assert dominant_hz(after) == pytest.approx(low + truth["step_hz"], abs=12), (step, "after")
