@@ -552,6 +552,34 @@ def write_drop(drop: Drop) -> dict[str, Any]:
     return truth
 
 
+def write_two_video(name: str, main: Spec, decoy: Spec) -> dict[str, Any]:
+    """``main`` and ``decoy`` muxed into one file, the decoy's video first but not default
+    (mp4: not enabled), ``main``'s video second and default, then ``main``'s audio."""
+    main.name, decoy.name = "_main.mp4", "_decoy.mp4"
+    truth = write(main)
+    write(decoy)
+    path = OUT / name
+    with av.open(str(OUT / main.name)) as m, av.open(str(OUT / decoy.name)) as d, \
+            av.open(str(path), "w", options={"fflags": "+bitexact"}) as dst:
+        inputs = [d.streams.video[0], m.streams.video[0], *m.streams.audio[:1]]
+        outs = [dst.add_stream_from_template(s) for s in inputs]
+        outs[0].disposition = av.stream.Disposition(0)
+        outs[1].disposition = av.stream.Disposition.default
+        out_of = {(id(s.container), s.index): k for k, s in enumerate(inputs)}
+        packets = [(p.dts * p.time_base, out_of[id(c), p.stream_index], p) for c in (d, m)
+                   for p in c.demux(*[s for s in inputs if s.container is c])
+                   if p.dts is not None and p.size]
+        for _, k, packet in sorted(packets, key=lambda x: (x[0], x[1])):
+            packet.stream = outs[k]
+            dst.mux(packet)
+    (OUT / main.name).unlink()
+    (OUT / decoy.name).unlink()
+    with av.open(str(path)) as c:
+        assert [bool(s.disposition & av.stream.Disposition.default) for s in c.streams.video] == [False, True]
+    truth["video_index"] = 1
+    return truth
+
+
 def cuts() -> list[Cut]:
     return [
         # Cut at 2.52 s, 0.52 s after a keyframe: 13 frames kept before the edit, hidden by it.
@@ -570,6 +598,21 @@ def drops() -> list[Drop]:
                                     audio=aac(layout="mono", seconds=4, base_hz=500, bit_rate=32_000)),
              first=108, count=3),
     ]
+
+
+def two_video() -> dict[str, tuple[Spec, Spec]]:
+    """Files with a second video track: (the default track, the other one, muxed first)."""
+    return {
+        # A 64x36 preview track first, at another rate (frame indices from 1000 on would not
+        # fit: it shows its own 0.. at 5 fps), then the default 128x72 track at 10 fps.
+        "two_video.mp4": (
+            Spec("", frame_ms=cfr(10, 3), width=128, height=72, codec_options=X264,
+                 background=(100, 60, 100), audio=aac(layout="mono", seconds=3, base_hz=550,
+                                                      bit_rate=32_000)),
+            Spec("", frame_ms=cfr(5, 3), width=64, height=36, codec_options=X264,
+                 background=(200, 200, 60)),
+        ),
+    }
 
 
 def main() -> None:
@@ -598,6 +641,9 @@ def main() -> None:
     for drop in drops():
         truth[drop.name] = write_drop(drop)
         print(f"wrote {drop.name}: {(OUT / drop.name).stat().st_size} bytes")
+    for name, (main, decoy) in two_video().items():
+        truth[name] = write_two_video(name, main, decoy)
+        print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
     truth.update(write_bad())
     corners = {f"{r},{c}": rgb for (r, c), rgb in CORNERS.items()}
     doc = {"grid": {"cells": GRID, "bits": BITS, "corners": corners}, "files": truth}
@@ -608,8 +654,9 @@ def main() -> None:
 
 def write_only(names: list[str]) -> None:
     """Write the named good fixtures and merge their ground truth into the existing file."""
-    by_name: dict[str, Spec | Cut | Drop] = {
+    by_name: dict[str, Spec | Cut | Drop | tuple[Spec, Spec]] = {
         spec.name: spec for spec in [*specs(), *messy_specs(), *cuts(), *drops()]}
+    by_name.update(two_video())
     unknown = sorted(set(names) - set(by_name))
     if unknown:
         raise SystemExit(f"unknown fixture(s): {', '.join(unknown)}; known: {', '.join(sorted(by_name))}")
@@ -618,7 +665,9 @@ def write_only(names: list[str]) -> None:
     for name in names:
         made = by_name[name]
         doc["files"][name] = (write_cut(made) if isinstance(made, Cut)
-                              else write_drop(made) if isinstance(made, Drop) else write(made))
+                              else write_drop(made) if isinstance(made, Drop)
+                              else write_two_video(name, *made) if isinstance(made, tuple)
+                              else write(made))
         print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
     path.write_text(json.dumps(doc, indent=1) + "\n")
 

@@ -152,3 +152,14 @@ def test_each_tone_step_is_where_its_timestamps_put_it(name: str) -> None:
         low = truth["base_hz"] + truth["step_hz"] * (step - 1)
         assert dominant_hz(before) == pytest.approx(low, abs=12), (step, "before")
         assert dominant_hz(after) == pytest.approx(low + truth["step_hz"], abs=12), (step, "after")
+
+
+def test_of_two_video_tracks_the_default_one_is_decoded() -> None:
+    """A 5 fps 64x36 track muxed first, not default (mp4: not enabled), and the default 10 fps
+    128x72 track second: the first stream was decoded (indices 0, 1, 3, 4 ...: 5 fps)."""
+    info = probe(FIXTURES / "two_video.mp4")
+    assert (info.video_index, info.width, info.height, info.fps) == (1, 128, 72, 10.0)
+    (seg,) = preprocess(FIXTURES / "two_video.mp4")
+    want = [int(t * 10 / 1000) for t in frame_targets(seg.window)]
+    assert [read_index(seg.video[0, i], (128, 72)) for i in range(12)] == want
+    assert want[-1] == 28  # past the 5 fps track's last index (14)

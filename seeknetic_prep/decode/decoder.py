@@ -33,8 +33,8 @@ from seeknetic_prep.decode.source import (
     set_video_threads,
     source_name,
     source_size,
-    video_stream,
 )
+from seeknetic_prep.decode.streams import best_video_stream
 from seeknetic_prep.errors import InvalidArgumentError
 
 __all__ = ["FrameBatch", "VideoDecoder"]
@@ -119,7 +119,7 @@ class VideoDecoder:
                 device, self.info.video_codec, gpu_allowed=gpu_allowed, cuda_present=hw.cuda_present
             )
             self._container = self._open_for_frames(self._container)
-            self._video = video_stream(self.info.path, self._container)
+            self._video = best_video_stream(self.info.path, self._container)
         except BaseException:
             self.close()
             raise
@@ -132,13 +132,13 @@ class VideoDecoder:
                 probed.close()
                 self._container = None
             container = open_container(self.source, hwaccel=hw.nvdec())
-            video_stream(self.info.path, container).codec_context.thread_count = 1  # one feeder
+            best_video_stream(self.info.path, container).codec_context.thread_count = 1  # one feeder
             return container
         if probed is not None:
             return probed  # threaded by the probe, before its first frame
         container = open_container(self.source)
         self._container = container
-        set_video_threads(video_stream(self.info.path, container), self.threads)
+        set_video_threads(best_video_stream(self.info.path, container), self.threads)
         return container
 
     def _reopen(self) -> tuple[Any, Any]:
@@ -148,7 +148,7 @@ class VideoDecoder:
             self._container.close()
             self._container = None
         self._container = self._open_for_frames(None)
-        self._video = video_stream(self.info.path, self._container)
+        self._video = best_video_stream(self.info.path, self._container)
         return self._container, self._video
 
     def __enter__(self) -> VideoDecoder:

@@ -31,8 +31,8 @@ from seeknetic_prep.decode.source import (
     set_video_threads,
     source_name,
     source_size,
-    video_stream,
 )
+from seeknetic_prep.decode.streams import best_video_stream
 from seeknetic_prep.decode.transform import orientation
 from seeknetic_prep.errors import MediaError
 
@@ -75,6 +75,9 @@ class MediaInfo:
     size_bytes: int
     mirrored: bool = False
     """Flip left to right after turning by ``rotation`` (mirror or front-camera matrices)."""
+    video_index: int = 0
+    """The container's stream index of the video decoded: the default track when there are
+    several (:func:`~seeknetic_prep.decode.streams.best_video_stream`)."""
 
 
 def probe(source: Source) -> MediaInfo:
@@ -108,7 +111,7 @@ def probe_container(source: Source, *, threads: int | None) -> tuple[MediaInfo, 
 
 
 def _describe(name: str, container: Any, size: int, threads: int | None) -> MediaInfo:
-    vs = video_stream(name, container)
+    vs = best_video_stream(name, container)
     if threads is not None:
         set_video_threads(vs, threads)
     try:
@@ -147,6 +150,7 @@ def _describe(name: str, container: Any, size: int, threads: int | None) -> Medi
         origin_s=origin,
         size_bytes=size,
         mirrored=mirrored,
+        video_index=int(vs.index),
     )
 
 
