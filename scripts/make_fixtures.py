@@ -420,6 +420,8 @@ def write_bad() -> dict[str, dict[str, Any]]:
         for p in s.encode():
             c.mux(p)
     truth["bad/audio_only.mp4"] = {"kind": "bad", "error": "no video stream"}
+    for damage in damaged():
+        truth[damage.name] = write_damaged(damage)
     return truth
 
 
@@ -580,6 +582,45 @@ def write_two_video(name: str, main: Spec, decoy: Spec) -> dict[str, Any]:
     return truth
 
 
+@dataclass
+class Damage:
+    """``source`` with ``size`` bytes of its media data overwritten (seeded noise), starting 64
+    bytes into the video packet shown at ``at_s``: what a bad sector or a broken copy leaves."""
+
+    name: str
+    source: Spec
+    at_s: float
+    size: int = 4096
+
+
+def write_damaged(damage: Damage) -> dict[str, Any]:
+    src_spec = damage.source
+    src_spec.name = damage.name
+    write(src_spec)
+    path = OUT / damage.name
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        pos = next(p.pos for p in c.demux(v)
+                   if p.pts is not None and abs(float(p.pts * p.time_base) - damage.at_s) < 0.001)
+    data = bytearray(path.read_bytes())
+    assert pos + 64 + damage.size < data.index(b"moov"), "the damage must stay in the media data"
+    data[pos + 64: pos + 64 + damage.size] = np.random.default_rng(21).integers(
+        0, 256, damage.size, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return {"kind": "bad", "error": "undecodable video: damaged from"}
+
+
+def damaged() -> list[Damage]:
+    return [
+        # 4 KiB of noise 4.4 s into a 6 s clip (keyframes every second or so): FFmpeg decodes
+        # all but the 4.36-5.84 s stretch.
+        Damage("bad/damaged.mp4", Spec("", frame_ms=cfr(25, 6), width=160, height=90,
+                                       codec_options={"g": "25", **X264},
+                                       audio=aac(layout="mono", seconds=6, base_hz=500, bit_rate=32_000)),
+               at_s=4.4),
+    ]
+
+
 def cuts() -> list[Cut]:
     return [
         # Cut at 2.52 s, 0.52 s after a keyframe: 13 frames kept before the edit, hidden by it.
@@ -654,8 +695,8 @@ def main() -> None:
 
 def write_only(names: list[str]) -> None:
     """Write the named good fixtures and merge their ground truth into the existing file."""
-    by_name: dict[str, Spec | Cut | Drop | tuple[Spec, Spec]] = {
-        spec.name: spec for spec in [*specs(), *messy_specs(), *cuts(), *drops()]}
+    by_name: dict[str, Spec | Cut | Drop | Damage | tuple[Spec, Spec]] = {
+        spec.name: spec for spec in [*specs(), *messy_specs(), *cuts(), *drops(), *damaged()]}
     by_name.update(two_video())
     unknown = sorted(set(names) - set(by_name))
     if unknown:
@@ -667,6 +708,7 @@ def write_only(names: list[str]) -> None:
         doc["files"][name] = (write_cut(made) if isinstance(made, Cut)
                               else write_drop(made) if isinstance(made, Drop)
                               else write_two_video(name, *made) if isinstance(made, tuple)
+                              else write_damaged(made) if isinstance(made, Damage)
                               else write(made))
         print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
     path.write_text(json.dumps(doc, indent=1) + "\n")

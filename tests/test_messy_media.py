@@ -15,7 +15,7 @@ from _media_truth import dominant_hz, read_index
 from seeknetic_prep.decode.decoder import VideoDecoder
 from seeknetic_prep.decode.frames import frame_pass
 from seeknetic_prep.decode.media import probe
-from seeknetic_prep.decode.preprocess import preprocess
+from seeknetic_prep.decode.preprocess import iter_segments, preprocess
 from seeknetic_prep.decode.profile import Window
 from seeknetic_prep.decode.sampling import frame_targets
 from seeknetic_prep.decode.transform import orientation, upright
@@ -163,3 +163,18 @@ def test_of_two_video_tracks_the_default_one_is_decoded() -> None:
     want = [int(t * 10 / 1000) for t in frame_targets(seg.window)]
     assert [read_index(seg.video[0, i], (128, 72)) for i in range(12)] == want
     assert want[-1] == 28  # past the 5 fps track's last index (14)
+
+
+def test_damage_fails_the_window_it_touches_naming_the_time_range() -> None:
+    """4 KiB of noise 4.4 s in: the whole file failed as ``undecodable video`` with no time.
+    Windows before the damage come out exact; the one that needs a damaged picture fails with
+    the stretch named (to the next keyframe FFmpeg finds), never with a concealed picture."""
+    name = FIXTURES / "bad" / "damaged.mp4"
+    segments = iter_segments(name, [Window(0, 0, 3000), Window(1, 3000, 6000)])
+    first = next(segments)
+    want = [int(t * 25 / 1000) for t in frame_targets(first.window)]
+    assert [read_index(first.video[0, i], (160, 90)) for i in range(12)] == want
+    with pytest.raises(MediaError, match=r"undecodable video: damaged from 4360 ms to 5840 ms \("):
+        next(segments)
+    with pytest.raises(MediaError, match="damaged from 4360 ms to 5840 ms"):
+        preprocess(name)

@@ -82,8 +82,32 @@ def frame_pass(
                 run = []
             run.append(t)
         yield from _scan_run(src, info, run, cache)
+    except _Damaged as exc:
+        raise MediaError(info.path, f"undecodable video: damaged {_damaged_range(src, info, exc.pts)} "
+                         f"({exc.cause})") from exc
     except av.error.FFmpegError as exc:
         raise MediaError(info.path, f"undecodable video: {reason(exc)}") from exc
+
+
+def _damaged_range(src: _Input, info: MediaInfo, pts: int | None) -> str:
+    """Where the damage is, on the timeline: from the packet the decoder refused to the next
+    keyframe (where a decoder could start again), or to the end of the video."""
+    tb = Fraction(src.vs.time_base)
+    origin = _origin_ticks(info, tb)
+    if pts is None:
+        return "(at an unknown time)"
+    start_ms = float((pts - origin) * tb * 1000)
+    end_ms = float(info.duration_ms)
+    try:
+        # From the keyframe before it (a forward seek may skip one), demuxing only.
+        src.container.seek(pts, stream=src.vs, backward=True, any_frame=False)
+        for packet in src.container.demux(src.vs):
+            if packet.pts is not None and packet.is_keyframe and packet.pts > pts:
+                end_ms = float((packet.pts - origin) * tb * 1000)
+                break
+    except av.error.FFmpegError:
+        pass  # no keyframe to be found after it: to the end
+    return f"from {start_ms:.0f} ms to {end_ms:.0f} ms"
 
 
 class _Input:
@@ -220,8 +244,8 @@ def _decode_needed(container: Any, vs: Any, targets: Sequence[int]) -> Iterator[
             # No pts to choose by: decode everything from here on.
             skipping = False
             for held in ahead.release():
-                yield from cc.decode(held)
-            yield from cc.decode(packet)
+                yield from _decode(cc, held)
+            yield from _decode(cc, packet)
             continue
         ahead.push(packet, int(packet.pts), None if packet.dts is None else int(packet.dts))
         for held, show in ahead.settled():
@@ -237,7 +261,28 @@ def _send(cc: Any, packet: Any, show: bool) -> Iterator[Any]:
     mode = "DEFAULT" if show else "NONREF"
     if cc.skip_frame != mode:
         cc.skip_frame = mode
-    yield from cc.decode(packet)
+    yield from _decode(cc, packet)
+
+
+class _Damaged(Exception):
+    """The decoder refused a packet, or handed out a picture it concealed: damaged data."""
+
+    def __init__(self, pts: int | None, cause: str) -> None:
+        super().__init__(cause)
+        self.pts, self.cause = pts, cause
+
+
+def _decode(cc: Any, packet: Any) -> list[Any]:
+    """The pictures a packet completes. A decoder error, or a picture flagged corrupt (FFmpeg
+    concealed its missing parts), is damage: never passed on as an exact frame."""
+    try:
+        frames: list[Any] = cc.decode(packet)
+    except av.error.FFmpegError as exc:
+        raise _Damaged(packet.pts, reason(exc)) from exc
+    for frame in frames:
+        if frame.is_corrupt:
+            raise _Damaged(frame.pts, "a picture concealed by the decoder")
+    return frames
 
 
 class _Lookahead:
