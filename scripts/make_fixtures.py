@@ -109,6 +109,7 @@ class Spec:
     container_options: dict[str, str] = field(default_factory=dict)
     title: bytes | None = None  # the container title's raw bytes, UTF-8 or not
     mov_layout_tag: int | None = None  # rewrite the MOV chan atom's layout tag (see above)
+    cue_shift: int = 0  # Matroska: move every Cues cluster position this many bytes on
 
 
 def audio_frame(samples: np.ndarray, fmt: str, layout: str) -> av.AudioFrame:
@@ -246,6 +247,8 @@ def write(spec: Spec) -> dict[str, Any]:
             pass
     if spec.mov_layout_tag is not None:
         retag_mov_chan(path, spec.mov_layout_tag)
+    if spec.cue_shift:
+        shift_cues(path, spec.cue_shift)
     return truth_for(spec, path)
 
 
@@ -256,6 +259,48 @@ def retag_mov_chan(path: Path, tag: int) -> None:
     at = data.index(b"chan") + 8  # after the name and version/flags
     assert struct.unpack(">I", data[at:at + 4])[0] == MOV_CH_LAYOUT_USE_BITMAP, path
     data[at:at + 8] = struct.pack(">II", tag, 0)
+    path.write_bytes(bytes(data))
+
+
+def _ebml_children(data: bytes | bytearray, start: int, end: int) -> list[tuple[int, int, int]]:
+    """The EBML elements in ``data[start:end]``: (id with its marker bits, body offset, size)."""
+    out = []
+    i = start
+    while i < end:
+        ident, n1 = _vint(data, i, marker=True)
+        size, n2 = _vint(data, i + n1, marker=False)
+        out.append((ident, i + n1 + n2, size))
+        i += n1 + n2 + size
+    return out
+
+
+def _vint(data: bytes | bytearray, i: int, *, marker: bool) -> tuple[int, int]:
+    first, length, mask = data[i], 1, 0x80
+    while not first & mask:
+        mask >>= 1
+        length += 1
+    value = first if marker else first & (mask - 1)
+    for k in range(1, length):
+        value = (value << 8) | data[i + k]
+    return value, length
+
+
+def shift_cues(path: Path, by: int) -> None:
+    """Move every CueClusterPosition (Segment > Cues > CuePoint > CueTrackPositions) ``by``
+    bytes on, in place: a muxer that wrote its index a few bytes off each cluster's start."""
+    data = bytearray(path.read_bytes())
+    moved = 0
+    for seg_id, seg, seg_size in _ebml_children(data, 0, len(data)):
+        cues = [(b, n) for i, b, n in _ebml_children(data, seg, seg + seg_size) if i == 0x1C53BB6B]
+        for body, size in cues if seg_id == 0x18538067 else []:
+            for _, point, point_size in _ebml_children(data, body, body + size):
+                for tid, track, track_size in _ebml_children(data, point, point + point_size):
+                    for fid, at, n in _ebml_children(data, track, track + track_size) if tid == 0xB7 else []:
+                        if fid == 0xF1:
+                            value = int.from_bytes(data[at:at + n], "big") + by
+                            data[at:at + n] = value.to_bytes(n, "big")
+                            moved += 1
+    assert moved, path
     path.write_bytes(bytes(data))
 
 
@@ -447,6 +492,12 @@ def messy_specs() -> list[Spec]:
         # Fragmented mp4 with B-frames, as ffmpeg's +frag_keyframe+empty_moov writes it: the
         # video starts at 80 ms (two frames of B-frame delay) and the audio's priming frame at 0,
         # so A/V sync is a 78.7 ms jump in the audio timestamps before the sound's first sample.
+        # WebM whose Cues point 4 bytes into each cluster: a seek to any cue lands mid-cluster
+        # (VP9 refuses the packets there) or on the next cluster, a second late.
+        Spec("bad_cues.webm", codec="libvpx-vp9", frame_ms=cfr(24, 4), time_base=Fraction(1, 1000),
+             width=128, height=72, background=(150, 110, 150),
+             codec_options={"deadline": "realtime", "cpu-used": "8", "crf": "40", "b": "0", "g": "24"},
+             container_options={"cluster_time_limit": "1000"}, cue_shift=4),
         Spec("frag_bframes.mp4", frame_ms=cfr(25, 4), codec_options={"bf": "2", "g": "25", **X264},
              width=128, height=72, background=(60, 100, 130),
              container_options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _media_truth import dominant_hz, read_index
+from _media_truth import dominant_hz, on_screen, read_index
 
 from seeknetic_prep.decode.decoder import VideoDecoder
 from seeknetic_prep.decode.frames import frame_pass
@@ -178,3 +178,13 @@ def test_damage_fails_the_window_it_touches_naming_the_time_range() -> None:
         next(segments)
     with pytest.raises(MediaError, match="damaged from 4360 ms to 5840 ms"):
         preprocess(name)
+
+
+def test_a_seek_by_cues_that_point_into_a_cluster_is_a_bad_landing_not_damage() -> None:
+    """Cues 4 bytes past each cluster's start: the seek lands mid-cluster, where VP9 refuses
+    the packets; that was the whole file failing (`undecodable video`). A landing that decodes
+    nothing is tried again further back and at last from the first byte, where it is exact."""
+    (seg,) = preprocess(FIXTURES / "bad_cues.webm")
+    frames = TRUTH["bad_cues.webm"]["frames"]  # a ms clock: frame k at round(k * 1000 / 24) ms
+    want = [on_screen(frames, t)[0] for t in seg.target_times_ms]
+    assert [read_index(seg.video[0, i], (128, 72)) for i in range(12)] == want

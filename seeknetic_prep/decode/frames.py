@@ -141,10 +141,15 @@ def _scan_run(
     # whose clock wraps past 2^33 starts at -8 s), so the last resort is the file opened afresh
     # and decoded from its first byte; a file whose first frame comes after a target even then
     # is refused.
+    # A landing whose first packets cannot be decoded (mid-cluster, no keyframe first: VP9
+    # refuses them) is a bad landing too, not damage; from the first byte it would be damage.
     first: Any = None
     for lead in (0.0, 2.0, 10.0, math.inf):
         frames = _frames_from(src.container, src.vs, first_target - lead / tb, origin, targets)
-        first = next(frames, None)
+        try:
+            first = next(frames, None)
+        except _Damaged:
+            first = None
         if first is not None and _ticks(first, tb) <= first_target:
             break
         frames.close()
