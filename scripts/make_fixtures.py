@@ -672,6 +672,80 @@ def damaged() -> list[Damage]:
     ]
 
 
+def _boxes(data: bytearray, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """The ISO BMFF boxes in ``data[start:end]``: (type, offset, size)."""
+    out = []
+    while start < end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        out.append((kind, start, size))
+        start += size
+    return out
+
+
+def set_edits(path: Path, edits: list[tuple[int, int]]) -> None:
+    """Replace the one track's edit list by ``edits``, (duration in movie ticks, media time in
+    media ticks) each, as phone and QuickTime trims write them; the moov must follow the media
+    data (no chunk offset moves) and hold one track with an ``edts``."""
+    data = bytearray(path.read_bytes())
+    ((_, moov, moov_size),) = [b for b in _boxes(data, 0, len(data)) if b[0] == b"moov"]
+    ((_, trak, trak_size),) = [b for b in _boxes(data, moov + 8, moov + moov_size) if b[0] == b"trak"]
+    ((_, edts, edts_size),) = [b for b in _boxes(data, trak + 8, trak + trak_size) if b[0] == b"edts"]
+    assert moov > data.index(b"mdat"), path
+    elst = struct.pack(">I4sII", 16 + 12 * len(edits), b"elst", 0, len(edits)) + b"".join(
+        struct.pack(">IiI", duration, media, 0x10000) for duration, media in edits)
+    new = struct.pack(">I4s", 8 + len(elst), b"edts") + elst
+    grow = len(new) - edts_size
+    data[edts:edts + edts_size] = new
+    struct.pack_into(">I", data, trak, trak_size + grow)
+    struct.pack_into(">I", data, moov, moov_size + grow)
+    total = sum(duration for duration, _ in edits)
+    for kind, at, size in _boxes(data, moov + 8, moov + moov_size + grow):
+        if kind == b"mvhd":
+            struct.pack_into(">I", data, at + 24, total)  # version 0: after the timescale
+        for inner, tk, _ in _boxes(data, at + 8, at + size) if kind == b"trak" else []:
+            if inner == b"tkhd":
+                struct.pack_into(">I", data, tk + 28, total)  # version 0: after the track id
+    path.write_bytes(bytes(data))
+
+
+def write_edited(name: str, spec: Spec, edits: list[tuple[int, int]]) -> dict[str, Any]:
+    """``spec`` (video only, moov at the end, mvhd 1/1000 s) with the edit list ``edits``; the
+    ground truth is what FFmpeg shows, each frame's index found through the edits."""
+    spec.name = name
+    write(spec)
+    path = OUT / name
+    set_edits(path, edits)
+    with av.open(str(path)) as c:
+        shown = [float(f.pts * f.time_base * 1000) for f in c.decode(video=0)]
+    planned = np.array(spec.frame_ms)
+    frames = []
+    for ms in shown:
+        start = 0.0
+        for duration, media in edits:
+            if ms < start + duration or (duration, media) == edits[-1]:
+                source_ms = float(media * spec.time_base * 1000) + ms - start
+                break
+            start += duration
+        frames.append([int(np.abs(planned - source_ms).argmin()), ms - shown[0]])
+    duration_ms = float(sum(duration for duration, _ in edits))
+    return {
+        "kind": "good", "codec": spec.codec, "pix_fmt": spec.pix_fmt,
+        "coded_size": [spec.width, spec.height], "display_size": [spec.width, spec.height],
+        "rotation": 0, "origin_ms": shown[0], "duration_ms": duration_ms,
+        "windows": [[0, round(duration_ms)]], "frames": frames, "audio": None,
+    }
+
+
+def edited() -> dict[str, tuple[Spec, list[tuple[int, int]]]]:
+    return {
+        # Two segments: source 0-2 s, then 3.4-6 s (a trim of 3.4 - 2 = 1.4 s out of the middle,
+        # starting between keyframes): 4.6 s shown of 6 s stored.
+        "two_edits.mp4": (Spec("", frame_ms=cfr(25, 6), width=128, height=72, background=(60, 60, 90),
+                               codec_options={"g": "25", "bf": "0", **X264}),
+                          [(2000, 0), (2600, 52224)]),
+    }
+
+
 def cuts() -> list[Cut]:
     return [
         # Cut at 2.52 s, 0.52 s after a keyframe: 13 frames kept before the edit, hidden by it.
@@ -733,6 +807,9 @@ def main() -> None:
     for drop in drops():
         truth[drop.name] = write_drop(drop)
         print(f"wrote {drop.name}: {(OUT / drop.name).stat().st_size} bytes")
+    for name, (spec, edits) in edited().items():
+        truth[name] = write_edited(name, spec, edits)
+        print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
     for name, (main, decoy) in two_video().items():
         truth[name] = write_two_video(name, main, decoy)
         print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
@@ -749,12 +826,17 @@ def write_only(names: list[str]) -> None:
     by_name: dict[str, Spec | Cut | Drop | Damage | tuple[Spec, Spec]] = {
         spec.name: spec for spec in [*specs(), *messy_specs(), *cuts(), *drops(), *damaged()]}
     by_name.update(two_video())
-    unknown = sorted(set(names) - set(by_name))
+    edits = edited()
+    unknown = sorted(set(names) - set(by_name) - set(edits))
     if unknown:
         raise SystemExit(f"unknown fixture(s): {', '.join(unknown)}; known: {', '.join(sorted(by_name))}")
     path = OUT / "ground_truth.json"
     doc = json.loads(path.read_text())
     for name in names:
+        if name in edits:
+            doc["files"][name] = write_edited(name, *edits[name])
+            print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
+            continue
         made = by_name[name]
         doc["files"][name] = (write_cut(made) if isinstance(made, Cut)
                               else write_drop(made) if isinstance(made, Drop)

@@ -188,3 +188,16 @@ def test_a_seek_by_cues_that_point_into_a_cluster_is_a_bad_landing_not_damage() 
     frames = TRUTH["bad_cues.webm"]["frames"]  # a ms clock: frame k at round(k * 1000 / 24) ms
     want = [on_screen(frames, t)[0] for t in seg.target_times_ms]
     assert [read_index(seg.video[0, i], (128, 72)) for i in range(12)] == want
+
+
+def test_a_two_segment_edit_shows_both_segments_and_is_complete() -> None:
+    """Edits (0-2 s) and (3.4-6 s) of a 6 s track, as a phone trim writes: 150 frames stored,
+    4.6 s shown. It was refused: `the header declares video up to 6.000 s but the data ends
+    at 4.600 s`. Frames before 2 s are the source's own; after, the source's from 3.4 s on."""
+    info = probe(FIXTURES / "two_edits.mp4")
+    assert info.duration_ms == 4600
+    (seg,) = preprocess(FIXTURES / "two_edits.mp4")
+    want = [int(t * 25 / 1000) if t < 2000 else 85 + int((t - 2000) * 25 / 1000)
+            for t in frame_targets(seg.window)]
+    assert [read_index(seg.video[0, i], (128, 72)) for i in range(12)] == want
+    assert want[4:6] == [43, 87]  # either side of the edit
