@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Write the test media in ``fixtures/`` and the ground truth that describes them.
 
-    python scripts/make_fixtures.py          # rewrites fixtures/ (a few hundred KB in all)
+    python scripts/make_fixtures.py                  # rewrites fixtures/ (a few hundred KB in all)
+    python scripts/make_fixtures.py --only ties24.mp4  # writes that one, merges its ground truth
+
+A re-run may give other bytes for the files it rewrites (encoder builds differ): ``--only``
+adds a new fixture without touching the others.
 
 Every frame shows its own index as a 6x6 grid of black/white cells in the middle of the
 picture (16 bits of index, then the same 16 bits inverted as a check), so a test can read back
@@ -23,6 +27,7 @@ Encoders run single-threaded with fixed settings so a re-run gives the same fram
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import shutil
@@ -98,11 +103,13 @@ class Spec:
     codec_options: dict[str, str] = field(default_factory=dict)
     background: tuple[int, int, int] = (96, 96, 96)
     rotate_portrait: bool = False  # draw upright portrait content, store it rotated, tag -90
+    orient: tuple[int, bool] | None = None  # (ccw degrees, mirrored): store so that this shows it
     colorspace_709: bool = False
     audio: dict[str, Any] | None = None  # codec, rate, layout, start_s, seconds, base_hz, step_hz
     container_options: dict[str, str] = field(default_factory=dict)
     title: bytes | None = None  # the container title's raw bytes, UTF-8 or not
     mov_layout_tag: int | None = None  # rewrite the MOV chan atom's layout tag (see above)
+    cue_shift: int = 0  # Matroska: move every Cues cluster position this many bytes on
 
 
 def audio_frame(samples: np.ndarray, fmt: str, layout: str) -> av.AudioFrame:
@@ -116,6 +123,16 @@ def audio_frame(samples: np.ndarray, fmt: str, layout: str) -> av.AudioFrame:
     for k in range(samples.shape[0]):
         planes[k].update(np.ascontiguousarray(samples[k]).tobytes())
     return frame
+
+
+def orient_matrix(degrees: int, mirrored: bool) -> list[int]:
+    """The display matrix (``AV_PKT_DATA_DISPLAYMATRIX``: row vectors, y down, 16.16) that turns
+    the picture ``degrees`` counter-clockwise, then flips it left to right if ``mirrored``."""
+    c, s = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
+    (a, b), (cc, d) = (c, -s), (s, c)
+    if mirrored:  # then x -> -x: negate the first column
+        a, cc = -a, -cc
+    return [a << 16, b << 16, 0, cc << 16, d << 16, 0, 0, 0, 1 << 30]
 
 
 def patch_once(path: Path, old: bytes, new: bytes) -> None:
@@ -162,6 +179,8 @@ def write(spec: Spec) -> dict[str, Any]:
         vs.codec_context.color_range = 1  # limited
     if spec.rotate_portrait:
         vs.set_display_matrix(IPHONE_PORTRAIT_MATRIX)
+    if spec.orient is not None:
+        vs.set_display_matrix(orient_matrix(*spec.orient))
     astream = None
     if spec.audio is not None:
         a = spec.audio
@@ -175,6 +194,13 @@ def write(spec: Spec) -> dict[str, Any]:
         if spec.rotate_portrait:
             upright = draw_frame(index, spec.height, spec.width, spec.background)
             img = np.ascontiguousarray(np.rot90(upright, k=1))  # stored CCW; display turns it CW
+        elif spec.orient is not None:
+            degrees, mirrored = spec.orient
+            upright = (draw_frame(index, spec.height, spec.width, spec.background) if degrees % 180
+                       else draw_frame(index, spec.width, spec.height, spec.background))
+            # Display = turn ccw, then mirror; so stored = unmirror, then turn back.
+            unmirrored = upright[:, ::-1] if mirrored else upright
+            img = np.ascontiguousarray(np.rot90(unmirrored, k=-(degrees // 90)))
         else:
             img = draw_frame(index, spec.width, spec.height, spec.background)
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -221,6 +247,8 @@ def write(spec: Spec) -> dict[str, Any]:
             pass
     if spec.mov_layout_tag is not None:
         retag_mov_chan(path, spec.mov_layout_tag)
+    if spec.cue_shift:
+        shift_cues(path, spec.cue_shift)
     return truth_for(spec, path)
 
 
@@ -231,6 +259,48 @@ def retag_mov_chan(path: Path, tag: int) -> None:
     at = data.index(b"chan") + 8  # after the name and version/flags
     assert struct.unpack(">I", data[at:at + 4])[0] == MOV_CH_LAYOUT_USE_BITMAP, path
     data[at:at + 8] = struct.pack(">II", tag, 0)
+    path.write_bytes(bytes(data))
+
+
+def _ebml_children(data: bytes | bytearray, start: int, end: int) -> list[tuple[int, int, int]]:
+    """The EBML elements in ``data[start:end]``: (id with its marker bits, body offset, size)."""
+    out = []
+    i = start
+    while i < end:
+        ident, n1 = _vint(data, i, marker=True)
+        size, n2 = _vint(data, i + n1, marker=False)
+        out.append((ident, i + n1 + n2, size))
+        i += n1 + n2 + size
+    return out
+
+
+def _vint(data: bytes | bytearray, i: int, *, marker: bool) -> tuple[int, int]:
+    first, length, mask = data[i], 1, 0x80
+    while not first & mask:
+        mask >>= 1
+        length += 1
+    value = first if marker else first & (mask - 1)
+    for k in range(1, length):
+        value = (value << 8) | data[i + k]
+    return value, length
+
+
+def shift_cues(path: Path, by: int) -> None:
+    """Move every CueClusterPosition (Segment > Cues > CuePoint > CueTrackPositions) ``by``
+    bytes on, in place: a muxer that wrote its index a few bytes off each cluster's start."""
+    data = bytearray(path.read_bytes())
+    moved = 0
+    for seg_id, seg, seg_size in _ebml_children(data, 0, len(data)):
+        cues = [(b, n) for i, b, n in _ebml_children(data, seg, seg + seg_size) if i == 0x1C53BB6B]
+        for body, size in cues if seg_id == 0x18538067 else []:
+            for _, point, point_size in _ebml_children(data, body, body + size):
+                for tid, track, track_size in _ebml_children(data, point, point + point_size):
+                    for fid, at, n in _ebml_children(data, track, track + track_size) if tid == 0xB7 else []:
+                        if fid == 0xF1:
+                            value = int.from_bytes(data[at:at + n], "big") + by
+                            data[at:at + n] = value.to_bytes(n, "big")
+                            moved += 1
+    assert moved, path
     path.write_bytes(bytes(data))
 
 
@@ -252,7 +322,13 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
         first = next(c.decode(video=0))
         rotation = first.rotation
         assert float(first.pts * first.time_base * 1000) == origin
-    assert rotation == (-90 if spec.rotate_portrait else 0), (spec.name, rotation)
+    if spec.orient is None:
+        assert rotation == (-90 if spec.rotate_portrait else 0), (spec.name, rotation)
+    else:
+        with av.open(str(path)) as c:
+            side = next(s for s in next(c.decode(video=0)).side_data if "DISPLAYMATRIX" in str(s.type))
+            assert list(struct.unpack("<9i", bytes(side))) == orient_matrix(*spec.orient), spec.name
+        rotation = spec.orient[0]
     audio = None
     if spec.audio is not None:
         a = spec.audio
@@ -262,7 +338,12 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
             # Set, never read: PyAV 17-18 frees a custom-order layout (the retagged MOV) twice
             # when its context's layout is read, or when a frame carrying it is freed.
             c.streams.audio[0].codec_context.layout = a["layout"]
-            af = next(c.decode(audio=0))
+            decoded = c.decode(audio=0)
+            af = next(decoded)
+            if a.get("priming_gap"):
+                # A fragmented mp4 cannot shift the AAC priming frame back: it stays at 0 and a
+                # gap up to the sound's first real samples (at the video's B-frame delay) follows.
+                af = next(decoded)
             start_ms = float(af.pts * af.time_base * 1000) - origin
         audio = {"start_ms": start_ms, "end_ms": start_ms + a["seconds"] * 1000,
                  "base_hz": a["base_hz"], "step_hz": a["step_hz"], "rate": a["rate"],
@@ -273,8 +354,11 @@ def truth_for(spec: Spec, path: Path) -> dict[str, Any]:
         "codec": spec.codec,
         "pix_fmt": spec.pix_fmt,
         "coded_size": [spec.width, spec.height],
-        "display_size": [spec.height, spec.width] if spec.rotate_portrait else [spec.width, spec.height],
+        "display_size": ([spec.height, spec.width]
+                         if spec.rotate_portrait or (spec.orient and spec.orient[0] % 180)
+                         else [spec.width, spec.height]),
         "rotation": rotation,
+        "mirrored": bool(spec.orient and spec.orient[1]),
         "origin_ms": origin,
         "duration_ms": duration_ms,
         "windows": [[i * 10_000, min((i + 1) * 10_000, round(duration_ms))] for i in range(n_windows)],
@@ -381,10 +465,330 @@ def write_bad() -> dict[str, dict[str, Any]]:
         for p in s.encode():
             c.mux(p)
     truth["bad/audio_only.mp4"] = {"kind": "bad", "error": "no video stream"}
+    for damage in damaged():
+        truth[damage.name] = write_damaged(damage)
     return truth
 
 
+def messy_specs() -> list[Spec]:
+    """Files that players handle and a careless decoder does not (issue 21)."""
+    return [
+        # 24 fps: every target of window 0 and many of window 1 fall exactly on a frame's start.
+        Spec("ties24.mp4", frame_ms=cfr(24, 20), codec_options=X264, width=128, height=72,
+             background=(80, 110, 90)),
+        # Mirrors in the display matrix: FFmpeg's one rotation number reads a horizontal flip
+        # as 180 degrees and a vertical flip as 0; a front camera stores a turn and a flip.
+        Spec("hflip.mp4", frame_ms=cfr(25, 2), codec_options=X264, width=160, height=90,
+             background=(120, 70, 70), orient=(0, True)),
+        Spec("vflip.mp4", frame_ms=cfr(25, 2), codec_options=X264, width=160, height=90,
+             background=(70, 120, 70), orient=(180, True)),
+        Spec("front_camera.mp4", frame_ms=cfr(25, 2), codec_options=X264, width=160, height=90,
+             background=(70, 70, 120), orient=(-90, True), audio=aac(seconds=2, base_hz=650)),
+        # MPEG-TS whose 33-bit PTS wraps 8.4 s in: FFmpeg unwraps it to start at -8.4 s, so a
+        # seek to timestamp 0 ("the top") lands 8.4 s in.
+        Spec("wrap_pts.ts", frame_ms=cfr(12, 12), codec_options={"g": "12", **X264}, width=128, height=72,
+             background=(90, 130, 130), container_options={"output_ts_offset": "95435.3"},
+             audio=aac(rate=22050, layout="mono", seconds=12, base_hz=700, bit_rate=24_000)),
+        # Fragmented mp4 with B-frames, as ffmpeg's +frag_keyframe+empty_moov writes it: the
+        # video starts at 80 ms (two frames of B-frame delay) and the audio's priming frame at 0,
+        # so A/V sync is a 78.7 ms jump in the audio timestamps before the sound's first sample.
+        # WebM whose Cues point 4 bytes into each cluster: a seek to any cue lands mid-cluster
+        # (VP9 refuses the packets there) or on the next cluster, a second late.
+        Spec("bad_cues.webm", codec="libvpx-vp9", frame_ms=cfr(24, 4), time_base=Fraction(1, 1000),
+             width=128, height=72, background=(150, 110, 150),
+             codec_options={"deadline": "realtime", "cpu-used": "8", "crf": "40", "b": "0", "g": "24"},
+             container_options={"cluster_time_limit": "1000"}, cue_shift=4),
+        Spec("frag_bframes.mp4", frame_ms=cfr(25, 4), codec_options={"bf": "2", "g": "25", **X264},
+             width=128, height=72, background=(60, 100, 130),
+             container_options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+             audio={**aac(rate=48000, layout="mono", seconds=4, base_hz=500, bit_rate=32_000),
+                    "priming_gap": True}),
+    ]
+
+
+@dataclass
+class Cut:
+    """A stream copy of ``source`` from ``cut_s`` on, as ``ffmpeg -ss CUT -i src -c copy`` makes
+    it: the video from the keyframe before the cut (its head hidden by an mp4 edit list), the
+    audio from the first packet at or after it, both shifted so that the cut is time 0."""
+
+    name: str
+    source: Spec
+    cut_s: Fraction
+
+
+def write_cut(cut: Cut) -> dict[str, Any]:
+    src_spec = cut.source
+    src_spec.name = "_cut_source.mp4"
+    write(src_spec)
+    src_path, path = OUT / src_spec.name, OUT / cut.name
+    with av.open(str(src_path)) as src, av.open(str(path), "w", options={"fflags": "+bitexact"}) as dst:
+        vin = src.streams.video[0]
+        outs = {s.index: dst.add_stream_from_template(s) for s in (vin, *src.streams.audio[:1])}
+        key = max(p.pts for p in src.demux(vin)
+                  if p.pts is not None and p.is_keyframe and p.pts * vin.time_base <= cut.cut_s)
+        src.seek(0)
+        for packet in src.demux(*[src.streams[i] for i in outs]):
+            if packet.pts is None or packet.size == 0:
+                continue
+            stream = packet.stream
+            if packet.pts < (key if stream is vin else cut.cut_s / stream.time_base):
+                continue
+            shift = round(cut.cut_s / stream.time_base)
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = outs[stream.index]
+            dst.mux(packet)
+    src_path.unlink()
+    # Ground truth from what FFmpeg shows (the edit list applied), indices from the source plan.
+    cut_ms = float(cut.cut_s * 1000)
+    with av.open(str(path)) as c:
+        shown = [float(f.pts * f.time_base * 1000) for f in c.decode(video=0)]
+    origin = shown[0]
+    planned = np.array(src_spec.frame_ms)
+    frames = [[int(np.abs(planned - (ms + cut_ms)).argmin()), ms - origin] for ms in shown]
+    step = src_spec.frame_ms[1] - src_spec.frame_ms[0]
+    duration_ms = frames[-1][1] + step
+    a = src_spec.audio
+    audio = None if a is None else {
+        "start_ms": -cut_ms - origin, "end_ms": a["seconds"] * 1000 - cut_ms - origin,
+        "base_hz": a["base_hz"], "step_hz": a["step_hz"], "rate": a["rate"],
+        "channels": av.AudioLayout(a["layout"]).nb_channels, "codec": a["codec"]}
+    n_windows = math.ceil(round(duration_ms) / 10_000)
+    return {
+        "kind": "good", "codec": src_spec.codec, "pix_fmt": src_spec.pix_fmt,
+        "coded_size": [src_spec.width, src_spec.height], "display_size": [src_spec.width, src_spec.height],
+        "rotation": 0, "origin_ms": origin, "duration_ms": duration_ms,
+        "windows": [[i * 10_000, min((i + 1) * 10_000, round(duration_ms))] for i in range(n_windows)],
+        "frames": frames, "audio": audio,
+    }
+
+
+@dataclass
+class Drop:
+    """``source`` with audio packets ``first .. first + count - 1`` left out, as a live recording
+    that lost them: the packets after keep their timestamps, so the sound has a hole there."""
+
+    name: str
+    source: Spec
+    first: int
+    count: int
+
+
+def write_drop(drop: Drop) -> dict[str, Any]:
+    src_spec = drop.source
+    src_spec.name = "_drop_source" + Path(drop.name).suffix
+    write(src_spec)
+    src_path, path = OUT / src_spec.name, OUT / drop.name
+    hole: list[float] = []
+    with av.open(str(src_path)) as src, av.open(str(path), "w", options={"fflags": "+bitexact"}) as dst:
+        kept = (src.streams.video[0], src.streams.audio[0])
+        outs = {s.index: dst.add_stream_from_template(s) for s in kept}
+        audio_index = src.streams.audio[0].index
+        k = 0
+        for packet in src.demux(*[src.streams[i] for i in outs]):
+            if packet.pts is None or packet.size == 0:
+                continue
+            if packet.stream_index == audio_index:
+                k += 1
+                if drop.first <= k - 1 < drop.first + drop.count:
+                    start = float(packet.pts * packet.time_base * 1000)
+                    end = start + float(packet.duration * packet.time_base * 1000)
+                    hole = [hole[0] if hole else start, end]
+                    continue
+            packet.stream = outs[packet.stream_index]
+            dst.mux(packet)
+    src_path.unlink()
+    truth = truth_for(src_spec, path)
+    assert truth["audio"] is not None
+    truth["audio"]["hole_ms"] = [t - truth["origin_ms"] for t in hole]
+    return truth
+
+
+def write_two_video(name: str, main: Spec, decoy: Spec) -> dict[str, Any]:
+    """``main`` and ``decoy`` muxed into one file, the decoy's video first but not default
+    (mp4: not enabled), ``main``'s video second and default, then ``main``'s audio."""
+    main.name, decoy.name = "_main.mp4", "_decoy.mp4"
+    truth = write(main)
+    write(decoy)
+    path = OUT / name
+    with av.open(str(OUT / main.name)) as m, av.open(str(OUT / decoy.name)) as d, \
+            av.open(str(path), "w", options={"fflags": "+bitexact"}) as dst:
+        inputs = [d.streams.video[0], m.streams.video[0], *m.streams.audio[:1]]
+        outs = [dst.add_stream_from_template(s) for s in inputs]
+        outs[0].disposition = av.stream.Disposition(0)
+        outs[1].disposition = av.stream.Disposition.default
+        out_of = {(id(s.container), s.index): k for k, s in enumerate(inputs)}
+        packets = [(p.dts * p.time_base, out_of[id(c), p.stream_index], p) for c in (d, m)
+                   for p in c.demux(*[s for s in inputs if s.container is c])
+                   if p.dts is not None and p.size]
+        for _, k, packet in sorted(packets, key=lambda x: (x[0], x[1])):
+            packet.stream = outs[k]
+            dst.mux(packet)
+    (OUT / main.name).unlink()
+    (OUT / decoy.name).unlink()
+    with av.open(str(path)) as c:
+        assert [bool(s.disposition & av.stream.Disposition.default) for s in c.streams.video] == [False, True]
+    truth["video_index"] = 1
+    return truth
+
+
+@dataclass
+class Damage:
+    """``source`` with ``size`` bytes of its media data overwritten (seeded noise), starting 64
+    bytes into the video packet shown at ``at_s``: what a bad sector or a broken copy leaves."""
+
+    name: str
+    source: Spec
+    at_s: float
+    size: int = 4096
+
+
+def write_damaged(damage: Damage) -> dict[str, Any]:
+    src_spec = damage.source
+    src_spec.name = damage.name
+    write(src_spec)
+    path = OUT / damage.name
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        pos = next(p.pos for p in c.demux(v)
+                   if p.pts is not None and abs(float(p.pts * p.time_base) - damage.at_s) < 0.001)
+    data = bytearray(path.read_bytes())
+    assert pos + 64 + damage.size < data.index(b"moov"), "the damage must stay in the media data"
+    data[pos + 64: pos + 64 + damage.size] = np.random.default_rng(21).integers(
+        0, 256, damage.size, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return {"kind": "bad", "error": "undecodable video: damaged from"}
+
+
+def damaged() -> list[Damage]:
+    return [
+        # 4 KiB of noise 4.4 s into a 6 s clip (keyframes every second or so): FFmpeg decodes
+        # all but the 4.36-5.84 s stretch.
+        Damage("bad/damaged.mp4", Spec("", frame_ms=cfr(25, 6), width=160, height=90,
+                                       codec_options={"g": "25", **X264},
+                                       audio=aac(layout="mono", seconds=6, base_hz=500, bit_rate=32_000)),
+               at_s=4.4),
+    ]
+
+
+def _boxes(data: bytearray, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """The ISO BMFF boxes in ``data[start:end]``: (type, offset, size)."""
+    out = []
+    while start < end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        out.append((kind, start, size))
+        start += size
+    return out
+
+
+def set_edits(path: Path, edits: list[tuple[int, int]]) -> None:
+    """Replace the one track's edit list by ``edits``, (duration in movie ticks, media time in
+    media ticks) each, as phone and QuickTime trims write them; the moov must follow the media
+    data (no chunk offset moves) and hold one track with an ``edts``."""
+    data = bytearray(path.read_bytes())
+    ((_, moov, moov_size),) = [b for b in _boxes(data, 0, len(data)) if b[0] == b"moov"]
+    ((_, trak, trak_size),) = [b for b in _boxes(data, moov + 8, moov + moov_size) if b[0] == b"trak"]
+    ((_, edts, edts_size),) = [b for b in _boxes(data, trak + 8, trak + trak_size) if b[0] == b"edts"]
+    assert moov > data.index(b"mdat"), path
+    elst = struct.pack(">I4sII", 16 + 12 * len(edits), b"elst", 0, len(edits)) + b"".join(
+        struct.pack(">IiI", duration, media, 0x10000) for duration, media in edits)
+    new = struct.pack(">I4s", 8 + len(elst), b"edts") + elst
+    grow = len(new) - edts_size
+    data[edts:edts + edts_size] = new
+    struct.pack_into(">I", data, trak, trak_size + grow)
+    struct.pack_into(">I", data, moov, moov_size + grow)
+    total = sum(duration for duration, _ in edits)
+    for kind, at, size in _boxes(data, moov + 8, moov + moov_size + grow):
+        if kind == b"mvhd":
+            struct.pack_into(">I", data, at + 24, total)  # version 0: after the timescale
+        for inner, tk, _ in _boxes(data, at + 8, at + size) if kind == b"trak" else []:
+            if inner == b"tkhd":
+                struct.pack_into(">I", data, tk + 28, total)  # version 0: after the track id
+    path.write_bytes(bytes(data))
+
+
+def write_edited(name: str, spec: Spec, edits: list[tuple[int, int]]) -> dict[str, Any]:
+    """``spec`` (video only, moov at the end, mvhd 1/1000 s) with the edit list ``edits``; the
+    ground truth is what FFmpeg shows, each frame's index found through the edits."""
+    spec.name = name
+    write(spec)
+    path = OUT / name
+    set_edits(path, edits)
+    with av.open(str(path)) as c:
+        shown = [float(f.pts * f.time_base * 1000) for f in c.decode(video=0)]
+    planned = np.array(spec.frame_ms)
+    frames = []
+    for ms in shown:
+        start = 0.0
+        for duration, media in edits:
+            if ms < start + duration or (duration, media) == edits[-1]:
+                source_ms = float(media * spec.time_base * 1000) + ms - start
+                break
+            start += duration
+        frames.append([int(np.abs(planned - source_ms).argmin()), ms - shown[0]])
+    duration_ms = float(sum(duration for duration, _ in edits))
+    return {
+        "kind": "good", "codec": spec.codec, "pix_fmt": spec.pix_fmt,
+        "coded_size": [spec.width, spec.height], "display_size": [spec.width, spec.height],
+        "rotation": 0, "origin_ms": shown[0], "duration_ms": duration_ms,
+        "windows": [[0, round(duration_ms)]], "frames": frames, "audio": None,
+    }
+
+
+def edited() -> dict[str, tuple[Spec, list[tuple[int, int]]]]:
+    return {
+        # Two segments: source 0-2 s, then 3.4-6 s (a trim of 3.4 - 2 = 1.4 s out of the middle,
+        # starting between keyframes): 4.6 s shown of 6 s stored.
+        "two_edits.mp4": (Spec("", frame_ms=cfr(25, 6), width=128, height=72, background=(60, 60, 90),
+                               codec_options={"g": "25", "bf": "0", **X264}),
+                          [(2000, 0), (2600, 52224)]),
+    }
+
+
+def cuts() -> list[Cut]:
+    return [
+        # Cut at 2.52 s, 0.52 s after a keyframe: 13 frames kept before the edit, hidden by it.
+        Cut("editlist_cut.mp4", Spec("", frame_ms=cfr(25, 6), width=160, height=90,
+                                     codec_options={"g": "25", "bf": "2", **X264},
+                                     background=(100, 90, 60), audio=aac(seconds=6, base_hz=500)),
+            Fraction(252, 100)),
+    ]
+
+
+def drops() -> list[Drop]:
+    return [
+        # Three AAC frames (69.7 ms) lost 2.5 s in; the tone steps at 3.0 s, on its own clock.
+        Drop("audio_drop.mp4", Spec("", frame_ms=cfr(10, 4), width=128, height=72, codec_options=X264,
+                                    background=(130, 100, 60),
+                                    audio=aac(layout="mono", seconds=4, base_hz=500, bit_rate=32_000)),
+             first=108, count=3),
+    ]
+
+
+def two_video() -> dict[str, tuple[Spec, Spec]]:
+    """Files with a second video track: (the default track, the other one, muxed first)."""
+    return {
+        # A 64x36 preview track first, at another rate (frame indices from 1000 on would not
+        # fit: it shows its own 0.. at 5 fps), then the default 128x72 track at 10 fps.
+        "two_video.mp4": (
+            Spec("", frame_ms=cfr(10, 3), width=128, height=72, codec_options=X264,
+                 background=(100, 60, 100), audio=aac(layout="mono", seconds=3, base_hz=550,
+                                                      bit_rate=32_000)),
+            Spec("", frame_ms=cfr(5, 3), width=64, height=36, codec_options=X264,
+                 background=(200, 200, 60)),
+        ),
+    }
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="write only this fixture (repeatable) and merge its ground truth")
+    args = parser.parse_args()
+    if args.only:
+        write_only(args.only)
+        return
     for sub in ("demo", "bad"):
         shutil.rmtree(OUT / sub, ignore_errors=True)
     for old in OUT.glob("*.*"):
@@ -394,12 +798,53 @@ def main() -> None:
     for spec in specs():
         truth[spec.name] = write(spec)
         print(f"wrote {spec.name}: {(OUT / spec.name).stat().st_size} bytes")
+    for spec in messy_specs():
+        truth[spec.name] = write(spec)
+        print(f"wrote {spec.name}: {(OUT / spec.name).stat().st_size} bytes")
+    for cut in cuts():
+        truth[cut.name] = write_cut(cut)
+        print(f"wrote {cut.name}: {(OUT / cut.name).stat().st_size} bytes")
+    for drop in drops():
+        truth[drop.name] = write_drop(drop)
+        print(f"wrote {drop.name}: {(OUT / drop.name).stat().st_size} bytes")
+    for name, (spec, edits) in edited().items():
+        truth[name] = write_edited(name, spec, edits)
+        print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
+    for name, (main, decoy) in two_video().items():
+        truth[name] = write_two_video(name, main, decoy)
+        print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
     truth.update(write_bad())
     corners = {f"{r},{c}": rgb for (r, c), rgb in CORNERS.items()}
     doc = {"grid": {"cells": GRID, "bits": BITS, "corners": corners}, "files": truth}
     (OUT / "ground_truth.json").write_text(json.dumps(doc, indent=1) + "\n")
     total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
     print(f"fixtures: {len(truth)} files, {total} bytes")
+
+
+def write_only(names: list[str]) -> None:
+    """Write the named good fixtures and merge their ground truth into the existing file."""
+    by_name: dict[str, Spec | Cut | Drop | Damage | tuple[Spec, Spec]] = {
+        spec.name: spec for spec in [*specs(), *messy_specs(), *cuts(), *drops(), *damaged()]}
+    by_name.update(two_video())
+    edits = edited()
+    unknown = sorted(set(names) - set(by_name) - set(edits))
+    if unknown:
+        raise SystemExit(f"unknown fixture(s): {', '.join(unknown)}; known: {', '.join(sorted(by_name))}")
+    path = OUT / "ground_truth.json"
+    doc = json.loads(path.read_text())
+    for name in names:
+        if name in edits:
+            doc["files"][name] = write_edited(name, *edits[name])
+            print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
+            continue
+        made = by_name[name]
+        doc["files"][name] = (write_cut(made) if isinstance(made, Cut)
+                              else write_drop(made) if isinstance(made, Drop)
+                              else write_two_video(name, *made) if isinstance(made, tuple)
+                              else write_damaged(made) if isinstance(made, Damage)
+                              else write(made))
+        print(f"wrote {name}: {(OUT / name).stat().st_size} bytes")
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

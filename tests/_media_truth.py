@@ -75,10 +75,16 @@ def corner_error(chw: np.ndarray, display: tuple[int, int]) -> float:
     return float(max(np.abs(means[rc] - np.array(rgb)).max() for rc, rgb in CORNERS.items()))
 
 
+TIE_MS = 1e-6
+"""A target this close to a frame's start is exactly on it: the fixtures' clocks are far coarser
+than a nanosecond, and the floats here (targets, pts in ms) are only the nearest to exact values."""
+
+
 def on_screen(frames: list[list[float]], t_ms: float) -> tuple[int, float]:
-    """(index, pts_ms) of the last frame whose pts <= t (the first one if t precedes all)."""
+    """(index, pts_ms) of the last frame whose pts <= t (the first one if t precedes all); a
+    target exactly on a frame's start (within :data:`TIE_MS`) shows that frame."""
     times = [pts for _, pts in frames]
-    k = max(0, bisect.bisect_right(times, t_ms) - 1)
+    k = max(0, bisect.bisect_right(times, t_ms + TIE_MS) - 1)
     return int(frames[k][0]), float(frames[k][1])
 
 

@@ -30,6 +30,8 @@ def test_probe_matches_ground_truth(name: str) -> None:
     assert [info.width, info.height] == truth["display_size"]
     assert [info.coded_width, info.coded_height] == truth["coded_size"]
     assert info.rotation == truth["rotation"]
+    assert info.mirrored == truth.get("mirrored", False)
+    assert info.video_index == truth.get("video_index", 0)
     assert info.has_audio == (truth["audio"] is not None)
     assert info.pix_fmt == truth["pix_fmt"]
     assert info.origin_s * 1000 == pytest.approx(truth["origin_ms"], abs=1e-6)

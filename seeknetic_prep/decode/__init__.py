@@ -4,7 +4,8 @@
 * :mod:`.sampling` -- pure: duration -> windows -> target timestamps.
 * :mod:`.decoder` -- ``VideoDecoder``: one file open for decoding (device and threads are its
   arguments), frames out as a typed ``FrameBatch``; its parts, one PyAV concern each:
-  :mod:`.source` (open, streams, errors), :mod:`.probe` (``MediaInfo``, the true end),
+  :mod:`.source` (open, streams, errors), :mod:`.streams` (which video track),
+  :mod:`.probe` (``MediaInfo``, the true end),
   :mod:`.frames` (the one-pass frame choice), :mod:`.colour` (YUV -> RGB), :mod:`.audio`.
 * :mod:`.media` -- one-call shortcuts over the decoder: ``probe``, ``decode_frames_at``, ``decode_audio``.
 * :mod:`.transform` -- numpy: rotate, resize + crop, resample.

@@ -35,8 +35,6 @@ __all__ = ["audio_pass"]
 _AUDIO_SEEK_LEAD_S = 1.0
 """Audio decoding for a window starts this much earlier: the codec (MDCT overlap, Opus
 pre-roll) and the resampler are settled by the window's start."""
-_AUDIO_GAP_S = 0.1
-"""A jump in audio timestamps larger than this is a hole, filled with silence, not closed up."""
 _AUDIO_BATCH_SAMPLES = 8192
 """Source samples gathered before they are mixed down and resampled in one call."""
 _AUDIO_INEXACT_SKIP = 3
@@ -55,7 +53,8 @@ def audio_pass(
 
     ``position`` is the chunk's first sample on the timeline, in 22050 Hz samples from timeline
     zero; chunks come in order and follow each other without gaps, except where the stream
-    itself has a hole (its timestamps jump), which stays a hole. Yields nothing for a file
+    itself has a hole (its timestamps jump further than the container's clock is precise),
+    which stays a hole, silent. Yields nothing for a file
     without audio. ``source`` is opened again (a container of the pass's own); ``threads`` caps
     the audio decoder's threads (0: FFmpeg decides).
 
@@ -134,9 +133,11 @@ class _Resample:
         if self.grid is None or new_rate:
             self.grid = _SampleGrid(frame, self.stream, self.origin_s)
         index, exact = self.grid.index(frame)
-        hole = self.resampler is not None and (
-            new_rate or index - self.expected > _AUDIO_GAP_S * self.grid.rate
-        )
+        # Players honour the timestamps, so any jump past the clock's own precision is a hole,
+        # kept as silence: A/V sync is written as such a jump (an 80 ms priming gap in a
+        # fragmented mp4), and a recording that lost packets goes on at their times. Closing
+        # up every jump under 0.1 s, as before, played the rest of the sound early.
+        hole = self.resampler is not None and (new_rate or index - self.expected > self.grid.slack)
         if hole or (self.pending and not _same_format(self.pending[0], frame)):
             yield from self._flush_pending()
         if hole:
@@ -210,6 +211,10 @@ class _SampleGrid:
         """Output position (22050 Hz, on the timeline) of the first frame's first sample."""
         self._sample_clock = first.time_base if first.time_base == Fraction(1, self.rate) else None
         self._first_pts = int(first.pts)
+        tick = Fraction(first.time_base) * self.rate
+        self.slack = 0 if tick <= 1 else math.ceil(tick / 2) + 1
+        """Samples a frame's start may be off by on this clock (a ms clock at 48 kHz: 25), or
+        0 where the clock counts samples: a jump in timestamps beyond it is real."""
 
     def index(self, frame: Any) -> tuple[int, bool]:
         """The frame's first sample, and whether that index is exact rather than estimated."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -32,8 +33,8 @@ from seeknetic_prep.decode.source import (
     set_video_threads,
     source_name,
     source_size,
-    video_stream,
 )
+from seeknetic_prep.decode.streams import best_video_stream
 from seeknetic_prep.errors import InvalidArgumentError
 
 __all__ = ["FrameBatch", "VideoDecoder"]
@@ -118,7 +119,7 @@ class VideoDecoder:
                 device, self.info.video_codec, gpu_allowed=gpu_allowed, cuda_present=hw.cuda_present
             )
             self._container = self._open_for_frames(self._container)
-            self._video = video_stream(self.info.path, self._container)
+            self._video = best_video_stream(self.info.path, self._container)
         except BaseException:
             self.close()
             raise
@@ -131,14 +132,24 @@ class VideoDecoder:
                 probed.close()
                 self._container = None
             container = open_container(self.source, hwaccel=hw.nvdec())
-            video_stream(self.info.path, container).codec_context.thread_count = 1  # one feeder
+            best_video_stream(self.info.path, container).codec_context.thread_count = 1  # one feeder
             return container
         if probed is not None:
             return probed  # threaded by the probe, before its first frame
         container = open_container(self.source)
         self._container = container
-        set_video_threads(video_stream(self.info.path, container), self.threads)
+        set_video_threads(best_video_stream(self.info.path, container), self.threads)
         return container
+
+    def _reopen(self) -> tuple[Any, Any]:
+        """The file opened afresh for the frame pass, unread (its first byte next): for a
+        container whose seeks cannot reach its start (see :mod:`~seeknetic_prep.decode.frames`)."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        self._container = self._open_for_frames(None)
+        self._video = best_video_stream(self.info.path, self._container)
+        return self._container, self._video
 
     def __enter__(self) -> VideoDecoder:
         return self
@@ -156,7 +167,7 @@ class VideoDecoder:
             self._container = None
 
     def iter_frames_at(
-        self, targets_ms: Sequence[float], *, size: tuple[int, int] | None = None
+        self, targets_ms: Sequence[float | Fraction], *, size: tuple[int, int] | None = None
     ) -> Generator[tuple[float, np.ndarray], None, None]:
         """For each target time (ascending, ms on the timeline), the frame on screen then, as
         ``(pts_ms, rgb)``, one at a time as decoded (see :mod:`~seeknetic_prep.decode.frames`).
@@ -170,10 +181,10 @@ class VideoDecoder:
             MediaError: the file fails to decode, or its frames stop before a target.
         """
         return frame_pass(self._open(), self._video, self.info, targets_ms, self._coded_size(size),
-                          threads=self.threads)
+                          threads=self.threads, reopen=self._reopen)
 
     def batches_at(
-        self, groups_ms: Sequence[Sequence[float]], *, size: tuple[int, int] | None = None
+        self, groups_ms: Sequence[Sequence[float | Fraction]], *, size: tuple[int, int] | None = None
     ) -> Generator[FrameBatch, None, None]:
         """One :class:`FrameBatch` per group of targets, each as soon as its frames are decoded,
         all in one pass (the groups' targets together must be ascending). Holds one group's
@@ -190,7 +201,7 @@ class VideoDecoder:
             frames.close()
 
     def frames_at(
-        self, targets_ms: Sequence[float], *, size: tuple[int, int] | None = None
+        self, targets_ms: Sequence[float | Fraction], *, size: tuple[int, int] | None = None
     ) -> FrameBatch:
         """The frames on screen at ``targets_ms`` (ascending), as one batch."""
         batches = self.batches_at([targets_ms], size=size)

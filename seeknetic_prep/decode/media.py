@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Sequence
+from fractions import Fraction
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def probe_open(
 
 def decode_frames_at(
     info: MediaInfo,
-    targets_ms: Sequence[float],
+    targets_ms: Sequence[float | Fraction],
     size: tuple[int, int],
     *,
     container: VideoDecoder | None = None,

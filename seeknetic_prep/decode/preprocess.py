@@ -23,7 +23,7 @@ from seeknetic_prep.decode.profile import (
     Segment,
     Window,
 )
-from seeknetic_prep.decode.sampling import frame_targets_ms, plan_windows
+from seeknetic_prep.decode.sampling import frame_targets, plan_windows
 from seeknetic_prep.decode.transform import AudioTimeline, check_resize, fit, scaled_size, upright
 from seeknetic_prep.errors import InvalidArgumentError
 
@@ -138,7 +138,7 @@ def _segments(decoder: VideoDecoder, windows: Sequence[Window], resize: ResizeMo
     if not windows:
         return
     info = decoder.info
-    targets = [frame_targets_ms(w) for w in windows]
+    targets = [frame_targets(w) for w in windows]  # exact: a target on a frame's start shows it
     size = scaled_size(info.width, info.height, resize)
     batches = decoder.batches_at(targets, size=size)
     chunks = decoder.audio(windows[0].start_ms)
@@ -146,7 +146,7 @@ def _segments(decoder: VideoDecoder, windows: Sequence[Window], resize: ResizeMo
     try:
         for window, window_targets in zip(windows, targets, strict=True):
             batch = next(batches)
-            pictures = fit(upright(batch.data, info.rotation), resize)
+            pictures = fit(upright(batch.data, info.rotation, info.mirrored), resize)
             video = np.ascontiguousarray(pictures.transpose(0, 3, 1, 2)[None])
             start = round(window.start_ms * SAMPLE_RATE / 1000)
             stop = round(window.end_ms * SAMPLE_RATE / 1000)
@@ -159,7 +159,7 @@ def _segments(decoder: VideoDecoder, windows: Sequence[Window], resize: ResizeMo
                 audio=samples.reshape(1, 1, AUDIO_SAMPLES),
                 frame_times_ms=batch.pts_ms,
                 has_audio=info.has_audio,
-                target_times_ms=tuple(window_targets),
+                target_times_ms=tuple(float(t) for t in window_targets),
             )
     finally:
         # A caller that stops early closes both passes now, not whenever the GC gets to them.

@@ -17,6 +17,7 @@ its tail, and a run does it once per file when it plans the file, long before an
 from __future__ import annotations
 
 import itertools
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +31,9 @@ from seeknetic_prep.decode.source import (
     set_video_threads,
     source_name,
     source_size,
-    video_stream,
 )
+from seeknetic_prep.decode.streams import best_video_stream
+from seeknetic_prep.decode.transform import orientation
 from seeknetic_prep.errors import MediaError
 
 __all__ = ["TRUNCATION_SLACK_S", "MediaInfo", "probe", "probe_container"]
@@ -48,7 +50,9 @@ class MediaInfo:
 
     ``width``/``height`` are the display size (after rotation and sample aspect ratio);
     ``coded_width``/``coded_height`` are the stored picture. ``rotation`` is the display matrix's
-    counter-clockwise angle as FFmpeg reports it (an iPhone portrait clip says -90).
+    counter-clockwise angle as FFmpeg reports it (an iPhone portrait clip says -90); when the
+    matrix also mirrors (``mirrored``: a flip left to right after the turn) it is the turn that
+    goes with that flip (:func:`~seeknetic_prep.decode.transform.orientation`).
     ``duration_ms`` is the end of the last video frame on the timeline (see the module doc).
     """
 
@@ -69,6 +73,11 @@ class MediaInfo:
     origin_s: float
     """The first video frame's presentation time on the container clock: timeline zero."""
     size_bytes: int
+    mirrored: bool = False
+    """Flip left to right after turning by ``rotation`` (mirror or front-camera matrices)."""
+    video_index: int = 0
+    """The container's stream index of the video decoded: the default track when there are
+    several (:func:`~seeknetic_prep.decode.streams.best_video_stream`)."""
 
 
 def probe(source: Source) -> MediaInfo:
@@ -102,7 +111,7 @@ def probe_container(source: Source, *, threads: int | None) -> tuple[MediaInfo, 
 
 
 def _describe(name: str, container: Any, size: int, threads: int | None) -> MediaInfo:
-    vs = video_stream(name, container)
+    vs = best_video_stream(name, container)
     if threads is not None:
         set_video_threads(vs, threads)
     try:
@@ -112,7 +121,7 @@ def _describe(name: str, container: Any, size: int, threads: int | None) -> Medi
     if first is None or first.pts is None:
         raise MediaError(name, "undecodable video: no frame could be decoded")
     origin = float(first.pts * first.time_base)
-    rotation = int(first.rotation)
+    rotation, mirrored = orientation(_display_matrix(first), float(first.rotation))
     end_s = _content_end(name, container, vs, origin, size)
     fps = float(vs.average_rate or vs.guessed_rate or 0) or 0.0
     sar = vs.sample_aspect_ratio
@@ -140,7 +149,17 @@ def _describe(name: str, container: Any, size: int, threads: int | None) -> Medi
         audio_channels=None if audio is None else audio_channels(audio),
         origin_s=origin,
         size_bytes=size,
+        mirrored=mirrored,
+        video_index=int(vs.index),
     )
+
+
+def _display_matrix(frame: Any) -> list[int]:
+    """The frame's display matrix (nine 32-bit ints), or [] when it has none."""
+    for side in frame.side_data:
+        if str(side.type).endswith("DISPLAYMATRIX") and len(bytes(side)) == 36:
+            return list(struct.unpack("<9i", bytes(side)))
+    return []
 
 
 def _content_end(name: str, container: Any, vs: Any, origin: float, size: int) -> float:
@@ -191,7 +210,7 @@ def _declared_ends(
     for s in streams:
         if s.duration:
             declared[s.index] = float((s.start_time or 0) * s.time_base + s.duration * s.time_base)
-    if vs.frames and vs.average_rate:
+    if vs.frames and vs.average_rate and not _edited(container):
         by_count = float((vs.start_time or 0) * vs.time_base + vs.frames / vs.average_rate)
         declared[vs.index] = max(declared.get(vs.index, by_count), by_count)
     whole = None
@@ -200,6 +219,14 @@ def _declared_ends(
         # legitimately run past the picture and the sound.
         whole = (float(container.duration) + float(container.start_time or 0)) / 1e6
     return declared, whole
+
+
+def _edited(container: Any) -> bool:
+    """Whether the container may show less than its stored frames: in mp4/mov an edit list
+    hides samples (the GOP head kept by a cut at a non-keyframe, the media a two-segment edit
+    skips) that the frame count still counts, so only the stream's duration (the edits' total)
+    says where the video ends."""
+    return "mov" in str(container.format.name).split(",")
 
 
 def _shortfall(

@@ -8,11 +8,12 @@ be read and tested on their own. Times are milliseconds on the file's timeline (
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 from seeknetic_prep.decode.profile import FRAMES_PER_WINDOW, WINDOW_MS, Window
 from seeknetic_prep.errors import InvalidArgumentError
 
-__all__ = ["frame_targets_ms", "plan_windows"]
+__all__ = ["frame_targets", "frame_targets_ms", "plan_windows"]
 
 
 def plan_windows(duration_ms: int, *, start_ms: int | None = None, end_ms: int | None = None) -> list[Window]:
@@ -61,13 +62,26 @@ Window(index=2, start_ms=20000, end_ms=25000)]
     return [Window(0, start, end)]
 
 
-def frame_targets_ms(window: Window) -> list[float]:
-    """The 12 instants of a window whose on-screen frames are sampled: the centres of 12 equal slices.
+def frame_targets(window: Window) -> list[Fraction]:
+    """The 12 instants of a window whose on-screen frames are sampled, exactly, in ms: the
+    centres of 12 equal slices, ``start + (2i + 1) * span / 24``.
 
+    Exact because many of them fall exactly on a frame's start (at 24, 48, 60, 120 fps), where
+    the frame that starts there is the one on screen: a float one ulp low picked the one before.
     ``window.end_ms`` is already clipped to the content, so the slices cover only what exists.
+
+    >>> frame_targets(Window(1, 10_000, 20_000))[5]
+    Fraction(43750, 3)
+    """
+    span = window.end_ms - window.start_ms
+    return [window.start_ms + Fraction((2 * i + 1) * span, 2 * FRAMES_PER_WINDOW)
+            for i in range(FRAMES_PER_WINDOW)]
+
+
+def frame_targets_ms(window: Window) -> list[float]:
+    """:func:`frame_targets` as floats (the nearest float to each), for display and records.
 
     >>> frame_targets_ms(Window(0, 0, 12_000))[:3]
     [500.0, 1500.0, 2500.0]
     """
-    span = window.end_ms - window.start_ms
-    return [window.start_ms + (i + 0.5) * span / FRAMES_PER_WINDOW for i in range(FRAMES_PER_WINDOW)]
+    return [float(t) for t in frame_targets(window)]

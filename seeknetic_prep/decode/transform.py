@@ -6,14 +6,15 @@ audio placement can be tested on synthetic arrays, without a file or a decoder.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from seeknetic_prep.decode.profile import FRAME_SIZE, ResizeMode
 from seeknetic_prep.errors import InvalidArgumentError
 
-__all__ = ["RESIZE_MODES", "AudioTimeline", "fit", "scaled_size", "upright"]
+__all__ = ["RESIZE_MODES", "AudioTimeline", "fit", "orientation", "scaled_size", "upright"]
 
 RESIZE_MODES: tuple[ResizeMode, ...] = ("crop", "squash", "pad")
 
@@ -45,14 +46,56 @@ def scaled_size(width: int, height: int, resize: ResizeMode, size: int = FRAME_S
     return w, h
 
 
-def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
-    """Apply a display rotation (counter-clockwise degrees, as FFmpeg reports it) to ``(h, w, 3)``,
-    or to every picture of a batch ``(n, h, w, 3)``.
+def _turn(degrees: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The 2x2 part of a display matrix that turns the picture ``degrees`` counter-clockwise
+    (row vectors, y pointing down, as in ``AV_PKT_DATA_DISPLAYMATRIX``)."""
+    c, s = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
+    return (c, -s), (s, c)
+
+
+def orientation(matrix: Sequence[int], rotation: float) -> tuple[int, bool]:
+    """A display matrix as ``(rotation, mirrored)``: turn ``rotation`` degrees counter-clockwise,
+    then, if ``mirrored``, flip left to right. FFmpeg's ``rotation`` (what it reports) is kept
+    for a matrix without a mirror; a mirror (a negative determinant) is a turn plus a flip.
+
+    FFmpeg's one-number rotation cannot say "mirror": a horizontal flip reads as 180 degrees
+    (upside down if applied) and a vertical flip as 0; front cameras store a turn and a flip.
+    This is what FFmpeg's autorotate (``transpose``/``hflip``/``vflip``) shows. A matrix that is
+    not a multiple of 90 degrees falls back on ``rotation`` rounded to one.
+
+    >>> orientation([-65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30], 180.0)  # horizontal flip
+    (0, True)
+    >>> orientation([0, 65536, 0, 65536, 0, 0, 0, 0, 1 << 30], -90.0)  # front camera
+    (-90, True)
+    """
+    fallback = round(rotation / 90) * 90 if math.isfinite(rotation) else 0
+    if len(matrix) != 9:
+        return fallback, False
+    a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
+    big = max(abs(a), abs(b), abs(c), abs(d))
+    if big == 0:
+        return fallback, False
+    sign = tuple(tuple(0 if 2 * abs(v) < big else (1 if v > 0 else -1) for v in row)
+                 for row in ((a, b), (c, d)))
+    for degrees in (0, 90, 180, 270):
+        (p, q), (r, t) = _turn(degrees)
+        if sign == ((p, q), (r, t)):
+            return fallback, False  # a plain turn: FFmpeg's own number
+        if sign == ((-p, q), (-r, t)):  # the turn, then x -> -x
+            return (degrees - 360 if degrees > 180 else degrees), True
+    return fallback, False
+
+
+def upright(rgb: np.ndarray, rotation: int, mirrored: bool = False) -> np.ndarray:
+    """Apply a display orientation to ``(h, w, 3)``, or to every picture of a batch
+    ``(n, h, w, 3)``: turn ``rotation`` degrees counter-clockwise (as FFmpeg reports it), then
+    flip left to right if ``mirrored`` (see :func:`orientation`).
 
     An iPhone portrait clip reports -90: its stored picture must turn 90 degrees clockwise.
     """
     k = round(rotation / 90) % 4
-    return rgb if k == 0 else np.rot90(rgb, k=k, axes=(-3, -2))
+    out = rgb if k == 0 else np.rot90(rgb, k=k, axes=(-3, -2))
+    return np.flip(out, axis=-2) if mirrored else out
 
 
 def fit(rgb: np.ndarray, resize: ResizeMode, size: int = FRAME_SIZE) -> np.ndarray:
