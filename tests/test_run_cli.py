@@ -82,14 +82,17 @@ def test_demo_local_exits_0_and_shows_results(tmp_path: Path) -> None:
     assert status.returncode == 0 and "10 completed" in status.stdout
 
 
-def test_bad_fixtures_fail_with_reasons_exit_1(fixtures_dir: Path, tmp_path: Path) -> None:
+def test_bad_fixtures_fail_with_reasons_exit_1(fixtures_dir: Path, tmp_path: Path,
+                                               ground_truth: dict[str, Any]) -> None:
+    bad = {Path(n).name: f["error"] for n, f in ground_truth["files"].items() if f["kind"] == "bad"}
     proc = _run("run", str(fixtures_dir / "bad"), str(fixtures_dir / "vp9.webm"), "--local",
                 "--out", str(tmp_path / "out"), "--workers", "1", "--quiet")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
-    for name in ("empty.mp4", "not_media.mp4", "truncated.mp4", "audio_only.mp4", "random.mkv"):
-        assert any(line.startswith("failed") and name in line for line in proc.stdout.splitlines()), name
+    for name, why in bad.items():
+        assert any(line.startswith("failed") and name in line and why in line
+                   for line in proc.stdout.splitlines()), (name, why)
     lines = read_results(tmp_path / "out")
-    assert sum(x["status"] == "failed" for x in lines) == 10
+    assert sum(x["status"] == "failed" for x in lines) == 2 * len(bad)  # both services of each
     assert sum(x["status"] == "completed" for x in lines) == 2
     status = _run("status", "--out", str(tmp_path / "out"))
     assert status.returncode == 0 and "2 completed" in status.stdout and "failed files:" in status.stdout
