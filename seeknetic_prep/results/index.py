@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError, StateError
-from seeknetic_prep.results.parts import PARTS_DIR, TAG_TYPES, latest_rows, list_parts
+from seeknetic_prep.results.parts import PARTS_DIR, TAG_TYPES, latest_rows, list_parts, refuse_damaged
 from seeknetic_prep.state.store import display_path
 from seeknetic_prep.util.fsio import atomic_path, atomic_write, locked
 
@@ -242,6 +242,7 @@ def load_windows(out_dir: Path) -> Windows:
         raise InvalidArgumentError(
             f"No results in {Path(out_dir) / PARTS_DIR}: run `seeknetic-prep run PATH --out {out_dir}` first."
         )
+    refuse_damaged(out_dir)  # with a state, the commands wrote damaged parts again first
     folder = Path(out_dir) / INDEX_DIR
     for rebuild in (False, True):
         update_index(out_dir, rebuild=rebuild)
@@ -280,7 +281,10 @@ def _current(folder: Path, state: dict[str, Any], parts: list[Path]) -> tuple[pa
         except (OSError, pa.ArrowException, KeyError):  # damaged: made again below
             pass
     table = pa.concat_tables([pq.read_table(p, columns=_META) for p in parts])
-    maps = [np.load(folder / f"{p.name}.rows.npy") for p in parts]
+    try:
+        maps = [np.load(folder / f"{p.name}.rows.npy") for p in parts]
+    except (OSError, ValueError, EOFError) as exc:  # a damaged map: the index is made again
+        raise _Stale from exc
     if sum(len(m) for m in maps) != table.num_rows:
         raise _Stale
     rowmap = np.concatenate(maps)

@@ -82,10 +82,11 @@ def load_run(out: Path, *, max_files: int) -> RunData:
     Raises:
         InvalidArgumentError: ``out`` holds no run state.
     """
-    from seeknetic_prep.results.parts import compact, list_parts, part_schema
+    from seeknetic_prep.results.parts import compact, ensure_parts, list_parts, part_schema
     from seeknetic_prep.state.store import Store, existing_state
 
     with Store(existing_state(out)) as store:
+        ensure_parts(store, Path(out))  # killed runs' parts, damaged ones written again
         counts, throughput, files = store.counts(), store.throughput(), store.files()
         windows = _Windows(max_files, {f.path: f.duration_ms for f in files})
         if list_parts(Path(out)):
