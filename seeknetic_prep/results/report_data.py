@@ -11,13 +11,14 @@ the page (:mod:`.report`), which is drawn from the :class:`RunData` it returns.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seeknetic_prep.state.rows import FileRow, Throughput
+from seeknetic_prep.state.rows import FileRow, Throughput, display_path
 
 __all__ = ["MAX_FAILURES", "FailedJob", "FileEntry", "RunData", "WindowEntry", "load_run"]
 
@@ -41,10 +42,17 @@ class WindowEntry:
 
 @dataclass
 class FileEntry:
+    """A file shown: ``path`` opens it (Python's ``surrogateescape`` form of its bytes, so two
+    names that print alike stay two files), :attr:`display` is for the page."""
+
     path: str
     fingerprint: str | None
     duration_ms: int | None
     windows: list[WindowEntry] = field(default_factory=list)
+
+    @property
+    def display(self) -> str:
+        return display_path(self.path)
 
 
 @dataclass(frozen=True)
@@ -125,12 +133,12 @@ class _Windows:
     def add(self, row: dict[str, Any]) -> None:
         if row["window_index"] is None:
             return
-        path = row["path"]
+        path = os.fsdecode(row["path_bytes"])  # byte-exact: the display form can be ambiguous
         for service in _SERVICES:
             if row.get(f"{service}_status") == "failed":
                 self.failed_total += 1
                 if len(self.failed_jobs) < MAX_FAILURES:
-                    self.failed_jobs.append(FailedJob(path, row["window_index"], service,
+                    self.failed_jobs.append(FailedJob(row["path"], row["window_index"], service,
                                                       row.get(f"{service}_request_id") or "?",
                                                       row.get(f"{service}_error") or "?"))
         entry = self.shown.get(path)
