@@ -138,6 +138,9 @@ def test_bad_inputs_are_refused(tmp_path: Path) -> None:
         load_windows(tmp_path / "missing")
     with pytest.raises(InvalidArgumentError, match="NAME=VALUE"):
         parse_tag_filters(["shot_size"])
+    with pytest.raises(InvalidArgumentError, match="one value per tag"):  # the last used to win
+        parse_tag_filters(["shot_size=wide_shot", "shot_size=close_up"])
+    assert parse_tag_filters(["shot_size=wide", "shot_size=WIDE "]) == {"shot_size": "WIDE"}
     windows = load_windows(_state(tmp_path, files=1, windows=1))
     with pytest.raises(InvalidArgumentError, match="3 dimensions but the results have 64"):
         rank(windows, [1.0, 0.0, 0.0])

@@ -317,7 +317,8 @@ def parse_tag_filters(specs: Iterable[str]) -> dict[str, str]:
     """``["shot_size=close_up", ...]`` -> ``{"shot_size": "close_up"}``.
 
     Raises:
-        InvalidArgumentError: a spec without ``=``.
+        InvalidArgumentError: a spec without ``=``, or one tag given two values (a window has
+            one value per tag: the last used to win silently).
     """
     out: dict[str, str] = {}
     for spec in specs:
@@ -326,7 +327,13 @@ def parse_tag_filters(specs: Iterable[str]) -> dict[str, str]:
             raise InvalidArgumentError(
                 f"Invalid tag filter {spec!r}: must be NAME=VALUE, e.g. shot_size=wide."
             )
-        out[name.strip()] = value.strip()
+        name, value = name.strip(), value.strip()
+        if name in out and out[name].lower() != value.lower():
+            raise InvalidArgumentError(
+                f"Invalid tag filters {name}={out[name]!r} and {name}={value!r}: a window has one "
+                f"value per tag, so no window matches both; give --tag {name}= once."
+            )
+        out[name] = value
     return out
 
 
