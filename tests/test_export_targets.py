@@ -47,9 +47,11 @@ def test_dash_is_standard_output(tmp_path: Path, fmt: str) -> None:
     assert b"standard output: 6 rows" in proc.stderr
     if fmt == "jsonl":
         rows = [json.loads(line) for line in proc.stdout.decode().splitlines()]
-        assert [(r["path"], r["window_index"]) for r in rows] == [(f"/v/{f}.mp4", w) for f in range(3) for w in (0, 1)]
+        expected = [(f"/v/{f}.mp4", w) for f in range(3) for w in (0, 1)]
+        assert [(r["path"], r["window_index"]) for r in rows] == expected
     elif fmt == "csv":
-        assert proc.stdout.decode().splitlines()[0].startswith('"path"') and len(proc.stdout.splitlines()) == 7
+        lines = proc.stdout.decode().splitlines()
+        assert lines[0].startswith('"path"') and len(lines) == 7
     else:
         (tmp_path / "copy.parquet").write_bytes(proc.stdout)
         assert pq.read_table(tmp_path / "copy.parquet").num_rows == 6
