@@ -37,10 +37,8 @@ def main(args: argparse.Namespace) -> int:
     bad = [f for f in files if f.status == "failed"]
     if bad:
         print("failed files:")
-        for f in bad:
-            reason = f.error or "failed"
-            shown = display_path(reason)
-            print(f"  {printable(shown if reason.startswith(f.path) else f'{f.display}: {shown}')}")
+        for f in bad:  # the path once: the reason may start with it, as typed
+            print(f"  {printable(f'{f.display}: {display_path(f.reason)}')}")
     if failed_units:
         paths: dict[str | None, list[str]] = {}
         for f in files:  # one row per absolute path: a copy is listed, never counted twice

@@ -211,7 +211,7 @@ def _failures(data: RunData) -> list[str]:
                      "completed.</p>")
     see = "<p class='muted'>and {} more: see <code>seeknetic-prep status</code></p>"
     if data.failed_files:
-        rows = "".join(f"<tr><td>{e(f.display)}</td><td class='bad'>{e(_reason(f.display, f.error or '?'))}"
+        rows = "".join(f"<tr><td>{e(f.display)}</td><td class='bad'>{e(f.reason)}"
                        "</td></tr>" for f in data.failed_files[:MAX_FAILURES])
         more = len(data.failed_files) - MAX_FAILURES
         parts.append(f"<h3>Files ({len(data.failed_files)})</h3><table><tr><th>file</th><th>reason</th></tr>"
@@ -271,11 +271,6 @@ def _strip_of(thumbs: dict[str, dict[int, list[str]] | str], entry: FileEntry, w
         return []
     pics = strip.get(w.index, [])
     return pics[len(pics) // 2:] if pics else []  # the middle frame first
-
-
-def _reason(path: str, reason: str) -> str:
-    """Errors often start with the path already (``MediaError``): do not say it twice."""
-    return reason[len(path):].lstrip(": ") if reason.startswith(path) else reason
 
 
 def _card(title: str, big: str, small: str) -> str:
