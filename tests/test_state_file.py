@@ -100,3 +100,7 @@ def test_a_new_state_beside_earlier_results_says_so(tmp_path: Path) -> None:
         (out / name).unlink(missing_ok=True)
     with Store(out / "state.sqlite") as store:
         assert store.earlier_results
+    fresh = tmp_path / "fresh"
+    (fresh / "emulator").mkdir(parents=True)  # `run --local` starts it before the state
+    with Store(fresh / "state.sqlite") as store:
+        assert not store.earlier_results

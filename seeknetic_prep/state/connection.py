@@ -61,7 +61,7 @@ class Connection:
 
     Attributes:
         earlier_results: the state is new (no database was there) but its folder already
-            holds an earlier run's files (parts, an emulator, a search index): the server may
+            holds an earlier run's files (parts, a search index, an export): the server may
             already have this state's request ids, so each is looked up before it is submitted.
 
     Raises:
@@ -124,7 +124,9 @@ class Connection:
                 "again; restore the file from a backup, or delete it to start over (the next run "
                 "then looks up every request on the server first)."
             )
-        return bool(others)
+        # `run --local` starts its emulator (<out>/emulator) before it opens the state: that
+        # folder alone says nothing of earlier results, and the lookups would slow a first run.
+        return any(name != "emulator" for name in others)
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
