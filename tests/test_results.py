@@ -244,7 +244,7 @@ def test_finalize_run_writes_the_part_of_a_killed_run_then_its_own_then_the_inde
         assert part is not None and part.name == f"part-{run:06d}-00.parquet"
         assert [p.name for p in list_parts(out)] == [f"part-{killed:06d}-00.parquet", part.name]
         index = json.loads((out / INDEX_DIR / "index.json").read_text())
-        assert index["parts"] == [p.name for p in list_parts(out)] and index["vectors"] == 5
+        assert [p[0] for p in index["parts"]] == [p.name for p in list_parts(out)] and index["vectors"] == 5
         idle = store.start_run()
         assert finalize_run(store, out, idle) is None  # nothing finished: no part, index untouched
     assert json.loads((out / INDEX_DIR / "index.json").read_text()) == index

@@ -99,11 +99,48 @@ def test_the_index_grows_with_new_parts_and_skips_superseded_rows(tmp_path: Path
     assert matched == 3 and hits[0].path == "/v/000.mp4" and hits[0].score == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("new_run_after", [False, True])
+def test_a_part_written_again_from_the_state_never_ranks_with_other_windows_embeddings(
+        tmp_path: Path, new_run_after: bool) -> None:
+    """Issue 22.3: a part deleted and written again from the state (same name, other rows) used
+    to be ranked with the old part's matrix rows: every hit named another window."""
+    from seeknetic_prep.results.parts import ensure_parts, list_parts
+
+    out = tmp_path / "out"
+    with Store(out / "state.sqlite") as store:
+        run = store.start_run()
+        for f in range(4):
+            add_file(store, f"/v/{f:03d}.mp4", f"{f:032d}", 3, dim=16)
+        append_results_part(store, out, run)
+        run = store.start_run()
+        add_file(store, "/v/000.mp4", "a" * 32, 2, dim=16)  # 000.mp4 changed: part 1 shrinks
+        append_results_part(store, out, run)
+    load_windows(out)  # the index and its cache now cover both parts
+    list_parts(out)[0].unlink()
+    with Store(out / "state.sqlite") as store:
+        assert [p.name for p in ensure_parts(store, out)] == ["part-000001-00.parquet"]
+        if new_run_after:  # a new part: the current rows are merged again
+            run = store.start_run()
+            add_file(store, "/v/new.mp4", "9" * 32, 1, dim=16)
+            append_results_part(store, out, run)
+    windows = load_windows(out)
+    expected = [("a" * 32, "/v/000.mp4", i) for i in range(2)] + [
+        (f"{f:032d}", f"/v/{f:03d}.mp4", i) for f in range(1, 4) for i in range(3)]
+    for fp, path, i in expected:
+        hits, _ = rank(windows, vector(fp, i, 16), top=1)
+        assert (hits[0].path, hits[0].start_ms) == (path, i * 10_000)
+        assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert len(windows) == len(expected) + new_run_after
+
+
 def test_bad_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="No results"):
         load_windows(tmp_path / "missing")
     with pytest.raises(InvalidArgumentError, match="NAME=VALUE"):
         parse_tag_filters(["shot_size"])
+    with pytest.raises(InvalidArgumentError, match="one value per tag"):  # the last used to win
+        parse_tag_filters(["shot_size=wide_shot", "shot_size=close_up"])
+    assert parse_tag_filters(["shot_size=wide", "shot_size=WIDE "]) == {"shot_size": "WIDE"}
     windows = load_windows(_state(tmp_path, files=1, windows=1))
     with pytest.raises(InvalidArgumentError, match="3 dimensions but the results have 64"):
         rank(windows, [1.0, 0.0, 0.0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,23 @@ def test_unwritable_out_is_one_line_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith(
         f"seeknetic-prep inspect: error: Invalid --out {str(blocker / 'sheet.png')!r}: cannot write "
         f"{blocker / 'sheet.png'} ({blocker}: "), lines
+
+
+def test_a_255_byte_name_gets_its_sheets(tmp_path: Path) -> None:
+    """Issue 22.13: ``<name>-w0.png`` of a 255-byte name is too long for one file name; inspect
+    said ``Invalid --out 'None'``. Now the name is cut (at a character) to fit."""
+    import shutil
+
+    name = "é" * 125 + ".mp4"  # 254 bytes of UTF-8
+    video = tmp_path / "in" / name
+    video.parent.mkdir()
+    shutil.copyfile(FIXTURES / "short_700ms.mp4", video)
+    (tmp_path / "sheets").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", "inspect", str(video)],
+                          cwd=tmp_path / "sheets", capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    (sheet,) = (tmp_path / "sheets").iterdir()
+    assert sheet.name.endswith("-w0.png") and len(os.fsencode(sheet.name)) <= 255
+    assert sheet.name.startswith("é" * 120) and Image.open(sheet).size == (952, 1072)
+    assert [p.name for p in write_sheets(video, tmp_path / "sheets")] == [sheet.name]

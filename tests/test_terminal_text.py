@@ -46,3 +46,65 @@ def test_run_prints_hostile_file_names_escaped(tmp_path: Path) -> None:
     assert any(line.startswith("ok ") and printable(good) in line for line in lines), text
     assert any(line.startswith("failed ") and printable(bad) in line for line in lines), text
     assert not any(line.startswith("fake ok line") for line in lines)  # the newline did not split it
+
+
+def _hostile_state(tmp_path: Path) -> Path:
+    """A run folder whose file names, errors and API tag values hold terminal escapes."""
+    from _results_helpers import add_file
+
+    from seeknetic_prep.results.parts import append_results_part
+    from seeknetic_prep.state.store import Store
+
+    out = tmp_path / "o\x1b]0;title\x07ut"
+    with Store(out / "state.sqlite") as store:
+        run = store.start_run()
+        add_file(store, "/v/clip\x1b[2J\r\n.mp4", "a" * 32, 2, dim=8,
+                 fail={(1, "embedding"): "server said \x1b]0;pwned\x07\x1b[2J"})
+        store.plan_units([("b" * 32, 0, "tagging", 0, 10_000, "b-0-tagging")])
+        store.record_file("/v/b.mp4", status="ok", fingerprint="b" * 32, size=1, duration_ms=10_000)
+        store.mark_uploaded("b-0-tagging", {"video_input": "k"}, [400.0 + k for k in range(12)])
+        store.mark_submitted("b-0-tagging")
+        store.mark_completed("b-0-tagging", {"tags": {"shot_size": "wide\x1b]0;retitled\x07\x1b[2J",
+                                                      "mood\x1b[1A": "calm\r"}})
+        store.record_file("/v/bad\x1b[2J.mp4", status="failed", error="/v/bad\x1b[2J.mp4: \x9b31mbroken")
+        append_results_part(store, out, run)
+    return out
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEKNETIC_")}
+    return subprocess.run([sys.executable, "-m", "seeknetic_prep", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _no_raw_controls(text: str) -> None:
+    assert not any(ch in text for ch in "\x1b\x07\r\x9b"), repr(text)
+
+
+def test_status_prints_names_errors_and_the_folder_escaped(tmp_path: Path) -> None:
+    out = _hostile_state(tmp_path)
+    proc = _cli("status", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    _no_raw_controls(proc.stdout + proc.stderr)
+    assert printable("/v/bad\x1b[2J.mp4: \x9b31mbroken") in proc.stdout
+    assert printable("server said \x1b]0;pwned\x07\x1b[2J") in proc.stdout
+    assert printable("/v/clip\x1b[2J\r\n.mp4") in proc.stdout and printable(str(out)) in proc.stdout
+
+
+def test_search_prints_names_and_tag_values_escaped_and_json_stays_json(tmp_path: Path) -> None:
+    out = _hostile_state(tmp_path)
+    for args in (("--tag", "dominant_color=green"), ("--tag", "frames_analyzed=12"), ("--list-tags",),
+                 ("--tag", "shot_size=" + "wide\x1b]0;retitled\x07\x1b[2J")):
+        proc = _cli("search", "--out", str(out), *args)
+        assert proc.returncode == 0, proc.stderr
+        _no_raw_controls(proc.stdout + proc.stderr)
+    assert printable("wide\x1b]0;retitled\x07\x1b[2J") in proc.stdout
+    listed = _cli("search", "--out", str(out), "--list-tags").stdout
+    assert printable("mood\x1b[1A") in listed and printable("wide\x1b]0;retitled\x07\x1b[2J") in listed
+    hits = _cli("search", "--out", str(out), "--tag", "dominant_color=green", "--json")
+    assert hits.returncode == 0, hits.stderr
+    _no_raw_controls(hits.stdout + hits.stderr)  # JSON escapes them itself
+    import json
+
+    paths = {json.loads(line)["path"] for line in hits.stdout.splitlines()}
+    assert paths == {"/v/clip\x1b[2J\r\n.mp4"}

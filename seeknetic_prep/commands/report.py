@@ -21,9 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from seeknetic_prep.results.report import write_report
+    from seeknetic_prep.util.text import printable
 
     path = write_report(args.out, max_files=args.max_files, max_windows=args.max_windows)
-    print(f"report: {path} (open it in a browser: file://{path.resolve()})")
+    # as_uri percent-encodes (spaces, '#', '?', bytes that are not UTF-8): a link that opens
+    print(printable(f"report: {path} (open it in a browser: {path.resolve().as_uri()})"))
     return 0
 
 

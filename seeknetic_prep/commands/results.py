@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = (
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="parquet", choices=("parquet", "jsonl", "csv", "npy"),
                         help="what to write (default parquet)")
     parser.add_argument("--to", default=None, type=Path,
-                        help="the file to write (default --out/results.<format>)")
+                        help="the file to write (default --out/results.<format>); - for standard output")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -29,7 +30,9 @@ def main(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"Invalid --out {str(args.out)!r}: no state.sqlite there (run first).")
     sync_parts(args.out)
     target, rows = export(args.out, fmt=args.format, to=args.to)
-    print(f"{target}: {rows} rows")
+    to_stdout = args.to is not None and str(args.to) == "-"
+    print(f"{'standard output' if to_stdout else target}: {rows} rows",
+          file=sys.stderr if to_stdout else sys.stdout)
     return 0
 
 

@@ -54,6 +54,7 @@ def sync_parts(out: Path) -> None:
 def main(args: argparse.Namespace) -> int:
     from seeknetic_prep.api.client import Client
     from seeknetic_prep.results.index import list_tags, load_windows, parse_tag_filters, rank
+    from seeknetic_prep.util.text import printable
 
     filters = parse_tag_filters(args.tag)
     if args.local and args.query:  # say what to install before any work
@@ -65,9 +66,9 @@ def main(args: argparse.Namespace) -> int:
     if args.list_tags:
         for name, values in list_tags(windows).items():
             if isinstance(values, tuple):
-                print(f"{name}: {values[0]} .. {values[1]}")
-            else:
-                print(f"{name}: " + ", ".join(f"{v} ({n})" for v, n in values))
+                print(printable(f"{name}: {values[0]} .. {values[1]}"))
+            else:  # names and values come from the API: escaped (util.text)
+                print(printable(f"{name}: " + ", ".join(f"{v} ({n})" for v, n in values)))
         return 0
     query_vec: list[float] | None = None
     if args.query:
@@ -89,9 +90,10 @@ def main(args: argparse.Namespace) -> int:
         score = "      " if hit.score is None else f"{hit.score:+.3f}"
         # Categorical tags only: the measurements are in --json.
         tags = ", ".join(f"{k}={v}" for k, v in sorted(hit.tags.items()) if isinstance(v, str))
-        print(f"{score}  {hit.path}  [{hit.start_ms / 1000:.1f}-{hit.end_ms / 1000:.1f} s]  {tags}")
+        span = f"[{hit.start_ms / 1000:.1f}-{hit.end_ms / 1000:.1f} s]"
+        print(printable(f"{score}  {hit.path}  {span}  {tags}"))
     kind = "ranked" if query_vec is not None else "matching"
-    print(f"{len(hits)} of {matched} {kind} windows ({len(windows)} in {args.out})",
+    print(printable(f"{len(hits)} of {matched} {kind} windows ({len(windows)} in {args.out})"),
           file=sys.stderr if args.json else sys.stdout)
     return 0
 

@@ -6,6 +6,8 @@ import argparse
 import contextlib
 from pathlib import Path
 
+from seeknetic_prep.util.text import printable
+
 HELP = "Show a run's progress from --out: units by status, throughput so far, failed files with reasons."
 
 
@@ -25,7 +27,7 @@ def main(args: argparse.Namespace) -> int:
         failed_units = store.units_with_status("failed")
     total = sum(counts.values())
     order = ("completed", "submitted", "uploaded", "planned", "failed")
-    print(f"state: {db}")
+    print(f"state: {printable(db)}")
     print(f"files: {len(files)} paths ({sum(f.status == 'ok' for f in files)} preprocessed, "
           f"{sum(f.status == 'failed' for f in files)} failed)")
     print(f"jobs: {total} (" + ", ".join(f"{counts.get(s, 0)} {s}" for s in order) + ")")
@@ -35,10 +37,8 @@ def main(args: argparse.Namespace) -> int:
     bad = [f for f in files if f.status == "failed"]
     if bad:
         print("failed files:")
-        for f in bad:
-            reason = f.error or "failed"
-            shown = display_path(reason)
-            print(f"  {shown if reason.startswith(f.path) else f'{f.display}: {shown}'}")
+        for f in bad:  # the path once: the reason may start with it, as typed
+            print(f"  {printable(f'{f.display}: {display_path(f.reason)}')}")
     if failed_units:
         paths: dict[str | None, list[str]] = {}
         for f in files:  # one row per absolute path: a copy is listed, never counted twice
@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         print("failed jobs:")
         for u in failed_units[:50]:
             where = ", ".join(paths.get(u.fingerprint, ["?"]))
-            print(f"  {where} window {u.window_index} {u.service} ({u.request_id}): {u.error}")
+            print(printable(f"  {where} window {u.window_index} {u.service} ({u.request_id}): {u.error}"))
         if len(failed_units) > 50:
             print(f"  ... and {len(failed_units) - 50} more")
     print(disk_line(Path(args.out)))
@@ -54,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def disk_line(out: Path) -> str:
-    """``disk: 12.3 MB in OUT (emulator 12.0 MB, state 0.2 MB, parts 0.1 MB)``: what each
+    """``disk: 12.3 MB in OUT (emulator 12.0 MB, state 0.2 MB, parts 0.1 MB)``, control
+    characters escaped (:func:`~seeknetic_prep.util.text.printable`): what each
     top-level entry of a run's folder holds, grouped by what it is (``state.sqlite-wal`` is state)."""
     groups: dict[str, int] = {}
     for entry in sorted(out.iterdir()):
@@ -67,7 +68,7 @@ def disk_line(out: Path) -> str:
         group = entry.name.split(".")[0].split("-")[0] or entry.name
         groups[group] = groups.get(group, 0) + size
     parts = ", ".join(f"{name} {n / 1e6:.1f} MB" for name, n in sorted(groups.items(), key=lambda kv: -kv[1]))
-    return f"disk: {sum(groups.values()) / 1e6:.1f} MB in {out} ({parts})"
+    return printable(f"disk: {sum(groups.values()) / 1e6:.1f} MB in {out} ({parts})")
 
 
 __all__ = ["HELP", "add_arguments", "disk_line", "main"]

@@ -9,14 +9,18 @@ window, sorted), so they cannot drift apart:
 - ``npy``: the embedded rows' vectors as a float32 ``(N, D)`` matrix, and beside it
   ``<name>.index.csv`` naming row ``i`` of the matrix (path, window, times, fingerprint).
 
-Each file is written to a temporary name and renamed, so a reader never sees half of one.
+Each file is written to a temporary name and renamed, so a reader never sees half of one;
+``-`` is standard output, and a FIFO or a device is written through, never replaced.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -35,36 +39,79 @@ FORMATS: tuple[Format, ...] = ("parquet", "jsonl", "csv", "npy")
 _SUFFIX = {"parquet": ".parquet", "jsonl": ".jsonl", "csv": ".csv", "npy": ".npy"}
 
 
-def export(out_dir: Path, *, fmt: Format = "parquet", to: Path | None = None) -> tuple[Path, int]:
+def export(out_dir: Path, *, fmt: Format = "parquet", to: Path | str | None = None,
+           stdout: BinaryIO | None = None) -> tuple[Path, int]:
     """Merge the parts of ``out_dir`` and write them as ``fmt`` to ``to`` (default
     ``out_dir/results.<suffix>``). Returns the file written and its number of rows.
 
+    ``to`` may be ``-``: standard output (``stdout``, default ``sys.stdout.buffer``). A regular
+    file (or a missing one) is replaced whole, through a temporary file; a symbolic link is
+    followed and the file it names replaced, the link kept; a FIFO, a device or a socket is
+    written through as it is (never replaced by a regular file).
+
     Raises:
-        InvalidArgumentError: an unknown format, or ``out_dir`` has no parts yet.
+        InvalidArgumentError: an unknown format, ``out_dir`` has no parts yet, ``to`` is a
+            folder, or ``npy`` (two files) to standard output or a special file.
     """
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"Invalid format {fmt!r}: must be one of {', '.join(FORMATS)}.")
     target = Path(to) if to is not None else Path(out_dir) / f"results{_SUFFIX[fmt]}"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    special = _special(target) if str(to) != "-" else "standard output"
+    if special == "a folder":
+        raise InvalidArgumentError(f"Invalid --to {str(target)!r}: it is a folder; give a file name.")
+    if special is not None and fmt == "npy":
+        raise InvalidArgumentError(
+            f"Invalid --to {str(target)!r} with --format npy: it is {special}, and npy writes two "
+            "files (the matrix and <name>.index.csv beside it); give a regular file name.")
     table = compact(out_dir)
-    with atomic_path(target) as tmp:
-        if fmt == "parquet":
-            pq.write_table(table, tmp)
-            count = table.num_rows
-        elif fmt == "jsonl":
-            count = _write_jsonl(table.drop_columns(["path_bytes"]), tmp)
-        elif fmt == "csv":
-            count = _write_csv(table, tmp)
+    if special == "standard output":
+        sink = stdout if stdout is not None else sys.stdout.buffer
+        count = _write(fmt, table, sink)
+        sink.flush()
+        return target, count
+    if special is not None:  # a FIFO, a device: written through, as a shell's `>` would
+        with open(target, "wb") as f:
+            return target, _write(fmt, table, f)
+    real = Path(os.path.realpath(target)) if target.is_symlink() else target  # keep the link
+    real.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(real) as tmp:
+        if fmt == "npy":
+            count = _write_npy(table, tmp, real)
         else:
-            count = _write_npy(table, tmp, target)
+            with open(tmp, "wb") as f:
+                count = _write(fmt, table, f)
     return target, count
 
 
-def _write_jsonl(table: pa.Table, tmp: Path) -> int:
-    with open(tmp, "w", encoding="utf-8") as out:
-        for batch in table.to_batches(max_chunksize=4096):
-            for row in batch.to_pylist():
-                out.write(json.dumps(row) + "\n")
+def _special(target: Path) -> str | None:
+    """What ``target`` is when it is not a regular file (nor missing), in words, following links."""
+    try:
+        mode = target.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # missing, or a dangling link: made
+        return None
+    except OSError as exc:
+        raise InvalidArgumentError(f"Invalid --to {str(target)!r}: {exc.strerror or exc}.") from exc
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "a special file")
+
+
+def _write(fmt: Format, table: pa.Table, sink: BinaryIO) -> int:
+    """``table`` as ``fmt`` (not npy) into the open binary file ``sink``; the rows written."""
+    if fmt == "parquet":
+        pq.write_table(table, sink)
+        return int(table.num_rows)
+    if fmt == "jsonl":
+        return _write_jsonl(table.drop_columns(["path_bytes"]), sink)
+    return _write_csv(table, sink)
+
+
+def _write_jsonl(table: pa.Table, sink: BinaryIO) -> int:
+    for batch in table.to_batches(max_chunksize=4096):
+        sink.write("".join(json.dumps(row) + "\n" for row in batch.to_pylist()).encode("utf-8"))
     return int(table.num_rows)
 
 
@@ -76,8 +123,8 @@ def _flat(table: pa.Table) -> pa.Table:
     return table.set_column(index, "frame_times_ms", pa.array(times, type=pa.string()))
 
 
-def _write_csv(table: pa.Table, tmp: Path) -> int:
-    pcsv.write_csv(_flat(table), tmp)
+def _write_csv(table: pa.Table, sink: BinaryIO) -> int:
+    pcsv.write_csv(_flat(table), sink)
     return int(table.num_rows)
 
 

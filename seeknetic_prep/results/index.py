@@ -2,9 +2,14 @@
 
 The results are the Parquet parts (:mod:`seeknetic_prep.results.parts`); beside them this module
 keeps ``<out>/search/``: ``vectors.f32``, every embedding of every part, L2-normalised, as one
-float32 matrix that is memory-mapped and never parsed, and for each part a ``.rows.npy`` that
-maps the part's rows to matrix rows (-1: no embedding). :func:`update_index` appends the parts
-it has not seen (cost in proportion to them), so the matrix grows with the runs.
+float32 matrix that is memory-mapped and never parsed; ``vectors.ids``, for each matrix row a
+64-bit hash of the window it holds (path bytes, content, window); for each part a ``.rows.npy``
+that maps the part's rows to matrix rows (-1: no embedding); and ``index.json``, the parts
+indexed (name, size, mtime, inode) and a build id. :func:`update_index` appends the parts it has
+not seen (cost in proportion to them), so the matrix grows with the runs. Everything here is a
+cache of the parts: a part that changed under its name (written again from the state), a
+damaged or missing file, or a matrix row that does not hold the window pointing at it
+(checked whenever the current rows are merged) makes it all again from the parts.
 
 A search reads the parts' small columns (no embeddings), keeps the current rows
 (:func:`seeknetic_prep.results.parts.latest_rows`; cached in ``windows.arrow``, memory-mapped, until
@@ -18,6 +23,7 @@ The query's embedding comes from the API (``POST /video_embedding/encode_text``,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError, StateError
-from seeknetic_prep.results.parts import PARTS_DIR, TAG_TYPES, latest_rows, list_parts
+from seeknetic_prep.results.parts import PARTS_DIR, TAG_TYPES, latest_rows, list_parts, refuse_damaged
 from seeknetic_prep.state.store import display_path
 from seeknetic_prep.util.fsio import atomic_path, atomic_write, locked
 
@@ -71,19 +77,66 @@ class Windows:
         return int(self.table.num_rows)
 
 
-def _index_state(folder: Path) -> dict[str, Any]:
-    path = folder / "index.json"
-    if not path.exists():
-        return {"dim": None, "vectors": 0, "parts": []}
-    state: dict[str, Any] = json.loads(path.read_text())
-    return state
+_STATE_VERSION = 2
+_K = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
 
 
-def update_index(out_dir: Path) -> int:
+class _Stale(Exception):
+    """The matrix does not hold what the parts say (a part rebuilt, a cache damaged)."""
+
+
+def _part_id(part: Path) -> list[Any]:
+    """What tells one file of a part from another written under the same name later."""
+    st = part.stat()
+    return [part.name, st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _index_state(folder: Path) -> dict[str, Any] | None:
+    """``index.json``, or ``None`` when it is missing, damaged or of an older layout."""
+    try:
+        state = json.loads((folder / "index.json").read_text())
+        ok = (isinstance(state, dict) and state.get("version") == _STATE_VERSION
+              and isinstance(state.get("build"), str) and isinstance(state.get("vectors"), int)
+              and state["vectors"] >= 0 and (state.get("dim") is None or isinstance(state["dim"], int))
+              and isinstance(state.get("parts"), list)
+              and all(isinstance(p, list) and len(p) == 4 for p in state["parts"]))
+    except (OSError, ValueError):
+        return None
+    return state if ok else None
+
+
+def _fresh_state(folder: Path) -> dict[str, Any]:
+    """Start the index over: every derived file goes, and a new build id tells the approximate
+    index (keyed by matrix row) that its rows mean something else now."""
+    for name in ("index.json", "vectors.f32", "vectors.ids", "windows.arrow", "ann.usearch", "ann.json"):
+        (folder / name).unlink(missing_ok=True)
+    for rows in folder.glob("*.rows.npy"):
+        rows.unlink(missing_ok=True)
+    return {"version": _STATE_VERSION, "build": os.urandom(8).hex(), "dim": None, "vectors": 0, "parts": []}
+
+
+def _usable(folder: Path, state: dict[str, Any] | None, on_disk: dict[str, list[Any]]) -> bool:
+    """Whether ``state`` still describes the parts and files of ``folder``: every part it
+    indexed unchanged (same name, size, mtime, inode) and the matrix and ids long enough."""
+    if state is None:
+        return False
+    if any(on_disk.get(p[0]) != p for p in state["parts"]):
+        return False
+    dim, count = state["dim"] or 0, state["vectors"]
+    for name, width in (("vectors.f32", 4 * dim), ("vectors.ids", 8)):
+        path = folder / name
+        if count and (not path.exists() or path.stat().st_size < count * width):
+            return False
+    return all((folder / f"{p[0]}.rows.npy").exists() for p in state["parts"])
+
+
+def update_index(out_dir: Path, *, rebuild: bool = False) -> int:
     """Append the embeddings of parts not indexed yet to ``<out>/search``; return how many.
 
     Crash-safe: the matrix is cut back to the length ``index.json`` records before anything is
-    appended, and ``index.json`` is replaced last.
+    appended, and ``index.json`` is replaced last. The index is a cache of the parts: when a
+    part it indexed changed or vanished (deleted and written again from the state), or one of
+    its files is damaged or missing, or ``rebuild`` is set, it is made again from the parts.
 
     Raises:
         StateError: a part's embeddings have another size than the matrix's.
@@ -91,18 +144,22 @@ def update_index(out_dir: Path) -> int:
     folder = Path(out_dir) / INDEX_DIR
     folder.mkdir(parents=True, exist_ok=True)
     with locked(folder / "lock"):  # a search and a run's end may index at once
-        return _update(Path(out_dir), folder)
+        return _update(Path(out_dir), folder, rebuild)
 
 
-def _update(out_dir: Path, folder: Path) -> int:
+def _update(out_dir: Path, folder: Path, rebuild: bool) -> int:
+    parts = list_parts(out_dir)
+    on_disk = {p.name: _part_id(p) for p in parts}
     state = _index_state(folder)
-    seen = set(state["parts"])
+    if rebuild or state is None or not _usable(folder, state, on_disk):
+        state = _fresh_state(folder)
+    seen = {p[0] for p in state["parts"]}
     added = 0
-    matrix = folder / "vectors.f32"
-    for part in list_parts(out_dir):
+    for part in parts:
         if part.name in seen:
             continue
-        column = pq.read_table(part, columns=["embedding"])["embedding"].combine_chunks()
+        table = pq.read_table(part, columns=["embedding", "path_bytes", "fingerprint", "window_index"])
+        column = table["embedding"].combine_chunks()
         dim = int(column.type.list_size)
         if state["dim"] not in (None, dim):
             raise StateError(f"{part}: embeddings of {dim} values, the index has {state['dim']}.")
@@ -114,18 +171,50 @@ def _update(out_dir: Path, folder: Path) -> int:
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         rows = np.full(len(valid), -1, dtype=np.int64)
         rows[valid] = state["vectors"] + np.arange(int(valid.sum()))
-        with open(matrix, "ab") as f:
-            f.truncate(state["vectors"] * dim * 4)
-            f.seek(state["vectors"] * dim * 4)
-            f.write(vecs.astype("<f4").tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        buf = _npy_bytes(rows)
-        atomic_write(folder / f"{part.name}.rows.npy", buf)
-        state = {"dim": dim, "vectors": state["vectors"] + len(vecs), "parts": [*state["parts"], part.name]}
+        _append(folder / "vectors.f32", state["vectors"] * dim * 4, vecs.astype("<f4").tobytes())
+        _append(folder / "vectors.ids", state["vectors"] * 8,
+                _identity(table)[valid].astype("<u8").tobytes())
+        atomic_write(folder / f"{part.name}.rows.npy", _npy_bytes(rows))
+        state = {**state, "dim": dim, "vectors": state["vectors"] + len(vecs),
+                 "parts": [*state["parts"], on_disk[part.name]]}
         atomic_write(folder / "index.json", json.dumps(state).encode())
         added += len(vecs)
     return added
+
+
+def _append(path: Path, at: int, data: bytes) -> None:
+    """Write ``data`` at byte ``at`` of ``path``, cutting off whatever an interrupted append
+    left past it."""
+    with open(path, "ab") as f:
+        f.truncate(at)
+        f.seek(at)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _hash_values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A 64-bit hash per row of a string or binary column (each distinct value hashed once)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(pc.fill_null(column, pa.scalar(b"" if pa.types.is_binary(column.type)
+                                                                  else "", column.type)))
+    hashes = np.array([int.from_bytes(hashlib.blake2b(v if isinstance(v, bytes) else v.encode(),
+                                                      digest_size=8).digest(), "little")
+                       for v in encoded.dictionary.to_pylist()], dtype=np.uint64)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    found: np.ndarray = hashes[codes] if len(hashes) else np.zeros(len(codes), dtype=np.uint64)
+    return found
+
+
+def _identity(table: pa.Table) -> np.ndarray:
+    """Each row's window identity (path bytes, content fingerprint, window) as a 64-bit hash:
+    what a matrix row must hold for a table row that points at it."""
+    window = pc.fill_null(table["window_index"], -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    mixed: np.ndarray = ((_hash_values(table["path_bytes"]) * _K[0])
+                         ^ (_hash_values(table["fingerprint"]) * _K[1])
+                         ^ ((window.astype(np.uint64) + np.uint64(1)) * _K[2]))
+    return mixed
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -139,41 +228,71 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 def load_windows(out_dir: Path) -> Windows:
     """The current windows of ``out_dir`` (indexing new parts first).
 
+    Every current row's matrix row is checked against the window it was made from (a 64-bit
+    hash of path, content and window kept beside the matrix, ``vectors.ids``); when they differ
+    -- a part written again from the state under the same name, a damaged cache -- the index is
+    made again from the parts, so a search never ranks one window with another's embedding.
+
     Raises:
         InvalidArgumentError: no parts (no run wrote to that folder yet).
+        StateError: the index still disagrees with the parts after being made again.
     """
     parts = list_parts(out_dir)
     if not parts:
         raise InvalidArgumentError(
             f"No results in {Path(out_dir) / PARTS_DIR}: run `seeknetic-prep run PATH --out {out_dir}` first."
         )
-    update_index(out_dir)
+    refuse_damaged(out_dir)  # with a state, the commands wrote damaged parts again first
     folder = Path(out_dir) / INDEX_DIR
-    state = _index_state(folder)
-    table, rowmap = _current(folder, parts)
-    dim = state["dim"] or 1
-    count = int(state["vectors"])
-    vectors = (np.memmap(folder / "vectors.f32", dtype="<f4", mode="r", shape=(count, dim))
-               if count else np.zeros((0, dim), dtype=np.float32))
-    return Windows(table, rowmap, vectors, folder)
+    for rebuild in (False, True):
+        update_index(out_dir, rebuild=rebuild)
+        state = _index_state(folder)
+        if state is None:
+            continue
+        try:
+            table, rowmap = _current(folder, state, parts)
+        except _Stale:
+            continue
+        dim = state["dim"] or 1
+        count = int(state["vectors"])
+        vectors = (np.memmap(folder / "vectors.f32", dtype="<f4", mode="r", shape=(count, dim))
+                   if count else np.zeros((0, dim), dtype=np.float32))
+        return Windows(table, rowmap, vectors, folder)
+    raise StateError(f"{folder}: the search index disagrees with the parts even after it was made "
+                     "again; delete that folder and search again.")
 
 
-def _current(folder: Path, parts: list[Path]) -> tuple[pa.Table, np.ndarray]:
+def _current(folder: Path, state: dict[str, Any], parts: list[Path]) -> tuple[pa.Table, np.ndarray]:
     """The current rows of ``parts`` and their matrix rows, from ``windows.arrow`` when it was
-    made from the same parts (memory-mapped: no parsing), else merged and cached there."""
-    cache, names = folder / "windows.arrow", [p.name for p in parts]
+    made from the same parts and matrix (memory-mapped: no parsing), else merged, checked
+    against the matrix's window identities, and cached there.
+
+    Raises:
+        _Stale: a matrix row does not hold the window that points at it.
+    """
+    cache = folder / "windows.arrow"
+    names = json.dumps({"build": state["build"], "parts": [_part_id(p) for p in parts]})
     if cache.exists():
-        # Left open: the table's buffers point into the mapping (closed when they are freed).
-        cached = pa.ipc.open_file(pa.memory_map(str(cache))).read_all()
-        if json.loads((cached.schema.metadata or {}).get(b"parts", b"[]")) == names:
-            return cached.drop_columns(["_vector_row"]), cached["_vector_row"].to_numpy()
+        try:
+            # Left open: the table's buffers point into the mapping (closed when they are freed).
+            cached = pa.ipc.open_file(pa.memory_map(str(cache))).read_all()
+            if (cached.schema.metadata or {}).get(b"parts") == names.encode():
+                return cached.drop_columns(["_vector_row"]), cached["_vector_row"].to_numpy()
+        except (OSError, pa.ArrowException, KeyError):  # damaged: made again below
+            pass
     table = pa.concat_tables([pq.read_table(p, columns=_META) for p in parts])
-    rowmap = np.concatenate([np.load(folder / f"{p.name}.rows.npy") for p in parts])
+    try:
+        maps = [np.load(folder / f"{p.name}.rows.npy") for p in parts]
+    except (OSError, ValueError, EOFError) as exc:  # a damaged map: the index is made again
+        raise _Stale from exc
+    if sum(len(m) for m in maps) != table.num_rows:
+        raise _Stale
+    rowmap = np.concatenate(maps)
     keep = latest_rows(table)
     keep = keep[table["window_index"].is_valid().to_numpy(zero_copy_only=False)[keep]]
     table, rowmap = table.take(pa.array(keep)), rowmap[keep]
-    out = table.append_column("_vector_row", pa.array(rowmap)).replace_schema_metadata(
-        {"parts": json.dumps(names)})
+    _verify(folder, state, table, rowmap)
+    out = table.append_column("_vector_row", pa.array(rowmap)).replace_schema_metadata({"parts": names})
     # A cache, remade whenever the parts change: not fsynced (~100 MB at 1M windows), as before.
     with (atomic_path(cache, fsync=False) as tmp, pa.OSFile(str(tmp), "wb") as sink,
           pa.ipc.new_file(sink, out.schema) as writer):
@@ -181,11 +300,25 @@ def _current(folder: Path, parts: list[Path]) -> tuple[pa.Table, np.ndarray]:
     return table, rowmap
 
 
+def _verify(folder: Path, state: dict[str, Any], table: pa.Table, rowmap: np.ndarray) -> None:
+    """Raise :class:`_Stale` unless every row with a matrix row names one that holds its window."""
+    count = int(state["vectors"])
+    has = rowmap >= 0
+    if not has.any():
+        return
+    if int(rowmap[has].max()) >= count:
+        raise _Stale
+    ids = np.memmap(folder / "vectors.ids", dtype="<u8", mode="r", shape=(count,))
+    if not np.array_equal(np.asarray(ids[rowmap[has]]), _identity(table.filter(pa.array(has)))):
+        raise _Stale
+
+
 def parse_tag_filters(specs: Iterable[str]) -> dict[str, str]:
     """``["shot_size=close_up", ...]`` -> ``{"shot_size": "close_up"}``.
 
     Raises:
-        InvalidArgumentError: a spec without ``=``.
+        InvalidArgumentError: a spec without ``=``, or one tag given two values (a window has
+            one value per tag: the last used to win silently).
     """
     out: dict[str, str] = {}
     for spec in specs:
@@ -194,7 +327,13 @@ def parse_tag_filters(specs: Iterable[str]) -> dict[str, str]:
             raise InvalidArgumentError(
                 f"Invalid tag filter {spec!r}: must be NAME=VALUE, e.g. shot_size=wide."
             )
-        out[name.strip()] = value.strip()
+        name, value = name.strip(), value.strip()
+        if name in out and out[name].lower() != value.lower():
+            raise InvalidArgumentError(
+                f"Invalid tag filters {name}={out[name]!r} and {name}={value!r}: a window has one "
+                f"value per tag, so no window matches both; give --tag {name}= once."
+            )
+        out[name] = value
     return out
 
 

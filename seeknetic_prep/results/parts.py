@@ -22,6 +22,7 @@ hold no timestamps, so two runs over the same content give the same rows.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,11 +35,11 @@ import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError, StateError
 from seeknetic_prep.state.store import Store, display_path
-from seeknetic_prep.util.fsio import atomic_path
+from seeknetic_prep.util.fsio import atomic_path, locked
 
 __all__ = [
-    "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "ensure_parts",
-    "latest_rows", "list_parts", "part_schema",
+    "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "damaged_parts",
+    "ensure_parts", "latest_rows", "list_parts", "part_schema", "refuse_damaged",
 ]
 
 SERVICES = ("embedding", "tagging")
@@ -122,17 +123,47 @@ def append_results_part(
     return _write_part(store, out_dir, run_id, wanted, new_paths, failed_files, services)
 
 
+def damaged_parts(out_dir: Path) -> list[tuple[Path, str]]:
+    """The parts whose Parquet footer cannot be read (truncated, overwritten), with why."""
+    damaged = []
+    for part in list_parts(out_dir):
+        try:
+            pq.read_metadata(part)
+        except (OSError, pa.ArrowException) as exc:
+            damaged.append((part, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+    return damaged
+
+
+def refuse_damaged(out_dir: Path) -> None:
+    """Raise for the first damaged part (where there is no state to write it again from).
+
+    Raises:
+        StateError: naming the part and what to do.
+    """
+    for part, why in damaged_parts(out_dir):
+        raise StateError(f"{part} is damaged ({why}) and there is no state.sqlite to write it "
+                         "again from: restore it, or move it away (its windows are then missing).")
+
+
 def ensure_parts(store: Store, out_dir: Path, *, services: Sequence[str] = SERVICES,
                  exclude: Sequence[int] = ()) -> list[Path]:
     """Write the parts of earlier runs that never wrote theirs (a ``kill -9``, a database
-    upgraded from version 1, whose results are all "run 0"); returns the new parts.
-    ``exclude``: runs not to write (the run in progress writes its own at its end)."""
-    have = {int(m.group(1)) for p in list_parts(out_dir) if (m := _PART_RE.match(p.name))}
-    written = []
-    for run_id in sorted(store.runs_with_results() - have - set(exclude)):
-        part = append_results_part(store, out_dir, run_id, services=services)
-        if part is not None:
-            written.append(part)
+    upgraded from version 1, whose results are all "run 0") or whose part is damaged (moved
+    aside as ``<name>.damaged``, then written again from the state); returns the new parts.
+    ``exclude``: runs not to write (the run in progress writes its own at its end).
+
+    Under ``parts/.lock``: two readers that find the same part missing write it once."""
+    folder = Path(out_dir) / PARTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with locked(folder / ".lock"):
+        for part, _why in damaged_parts(out_dir):
+            os.replace(part, part.with_name(part.name + ".damaged"))
+        have = {int(m.group(1)) for p in list_parts(out_dir) if (m := _PART_RE.match(p.name))}
+        written = []
+        for run_id in sorted(store.runs_with_results() - have - set(exclude)):
+            new = append_results_part(store, out_dir, run_id, services=services)
+            if new is not None:
+                written.append(new)
     return written
 
 
@@ -284,13 +315,14 @@ def compact(out_dir: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
 
     Raises:
         InvalidArgumentError: there are no parts (no run wrote to that folder yet).
-        StateError: the parts hold embeddings of different sizes.
+        StateError: a part is damaged, or the parts hold embeddings of different sizes.
     """
     parts = list_parts(out_dir)
     if not parts:
         raise InvalidArgumentError(
             f"No results in {Path(out_dir) / PARTS_DIR}: run `seeknetic-prep run` first."
         )
+    refuse_damaged(out_dir)
     try:
         cols = None if columns is None else sorted(set(columns) | set(KEY_COLUMNS))
         table = pa.concat_tables([pq.read_table(p, columns=cols) for p in parts])

@@ -30,6 +30,7 @@ from seeknetic_prep.results.report_data import (
     WindowEntry,
     load_run,
 )
+from seeknetic_prep.state.rows import display_path
 from seeknetic_prep.util.fsio import atomic_write
 
 __all__ = ["FailedJob", "FileEntry", "RunData", "WindowEntry", "load_run", "write_report"]
@@ -173,8 +174,10 @@ def _page(data: RunData, thumbs: dict[str, dict[int, list[str]] | str], *, max_f
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
-        f"<title>seeknetic-prep report: {e(str(data.out))}</title><style>{_CSS}</style></head><body><main>",
-        f"<h1>seeknetic-prep run report</h1><div class='muted'>{e(str(data.out.resolve()))} &middot; "
+        f"<title>seeknetic-prep report: {e(display_path(str(data.out)))}</title><style>{_CSS}</style>"
+        "</head><body><main>",
+        f"<h1>seeknetic-prep run report</h1><div class='muted'>{e(display_path(str(data.out.resolve())))} "
+        "&middot; "
         f"written {e(time.strftime('%Y-%m-%d %H:%M:%S'))}</div>",
         *_totals(data),
         *_failures(data),
@@ -208,7 +211,7 @@ def _failures(data: RunData) -> list[str]:
                      "completed.</p>")
     see = "<p class='muted'>and {} more: see <code>seeknetic-prep status</code></p>"
     if data.failed_files:
-        rows = "".join(f"<tr><td>{e(f.path)}</td><td class='bad'>{e(_reason(f.path, f.error or '?'))}"
+        rows = "".join(f"<tr><td>{e(f.display)}</td><td class='bad'>{e(f.reason)}"
                        "</td></tr>" for f in data.failed_files[:MAX_FAILURES])
         more = len(data.failed_files) - MAX_FAILURES
         parts.append(f"<h3>Files ({len(data.failed_files)})</h3><table><tr><th>file</th><th>reason</th></tr>"
@@ -238,7 +241,7 @@ def _files(data: RunData, thumbs: dict[str, dict[int, list[str]] | str], *, max_
     for entry in data.shown:
         strip = thumbs.get(entry.path, {})
         dur = f"{entry.duration_ms / 1000:.1f} s" if entry.duration_ms else ""
-        parts.append(f"<h3>{e(entry.path)} <span class='muted'>{dur}</span></h3>")
+        parts.append(f"<h3>{e(entry.display)} <span class='muted'>{dur}</span></h3>")
         if isinstance(strip, str):
             parts.append(f"<p class='bad'>{e(strip)}</p>")
             strip = {}
@@ -254,9 +257,9 @@ def _nearest(data: RunData, thumbs: dict[str, dict[int, list[str]] | str]) -> li
     parts = ["<h2>Nearest neighbours</h2><p class='muted'>Cosine similarity of embeddings, "
              "among the windows shown above.</p>"]
     for qe, qw, hits in nn:
-        cards = [_window(qw, _strip_of(thumbs, qe, qw)[:1], title=f"query: {Path(qe.path).name}",
+        cards = [_window(qw, _strip_of(thumbs, qe, qw)[:1], title=f"query: {Path(qe.display).name}",
                          tags=False, css="win q")]
-        cards += [_window(w, _strip_of(thumbs, f, w)[:1], title=f"{score:+.3f} {Path(f.path).name}",
+        cards += [_window(w, _strip_of(thumbs, f, w)[:1], title=f"{score:+.3f} {Path(f.display).name}",
                           tags=False) for score, f, w in hits]
         parts.append("<div class='nn'>" + "".join(cards) + "</div>")
     return parts
@@ -268,11 +271,6 @@ def _strip_of(thumbs: dict[str, dict[int, list[str]] | str], entry: FileEntry, w
         return []
     pics = strip.get(w.index, [])
     return pics[len(pics) // 2:] if pics else []  # the middle frame first
-
-
-def _reason(path: str, reason: str) -> str:
-    """Errors often start with the path already (``MediaError``): do not say it twice."""
-    return reason[len(path):].lstrip(": ") if reason.startswith(path) else reason
 
 
 def _card(title: str, big: str, small: str) -> str:

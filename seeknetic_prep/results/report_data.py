@@ -11,13 +11,14 @@ the page (:mod:`.report`), which is drawn from the :class:`RunData` it returns.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seeknetic_prep.state.rows import FileRow, Throughput
+from seeknetic_prep.state.rows import FileRow, Throughput, display_path
 
 __all__ = ["MAX_FAILURES", "FailedJob", "FileEntry", "RunData", "WindowEntry", "load_run"]
 
@@ -41,10 +42,17 @@ class WindowEntry:
 
 @dataclass
 class FileEntry:
+    """A file shown: ``path`` opens it (Python's ``surrogateescape`` form of its bytes, so two
+    names that print alike stay two files), :attr:`display` is for the page."""
+
     path: str
     fingerprint: str | None
     duration_ms: int | None
     windows: list[WindowEntry] = field(default_factory=list)
+
+    @property
+    def display(self) -> str:
+        return display_path(self.path)
 
 
 @dataclass(frozen=True)
@@ -82,10 +90,11 @@ def load_run(out: Path, *, max_files: int) -> RunData:
     Raises:
         InvalidArgumentError: ``out`` holds no run state.
     """
-    from seeknetic_prep.results.parts import compact, list_parts, part_schema
+    from seeknetic_prep.results.parts import compact, ensure_parts, list_parts, part_schema
     from seeknetic_prep.state.store import Store, existing_state
 
     with Store(existing_state(out)) as store:
+        ensure_parts(store, Path(out))  # killed runs' parts, damaged ones written again
         counts, throughput, files = store.counts(), store.throughput(), store.files()
         windows = _Windows(max_files, {f.path: f.duration_ms for f in files})
         if list_parts(Path(out)):
@@ -124,12 +133,12 @@ class _Windows:
     def add(self, row: dict[str, Any]) -> None:
         if row["window_index"] is None:
             return
-        path = row["path"]
+        path = os.fsdecode(row["path_bytes"])  # byte-exact: the display form can be ambiguous
         for service in _SERVICES:
             if row.get(f"{service}_status") == "failed":
                 self.failed_total += 1
                 if len(self.failed_jobs) < MAX_FAILURES:
-                    self.failed_jobs.append(FailedJob(path, row["window_index"], service,
+                    self.failed_jobs.append(FailedJob(row["path"], row["window_index"], service,
                                                       row.get(f"{service}_request_id") or "?",
                                                       row.get(f"{service}_error") or "?"))
         entry = self.shown.get(path)

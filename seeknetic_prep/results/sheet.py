@@ -32,6 +32,7 @@ from seeknetic_prep.decode.profile import (
 )
 from seeknetic_prep.decode.transform import check_resize, scaled_size
 from seeknetic_prep.errors import InvalidArgumentError
+from seeknetic_prep.state.rows import display_path
 
 if TYPE_CHECKING:
     from seeknetic_prep.decode.media import MediaInfo
@@ -273,8 +274,9 @@ def write_sheets(
             target.parent.mkdir(parents=True, exist_ok=True)
             contact_sheet(info, segment, resize=mode).save(target, format="PNG", optimize=False)
         except OSError as exc:
+            shown = display_path(os.fspath(out) if out is not None else ".")
             raise InvalidArgumentError(
-                f"Invalid --out {str(out)!r}: cannot write {target} ({_why(exc)})."
+                f"Invalid --out {shown!r}: cannot write {display_path(str(target))} ({_why(exc)})."
             ) from exc
         written.append(target)
     return written
@@ -285,10 +287,25 @@ def _targets(path: Path, out: str | os.PathLike[str] | None, indices: list[int])
     raw = "." if out is None else os.fspath(out)
     dest = Path(raw)
     if dest.is_dir() or raw.endswith(("/", os.sep)) or not dest.suffix:
-        return [dest / f"{path.stem}-w{k}.png" for k in indices]
+        return [dest / _fit(path.stem, f"-w{k}.png") for k in indices]
     if len(indices) == 1:
         return [dest]
-    return [dest.with_name(f"{dest.stem}-w{k}{dest.suffix}") for k in indices]
+    return [dest.with_name(_fit(dest.stem, f"-w{k}{dest.suffix}")) for k in indices]
+
+
+_NAME_MAX = 255  # bytes in one file name on every common filesystem
+
+
+def _fit(stem: str, tail: str) -> str:
+    """``stem + tail``, the stem cut so the whole fits in one file name (a 255-byte video name
+    has room for no ``-w0.png``): at a character for a UTF-8 name, else at a byte."""
+    raw = os.fsencode(stem)[: _NAME_MAX - len(os.fsencode(tail))]
+    try:
+        stem.encode("utf-8")
+        cut = raw.decode("utf-8", "ignore")  # drops only a character the cut split
+    except UnicodeEncodeError:  # not UTF-8 on disk: surrogate-escaped bytes, kept as bytes
+        cut = os.fsdecode(raw)
+    return cut + tail
 
 
 def _why(exc: OSError) -> str:

@@ -41,15 +41,35 @@ FLUSH_S = 0.25
 FLUSH_ROWS = 500
 
 
+_BOOKKEEPING = (".lock", "settings.json")  # written by a run before it opens its state
+
+
+def _earlier_files(db: Path) -> list[str]:
+    """What the folder of ``db`` holds besides the database, its journals and bookkeeping."""
+    mine = {db.name, f"{db.name}-wal", f"{db.name}-shm", f"{db.name}-journal", *_BOOKKEEPING}
+    try:
+        return sorted(p.name for p in db.parent.iterdir() if p.name not in mine)
+    except OSError:
+        return []
+
+
 class Connection:
     """An open state database: migrations applied, writes batched, reads after a flush.
 
     Args:
         path: the SQLite file (created with its parent directory if missing).
 
+    Attributes:
+        earlier_results: the state is new (no database was there) but its folder already
+            holds an earlier run's files (parts, a search index, an export): the server may
+            already have this state's request ids, so each is looked up before it is submitted.
+
     Raises:
-        StateError: the file is not a database, or was written by a newer seeknetic-prep.
+        StateError: the file is not a database, another program's database, an empty file
+            beside an earlier run's files, or was written by a newer seeknetic-prep.
     """
+
+    earlier_results: bool
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -57,11 +77,17 @@ class Connection:
         self._closed = False
         self._pending: list[tuple[str, Sequence[Any]]] = []
         self._run_id = 0  # the run in progress (start_run), which tags what it finishes
+        existed = self.path.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=30.0
             )
+            try:
+                self.earlier_results = self._check_new(existed)
+            except BaseException:
+                self._db.close()
+                raise
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -71,6 +97,36 @@ class Connection:
         self._wake = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True, name="store-flush")
         self._flusher.start()
+
+    def _check_new(self, existed: bool) -> bool:
+        """Refuse what cannot be our state before anything is written to it; say whether a new
+        state starts in a folder that already holds an earlier run's results.
+
+        A file that holds no database (zero bytes: a full disk, a bad copy, ``> state.sqlite``)
+        beside an earlier run's files would otherwise become a new state, and the run would
+        submit every request id again: refused unless the folder is otherwise empty. Another
+        program's SQLite database (tables, but no schema version of ours) is always refused.
+        """
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version:
+            return False
+        tables = int(self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
+        if tables:
+            raise StateError(
+                f"{self.path} is not a seeknetic-prep state (another program's SQLite database): "
+                "use another --out, or move that file away."
+            )
+        others = _earlier_files(self.path)
+        if existed and others:
+            raise StateError(
+                f"{self.path} is empty (no database in it) but its folder holds an earlier run's "
+                f"files ({', '.join(others[:3])}): a new state there would submit every request "
+                "again; restore the file from a backup, or delete it to start over (the next run "
+                "then looks up every request on the server first)."
+            )
+        # `run --local` starts its emulator (<out>/emulator) before it opens the state: that
+        # folder alone says nothing of earlier results, and the lookups would slow a first run.
+        return any(name != "emulator" for name in others)
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])

@@ -41,6 +41,16 @@ def display_path(path: str | bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def _names(typed: str, absolute: str) -> bool:
+    """Whether ``typed`` (absolute, or relative to a folder not known any more) can name the
+    absolute path ``absolute``."""
+    norm = os.path.normpath(typed)
+    if os.path.isabs(norm):
+        return norm == absolute
+    parts = [p for p in norm.split(os.sep) if p != ".."]
+    return bool(parts) and absolute.endswith(os.sep + os.sep.join(parts))
+
+
 def safe_text(value: str | None) -> str | None:
     """Text safe to store: a message quoting a non-UTF-8 path gets it escaped, not a crash."""
     if value is None:
@@ -115,6 +125,18 @@ class FileRow:
     @property
     def raw(self) -> bytes:
         return os.fsencode(self.path)
+
+    @property
+    def reason(self) -> str:
+        """Why the file failed, without the path its message starts with: errors name the file
+        as it was typed (``clips/a.mp4: empty``), so ``PATH: reason`` said the path twice."""
+        error = self.error or "failed"
+        start = 0
+        while (i := error.find(": ", start)) > 0:
+            if _names(error[:i], self.display):
+                return error[i + 2:]
+            start = i + 2
+        return error
 
     COLUMNS: ClassVar[str] = "path, fingerprint, size, duration_ms, status, error, mtime_ns, inode"
 
