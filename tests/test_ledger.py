@@ -181,6 +181,17 @@ def test_admit_new_file_plans_one_unit_per_window_and_service(start: Start, db: 
     assert run.summary.windows == 3 and run.ledger.pending_jobs == 6
 
 
+def test_a_new_state_beside_an_earlier_runs_results_looks_everything_up(start: Start, db: Path) -> None:
+    """Issue 22.11: a state made anew in a folder that holds an earlier run's results (its state
+    lost or moved) may name jobs the server already has: each unit is looked up before it is
+    submitted, never sent blind."""
+    (db.parent / "parts").mkdir(parents=True)
+    (db.parent / "parts" / "part-000001-00.parquet").write_bytes(b"an earlier run's part")
+    run = start()
+    run.admit(plan(windows=2))
+    assert all(run.ledger.needs_lookup(rid(i, s)) for i in range(2) for s in BOTH)
+
+
 def test_a_run_plans_and_works_only_its_services(start: Start, db: Path) -> None:
     adm = start(services=("tagging",)).admit(plan(windows=2))
     assert set(on_disk(db)) == {rid(0, "tagging"), rid(1, "tagging")}

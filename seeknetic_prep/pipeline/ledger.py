@@ -128,7 +128,9 @@ class Ledger:
                 return Admission([], [], [])
             self._c.paths[fp] = [path]
             self._c.windows[fp] = len(plan.windows)
-        existed = self.store.has_units(fp)
+        # A unit made before this run, or in a state new beside an earlier run's results, may be
+        # on the server already: looked up before it is submitted.
+        existed = self.store.has_units(fp) or self.store.earlier_results
         self.store.plan_units([
             (fp, idx, svc, start, end, unit_request_id(fp, (idx, start, end), svc, resize=resize))
             for idx, start, end in plan.windows for svc in self.services
