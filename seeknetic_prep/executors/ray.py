@@ -123,17 +123,15 @@ class _SharedRate:
         self.pacer = pacer
         self.rate = rate
 
-    def acquire(self) -> None:
+    def reserve(self) -> float:
         import ray
 
         if self.pacer is None:  # no --qps
-            return
+            return 0.0
         try:
-            delay = float(ray.get(self.pacer.reserve.remote(), timeout=30))
+            return float(ray.get(self.pacer.reserve.remote(), timeout=30))
         except ray.exceptions.RayError:
-            delay = 1.0 / self.rate
-        if delay > 0:
-            time.sleep(delay)
+            return 1.0 / self.rate
 
 
 _clients: dict[ClientConfig, tuple[Client, _SharedRate]] = {}
