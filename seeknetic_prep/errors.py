@@ -2,7 +2,7 @@
 
 Every exception the package raises on purpose is a :class:`SeekneticPrepError`. Foreign
 exceptions (``av.FFmpegError``, ``requests.RequestException``, ``sqlite3.Error``, ...) are
-translated exactly once, at the seam where they enter (``decode``, ``client``, ``store``), with
+translated exactly once, at the seam where they enter (``decode``, ``api.transport``, ``state``), with
 ``raise X(...) from exc`` so the cause stays attached. Anything else that escapes is a bug.
 
 Where an error is also a builtin kind of failure it inherits that builtin too, as PyAV does
@@ -29,6 +29,7 @@ Where an error is also a builtin kind of failure it inherits that builtin too, a
         ├── MalformedAnswerError (ValueError)  a 2xx answer that breaks the API's promises
         └── APIConnectionError (ConnectionError)   no answer: refused, reset, DNS
             ├── APITimeoutError (TimeoutError)     no answer in time
+            ├── CancelledError                     the run is stopping: a wait or retry given up
             └── UnreachableError                   the API cannot be reached at all (at start-up)
 
 Exit codes, for every command, live in one table here: :class:`ExitCode` names them,
@@ -47,6 +48,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CancelledError",
     "ConflictError",
     "ExitCode",
     "InvalidArgumentError",
@@ -204,6 +206,12 @@ class APIConnectionError(APIError, ConnectionError):
 
 class APITimeoutError(APIConnectionError, TimeoutError):
     """No answer within the timeout; the request may or may not have taken effect."""
+
+
+class CancelledError(APIConnectionError):
+    """The client was cancelled (the run is stopping): a wait or a retry was given up, and the
+    call may or may not have reached the server. An :class:`APIConnectionError`, so a stage that
+    treats "no answer" as "try later" needs no new case, and sees its stop flag set."""
 
 
 class UnreachableError(APIConnectionError):

@@ -79,7 +79,7 @@ def test_dns_failure_is_named() -> None:
     """What a DNS failure looks like from requests, classified without sending a query."""
     from urllib3.exceptions import MaxRetryError, NameResolutionError
 
-    from seeknetic_prep.api.client import _why
+    from seeknetic_prep.api.transport import why
     from seeknetic_prep.errors import APIConnectionError
 
     inner = NameResolutionError("api.example", None, OSError("Name or service not known"))  # type: ignore[arg-type]
@@ -90,7 +90,7 @@ def test_dns_failure_is_named() -> None:
         except requests.ConnectionError as exc:
             raise APIConnectionError("GET /x: connection failed") from exc
     except APIConnectionError as err:
-        assert _why(err) == "DNS lookup failed"
+        assert why(err) == "DNS lookup failed"
 
 
 def test_status_names_each_failed_file_once_and_run_repeats_failures(tmp_path: Path) -> None:

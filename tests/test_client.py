@@ -107,10 +107,14 @@ def test_injected_faults_are_retried_and_each_job_submitted_once(tmp_path: Path)
 def test_rate_limit_429_is_retried(tmp_path: Path) -> None:
     from seeknetic_prep.emulator import EmulatorConfig, running
 
+    told: list[str] = []
     with running(EmulatorConfig(data_dir=tmp_path, qps=4)) as server, \
             Client(server.api_key, base_url=server.base_url, retry=FAST) as c:
+        c.on_event = lambda kind, detail: told.append(detail) if kind == "rate_limited" else None
         vecs = [c.encode_text(f"text {i}") for i in range(12)]  # faster than 4/s: some 429s
         assert len(vecs) == 12 and all(vecs)
+    # the emulator counts no 429s of its own; the client is told each one it received
+    assert told and all(": 429 Rate limit: over 4 requests per second" in d for d in told), told
 
 
 def test_client_side_qps_shared_by_threads(tmp_path: Path) -> None:

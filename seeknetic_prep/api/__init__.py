@@ -1,6 +1,11 @@
-"""Talking to the Seeknetic API: the client, its pacing, key hygiene, and the tensor wire format.
+"""Talking to the Seeknetic API, in three layers as httpx does, and the pieces they share.
 
-* :mod:`.client` -- ``Client``: auth, endpoints, retries, typed errors, cancellation.
+* :mod:`.transport` -- ``Request``/``Response`` values and the ``Transport`` seam: the only place
+  ``requests`` is called and its exceptions are mapped (``MockTransport`` for tests).
+* :mod:`.retry` -- ``RetryEngine``: one policy for every call (backoff, 429s, lost submissions
+  looked up, ``--qps``, cancellation, the unreachable clock).
+* :mod:`.client` -- ``Client``: auth and the endpoints; :mod:`.wire` -- bodies and answers.
+* :mod:`.uploader` -- ``NodeUploader``: what a decode node uploads itself (picklable).
 * :mod:`.pacing` -- retry backoff, the ``--qps`` token bucket, a rate found from 429s.
 * :mod:`.keys` -- API keys: where they come from, what is refused, redaction in every form.
 * :mod:`.tensors` -- ndarray <-> ``{"data", "shape", "dtype"}``, strict both ways.

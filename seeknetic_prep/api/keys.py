@@ -35,6 +35,7 @@ __all__ = [
     "local_key",
     "read_key_file",
     "redact",
+    "redact_value",
     "secret_forms",
 ]
 
@@ -102,6 +103,17 @@ def redact(text: str, forms: Iterable[str]) -> str:
     for form in forms:
         text = text.replace(form, REDACTED)
     return text
+
+
+def redact_value(value: object, forms: Iterable[str]) -> object:
+    """``value`` (a server's JSON ``detail``) with :func:`redact` applied to every string in it."""
+    if isinstance(value, str):
+        return redact(value, forms)
+    if isinstance(value, dict):
+        return {k: redact_value(v, forms) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_value(v, forms) for v in value]
+    return value
 
 
 def _split_keys(text: str) -> list[str]:

@@ -1,10 +1,13 @@
 """How hard and how fast the client calls: retry backoff, a fixed rate, a rate found from 429s.
 
-Kept apart from :mod:`seeknetic_prep.api.client` (which uses them) because they are pure policy:
-no HTTP, testable with a clock, and shared by every thread of a run. :func:`put_unless` is the
-other half of a run's pace: how a stage waits on the bounded queue of the next one until the run
-stops (the upload stage, a decode worker's outbox, the in-process engine); :func:`stage_threads`
-is how a stage's threads are started so that one that dies stops the run instead of stalling it.
+Kept apart from :mod:`seeknetic_prep.api.retry` (which uses them) because they are pure policy:
+no HTTP, testable with a clock, and shared by every thread of a run. Each rate hands out the wait
+for the caller's slot (``reserve()``) rather than sleeping, so the retry engine waits in one
+place it can cancel, and the Ray engine's cluster-wide pacer is the same bucket in an actor.
+:func:`put_unless` is the other half of a run's pace: how a stage waits on the bounded queue of
+the next one until the run stops (the upload stage, a decode worker's outbox, the in-process
+engine). :func:`stage_threads` is how a stage's
+threads are started so that one that dies stops the run instead of stalling it.
 """
 
 from __future__ import annotations
@@ -16,13 +19,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from seeknetic_prep.errors import InvalidArgumentError, StopReason
 
-__all__ = ["AdaptiveRate", "RetryPolicy", "TokenBucket", "put_unless", "stage_threads"]
+__all__ = ["AdaptiveRate", "RateLimit", "RetryPolicy", "TokenBucket", "put_unless", "stage_threads"]
 
 log = logging.getLogger(__name__)
+
+
+class RateLimit(Protocol):
+    """Anything that paces calls: :class:`TokenBucket`, or a share of a cluster-wide budget."""
+
+    def reserve(self) -> float:
+        """Take the next slot; return the seconds until it (0: go now)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -55,20 +66,27 @@ class TokenBucket:
     bucket of any capacity at the same rate never answers 429.
     """
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         if rate <= 0:
             raise InvalidArgumentError(f"Invalid qps {rate}: must be > 0.")
         self.rate = rate
+        self._clock = clock
         self._lock = threading.Lock()
-        self._next = time.monotonic()
+        self._next = clock()
 
-    def acquire(self) -> None:
+    def reserve(self) -> float:
+        """Take the next slot, ``1/rate`` after the last one; return the seconds until it."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             slot = max(now, self._next)
             self._next = slot + 1.0 / self.rate
-        if slot > now:
-            time.sleep(slot - now)
+        return slot - now
+
+    def acquire(self) -> None:
+        """Wait for the next slot."""
+        delay = self.reserve()
+        if delay > 0:
+            time.sleep(delay)
 
 
 class AdaptiveRate:
@@ -79,34 +97,42 @@ class AdaptiveRate:
     grows by ``increase`` requests/s for every second without one. Shared by every thread.
     """
 
-    def __init__(self, *, decrease: float = 0.7, increase: float = 0.5, floor: float = 0.2) -> None:
+    def __init__(self, *, decrease: float = 0.7, increase: float = 0.5, floor: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.rate: float | None = None
         self._decrease, self._increase, self._floor = decrease, increase, floor
+        self._clock = clock
         self._lock = threading.Lock()
         self._next = 0.0
         self._sent: list[float] = []
         self._last_cut = 0.0
         self._last_grow = 0.0
 
-    def acquire(self, cancelled: threading.Event) -> None:
+    def reserve(self) -> float:
+        """Count a call and take its slot; return the seconds until it (0 before any 429)."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._sent = [t for t in self._sent if now - t < 1.0]
             self._sent.append(now)
             if self.rate is None:
-                return
+                return 0.0
             if now - self._last_grow >= 1.0:
                 self.rate += self._increase * min(10.0, now - self._last_grow)
                 self._last_grow = now
             slot = max(now, self._next)
             self._next = slot + 1.0 / self.rate
-        if slot > now:
-            cancelled.wait(slot - now)
+        return slot - now
+
+    def acquire(self, cancelled: threading.Event) -> None:
+        """Wait for the next slot, or until ``cancelled`` is set."""
+        delay = self.reserve()
+        if delay > 0:
+            cancelled.wait(delay)
 
     def limited(self) -> None:
         """A 429 came back."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             if self.rate is None:
                 self.rate = max(self._floor, 0.8 * len(self._sent))
             elif now - self._last_cut >= 1.0 / self.rate:

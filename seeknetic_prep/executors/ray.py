@@ -8,20 +8,22 @@ Why each piece is shaped as it is (after Ray's own design patterns):
   ``_WINDOWS_BUFFERED`` of its windows are not yet pulled by the driver
   (``_generator_backpressure_num_objects``), so a slow driver slows the decoders instead of
   filling the object store;
-* **tensor bytes stay on the node**: the task uploads each window's bodies itself, with a
-  client built in the worker from :class:`~seeknetic_prep.api.client.ClientConfig`, and yields the
-  window with its r2 keys (``EncodedWindow.uploaded``) and no bodies. Upload bandwidth grows
-  with the nodes; the driver only sees keys and frame times. A body whose upload fails in the
-  worker is handed back as a body, and the driver's upload stage applies the run's retry,
-  halt and failure rules to it, as for the local engine;
+* **tensor bytes stay on the node**: the task uploads each window's bodies itself, with the
+  :class:`~seeknetic_prep.api.uploader.NodeUploader` the driver ships it (a client built in the
+  worker from :class:`~seeknetic_prep.api.client.ClientConfig`), and yields the window with its
+  r2 keys (``EncodedWindow.uploaded``) and no bodies. Upload bandwidth grows with the nodes; the
+  driver only sees keys and frame times. A body whose upload fails in the worker is handed back
+  as a body, and the driver's upload stage applies the run's retry, halt and failure rules to
+  it, as for the local engine;
 * **exactly once stays on the driver**: workers never submit a job and never touch the state
   database. A task Ray re-runs after a worker or node died may deliver a window twice; it was
   uploaded twice (idempotent) and the ledger's ``claim`` submits it once;
 * **bounded in flight**: at most ``capacity`` tasks (2 per cluster CPU, capped), pulled with
   ``ray.wait``; with the per-task bound on unpulled windows the driver's memory is flat;
-* **one --qps budget**: the workers' uploads share one pacer actor (a token bucket that hands
-  out waits, so nodes' clocks never need to agree); the driver's own calls (submit, poll) are
-  paced by its client's bucket. :func:`share_qps` splits the budget between the two.
+* **one --qps budget**: the workers' uploads share one pacer actor (the client's own
+  :class:`~seeknetic_prep.api.pacing.TokenBucket` in an actor, handing out waits, so nodes'
+  clocks never need to agree); the driver's own calls (submit, poll) are paced by its client's
+  bucket. :func:`share_qps` splits the budget between the two.
 
 Ray is imported only when this engine is built; without it, ``--executor ray`` is one line
 saying how to install it (exit 2).
@@ -33,16 +35,17 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from seeknetic_prep.api.client import Client, ClientConfig
-from seeknetic_prep.errors import APIError, InvalidArgumentError, MediaError
+from seeknetic_prep.api.client import ClientConfig
+from seeknetic_prep.api.pacing import TokenBucket
+from seeknetic_prep.api.uploader import NodeUploader
+from seeknetic_prep.errors import InvalidArgumentError, MediaError
 from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, to_event
 from seeknetic_prep.executors.registry import EngineFactory
-from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, Message
+from seeknetic_prep.pipeline.tasks import DecodeTask, Message
 
 if TYPE_CHECKING:
     from seeknetic_prep.pipeline.spec import RunSpec
@@ -101,53 +104,31 @@ def share_qps(qps: float | None) -> tuple[float | None, float | None]:
 # ------------------------------------------------------------------ what runs on the workers
 
 class _Pacer:
-    """The cluster's upload budget (a Ray actor): each call reserves the next slot and returns
-    how long the caller waits for it, so no clock is compared across nodes."""
+    """The cluster's upload budget (a Ray actor): a :class:`TokenBucket` whose slots are handed
+    out as waits, so no clock is compared across nodes."""
 
     def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.next = time.monotonic()
+        self.bucket = TokenBucket(rate)
 
     def reserve(self) -> float:
-        now = time.monotonic()
-        slot = max(now, self.next)
-        self.next = slot + 1.0 / self.rate
-        return slot - now
+        return self.bucket.reserve()
 
 
 class _SharedRate:
-    """A worker's view of the pacer (``Client``'s rate limit). If the pacer cannot be reached
+    """A worker's view of the pacer (its uploader's rate limit). If the pacer cannot be reached
     (its node died), the worker paces itself at the whole budget rather than stop the task."""
 
     def __init__(self, pacer: Any, rate: float) -> None:
         self.pacer = pacer
         self.rate = rate
 
-    def acquire(self) -> None:
+    def reserve(self) -> float:
         import ray
 
-        if self.pacer is None:  # no --qps
-            return
         try:
-            delay = float(ray.get(self.pacer.reserve.remote(), timeout=30))
+            return float(ray.get(self.pacer.reserve.remote(), timeout=30))
         except ray.exceptions.RayError:
-            delay = 1.0 / self.rate
-        if delay > 0:
-            time.sleep(delay)
-
-
-_clients: dict[ClientConfig, tuple[Client, _SharedRate]] = {}
-
-
-def _worker_client(config: ClientConfig, pacer: Any, rate: float | None) -> Client:
-    """One client per worker process and config: its connection pool is reused task after
-    task (a Ray worker serves one run). Each task brings the pacer's handle anew."""
-    if config not in _clients:
-        shared = _SharedRate(None, rate or 1.0)
-        _clients[config] = (config.build(rate=shared), shared)
-    client, shared = _clients[config]
-    shared.pacer, shared.rate = pacer, rate or 1.0
-    return client
+            return 1.0 / self.rate
 
 
 def _plan_task(task: PlanTask) -> Message:
@@ -155,34 +136,16 @@ def _plan_task(task: PlanTask) -> Message:
     return message
 
 
-def _upload_here(client: Client, window: EncodedWindow) -> tuple[EncodedWindow, bool]:
-    """Upload a window's bodies from this node; a body that fails goes back to the driver."""
-    done: list[tuple[str, str, dict[str, str]]] = []
-    left: list[tuple[str, str, bytes]] = []
-    for service, rid, body in window.bodies:
-        if left:
-            left.append((service, rid, body))
-            continue
-        try:
-            done.append((service, rid, client.upload_body(body, request_id=rid)))
-        except APIError:  # the driver's upload stage decides: retry later, halt, or fail the unit
-            left.append((service, rid, body))
-    return replace(window, bodies=tuple(left), uploaded=tuple(done)), not left
-
-
-def _decode_task(task: DecodeTask, config: ClientConfig | None, pacer: Any, rate: float | None,
-                 threads: int) -> Iterator[Message]:
+def _decode_task(task: DecodeTask, uploader: NodeUploader | None, threads: int) -> Iterator[Message]:
     from seeknetic_prep.pipeline.worker import configure  # PyAV: on the node, never the driver
     from seeknetic_prep.util.malloc import keep_freed_buffers
 
     keep_freed_buffers()  # once per Ray worker process: see seeknetic_prep.util.malloc
     configure(decode_threads=threads)
-    client = _worker_client(config, pacer, rate) if config is not None else None
     for kind, payload in task.messages():
-        if kind == "window" and client is not None and payload.bodies:
-            payload, ok = _upload_here(client, payload)
-            if not ok:
-                client = None  # the API is failing: stop waiting on it here, the driver retries
+        if kind == "window" and uploader is not None and not uploader.gave_up and payload.bodies:
+            done, left = uploader.upload(payload.bodies)  # a failure: the rest go to the driver
+            payload = replace(payload, bodies=left, uploaded=done)
         yield kind, payload
 
 
@@ -227,12 +190,12 @@ class RayExecutor(Executor):
                 ) from exc
             self._connected = True
         self.started_local = target == "local" and self._connected
-        self._config = client
-        self._rate = qps
         self._threads = threads
         self._max_retries = max_retries
         self._pacer = (ray.remote(num_cpus=0, max_restarts=-1)(_Pacer).remote(qps)
                        if client is not None and qps else None)
+        self._uploader = None if client is None else NodeUploader(
+            client, _SharedRate(self._pacer, qps) if self._pacer is not None and qps else None)
         self._plan = ray.remote(num_cpus=1, max_retries=max_retries)(_plan_task)
         self._decode = ray.remote(num_cpus=1, max_retries=max_retries, num_returns="streaming",
                                   _generator_backpressure_num_objects=_WINDOWS_BUFFERED)(_decode_task)
@@ -250,7 +213,7 @@ class RayExecutor(Executor):
         if isinstance(task, PlanTask):
             handle = self._plan.remote(task)
         else:
-            handle = self._decode.remote(task, self._config, self._pacer, self._rate, self._threads)
+            handle = self._decode.remote(task, self._uploader, self._threads)
         self._running[handle] = task
 
     def events(self, timeout: float) -> list[Event]:

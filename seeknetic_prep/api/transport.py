@@ -1,0 +1,153 @@
+"""The transport: one request in, one response out, and the only place ``requests`` is called.
+
+Modelled on encode/httpx ``_transports/base.py`` and ``default.py``: a :class:`Transport` has one
+method, :meth:`~Transport.handle`; :class:`RequestsTransport` sends over a ``requests.Session``
+and is the one place where ``requests`` exceptions become ours (a timeout is
+:class:`~seeknetic_prep.errors.APITimeoutError`, anything else with no answer
+:class:`~seeknetic_prep.errors.APIConnectionError`, each ``from`` its cause and with the key
+redacted); :class:`MockTransport` answers from a function, so tests drive 429s, 5xx, timeouts and
+lost answers with no server and no sleeps. A transport returns every status as a
+:class:`Response`: what a status means is the endpoints' business, what to do about it the
+retry engine's. A bandwidth cap or a progress meter is a transport wrapping another.
+
+>>> def handler(request: Request) -> Response:
+...     return Response(404, content=b'{"detail": "no such job"}')
+>>> MockTransport(handler).handle(Request("GET", "http://mock", "/async_status/x")).status_code
+404
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import requests
+
+from seeknetic_prep.errors import APIConnectionError, APITimeoutError
+
+__all__ = ["MockTransport", "Request", "RequestsTransport", "Response", "Transport", "rid_suffix", "short",
+           "why"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request: ``base_url + path``, a JSON body or none, and the id it is about (for
+    messages). The headers carry the key, so they are left out of the repr."""
+
+    method: str
+    base_url: str
+    path: str
+    content: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    request_id: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.path
+
+
+@dataclass(frozen=True)
+class Response:
+    """One HTTP answer: status, headers (names lower-cased), body bytes."""
+
+    status_code: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes = b""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", {k.lower(): v for k, v in self.headers.items()})
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        """The body as JSON; ``ValueError`` if it is not."""
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+class Transport(Protocol):
+    """Sends a request and returns the server's answer, whatever its status; raises
+    :class:`~seeknetic_prep.errors.APIConnectionError` (or its timeout kind) when there is none."""
+
+    def handle(self, request: Request) -> Response: ...
+
+    def close(self) -> None: ...
+
+
+class RequestsTransport:
+    """The default transport: one pooled ``requests.Session``, an explicit ``(connect, read)``
+    timeout on every call, and ``redact`` applied to any library text that reaches a message."""
+
+    def __init__(self, *, timeout: tuple[float, float] = (5.0, 60.0),
+                 redact: Callable[[str], str] = str) -> None:
+        self.timeout = timeout
+        self._redact = redact
+        self._session = requests.Session()
+
+    def handle(self, request: Request) -> Response:
+        where = f"{request.method} {request.path}"
+        try:
+            resp = self._session.request(request.method, request.url, data=request.content,
+                                         headers=dict(request.headers), timeout=self.timeout)
+        except requests.Timeout as exc:  # connect or read: the request may have taken effect
+            raise APITimeoutError(
+                f"{where}: no answer within {self.timeout[1]:g} s{rid_suffix(request.request_id)}",
+                request_id=request.request_id,
+            ) from exc
+        except requests.RequestException as exc:  # refused, reset, DNS, dropped mid-answer
+            raise APIConnectionError(
+                f"{where}: connection failed ({type(exc).__name__}: "
+                f"{self._redact(str(exc))[:200]}){rid_suffix(request.request_id)}",
+                request_id=request.request_id,
+            ) from exc
+        return Response(resp.status_code, dict(resp.headers), resp.content)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+class MockTransport:
+    """A transport that answers with ``handler(request)``; the handler may also raise
+    :class:`~seeknetic_prep.errors.APIConnectionError` to play a lost connection or answer."""
+
+    def __init__(self, handler: Callable[[Request], Response]) -> None:
+        self.handler = handler
+
+    def handle(self, request: Request) -> Response:
+        return self.handler(request)
+
+    def close(self) -> None:
+        pass
+
+
+def why(exc: BaseException) -> str:
+    """What kind of "no answer" this was, in words a user can act on."""
+    text = ""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text += repr(seen) + str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if "NameResolution" in text or "name resolution" in text or "not known" in text:
+        return "DNS lookup failed"
+    if "refused" in text:
+        return "connection refused"
+    if isinstance(exc, APITimeoutError) or "timed out" in text:
+        return "no answer in time"
+    return "connection failed"
+
+
+def rid_suffix(request_id: str | None) -> str:
+    """`` (request_id X)`` for a message, or nothing."""
+    return f" (request_id {request_id})" if request_id else ""
+
+
+def short(value: object, limit: int = 300) -> str:
+    """``value`` as text (JSON unless a string), cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
