@@ -35,7 +35,8 @@ from seeknetic_prep.errors import (
 SUBMIT = "/video_embedding/encode_video/async"
 
 
-EMBEDDING = ok({"embedding": [0.6, 0.8]})
+VEC = [0.6, 0.8] + [0.0] * 1022  # what the API promises: 1024 numbers (api/answers.py checks)
+EMBEDDING = ok({"embedding": VEC})
 LOST = APIConnectionError("POST /x: connection failed (reset after the request was sent)")
 
 
@@ -45,7 +46,7 @@ LOST = APIConnectionError("POST /x: connection failed (reset after the request w
 def test_429_with_retry_after_waits_that_long_and_is_not_an_attempt() -> None:
     m = Mock(status(429, {"Retry-After": "3"}), status(429, {"retry-after": "3"}),
              status(429, {"Retry-After": "3"}), EMBEDDING, policy=RetryPolicy(max_attempts=2))
-    assert m.client.encode_text("x") == [0.6, 0.8]  # three 429s, yet max_attempts=2 is not spent
+    assert m.client.encode_text("x") == VEC  # three 429s, yet max_attempts=2 is not spent
     assert m.calls == [("POST", "/video_embedding/encode_text")] * 4
     assert len(m.fake.waits) == 3 and all(3.0 <= w <= 4.0 for w in m.fake.waits)  # + jitter <= 1 s
     assert [kind for kind, _ in m.events] == ["rate_limited"] * 3
@@ -77,7 +78,7 @@ def test_5xx_is_retried_then_given_up_after_max_attempts(code: int) -> None:
 
 def test_5xx_then_an_answer_succeeds() -> None:
     m = Mock(status(502), status(503), EMBEDDING)
-    assert m.client.encode_text("x") == [0.6, 0.8]
+    assert m.client.encode_text("x") == VEC
     assert len(m.seen) == 3 and len(m.fake.waits) == 2
     assert m.events[0][0] == "retry" and "try 2 in" in m.events[0][1]
 
@@ -238,11 +239,11 @@ def test_a_submission_that_never_arrived_is_sent_again_after_the_lookup() -> Non
 
 
 def test_409_is_the_same_job_when_the_server_has_it_for_this_service() -> None:
-    existing = ok({"request_id": "r1", "status": "completed", "task_type": "embedding"})
+    existing = ok({"request_id": "r1", "status": "completed", "task_type": "embedding", "embedding": VEC})
     m = Mock(status(409), existing)
     assert _submit(m)["status"] == "completed"
     assert m.calls == [("POST", SUBMIT), ("GET", "/async_status/r1")]
-    m = Mock(status(409), ok({"request_id": "r1", "status": "completed", "task_type": "tagging"}))
+    m = Mock(status(409), ok({"request_id": "r1", "status": "completed", "task_type": "tagging", "tags": {}}))
     with pytest.raises(ConflictError):
         _submit(m)
 
@@ -274,7 +275,7 @@ def test_cancelled_by_an_event_sends_nothing_and_ends_with_the_block() -> None:
         with pytest.raises(CancelledError):
             m.client.encode_text("x")
     assert m.seen == []
-    assert m.client.encode_text("x") == [0.6, 0.8]  # the client's own flag was never set
+    assert m.client.encode_text("x") == VEC  # the client's own flag was never set
 
 
 def test_qps_bucket_paces_every_send() -> None:
@@ -300,5 +301,5 @@ def test_unreachable_clock_is_set_by_failures_and_cleared_by_any_answer() -> Non
     assert m.client.failing_since is None and m.client.last_ok == m.fake.now  # a 404 is an answer
     during_429: list[float | None] = []
     m.client.on_event = lambda kind, why: during_429.append(m.client.failing_since)
-    assert m.client.encode_text("x") == [0.6, 0.8]
+    assert m.client.encode_text("x") == VEC
     assert during_429 == [start + 30] and m.client.failing_since is None
