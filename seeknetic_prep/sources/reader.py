@@ -1,0 +1,123 @@
+"""A read-only, seekable file over range requests, with a bounded read-ahead.
+
+PyAV reads through ``read``/``seek``: each read here is served from a small LRU of blocks, and
+a miss fetches one range request. Reads that follow on from the last block fetched (the decoder
+streaming forward) grow the next request, doubling up to ``max_ahead`` blocks; a seek starts
+again at one block. So a window in the middle of a long file fetches about what the decoder
+reads, a forward pass costs few requests, and memory is at most ``max_blocks`` blocks whatever
+the file's length. Counters (``bytes_fetched``, ``bytes_read``, ``requests``) are what the
+bench prints.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+__all__ = ["RangeReader"]
+
+
+class RangeReader(io.RawIOBase):
+    """``size`` bytes read by ``fetch(start, end)`` (end exclusive), as a binary file.
+
+    Args:
+        name: how messages name it (a redacted URL).
+        size: the object's size in bytes.
+        fetch: one range request; may raise ``OSError`` (kept in ``error`` as well, because
+            FFmpeg turns a failed read into a decode error of its own).
+        block: bytes per block (the unit of caching and of a request's size).
+        max_ahead: the most blocks one forward request fetches.
+        max_blocks: blocks kept (the memory bound: ``max_blocks * block`` bytes).
+    """
+
+    def __init__(self, name: str, size: int, fetch: Callable[[int, int], bytes], *,
+                 block: int = 256 << 10, max_ahead: int = 16, max_blocks: int = 48) -> None:
+        super().__init__()
+        self.name = name
+        self.size = size
+        self._fetch = fetch
+        self._block = block
+        self._max_ahead = max(1, max_ahead)
+        self._max_blocks = max(self._max_ahead, max_blocks)
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._pos = 0
+        self._ahead = 1
+        self._next_block = -1  # the block after the last one fetched
+        self._lock = threading.Lock()
+        self.bytes_fetched = 0
+        self.bytes_read = 0
+        self.requests = 0
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self.size if size is None or size < 0 else min(self.size, self._pos + size)
+        if self._pos >= end:
+            return b""
+        with self._lock:
+            parts = []
+            pos = self._pos
+            while pos < end:
+                index = pos // self._block
+                data = self._get(index, (end - 1) // self._block)
+                start = pos - index * self._block
+                piece = data[start: start + (end - pos)]
+                if not piece:
+                    break
+                parts.append(piece)
+                pos += len(piece)
+            out = b"".join(parts)
+        self._pos += len(out)
+        self.bytes_read += len(out)
+        return out
+
+    def _get(self, index: int, wanted: int) -> bytes:
+        """Block ``index``, fetching it (and up to block ``wanted``, the read's last, plus the
+        read-ahead) on a miss."""
+        data = self._blocks.get(index)
+        if data is not None:
+            self._blocks.move_to_end(index)
+            return data
+        self._ahead = min(self._max_ahead, self._ahead * 2) if index == self._next_block else 1
+        reach = min(wanted + 1, index + self._max_blocks // 2)  # a huge read still fits the cache
+        last = min(max(index + self._ahead, reach), -(-self.size // self._block))
+        start, stop = index * self._block, min(self.size, last * self._block)
+        try:
+            raw = self._fetch(start, stop)
+        except OSError as exc:
+            self.error = exc
+            raise
+        self.requests += 1
+        self.bytes_fetched += len(raw)
+        if len(raw) != stop - start:
+            short = OSError(f"short read: asked bytes {start}-{stop - 1}, got {len(raw)} bytes")
+            self.error = short
+            raise short
+        for k in range(index, last):
+            self._blocks[k] = raw[(k - index) * self._block: (k - index + 1) * self._block]
+            self._blocks.move_to_end(k)
+        while len(self._blocks) > self._max_blocks:
+            self._blocks.popitem(last=False)
+        self._next_block = last
+        return self._blocks[index]
