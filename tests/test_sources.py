@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,3 +237,42 @@ def test_errors_one_line_per_url_rest_done(s3: Any, fresh: Any, fixtures_dir: Pa
     assert "SECRET" not in dump and "AKID" not in dump
     # environmental failures (all of these) are tried again by the next run
     assert summary.files_failed == 6
+
+
+# ------------------------------------------------------------------ the command line
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str | Path, endpoint: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **s3_env(endpoint), "PYTHONPATH": str(ROOT)}
+    env.pop("SEEKNETIC_API_KEY", None)
+    return subprocess.run([sys.executable, "-m", "seeknetic_prep", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_cli_run_local_over_a_bucket_equals_the_folder(s3: Any, fixtures_dir: Path, tmp_path: Path) -> None:
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    (tmp_path / "list.txt").write_text("s3://vids/demo/lake.mp4\n")
+    remote = _cli("run", "s3://vids/demo/desert.mp4", "--from-list", tmp_path / "list.txt", "--local",
+                  "--out", tmp_path / "remote", "--workers", "1", "--quiet", endpoint=endpoint)
+    assert remote.returncode == 0, remote.stderr
+    local = _cli("run", fixtures_dir / "demo" / "desert.mp4", fixtures_dir / "demo" / "lake.mp4", "--local",
+                 "--out", tmp_path / "disk", "--workers", "1", "--quiet", endpoint=endpoint)
+    assert local.returncode == 0, local.stderr
+    assert _rows(tmp_path / "remote") == _rows(tmp_path / "disk") and len(_rows(tmp_path / "disk")) == 6
+
+
+def test_cli_prep_writes_the_same_bodies_from_a_bucket(s3: Any, fixtures_dir: Path, tmp_path: Path) -> None:
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    remote = _cli("prep", "s3://vids/demo/", "s3://nobucket/x.mp4", "--out", tmp_path / "r",
+                  "--services", "tagging", endpoint=endpoint)
+    local = _cli("prep", fixtures_dir / "demo", "--out", tmp_path / "l", "--services", "tagging",
+                 endpoint=endpoint)
+    assert remote.returncode == 1 and local.returncode == 0, remote.stdout + remote.stderr
+    assert "FAIL s3://nobucket/x.mp4: missing: no such bucket" in remote.stdout
+    assert remote.stdout.count("ok   s3://vids/demo/") == 3
+    mine = sorted(p.relative_to(tmp_path / "r") for p in (tmp_path / "r").rglob("*.json"))
+    assert mine == sorted(p.relative_to(tmp_path / "l") for p in (tmp_path / "l").rglob("*.json"))
+    for rel in mine:
+        assert (tmp_path / "r" / rel).read_bytes() == (tmp_path / "l" / rel).read_bytes()
