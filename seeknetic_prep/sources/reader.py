@@ -1,12 +1,12 @@
 """A read-only, seekable file over range requests, with a bounded read-ahead.
 
 PyAV reads through ``read``/``seek``: each read here is served from a small LRU of blocks, and
-a miss fetches one range request. Reads that follow on from the last block fetched (the decoder
-streaming forward) grow the next request, doubling up to ``max_ahead`` blocks; a seek starts
-again at one block. So a window in the middle of a long file fetches about what the decoder
-reads, a forward pass costs few requests, and memory is at most ``max_blocks`` blocks whatever
-the file's length. Counters (``bytes_fetched``, ``bytes_read``, ``requests``) are what the
-bench prints.
+a miss fetches one range request. Reads that follow on from where a fetch ended (the decoder
+streaming forward; the frame pass and the audio pass each count) grow the next request,
+doubling up to ``max_ahead`` blocks; a seek starts again at one block. So a window in the
+middle of a long file fetches about what the decoder reads, a forward pass costs few requests,
+and memory is at most ``max_blocks`` blocks whatever the file's length. Counters
+(``bytes_fetched``, ``bytes_read``, ``requests``) are what the bench prints.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 __all__ = ["RangeReader"]
+
+_STREAMS = 4
+"""Forward readers whose read-ahead is tracked (each container of a decoder is one)."""
 
 
 class RangeReader(io.RawIOBase):
@@ -44,8 +47,7 @@ class RangeReader(io.RawIOBase):
         self._max_blocks = max(self._max_ahead, max_blocks)
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._pos = 0
-        self._ahead = 1
-        self._next_block = -1  # the block after the last one fetched
+        self._streams: OrderedDict[int, int] = OrderedDict()  # next block -> its read-ahead
         self._lock = threading.Lock()
         self.bytes_fetched = 0
         self.bytes_read = 0
@@ -99,9 +101,11 @@ class RangeReader(io.RawIOBase):
         if data is not None:
             self._blocks.move_to_end(index)
             return data
-        self._ahead = min(self._max_ahead, self._ahead * 2) if index == self._next_block else 1
+        # A miss where an earlier fetch ended is a reader going on forward: fetch twice as much.
+        # Several are tracked, because the frame pass and the audio pass read two places in turn.
+        ahead = min(self._max_ahead, self._streams.pop(index) * 2) if index in self._streams else 1
         reach = min(wanted + 1, index + self._max_blocks // 2)  # a huge read still fits the cache
-        last = min(max(index + self._ahead, reach), -(-self.size // self._block))
+        last = min(max(index + ahead, reach), -(-self.size // self._block))
         start, stop = index * self._block, min(self.size, last * self._block)
         try:
             raw = self._fetch(start, stop)
@@ -119,5 +123,7 @@ class RangeReader(io.RawIOBase):
             self._blocks.move_to_end(k)
         while len(self._blocks) > self._max_blocks:
             self._blocks.popitem(last=False)
-        self._next_block = last
+        self._streams[last] = ahead
+        while len(self._streams) > _STREAMS:
+            self._streams.popitem(last=False)
         return self._blocks[index]
