@@ -8,6 +8,7 @@ import os
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: stay on loopback
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -62,8 +63,9 @@ def bucket_and_cluster(fixtures_dir: Path) -> Iterator[Any]:
 
 
 def _rows(out: Path) -> list[tuple[Any, ...]]:
-    return sorted((x["request_id"], x["start_ms"], x["end_ms"], tuple(x["frame_times_ms"] or ()), x["status"],
-                   x.get("embedding") is not None, Path(x["path"]).name)
+    return sorted((x["request_id"] or "", x["start_ms"] or 0, x["end_ms"] or 0,
+                   tuple(x["frame_times_ms"] or ()), x["status"], json.dumps(x.get("embedding")),
+                   json.dumps(x.get("tags"), sort_keys=True), Path(x["path"]).name, x["service"])
                   for x in read_results(out))
 
 
