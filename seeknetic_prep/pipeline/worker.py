@@ -160,9 +160,12 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
 
 def _encode_remote(task: DecodeTask, wanted: dict[int, list[tuple[Service, str]]]) -> Iterator[EncodedWindow]:
     """:func:`encode_windows` for a URL: the decoder reads the object through range requests."""
-    from seeknetic_prep.sources.remote import open_object
+    from seeknetic_prep.sources.remote import ObjectInfo, open_object
 
-    reader = open_object(task.path)
+    # The plan's probe knows the size: no metadata request per task (a changed object then
+    # reads short, fails as unreadable, and the next run sees its new listing and plans it again).
+    known = ObjectInfo(task.path, task.info.size_bytes) if task.info is not None else None
+    reader = open_object(task.path, known)
     with reader, _remote_errors(task.path, reader):
         windows = [Window(*w) for w in task.windows]
         # iter_segments hands its source to VideoDecoder, which takes a file object too.
