@@ -76,6 +76,9 @@ def plan_file(path: str) -> FilePlan:
                     mtime_ns=st.st_mtime_ns, inode=st.st_ino, info=info)
 
 
+_PROBE_SPAN = 1 << 20
+
+
 def _plan_remote(url: str) -> FilePlan:
     """A URL's plan: its size and version tag from one metadata request, the fingerprint's
     ranges and the probe read through one :class:`~seeknetic_prep.sources.reader.RangeReader`
@@ -87,7 +90,9 @@ def _plan_remote(url: str) -> FilePlan:
     reader = open_object(url, info)
     with reader, _remote_errors(url, reader):
         def read_at(offset: int, length: int) -> bytes:
-            reader.seek(offset)
+            if length < _PROBE_SPAN:  # a sample in the middle: exactly its range
+                return reader.pread(offset, length)
+            reader.seek(offset)  # the first and last MiB: cached, the probe reads them too
             return reader.read(length)
 
         fp = fingerprint_of(info.size, read_at)

@@ -3,10 +3,12 @@
 PyAV reads through ``read``/``seek``: each read here is served from a small LRU of blocks, and
 a miss fetches one range request. Reads that follow on from where a fetch ended (the decoder
 streaming forward; the frame pass and the audio pass each count) grow the next request,
-doubling up to ``max_ahead`` blocks; a seek starts again at one block. So a window in the
-middle of a long file fetches about what the decoder reads, a forward pass costs few requests,
-and memory is at most ``max_blocks`` blocks whatever the file's length. Counters
-(``bytes_fetched``, ``bytes_read``, ``requests``) are what the bench prints.
+doubling up to ``max_ahead`` blocks, and the next span of such a reader is fetched in a
+background thread while the decoder works on this one (one request in flight); a seek starts
+again at one block. So a window in the middle of a long file fetches about what the decoder
+reads, a forward pass costs few requests and seldom waits for one, and memory is at most
+``max_blocks`` blocks whatever the file's length. Counters (``bytes_fetched``, ``bytes_read``,
+``requests``) are what the bench prints.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["RangeReader"]
 
@@ -37,7 +40,7 @@ class RangeReader(io.RawIOBase):
     """
 
     def __init__(self, name: str, size: int, fetch: Callable[[int, int], bytes], *,
-                 block: int = 256 << 10, max_ahead: int = 16, max_blocks: int = 48) -> None:
+                 block: int = 256 << 10, max_ahead: int = 8, max_blocks: int = 48) -> None:
         super().__init__()
         self.name = name
         self.size = size
@@ -48,6 +51,9 @@ class RangeReader(io.RawIOBase):
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._pos = 0
         self._streams: OrderedDict[int, int] = OrderedDict()  # next block -> its read-ahead
+        self._nblocks = -(-size // block)
+        self._pending: tuple[int, int, int, Future[bytes]] | None = None  # first, last, ahead, data
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.bytes_fetched = 0
         self.bytes_read = 0
@@ -101,23 +107,21 @@ class RangeReader(io.RawIOBase):
         if data is not None:
             self._blocks.move_to_end(index)
             return data
-        # A miss where an earlier fetch ended is a reader going on forward: fetch twice as much.
-        # Several are tracked, because the frame pass and the audio pass read two places in turn.
-        ahead = min(self._max_ahead, self._streams.pop(index) * 2) if index in self._streams else 1
-        reach = min(wanted + 1, index + self._max_blocks // 2)  # a huge read still fits the cache
-        last = min(max(index + ahead, reach), -(-self.size // self._block))
-        start, stop = index * self._block, min(self.size, last * self._block)
-        try:
-            raw = self._fetch(start, stop)
-        except OSError as exc:
-            self.error = exc
-            raise
-        self.requests += 1
-        self.bytes_fetched += len(raw)
-        if len(raw) != stop - start:
-            short = OSError(f"short read: asked bytes {start}-{stop - 1}, got {len(raw)} bytes")
-            self.error = short
-            raise short
+        pending = self._pending
+        if pending is not None and pending[0] == index:  # prefetched while the decoder worked
+            self._pending = None
+            _, last, ahead, future = pending
+            raw = self._checked(index, last, future.result)
+        else:
+            # A miss where an earlier fetch ended is a reader going on forward: fetch twice as
+            # much. Several are tracked: the frame pass and the audio pass read two places in turn.
+            ahead = min(self._max_ahead, self._streams.pop(index) * 2) if index in self._streams else 1
+            reach = min(wanted + 1, index + self._max_blocks // 3)  # a huge read still fits the cache
+            last = min(max(index + ahead, reach), self._nblocks)
+            start, stop = index * self._block, min(self.size, last * self._block)
+            self.requests += 1
+            self.bytes_fetched += stop - start
+            raw = self._checked(index, last, lambda: self._fetch(start, stop))
         for k in range(index, last):
             self._blocks[k] = raw[(k - index) * self._block: (k - index + 1) * self._block]
             self._blocks.move_to_end(k)
@@ -126,4 +130,53 @@ class RangeReader(io.RawIOBase):
         self._streams[last] = ahead
         while len(self._streams) > _STREAMS:
             self._streams.popitem(last=False)
+        if ahead > 1:  # a forward reader: its next span is fetched while it decodes this one
+            self._prefetch(last, min(self._max_ahead, ahead * 2))
         return self._blocks[index]
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` in one request of exactly that range, not cached (the
+        fingerprint's small samples: a block each would fetch several times what it reads)."""
+        stop = min(self.size, offset + length)
+        if offset >= stop:
+            return b""
+        self.requests += 1
+        self.bytes_fetched += stop - offset
+        return self._checked_range(offset, stop, lambda: self._fetch(offset, stop))
+
+    def _checked(self, index: int, last: int, fetch: Callable[[], bytes]) -> bytes:
+        return self._checked_range(index * self._block, min(self.size, last * self._block), fetch)
+
+    def _checked_range(self, start: int, stop: int, fetch: Callable[[], bytes]) -> bytes:
+        try:
+            raw = fetch()
+        except OSError as exc:
+            self.error = exc
+            raise
+        if len(raw) != stop - start:
+            short = OSError(f"short read: asked bytes {start}-{stop - 1}, got {len(raw)} bytes")
+            self.error = short
+            raise short
+        return raw
+
+    def _prefetch(self, first: int, ahead: int) -> None:
+        """Start fetching blocks ``first`` on in the background (one request in flight at most;
+        at most ``max_blocks // 3`` blocks, so the cache still holds what is being read)."""
+        if self._pending is not None or first >= self._nblocks or first in self._blocks:
+            return
+        last = min(first + min(ahead, self._max_blocks // 3), self._nblocks)
+        start, stop = first * self._block, min(self.size, last * self._block)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="range-prefetch")
+        self.requests += 1
+        self.bytes_fetched += stop - start
+        self._pending = (first, last, ahead, self._pool.submit(self._fetch, start, stop))
+
+    def close(self) -> None:
+        """Release the file; a prefetch in flight is left to finish on its own and dropped."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._pending = None
+        self._blocks.clear()
+        super().close()
