@@ -99,6 +99,26 @@ def test_range_reader_streams_with_bounded_readahead() -> None:
     assert reader.bytes_fetched - before <= 2 * 300_000
 
 
+def test_range_reader_a_failed_prefetch_is_the_reads_error() -> None:
+    data = bytes(range(256)) * 40_000  # ~10 MB
+    calls: list[int] = []
+
+    def fetch(start: int, end: int) -> bytes:
+        calls.append(start)
+        if len(calls) >= 3:  # the third request, a prefetch of a forward reader, fails
+            raise ConnectionResetError("connection reset by peer")
+        return data[start:end]
+
+    reader = RangeReader("mem", len(data), fetch, block=64 << 10, max_ahead=4, max_blocks=16)
+    with pytest.raises(OSError, match="reset"):
+        for _ in range(len(data) // 4096 + 1):  # bounded
+            if not reader.read(4096):
+                break
+    assert isinstance(reader.error, ConnectionResetError)
+    reader.close()  # nothing left running: a prefetch in flight is dropped
+    assert reader.closed and reader._pool is None
+
+
 def test_same_bytes_same_fingerprint_local_or_in_a_bucket(s3: Any, tmp_path: Path,
                                                            fixtures_dir: Path) -> None:
     big = np.random.default_rng(2).integers(0, 256, (3 << 20) + 12345, dtype=np.uint8).tobytes()
