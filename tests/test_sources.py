@@ -296,3 +296,17 @@ def test_cli_prep_writes_the_same_bodies_from_a_bucket(s3: Any, fixtures_dir: Pa
     assert mine == sorted(p.relative_to(tmp_path / "l") for p in (tmp_path / "l").rglob("*.json"))
     for rel in mine:
         assert (tmp_path / "r" / rel).read_bytes() == (tmp_path / "l" / rel).read_bytes()
+
+
+def test_a_store_whose_package_is_missing_is_one_line_exit_2(tmp_path: Path) -> None:
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("gcsfs is installed here")
+    proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", "prep", "gs://bucket/x.mp4", "--out",
+                           str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert 'reading gs:// needs gcsfs; pip install "seeknetic-prep[gcs]"' in proc.stderr
