@@ -11,17 +11,21 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from seeknetic_prep.commands.run import check_out_dir
+from seeknetic_prep.commands.run import add_from_list, check_out_dir
 from seeknetic_prep.decode.hw import check_decode
 from seeknetic_prep.decode.preprocess import iter_segments
-from seeknetic_prep.errors import MediaError
-from seeknetic_prep.pipeline.discover import discover
-from seeknetic_prep.pipeline.payloads import (
-    file_fingerprint,
-    parse_services,
-    request_id_for,
-    upload_body_bytes,
+from seeknetic_prep.errors import InvalidArgumentError, MediaError
+from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS
+from seeknetic_prep.pipeline.payloads import parse_services, request_id_for, upload_body_bytes
+from seeknetic_prep.sources import (
+    discover_sources,
+    is_url,
+    open_source,
+    read_list,
+    redact,
+    source_fingerprint,
 )
 from seeknetic_prep.util.fsio import atomic_write
 
@@ -29,8 +33,10 @@ HELP = "Decode videos into the exact JSON bodies of POST /files/upload/tensors, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="video files or folders (walked recursively)")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="video files or folders (walked recursively), or URLs (s3://, gs://, az://, "
+                        "https://; prefixes listed recursively)")
+    add_from_list(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="where to write <file>.<fingerprint>/<request_id>.json")
     parser.add_argument("--services", "--service", dest="services", default="embedding,tagging",
@@ -50,21 +56,24 @@ def main(args: argparse.Namespace) -> int:
     decode = check_decode(args.decode)
     failed = 0
     existing = []
-    for raw in args.paths:
-        if Path(raw).exists():
+    for raw in _items(args):
+        if is_url(raw) or Path(raw).exists():
             existing.append(raw)
         else:
             failed += 1
             print(f"FAIL {raw}: missing: no such file or folder", flush=True)
     done = bodies = 0
-    for path in discover(existing):
+    for item, _, _ in discover_sources(existing, extensions=VIDEO_EXTENSIONS):
         written: list[Path] = []
+        path = Path(redact(item).split("?", 1)[0]) if is_url(item) else Path(item)
+        source: Any = None
         try:
-            fingerprint = file_fingerprint(path)
+            fingerprint, _, _ = source_fingerprint(item)
             folder = out / _folder_name(path, fingerprint)
             count = 0
             end_ms = 0
-            for seg in iter_segments(path, resize=args.resize, decode=decode):
+            source = open_source(item)  # a URL: a file object over range requests
+            for seg in iter_segments(source, resize=args.resize, decode=decode):
                 folder.mkdir(parents=True, exist_ok=True)
                 wanted = [(s, request_id_for(fingerprint, seg.window, s, args.resize)) for s in services]
                 # the very bytes run POSTs (upload_body_bytes), not another serialization of them
@@ -81,14 +90,28 @@ def main(args: argparse.Namespace) -> int:
             failed += 1
             why = (exc.cause if isinstance(exc, MediaError)
                    else f"cannot write its bodies: {exc.strerror or exc}")
-            print(f"FAIL {path}: {why}", flush=True)
+            if getattr(source, "error", None) is not None:  # a failed range request, not bad bytes
+                why = f"unreadable: {source.error}"
+            print(f"FAIL {redact(item)}: {why}", flush=True)
             continue
+        finally:
+            if source is not None and not isinstance(source, str):
+                source.close()
         bodies += len(written)
         done += 1
         windows = f"{count} window{'s' * (count != 1)}"
-        print(f"ok   {path}: {windows} ({end_ms / 1000:.1f} s) -> {folder}", flush=True)
+        print(f"ok   {redact(item)}: {windows} ({end_ms / 1000:.1f} s) -> {folder}", flush=True)
     print(f"prep: {done} file(s) ok, {failed} failed; {bodies} bodies in {out}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _items(args: argparse.Namespace) -> list[str]:
+    items = [str(p) for p in args.paths]
+    if args.from_list is not None:
+        items += read_list(args.from_list)
+    if not items:
+        raise InvalidArgumentError("Invalid arguments: give at least one PATH or URL, or --from-list FILE.")
+    return items
 
 
 _NAME_MAX = 255  # bytes in one file name on every common filesystem

@@ -29,8 +29,10 @@ DEFAULT_OUT = "seeknetic-out"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
 
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="video files and/or folders (walked recursively)")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="video files and/or folders (walked recursively), or URLs: s3://, gs://, "
+                        "az:// (abfs://) prefixes (listed recursively) or objects, https:// files")
+    add_from_list(parser)
     parser.add_argument("--local", action="store_true",
                         help="start the built-in emulator on a free loopback port and run against it")
     parser.add_argument("--keep-tensors", action="store_true",
@@ -94,9 +96,7 @@ def main(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     out: Path = args.out
     check_out_dir(out)
-    for p in args.paths:
-        if not os.path.lexists(p):
-            raise InvalidArgumentError(f"Invalid path {p!r}: no such file or folder.")
+    args.paths = sources_from_args(args)
     factory = engine(spec.executor)
     factory.prepare(spec)  # a missing extra or a bad address: one line, exit 2, nothing started
     driver_qps, _ = factory.share_qps(spec.qps)  # one --qps budget: the driver's calls + the nodes'
@@ -129,6 +129,31 @@ def main(args: argparse.Namespace) -> int:
     if summary.stopped_by != StopReason.AUTH and summary.results_path.exists():
         _print_next_steps(summary, out)
     return summary.exit_code
+
+
+def add_from_list(parser: argparse.ArgumentParser) -> None:
+    """``--from-list FILE``, shared by ``run`` and ``prep``."""
+    parser.add_argument("--from-list", dest="from_list", type=Path, default=None, metavar="FILE",
+                        help="also take the paths/URLs a list names: one a line, or a CSV/Parquet "
+                        "file's 'path' (or 'url') column")
+
+
+def sources_from_args(args: argparse.Namespace) -> list[str]:
+    """The PATHs and ``--from-list``'s entries; a local path that does not exist refused
+    (exit 2), URLs checked when listed.
+
+    Raises:
+        InvalidArgumentError: no path at all, a missing local path, or an unusable list.
+    """
+    from seeknetic_prep.sources import check_sources, read_list
+
+    items = [str(p) for p in args.paths]
+    if args.from_list is not None:
+        items += read_list(args.from_list)
+    if not items:
+        raise InvalidArgumentError("Invalid arguments: give at least one PATH or URL, or --from-list FILE.")
+    check_sources(items)
+    return items
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -238,4 +263,5 @@ def check_out_dir(out: Path) -> None:
             f"Invalid --out {str(out)!r}: cannot create it in {parent} (permission denied).")
 
 
-__all__ = ["DEFAULT_OUT", "HELP", "add_arguments", "check_out_dir", "main"]
+__all__ = ["DEFAULT_OUT", "HELP", "add_arguments", "add_from_list", "check_out_dir", "main",
+           "sources_from_args"]

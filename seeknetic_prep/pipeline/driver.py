@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -48,7 +49,7 @@ from seeknetic_prep.executors import (
     make_executor,
 )
 from seeknetic_prep.executors.registry import engine
-from seeknetic_prep.pipeline.discover import discover, no_video_files
+from seeknetic_prep.pipeline.discover import count_files
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
 from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary, pin_settings
@@ -56,6 +57,7 @@ from seeknetic_prep.pipeline.tally import Tally
 from seeknetic_prep.pipeline.tasks import DecodeTask, is_environmental, retry_request_id
 from seeknetic_prep.pipeline.upload import UploadStage
 from seeknetic_prep.results.finalize import finalize_run
+from seeknetic_prep.sources import Found, check_sources, discover_sources, is_url, redact
 from seeknetic_prep.state.store import Store
 
 __all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
@@ -97,9 +99,10 @@ class _Totals:
 
 
 class _Run:
-    def __init__(self, found: Sequence[Path], out: Path, client: Client, options: RunOptions,
+    def __init__(self, found: Sequence[Found], out: Path, client: Client, options: RunOptions,
                  progress: Progress, executor: Executor) -> None:
         self.found = found
+        self.listed = {p: (size, tag) for p, size, tag in found if size is not None}
         self.client = client
         self.opt = options
         self.progress = progress
@@ -213,7 +216,7 @@ class _Run:
             self.store.close()
 
     def _drive(self) -> None:
-        sized = sorted(((_size(p), str(p)) for p in self.found), reverse=True)
+        sized = sorted(((_size(Path(p)) if n is None else n, p) for p, n, _ in self.found), reverse=True)
         # Biggest first, as a scheduler of unequal jobs should: the long file no longer starts
         # last and runs alone on one worker while the others idle.
         found = [p for _, p in sized]
@@ -236,7 +239,7 @@ class _Run:
                         continue
                     if task.path not in started:
                         started.add(task.path)
-                        self.progress.file_started(task.path)
+                        self.progress.file_started(redact(task.path))
                     ex.submit(task)
                 else:
                     break
@@ -254,7 +257,18 @@ class _Run:
 
     def _skip_known(self, path: str) -> bool:
         """A file whose path, size, mtime and inode match a finished row is counted from the
-        state with one indexed lookup: no fingerprint, no probe (a no-op resume stays cheap)."""
+        state with one indexed lookup: no fingerprint, no probe (a no-op resume stays cheap).
+        An object in a bucket is known by its URL, the listing's size and its version tag
+        (ETag or version id): a rerun over a bucket costs one listing, not a request an object."""
+        if is_url(path):
+            size, tag = self.listed.get(path, (None, 0))
+            row = None if size is None or not tag else self.store.known_file(
+                redact(path), size=size, mtime_ns=tag, inode=0, services=self.opt.services)
+            if row is None:
+                return False
+            self.ledger.known(redact(path), row)
+            self.totals.probed(path)
+            return True
         try:
             st = os.stat(path)
         except OSError:
@@ -281,10 +295,12 @@ class _Run:
                     self.ledger.uploaded(rid, keys, window.frame_times_ms)
                     self._put(Work(rid, service, fp, r2_keys=keys, lookup=self.ledger.needs_lookup(rid)))
         elif isinstance(event, Planned):
-            admission = self.ledger.admit(event.task.path, event.plan, resize=self.opt.resize,
+            path = event.task.path  # a presigned URL's signature never reaches the state:
+            admission = self.ledger.admit(redact(path), event.plan, resize=self.opt.resize,
                                           windows_per_task=self.opt.windows_per_task,
                                           decode=self.opt.decode)
-            backlog.extend(admission.tasks)
+            # ... only the decode tasks, which open it
+            backlog.extend(replace(t, path=path) for t in admission.tasks)
             for work in admission.submit:
                 self._put(work)
             for rid, service in admission.poll:
@@ -295,7 +311,7 @@ class _Run:
         elif isinstance(event, TaskFailed):
             task = event.task
             if isinstance(task, PlanTask):
-                self.ledger.file_failed(task.path, str(event.error))
+                self.ledger.file_failed(redact(task.path), str(event.error))
                 self.totals.probed(task.path)
             else:
                 self.ledger.content_failed(task.fingerprint, str(event.error),
@@ -308,14 +324,17 @@ class _Run:
             raise _Stop
 
 
-def _videos(paths: list[str | Path], extensions: frozenset[str]) -> list[Path]:
-    """The video files under ``paths`` (paths only: small), or one line saying why none."""
-    for p in paths:
-        if not os.path.lexists(p):
-            raise InvalidArgumentError(f"Invalid path {str(p)!r}: no such file or folder.")
-    found = list(discover(paths, extensions=extensions))
+def _videos(paths: list[str], extensions: frozenset[str]) -> list[Found]:
+    """The video files under ``paths`` and the objects under URL prefixes (paths, sizes and
+    version tags: small), or one line saying why none."""
+    check_sources(paths)
+    found = discover_sources(paths, extensions=extensions)
     if not found:
-        raise no_video_files(paths, extensions)
+        others = count_files([p for p in paths if not is_url(p)])
+        looked = ", ".join(sorted(extensions)[:6]) + (", ..." if len(extensions) > 6 else "")
+        raise InvalidArgumentError(
+            f"no video files under {', '.join(redact(p) for p in paths)} (looked for {looked}); "
+            f"{others} other file(s) skipped. Use --extensions to pick up other names.")
     return found
 
 
@@ -332,7 +351,9 @@ def run_folder(
     """Embed and tag every window of every video under ``paths``; resumable from ``out``.
 
     Args:
-        paths: files and folders (folders are walked recursively).
+        paths: files and folders (folders are walked recursively), and URLs (``s3://``,
+            ``gs://``, ``az://``, ``https://``: prefixes are listed recursively); see
+            :mod:`seeknetic_prep.sources`.
         out: output folder: ``state.sqlite``, ``parts/`` (the Parquet results) and ``search/``.
         client: the API client (its key is checked first, with one cheap request). A run
             that stops early cancels it (its waits and retries give up).
@@ -363,7 +384,7 @@ def run_folder(
     """
     out_dir = Path(out)
     opt = options or RunOptions()
-    found = _videos(list(paths), opt.extensions)
+    found = _videos([str(p) for p in paths], opt.extensions)
     # The engine starts now, so its workers' start-up overlaps the key check.
     if executor is None:  # the engine's nodes get their share of the one --qps budget
         _, node_qps = engine(opt.executor).share_qps(opt.qps)

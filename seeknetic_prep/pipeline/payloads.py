@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ from seeknetic_prep.errors import InvalidArgumentError, MediaError
 __all__ = [
     "SERVICES",
     "file_fingerprint",
+    "fingerprint_of",
+    "fingerprint_ranges",
     "parse_services",
     "request_id_for",
     "upload_body",
@@ -178,22 +180,41 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
         MediaError: the file cannot be read.
     """
     p = Path(path)
-    digest = hashlib.sha256()
     try:
         size = p.stat().st_size
-        digest.update(f"{size}:".encode())
         with p.open("rb") as fh:
-            if size <= 2 * _EDGE + _BLOCKS * _BLOCK:
-                digest.update(fh.read())
-            else:
-                offsets = [0] + [size * (k + 1) // (_BLOCKS + 1) for k in range(_BLOCKS)]
-                for offset in offsets:
-                    fh.seek(offset)
-                    digest.update(fh.read(_EDGE if offset == 0 else _BLOCK))
-                fh.seek(size - _EDGE)
-                digest.update(fh.read(_EDGE))
+
+            def read_at(offset: int, length: int) -> bytes:
+                fh.seek(offset)
+                return fh.read(length)
+
+            return fingerprint_of(size, read_at)
     except OSError as exc:
         raise MediaError(p, f"unreadable: {exc.strerror or exc}") from exc
+
+
+def fingerprint_ranges(size: int) -> list[tuple[int, int]]:
+    """The ``(offset, length)`` byte ranges :func:`file_fingerprint` reads from a file of
+    ``size`` bytes: the whole file up to 2.5 MiB, else the first MiB, eight 64 KiB blocks and
+    the last MiB. An object in a bucket is fingerprinted with range requests for exactly these
+    (:mod:`seeknetic_prep.sources`), so the same bytes give the same request ids wherever they are.
+
+    >>> fingerprint_ranges(100)
+    [(0, 100)]
+    """
+    if size <= 2 * _EDGE + _BLOCKS * _BLOCK:
+        return [(0, size)]
+    offsets = [size * (k + 1) // (_BLOCKS + 1) for k in range(_BLOCKS)]
+    return [(0, _EDGE), *((o, _BLOCK) for o in offsets), (size - _EDGE, _EDGE)]
+
+
+def fingerprint_of(size: int, read_at: Callable[[int, int], bytes]) -> str:
+    """The fingerprint of ``size`` bytes that ``read_at(offset, length)`` reads (see
+    :func:`file_fingerprint`); ``read_at``'s errors pass through."""
+    digest = hashlib.sha256()
+    digest.update(f"{size}:".encode())
+    for offset, length in fingerprint_ranges(size):
+        digest.update(read_at(offset, length))
     return digest.hexdigest()
 
 

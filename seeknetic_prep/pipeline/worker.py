@@ -13,23 +13,29 @@ imports it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import av
 import av.error
 
 from seeknetic_prep.decode.preprocess import iter_segments
 from seeknetic_prep.decode.probe import probe
-from seeknetic_prep.decode.profile import Service, Window
+from seeknetic_prep.decode.profile import Segment, Service, Window
 from seeknetic_prep.decode.sampling import plan_windows
 from seeknetic_prep.errors import MediaError, SeekneticPrepError
-from seeknetic_prep.pipeline.payloads import file_fingerprint, upload_body_bytes
+from seeknetic_prep.pipeline.payloads import file_fingerprint, fingerprint_of, upload_body_bytes
 from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, FileEstimate, FilePlan
+from seeknetic_prep.sources.urls import is_url, redact
 from seeknetic_prep.util.malloc import keep_freed_buffers
+
+if TYPE_CHECKING:
+    from seeknetic_prep.sources.reader import RangeReader
 
 __all__ = ["configure", "decode_windows", "encode_windows", "estimate_file", "plan_file", "worker_init"]
 
@@ -47,11 +53,13 @@ decoder takes them as arguments."""
 
 
 def plan_file(path: str) -> FilePlan:
-    """Fingerprint, probe and plan one file.
+    """Fingerprint, probe and plan one file (or object: a URL is read with range requests).
 
     Raises:
         MediaError: the file is not usable video (the message names it and the cause).
     """
+    if is_url(path):
+        return _plan_remote(path)
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block; a device is no video
@@ -139,6 +147,53 @@ def _header_duration_ms(path: str) -> int | None:
     return duration_ms if duration_ms > 0 else None
 
 
+_PROBE_SPAN = 1 << 20
+
+
+def _plan_remote(url: str) -> FilePlan:
+    """A URL's plan: its size and version tag from one metadata request, the fingerprint's
+    ranges and the probe read through one :class:`~seeknetic_prep.sources.reader.RangeReader`
+    (the first and last MiB serve both). The version tag stands in for the mtime, so a rerun
+    skips the object from its listing alone."""
+    from seeknetic_prep.sources.remote import object_info, open_object
+
+    info = object_info(url)
+    reader = open_object(url, info)
+    with reader, _remote_errors(url, reader):
+        def read_at(offset: int, length: int) -> bytes:
+            if length < _PROBE_SPAN:  # a sample in the middle: exactly its range
+                return reader.pread(offset, length)
+            reader.seek(offset)  # the first and last MiB: cached, the probe reads them too
+            return reader.read(length)
+
+        fp = fingerprint_of(info.size, read_at)
+        reader.seek(0)
+        probed = probe(cast(IO[bytes], reader))
+        windows = plan_windows(int(probed.duration_ms))
+    return FilePlan(url, fp, info.size, int(probed.duration_ms),
+                    tuple((w.index, w.start_ms, w.end_ms) for w in windows),
+                    mtime_ns=info.tag_number, inode=0, info=probed)
+
+
+@contextlib.contextmanager
+def _remote_errors(url: str, reader: RangeReader) -> Iterator[None]:
+    """A failed range request (a 503, a reset connection) reaches FFmpeg as a failed read, and
+    FFmpeg words it as bad data: name the request's failure instead, as an environmental one
+    (the next run tries the object again), never as bad content."""
+    try:
+        yield
+    except SeekneticPrepError as exc:
+        if reader.error is None:
+            raise
+        raise MediaError(redact(url), f"unreadable: {reader.error}") from exc
+    except OSError as exc:
+        raise MediaError(redact(url), f"unreadable: {reader.error or exc}") from exc
+    except Exception as exc:
+        if reader.error is None:
+            raise _internal_error(redact(url), exc) from exc
+        raise MediaError(redact(url), f"unreadable: {reader.error}") from exc
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
@@ -160,17 +215,15 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
     wanted: dict[int, list[tuple[Service, str]]] = {}
     for index, service, rid in task.request_ids:
         wanted.setdefault(index, []).append((service, rid))
+    if is_url(task.path):
+        yield from _encode_remote(task, wanted)
+        return
     try:
         windows = [Window(*w) for w in task.windows]
         for seg in iter_segments(task.path, windows, resize=task.resize, decode=task.decode,
                                  info=task.info, threads=_settings.threads,
                                  gpu_allowed=_settings.gpu_allowed):
-            asked = wanted.get(seg.index, [])
-            bodies = upload_body_bytes(seg, asked)
-            pairs = zip(asked, bodies, strict=True)
-            yield EncodedWindow(seg.index, seg.start_ms, seg.end_ms,
-                                tuple(float(t) for t in seg.frame_times_ms),
-                                tuple((svc, rid, body) for (svc, rid), body in pairs))
+            yield _encoded(seg, wanted.get(seg.index, []))
     except FileNotFoundError as exc:
         raise MediaError(task.path, "missing: no such file") from exc
     except OSError as exc:
@@ -179,6 +232,31 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
         raise
     except Exception as exc:
         raise _internal_error(task.path, exc) from exc
+
+
+def _encode_remote(task: DecodeTask, wanted: dict[int, list[tuple[Service, str]]]) -> Iterator[EncodedWindow]:
+    """:func:`encode_windows` for a URL: the decoder reads the object through range requests."""
+    from seeknetic_prep.sources.remote import ObjectInfo, open_object
+
+    # The plan's probe knows the size: no metadata request per task (a changed object then
+    # reads short, fails as unreadable, and the next run sees its new listing and plans it again).
+    known = ObjectInfo(task.path, task.info.size_bytes) if task.info is not None else None
+    reader = open_object(task.path, known)
+    with reader, _remote_errors(task.path, reader):
+        windows = [Window(*w) for w in task.windows]
+        # iter_segments hands its source to VideoDecoder, which takes a file object too.
+        segments = iter_segments(cast(Any, reader), windows, resize=task.resize, decode=task.decode,
+                                 info=task.info, threads=_settings.threads,
+                                 gpu_allowed=_settings.gpu_allowed)
+        for seg in segments:
+            yield _encoded(seg, wanted.get(seg.index, []))
+
+
+def _encoded(seg: Segment, asked: list[tuple[Service, str]]) -> EncodedWindow:
+    bodies = upload_body_bytes(seg, asked)
+    pairs = zip(asked, bodies, strict=True)
+    return EncodedWindow(seg.index, seg.start_ms, seg.end_ms, tuple(float(t) for t in seg.frame_times_ms),
+                         tuple((svc, rid, body) for (svc, rid), body in pairs))
 
 
 def _internal_error(path: str, exc: Exception) -> MediaError:
