@@ -211,9 +211,8 @@ def test_bucket_run_equals_local_and_a_copy_resubmits_nothing(
     assert rerun.exit_code == 0 and rerun.windows_decoded == 0 and rerun.files_ok == 3
 
 
-@pytest.mark.xfail(strict=True, reason="state.rows.path_bytes makes every path absolute "
-                   "(s3://b/k -> $PWD/s3:/b/k): state/ must keep a URL as it is (NOTES-sources.md)")
 def test_state_keeps_the_url_as_the_path(s3: Any, fresh: Any, tmp_path: Path) -> None:
+    """A URL is the path in the state and the results, as given: not ``$PWD/s3:/b/k``."""
     with _client(fresh) as c:
         run_folder(["s3://vids/demo/lake.mp4"], out=tmp_path / "out", client=c, options=RunOptions(workers=0))
     assert {x["path"] for x in read_results(tmp_path / "out")} == {"s3://vids/demo/lake.mp4"}

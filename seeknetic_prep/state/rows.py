@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from seeknetic_prep.sources.urls import is_url  # light: urllib only
+
 __all__ = [
     "FileRow", "FileStatus", "RunRow", "Throughput", "Unit", "UnitStatus", "WindowRow",
     "display_path", "path_bytes", "result_dict",
@@ -29,10 +31,16 @@ UnitStatus = Literal["planned", "uploaded", "submitted", "completed", "failed"]
 FileStatus = Literal["planned", "ok", "failed"]
 
 
+
 def path_bytes(path: str | os.PathLike[str]) -> bytes:
     """The absolute path as bytes, exactly as the OS names the file (``os.fsencode``): a
-    name that is not UTF-8 (``b'caf\\xe9.mp4'``, which Python spells ``'caf\\udce9.mp4'``) is kept."""
-    return os.fsencode(os.path.abspath(os.fspath(path)))
+    name that is not UTF-8 (``b'caf\\xe9.mp4'``, which Python spells ``'caf\\udce9.mp4'``) is kept.
+    A URL (``s3://bucket/key``, ``https://...``) is kept as it is: it names an object, not a
+    file under the current folder."""
+    text = os.fspath(path)
+    if is_url(text):
+        return text.encode("utf-8", "surrogateescape")
+    return os.fsencode(os.path.abspath(text))
 
 
 def display_path(path: str | bytes) -> str:
