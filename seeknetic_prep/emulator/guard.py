@@ -122,6 +122,9 @@ class Faults:
       ``Retry-After: 1``), before any ``fail_rate`` draw.
     * :meth:`drop_next` ``(n)``: the next ``n`` requests lose their connection without an answer.
     * ``latency`` (seconds): added before every request is handled.
+    * ``storage_full``: while True, every write to the data directory fails as on a full disk
+      (a file write raises ``ENOSPC`` after its first bytes, SQLite ``SQLITE_FULL``), so the
+      emulator's real handling of a full disk answers (503 with ``Retry-After``).
     * ``injected``: a Counter of what was injected (status code or ``"drop"``), for assertions.
     """
 
@@ -133,6 +136,7 @@ class Faults:
         self._latency = 0.0
         self._queue: deque[int | str] = deque()
         self.injected: Counter[int | str] = Counter()
+        self.storage_full = False
 
     @property
     def fail_rate(self) -> float:
@@ -176,6 +180,7 @@ class Faults:
             self._queue.clear()
             self._fail_rate = 0.0
             self._latency = 0.0
+            self.storage_full = False
 
     def decide(self) -> int | str | None:
         """What to do with the request that just arrived: a status, ``"drop"``, or None."""

@@ -127,6 +127,19 @@ class EmulatorHandle:
             raise InvalidArgumentError(f"Invalid quota {value}: must be >= 0 or None.")
         self._emulator.quota.quota = value
 
+    @property
+    def job_seconds(self) -> float:
+        return self._emulator.worker.job_seconds
+
+    @job_seconds.setter
+    def job_seconds(self, value: float) -> None:
+        """Change how long jobs take at runtime (jobs already submitted included: a job is due
+        ``value`` seconds after its submission)."""
+        if not value >= 0:
+            raise InvalidArgumentError(f"Invalid job_seconds {value}: must be >= 0.")
+        self._emulator.worker.job_seconds = value
+        self._emulator.worker.notify()
+
     def stats(self) -> dict[str, dict[str, int]]:
         """What ``GET /_emulator/stats`` returns for :attr:`api_key`."""
         return self._emulator.storage.stats.of(owner_id(self.api_key))
@@ -159,7 +172,7 @@ def running(config: EmulatorConfig | None = None) -> Iterator[EmulatorHandle]:
 
     Yields:
         An :class:`EmulatorHandle`: ``base_url``, ``api_key``, ``data_dir``, ``faults``,
-        ``qps``/``quota`` setters, ``stats()``, ``restart()``.
+        ``qps``/``quota``/``job_seconds`` setters, ``stats()``, ``restart()``.
 
     Raises:
         InvalidArgumentError: the port cannot be bound (a setting that breaks its rule is

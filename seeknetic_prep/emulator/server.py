@@ -52,6 +52,8 @@ class Emulator:
             self.storage, job_seconds=config.job_seconds, keep_tensors=config.keep_tensors
         )
         self.faults = Faults(fail_rate=config.fail_rate, seed=config.seed)
+        faults = self.faults
+        self.storage.space.inject = lambda: faults.storage_full
         self.limiter = RateLimiter(config.qps)
         self.quota = _Quota(config.quota)
         app = create_app(self.storage, quota=self.quota, notify=self.worker.notify)
