@@ -5,18 +5,22 @@ case checks that a cheap request is still answered, never how fast."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import random
+import select
+import socket
 import string
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from _emulator_helpers import Api
+from _emulator_helpers import Api, embedding_body
 
 from seeknetic_prep.emulator import EmulatorConfig, EmulatorHandle, running, spawned
 
@@ -157,3 +161,125 @@ def test_a_flood_of_long_texts_leaves_cheap_requests_answered(tmp_path: Path) ->
     assert done == [200] * 45
     assert finished_before < 6, finished_before
 
+
+
+def _exchange(base_url: str, first: bytes, drip: bytes = b"", every_s: float = 0.2,
+              within_s: float = 30.0) -> bytes:
+    """Send ``first``, then ``drip`` a byte every ``every_s``; return all the server sent until
+    it closed the connection (which must happen within ``within_s``)."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(first)
+        received = b""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], every_s)
+            if readable:
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
+                    return received
+                if not data:
+                    return received
+                received += data
+            elif drip:
+                with contextlib.suppress(OSError):
+                    sock.send(drip[:1])
+                drip = drip[1:]
+        raise AssertionError(f"still open after {within_s} s; received {received[:200]!r}")
+
+
+def test_slow_and_idle_connections_are_timed_out(tmp_path: Path) -> None:
+    """An idle connection, a head sent a byte at a time, a body that stops: with
+    ``read_timeout_s=1`` each is closed (408 for the two that had begun a request) while other
+    requests are answered. They used to stay open for good (still open after 60 s)."""
+    with running(EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path / "emu", read_timeout_s=1.0)) as emu:
+        head = f"GET /_emulator/stats HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\n\r\n".encode()
+        post = (f"POST {TEXT} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\n"
+                "Content-Type: application/json\r\n").encode()
+        cases = {
+            "idle": (b"", b""),
+            "slow head": (head[:5], head[5:]),
+            "stalled body": (post + b"Content-Length: 1000\r\n\r\n" + b'{"text": "', b""),
+            "stalled chunked body": (post + b"Transfer-Encoding: chunked\r\n\r\n4\r\n{\"te\r\n", b""),
+        }
+        answers: dict[str, bytes] = {}
+        def run(case: str) -> None:
+            answers[case] = _exchange(emu.base_url, *cases[case])
+
+        threads = [threading.Thread(target=run, args=(case,)) for case in cases]
+        for t in threads:
+            t.start()
+        assert Api(emu.base_url, KEY).get("/_emulator/stats").status_code == 200  # served meanwhile
+        for t in threads:
+            t.join(timeout=60)
+        assert answers["idle"] == b""  # closed without an answer nobody asked for
+        for case in ("slow head", "stalled body", "stalled chunked body"):
+            answer = answers[case]
+            assert answer.startswith(b"HTTP/1.1 408 "), (case, answer[:200])
+            assert b"connection: close" in answer.lower()
+            assert b"did not arrive within 1 s" in answer, (case, answer)
+        assert Api(emu.base_url, KEY).get("/_emulator/stats").status_code == 200
+
+
+def test_large_bodies_share_a_memory_budget(tmp_path: Path) -> None:
+    """``upload_memory_mb`` bounds what bodies in flight may cost (about 3x their size): with
+    room for one 3.3 MB upload, four sent at once are taken one after the other; an upload that
+    cannot get room within 10 s (another holds it by sending slowly) gets 503 with Retry-After,
+    its body unread; cheap requests are answered throughout."""
+    body = json.dumps(embedding_body("budget-0")).encode()
+    config = EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path / "emu", upload_memory_mb=12, job_seconds=0.2)
+    with running(config) as emu:
+        api = Api(emu.base_url, KEY)
+        budget = 12 * 2**20
+        peak = [0]
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], emu.body_memory_in_use)
+                time.sleep(0.001)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        statuses: list[int] = []
+
+        def upload(i: int) -> None:
+            statuses.append(api.post(UPLOAD, embedding_body(f"budget-{i}")).status_code)
+
+        uploads = [threading.Thread(target=upload, args=(i,)) for i in range(4)]
+        for t in uploads:
+            t.start()
+        for t in uploads:
+            t.join(timeout=120)
+        stop.set()
+        watcher.join()
+        assert statuses == [200] * 4
+        assert 0 < peak[0] <= budget
+        _eventually(lambda: emu.body_memory_in_use == 0)  # released just after each answer went out
+
+        # One upload holds the budget by sending half its body and stalling.
+        host, port = emu.base_url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=60) as slow:
+            slow.sendall(f"POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Type: "
+                         f"application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
+            deadline = time.monotonic() + 30
+            while emu.body_memory_in_use == 0:
+                assert time.monotonic() < deadline, "the slow upload was never admitted"
+                time.sleep(0.01)
+            r = api.post(UPLOAD, embedding_body("budget-waits"))  # waits its turn, then is refused
+            assert r.status_code == 503, r.text
+            assert r.headers["Retry-After"] == "2" and "busy" in r.json()["detail"]
+            assert api.get("/_emulator/stats").status_code == 200
+            slow.sendall(body[1000:])  # the slow one finishes: it was never refused
+            slow.settimeout(60)
+            assert slow.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert api.upload(embedding_body("budget-waits"))["request_id"] == "budget-waits"
+        _eventually(lambda: emu.body_memory_in_use == 0)
+
+
+def _eventually(condition: Callable[[], bool], within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -103,18 +103,55 @@ def parse_json(raw: bytes) -> Any:
 
 
 class StrictRequest(Request):
-    """A request whose :meth:`json` is :func:`parse_json`, run off the loop when the body is big."""
+    """A request whose :meth:`json` is :func:`parse_json`, run off the loop when the body is big.
+
+    Its body is gathered into one buffer sized from ``Content-Length`` (Starlette keeps the
+    chunks, then joins them: twice the body at once) and emptied once parsed (FastAPI keeps a
+    reference until the answer is sent, and only the parsed value is read after): a 60 MB upload
+    holds its raw bytes only while they are parsed.
+    """
 
     heavy: HeavyWork
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_body"):
+            length = _content_length(self.headers.get("content-length"))
+            buffer = bytearray(length or 0)
+            view, filled = memoryview(buffer), 0
+            async for chunk in self.stream():
+                end = filled + len(chunk)
+                if end <= len(buffer):
+                    view[filled:end] = chunk
+                else:  # no or a wrong Content-Length (chunked): grow
+                    view.release()
+                    buffer[filled:] = chunk
+                    view = memoryview(buffer)
+                filled = end
+            view.release()
+            del buffer[filled:]
+            # json.loads and FastAPI's emptiness check take a bytearray as they take bytes.
+            self._body = cast(bytes, buffer)
+        return self._body
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            if len(body) <= INLINE_BYTES:
-                self._json = parse_json(body)
-            else:
-                self._json = await self.heavy.run(parse_json, body)
+            try:
+                if len(body) <= INLINE_BYTES:
+                    self._json = parse_json(body)
+                else:
+                    self._json = await self.heavy.run(parse_json, body)
+            finally:
+                if isinstance(body, bytearray):
+                    del body[:]  # read by nobody after this (see the class docstring)
         return self._json
+
+
+def _content_length(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None and 0 <= int(value) <= 2**40 else None
+    except ValueError:
+        return None
 
 
 class StrictRoute(APIRoute):

@@ -25,12 +25,12 @@ __all__ = ["EmulatorHandle", "running"]
 class _ServerThread:
     """uvicorn serving one pre-bound socket from a background thread."""
 
-    def __init__(self, app: Any, sock: socket.socket) -> None:
+    def __init__(self, app: Any, sock: socket.socket, *, read_timeout_s: float) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(
-            uvicorn_config(app, access_log=False, log_level="warning", own_logging=False)
-        )
+        self.server = uvicorn.Server(uvicorn_config(
+            app, access_log=False, log_level="warning", own_logging=False, read_timeout_s=read_timeout_s
+        ))
         self.sock = sock
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [sock]}, name="seeknetic-emulator-http", daemon=True
@@ -78,7 +78,7 @@ class EmulatorHandle:
         try:
             sock = bind(self.host, self.port)
             self.port = sock.getsockname()[1]
-            self._server = _ServerThread(self._emulator.app, sock)
+            self._server = _ServerThread(self._emulator.app, sock, read_timeout_s=self.config.read_timeout_s)
             self._server.start()
         except BaseException:
             self._emulator.close()
@@ -139,6 +139,11 @@ class EmulatorHandle:
             raise InvalidArgumentError(f"Invalid job_seconds {value}: must be >= 0.")
         self._emulator.worker.job_seconds = value
         self._emulator.worker.notify()
+
+    @property
+    def body_memory_in_use(self) -> int:
+        """Bytes the request bodies in flight hold of ``upload_memory_mb`` (about 3x their size)."""
+        return self._emulator.app.budget.used
 
     def stats(self) -> dict[str, dict[str, int]]:
         """What ``GET /_emulator/stats`` returns for :attr:`api_key`."""

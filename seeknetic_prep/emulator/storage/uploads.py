@@ -25,7 +25,8 @@ from seeknetic_prep.emulator.storage.space import Space
 __all__ = ["UploadRow", "Uploads"]
 
 _STRIPES = 64
-_FRESH = 32  # decoded tensors kept for their job: at most ~60 MB
+_FRESH = 32  # decoded tensors kept for their job: ~60 MB of windows' ones
+_FRESH_BYTES = 64 * 2**20  # and never more than this, whatever their size (a job reads the file)
 _COLUMNS = "owner, request_id, name, service, r2_key"
 
 
@@ -119,9 +120,9 @@ class Uploads:
             for name in objects:
                 key = (owner, r2_key(request_id, name))
                 self._fresh.pop(key, None)  # replaced: an older array must not be scored
-                if name in arrays:
+                if name in arrays and arrays[name].nbytes <= _FRESH_BYTES:
                     self._fresh[key] = arrays[name]
-            while len(self._fresh) > _FRESH:
+            while len(self._fresh) > _FRESH or sum(a.nbytes for a in self._fresh.values()) > _FRESH_BYTES:
                 self._fresh.popitem(last=False)
 
     def forget(self, owner: str, key: str) -> None:
