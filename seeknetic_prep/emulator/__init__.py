@@ -3,9 +3,11 @@
 Modules, outside in: :mod:`.config` (:class:`EmulatorConfig`, the one object every way of
 starting it takes), :mod:`.in_process` (``running``: a thread of this process, for tests),
 :mod:`.child_process` (``spawned``: a child process, for ``run --local``), :mod:`.server` (the
-parts, the socket, uvicorn; ``serve`` in the foreground for the CLI), :mod:`.guard` (auth, rate
-limit, faults, body limit, before any handler), :mod:`.app` (assembles the endpoints of
-:mod:`.routers`, one router per concern, over the bodies of :mod:`.models`), :mod:`.uploads`
+parts, the socket, uvicorn; ``serve`` in the foreground for the CLI), :mod:`.connections` (a
+deadline for every request head), :mod:`.guard` (auth, rate limit, faults, body limit, memory
+budget, body deadline, before any handler), :mod:`.app` (assembles the endpoints of
+:mod:`.routers`, one router per concern, over the bodies of :mod:`.models`, read by
+:mod:`.bodies`), :mod:`.uploads`
 (what a tensor must be), :mod:`.storage` (SQLite + atomic files, one part per concern),
 :mod:`.jobs` (the worker that finishes jobs), :mod:`.scoring` (content-derived embeddings and tags).
 

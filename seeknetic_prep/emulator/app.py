@@ -4,7 +4,9 @@
 the OpenAPI document lists them, and the error handlers that give every error one shape. Every
 error leaves as ``{"detail": ...}``: a string for most statuses, FastAPI's list of
 ``{loc, msg, type}`` for 422 (our tensor and shape rules use the same list form, naming the
-field). Malformed JSON is 400, not FastAPI's default 422.
+field). Malformed JSON is 400, not FastAPI's default 422. Every route reads its body through
+:mod:`.bodies` (strict JSON, parsed off the loop when big), and the CPU-heavy handlers share one
+:class:`~seeknetic_prep.emulator.bodies.HeavyWork`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from seeknetic_prep.emulator.bodies import HeavyWork, strict_route
 from seeknetic_prep.emulator.problems import Problem
 from seeknetic_prep.emulator.routers import jobs, stats, text, uploads
 from seeknetic_prep.emulator.routers.jobs import QuotaSetting
@@ -42,10 +45,12 @@ def create_app(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], No
             StarletteHTTPException: _http,
         },
     )
-    app.include_router(uploads.router(storage))
-    app.include_router(jobs.router(storage, quota=quota, notify=notify))
-    app.include_router(text.router())
-    app.include_router(stats.router(storage))
+    heavy = HeavyWork()
+    route = strict_route(heavy)
+    app.include_router(uploads.router(storage, heavy, route))
+    app.include_router(jobs.router(storage, heavy, route, quota=quota, notify=notify))
+    app.include_router(text.router(heavy, route))
+    app.include_router(stats.router(storage, route))
     return app
 
 

@@ -83,6 +83,12 @@ class EmulatorConfig:
     seed: int | None = None
     keep_tensors: bool = False
     """Keep every uploaded tensor; by default a job's are deleted once it has finished."""
+    upload_memory_mb: float = 1024.0
+    """Memory that request bodies in flight may cost (about 3x their size; bodies under 1 MiB
+    are free): over it, a body waits its turn up to 10 s, then gets 503 with Retry-After."""
+    read_timeout_s: float = 30.0
+    """A request's head must arrive within this of its connection opening (or the previous
+    answer), and its body within this of its head: else 408 (an idle connection is closed)."""
     host: str = "127.0.0.1"
     port: int = 0
     """0: any free port (the URL says which)."""
@@ -105,6 +111,10 @@ class EmulatorConfig:
             raise InvalidArgumentError(f"Invalid max_body_mb {self.max_body_mb}: must be > 0.")
         if not self.job_seconds >= 0:
             raise InvalidArgumentError(f"Invalid job_seconds {self.job_seconds}: must be >= 0.")
+        if not self.upload_memory_mb > 0:
+            raise InvalidArgumentError(f"Invalid upload_memory_mb {self.upload_memory_mb}: must be > 0.")
+        if not self.read_timeout_s > 0:
+            raise InvalidArgumentError(f"Invalid read_timeout_s {self.read_timeout_s}: must be > 0.")
         if not 0.0 <= self.fail_rate <= 1.0:
             raise InvalidArgumentError(f"Invalid fail_rate {self.fail_rate}: must be in [0, 1].")
 

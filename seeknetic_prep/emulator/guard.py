@@ -12,7 +12,15 @@ costs no parsing and its body is never buffered:
    bucket, then the fault plan (latency, dropped connection, injected status);
 4. 413 from ``Content-Length`` at once; a chunked body is counted as it streams in and spooled
    (at most 1 MiB in memory), so it is answered 413 the moment the count passes the limit,
-   having cost almost no memory, and replayed to the app when it ends within the limit.
+   having cost almost no memory, and replayed to the app when it ends within the limit;
+5. a body of 1 MiB or more reserves about three times its size from the :class:`MemoryBudget`
+   (``upload_memory_mb``) before any of it is read: what parsing and decoding it costs at the
+   peak. Over the budget it waits its turn (first come, first served) for up to 10 s, then is
+   answered 503 with ``Retry-After``, its body unread (60 MB uploads used to cost ~200-320 MB
+   each, as many at once as clients sent);
+6. the body must arrive within ``read_timeout_s`` of the request's admission, else 408 and the
+   connection is closed (a client sending a byte a second held a server task forever; the
+   request head's own deadline is kept by :mod:`.connections`).
 
 Runtime knobs live in :class:`Faults` and :class:`RateLimiter`; both are thread-safe because
 tests turn them from their own thread while the server runs in another.
@@ -21,6 +29,7 @@ tests turn them from their own thread while the server runs in another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -28,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -36,7 +45,10 @@ from starlette.exceptions import HTTPException
 from seeknetic_prep.emulator.config import owner_id
 from seeknetic_prep.errors import InvalidArgumentError
 
-__all__ = ["OWNER_SCOPE_KEY", "PUBLIC_PATHS", "BodyTooLarge", "Faults", "Guard", "Keyring", "RateLimiter"]
+__all__ = [
+    "BODY_MEMORY_FACTOR", "OWNER_SCOPE_KEY", "PUBLIC_PATHS", "BodyTimeout", "BodyTooLarge", "Faults", "Guard",
+    "Keyring", "MemoryBudget", "RateLimiter",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -45,6 +57,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OWNER_SCOPE_KEY = "seeknetic_emulator.owner"
+BODY_MEMORY_FACTOR = 3
+"""Peak memory of a request per byte of its body: the body, the text JSON decodes it to, the
+parsed string, then the decoded tensor (measured: 161 MiB for a 56 MiB upload)."""
+FREE_BODY_BYTES = 1 << 20
+BUDGET_WAIT_S = 10.0
+BUSY_RETRY_AFTER_S = 2
 PUBLIC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 EXEMPT_PREFIX = "/_emulator/"
 INJECTABLE = (500, 502, 504)
@@ -122,6 +140,9 @@ class Faults:
       ``Retry-After: 1``), before any ``fail_rate`` draw.
     * :meth:`drop_next` ``(n)``: the next ``n`` requests lose their connection without an answer.
     * ``latency`` (seconds): added before every request is handled.
+    * ``storage_full``: while True, every write to the data directory fails as on a full disk
+      (a file write raises ``ENOSPC`` after its first bytes, SQLite ``SQLITE_FULL``), so the
+      emulator's real handling of a full disk answers (503 with ``Retry-After``).
     * ``injected``: a Counter of what was injected (status code or ``"drop"``), for assertions.
     """
 
@@ -133,6 +154,7 @@ class Faults:
         self._latency = 0.0
         self._queue: deque[int | str] = deque()
         self.injected: Counter[int | str] = Counter()
+        self.storage_full = False
 
     @property
     def fail_rate(self) -> float:
@@ -176,6 +198,7 @@ class Faults:
             self._queue.clear()
             self._fail_rate = 0.0
             self._latency = 0.0
+            self.storage_full = False
 
     def decide(self) -> int | str | None:
         """What to do with the request that just arrived: a status, ``"drop"``, or None."""
@@ -188,6 +211,80 @@ class Faults:
             if choice is not None:
                 self.injected[choice] += 1
             return choice
+
+
+class MemoryBudget:
+    """Bytes that request bodies in flight may cost, handed out first come, first served.
+
+    Used from the event loop only. A request that costs more than the whole budget is let in
+    alone (its cost counted as the budget), so no body under the size limit waits forever.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[bool]]] = deque()
+
+    def cost(self, body_bytes: int) -> int:
+        """What a body of ``body_bytes`` reserves (small ones nothing)."""
+        if body_bytes < FREE_BODY_BYTES:
+            return 0
+        return min(self.budget, body_bytes * BODY_MEMORY_FACTOR)
+
+    async def acquire(self, cost: int, timeout_s: float) -> bool:
+        """Reserve ``cost`` bytes, waiting up to ``timeout_s`` behind earlier requests; False
+        if the time ran out (nothing reserved then)."""
+        if not self._waiters and self.used + cost <= self.budget:
+            self.used += cost
+            return True
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[bool] = loop.create_future()
+        entry = (cost, turn)
+        self._waiters.append(entry)
+        timer = loop.call_later(timeout_s, _settle, turn, False)
+        try:
+            return await turn
+        except BaseException:  # cancelled (the client left): give back what was granted
+            if turn.done() and not turn.cancelled() and turn.result():
+                self.release(cost)
+            raise
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+            self._grant()  # the head of the queue may have been this one
+
+    def release(self, cost: int) -> None:
+        self.used -= cost
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters:
+            cost, turn = self._waiters[0]
+            if turn.done():  # timed out or cancelled
+                self._waiters.popleft()
+                continue
+            if self.used + cost > self.budget:
+                return
+            self._waiters.popleft()
+            self.used += cost
+            turn.set_result(True)
+
+
+def _settle(turn: asyncio.Future[bool], value: bool) -> None:
+    if not turn.done():
+        turn.set_result(value)
+
+
+class BodyTimeout(HTTPException):
+    """Raised from ``receive`` when a body has not arrived by its deadline (see BodyTooLarge)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            status_code=408,
+            detail=f"Request Timeout: the body did not arrive within {seconds:g} s of the request's head.",
+            headers={"Connection": "close"},
+        )
 
 
 class BodyTooLarge(HTTPException):
@@ -205,7 +302,7 @@ def _too_large(limit: int, length: int | None = None) -> str:
     return f"Request body too large: {size}; the limit is {limit} bytes ({limit / 2**20:g} MB)."
 
 
-async def respond(send: Send, status: int, detail: object, headers: dict[str, str] | None = None) -> None:
+async def respond(send: Send, status: int, detail: object, headers: Mapping[str, str] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
@@ -217,13 +314,16 @@ class Guard:
     """The ASGI middleware described in the module docstring."""
 
     def __init__(
-        self, app: ASGIApp, *, keyring: Keyring, limiter: RateLimiter, faults: Faults, max_body_bytes: int
+        self, app: ASGIApp, *, keyring: Keyring, limiter: RateLimiter, faults: Faults, max_body_bytes: int,
+        read_timeout_s: float = 30.0, memory_budget_bytes: int = 1 << 30,
     ) -> None:
         self.app = app
         self.keyring = keyring
         self.limiter = limiter
         self.faults = faults
         self.max_body_bytes = max_body_bytes
+        self.read_timeout_s = read_timeout_s
+        self.budget = MemoryBudget(memory_budget_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -248,11 +348,30 @@ class Guard:
         if length is not None and length > limit:
             await respond(send, 413, _too_large(limit, length))
             return
-        if length is None and _is_chunked(scope["headers"]):
-            replay = await _spool_chunked(receive, send, limit)
-            if replay is None:
+        chunked = length is None and _is_chunked(scope["headers"])
+        size = length or 0
+        if chunked:  # its size is known once it is in: spooled to disk first, then charged
+            try:
+                spooled = await _spool_chunked(_with_deadline(receive, self.read_timeout_s), send, limit)
+            except BodyTimeout as exc:
+                await respond(send, exc.status_code, exc.detail, exc.headers)
                 return
-            receive = replay
+            if spooled is None:
+                return
+            receive, size = spooled
+        cost = self.budget.cost(size)
+        if cost and not await self.budget.acquire(cost, BUDGET_WAIT_S):
+            await respond(send, 503, self._busy(size), {"Retry-After": str(BUSY_RETRY_AFTER_S)})
+            return
+        try:
+            if length:
+                receive = _with_deadline(receive, self.read_timeout_s)
+            await self._call(scope, receive, send, limit)
+        finally:
+            if cost:
+                self.budget.release(cost)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         started = False
         seen = 0
 
@@ -273,10 +392,17 @@ class Guard:
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
+        except (BodyTooLarge, BodyTimeout) as exc:  # the app's handlers answer them; in case not
             if started:
                 raise
-            await respond(send, 413, _too_large(limit))
+            await respond(send, exc.status_code, exc.detail, exc.headers)
+
+    def _busy(self, size: int) -> str:
+        mb = 2**20
+        return (f"The emulator is busy: request bodies in flight already hold {self.budget.used / mb:.0f} MB "
+                f"of its {self.budget.budget / mb:.0f} MB for them (upload_memory_mb), and this "
+                f"{size / mb:.1f} MB body needs about {self.budget.cost(size) / mb:.0f} MB; its body "
+                f"was not read. Retry after {BUSY_RETRY_AFTER_S} s.")
 
     async def _admit(self, owner: str, send: Send) -> bool:
         wait = self.limiter.take(owner)
@@ -303,6 +429,49 @@ class Guard:
         return False
 
 
+def _with_deadline(receive: Receive, seconds: float) -> Receive:
+    """``receive`` that raises :class:`BodyTimeout` once the body is ``seconds`` late.
+
+    One timer per wait (not ``asyncio.wait_for``, which makes a task per chunk): when it fires
+    it cancels the waiting task, and the cancellation becomes the 408.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    complete = False
+
+    async def timed() -> Message:
+        nonlocal complete
+        if complete:
+            return await receive()  # the body is in: only a disconnect can come, whenever
+        if loop.time() >= deadline:
+            raise BodyTimeout(seconds)
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_at(deadline, expire)
+        try:
+            message = await receive()
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            if hasattr(task, "uncancel"):  # Python 3.11+: the cancellation is ours, handled
+                task.uncancel()
+            raise BodyTimeout(seconds) from None
+        finally:
+            timer.cancel()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            complete = True
+        return message
+
+    return timed
+
+
 async def _drop(send: Send) -> None:
     """Abort the TCP connection with no answer, as a crashed proxy would."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
@@ -318,13 +487,13 @@ _SPOOL_IN_MEMORY = 1 << 20
 _REPLAY_CHUNK = 1 << 20
 
 
-async def _spool_chunked(receive: Receive, send: Send, limit: int) -> Receive | None:
+async def _spool_chunked(receive: Receive, send: Send, limit: int) -> tuple[Receive, int] | None:
     """Read a chunked body to its end or to the limit, holding at most 1 MiB of it in memory.
 
     Without a Content-Length the size is only known at the end; spooling to a temporary file
     means a body that turns out too large is answered 413 having cost almost no memory, while
     one under the limit is replayed to the app unchanged. Returns None when it answered (413) or
-    the client left.
+    the client left; else the replaying ``receive`` and the body's size.
     """
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 (closed in replay)
     seen = 0
@@ -356,7 +525,7 @@ async def _spool_chunked(receive: Receive, send: Send, limit: int) -> Receive | 
             spool.close()
         return {"type": "http.request", "body": chunk, "more_body": more}
 
-    return replay
+    return replay, seen
 
 
 def _is_chunked(headers: Iterable[tuple[bytes, bytes]]) -> bool:

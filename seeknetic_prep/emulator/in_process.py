@@ -25,12 +25,12 @@ __all__ = ["EmulatorHandle", "running"]
 class _ServerThread:
     """uvicorn serving one pre-bound socket from a background thread."""
 
-    def __init__(self, app: Any, sock: socket.socket) -> None:
+    def __init__(self, app: Any, sock: socket.socket, *, read_timeout_s: float) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(
-            uvicorn_config(app, access_log=False, log_level="warning", own_logging=False)
-        )
+        self.server = uvicorn.Server(uvicorn_config(
+            app, access_log=False, log_level="warning", own_logging=False, read_timeout_s=read_timeout_s
+        ))
         self.sock = sock
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [sock]}, name="seeknetic-emulator-http", daemon=True
@@ -78,7 +78,7 @@ class EmulatorHandle:
         try:
             sock = bind(self.host, self.port)
             self.port = sock.getsockname()[1]
-            self._server = _ServerThread(self._emulator.app, sock)
+            self._server = _ServerThread(self._emulator.app, sock, read_timeout_s=self.config.read_timeout_s)
             self._server.start()
         except BaseException:
             self._emulator.close()
@@ -127,6 +127,24 @@ class EmulatorHandle:
             raise InvalidArgumentError(f"Invalid quota {value}: must be >= 0 or None.")
         self._emulator.quota.quota = value
 
+    @property
+    def job_seconds(self) -> float:
+        return self._emulator.worker.job_seconds
+
+    @job_seconds.setter
+    def job_seconds(self, value: float) -> None:
+        """Change how long jobs take at runtime (jobs already submitted included: a job is due
+        ``value`` seconds after its submission)."""
+        if not value >= 0:
+            raise InvalidArgumentError(f"Invalid job_seconds {value}: must be >= 0.")
+        self._emulator.worker.job_seconds = value
+        self._emulator.worker.notify()
+
+    @property
+    def body_memory_in_use(self) -> int:
+        """Bytes the request bodies in flight hold of ``upload_memory_mb`` (about 3x their size)."""
+        return self._emulator.app.budget.used
+
     def stats(self) -> dict[str, dict[str, int]]:
         """What ``GET /_emulator/stats`` returns for :attr:`api_key`."""
         return self._emulator.storage.stats.of(owner_id(self.api_key))
@@ -159,7 +177,7 @@ def running(config: EmulatorConfig | None = None) -> Iterator[EmulatorHandle]:
 
     Yields:
         An :class:`EmulatorHandle`: ``base_url``, ``api_key``, ``data_dir``, ``faults``,
-        ``qps``/``quota`` setters, ``stats()``, ``restart()``.
+        ``qps``/``quota``/``job_seconds`` setters, ``stats()``, ``restart()``.
 
     Raises:
         InvalidArgumentError: the port cannot be bound (a setting that breaks its rule is

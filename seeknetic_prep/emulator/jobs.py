@@ -2,7 +2,9 @@
 
 A job's schedule is derived from its ``created_at`` row, not from anything in memory, so after a
 kill -9 and a restart on the same data directory the new worker finds the unfinished rows and
-finishes them: a job due while the emulator was down completes at once.
+finishes them: a job due while the emulator was down completes at once. A job whose result
+cannot be stored because the disk is full stays unfinished (never failed for that) and is
+finished once space returns; the full disk is logged by :mod:`.storage.space`, one line.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import Any
 
 from seeknetic_prep.api.tensors import decode_tensor
 from seeknetic_prep.emulator import scoring
-from seeknetic_prep.emulator.storage import JobRow, Storage, atomic_write
+from seeknetic_prep.emulator.storage import JobRow, Storage, StorageFull, write_file
 from seeknetic_prep.errors import SeekneticPrepError
 
 __all__ = ["JobFailed", "JobWorker", "compute_result", "fingerprint", "video_source"]
 
 log = logging.getLogger("seeknetic_prep.emulator")
+
+_FULL_RETRY_S = 1.0
 
 
 class JobFailed(Exception):
@@ -111,6 +115,7 @@ class JobWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sweep = False  # a drop of tensors was cut short by a full disk: finish it
 
     def start(self) -> None:
         thread = threading.Thread(target=self._run, name="seeknetic-emulator-jobs", daemon=True)
@@ -132,6 +137,8 @@ class JobWorker:
         while not self._stop.is_set():
             try:
                 delay = self.step(time.time())
+            except StorageFull:  # logged (rate-limited) where it was met; the jobs wait for space
+                delay = _FULL_RETRY_S
             except Exception:  # a bug in one job must not stop every other job
                 log.exception("emulator job worker step failed")
                 delay = 0.5
@@ -142,6 +149,9 @@ class JobWorker:
         """Advance every due job; return how long to sleep until the next one is due."""
         next_due = 1.0
         half = self.job_seconds / 2
+        if self._sweep:
+            self.storage.retention.drop_finished_tensors()
+            self._sweep = False
         for job in self.storage.jobs.unfinished():
             if self._stop.is_set():
                 break
@@ -161,6 +171,8 @@ class JobWorker:
             result = compute_result(self.storage, job)
         except JobFailed as exc:
             self.storage.jobs.finish(job, error_message=str(exc))
+        except StorageFull:
+            raise  # not the job's fault: it stays unfinished
         except Exception as exc:  # an emulator bug: fail this job visibly instead of retrying forever
             log.exception("emulator job %s could not be scored", job.request_id)
             self.storage.jobs.finish(
@@ -169,7 +181,10 @@ class JobWorker:
         else:
             self.storage.jobs.finish(job, result=result)
         if not self.keep_tensors:  # the result is committed: the job never reads them again
-            self.storage.retention.drop_job_tensors(job)
+            try:
+                self.storage.retention.drop_job_tensors(job)
+            except StorageFull:  # its files went first (space is back); the rows go at the next step
+                self._sweep = True
 
 
 def video_source(
@@ -179,6 +194,7 @@ def video_source(
 
     Raises:
         ValueError: the string is not standard base64 or decodes to nothing.
+        StorageFull: 503, the disk is full (nothing was kept).
     """
     try:
         data = base64.b64decode(video_base64, validate=True)
@@ -192,7 +208,7 @@ def video_source(
     digest = hashlib.sha256(data).hexdigest()
     # The digest in the name keeps a conflicting resubmission from overwriting the job's file.
     path = storage.paths.video_path(owner, f"{request_id}-{digest[:16]}", suffix)
-    atomic_write(path, data)
+    write_file(storage.space, path, data, what=f"the video of request_id {request_id!r}")
     return {
         "mode": "video_base64",
         "path": path.relative_to(storage.data_dir).as_posix(),

@@ -145,6 +145,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "A tensor key belongs to another API key",
         404: "No such job or tensor key for this API key",
         409: "The request_id already names something else",
+        503: "The emulator's storage is full (see Retry-After)",
     }
     out = dict(_ERRORS)
     out.update({c: {"model": ErrorBody, "description": extra[c]} for c in codes})

@@ -52,6 +52,8 @@ class Emulator:
             self.storage, job_seconds=config.job_seconds, keep_tensors=config.keep_tensors
         )
         self.faults = Faults(fail_rate=config.fail_rate, seed=config.seed)
+        faults = self.faults
+        self.storage.space.inject = lambda: faults.storage_full
         self.limiter = RateLimiter(config.qps)
         self.quota = _Quota(config.quota)
         app = create_app(self.storage, quota=self.quota, notify=self.worker.notify)
@@ -61,6 +63,8 @@ class Emulator:
             limiter=self.limiter,
             faults=self.faults,
             max_body_bytes=config.max_body_bytes,
+            read_timeout_s=config.read_timeout_s,
+            memory_budget_bytes=int(config.upload_memory_mb * 2**20),
         )
         self.fastapi = app
 
@@ -109,11 +113,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: Any, *, access_log: bool, log_level: str, own_logging: bool) -> Any:
+def uvicorn_config(
+    app: Any, *, access_log: bool, log_level: str, own_logging: bool, read_timeout_s: float
+) -> Any:
+    """uvicorn's settings; its h11 protocol with a deadline for each request head
+    (:mod:`.connections`; the Guard keeps the body's)."""
     import uvicorn
+
+    from seeknetic_prep.emulator.connections import timed_protocol
 
     return uvicorn.Config(
         app,
+        http=timed_protocol(read_timeout_s),
         # In-process, leave the host program's logging configuration alone.
         log_config=uvicorn.config.LOGGING_CONFIG if own_logging else None,
         lifespan="off",
@@ -152,7 +163,8 @@ def serve(
             if on_ready is not None:
                 on_ready(url(config.host, sock.getsockname()[1]))
             server = uvicorn.Server(
-                uvicorn_config(emulator.app, access_log=access_log, log_level="info", own_logging=True)
+                uvicorn_config(emulator.app, access_log=access_log, log_level="info", own_logging=True,
+                               read_timeout_s=config.read_timeout_s)
             )
             server.run(sockets=[sock])
         finally:
@@ -175,7 +187,7 @@ def _child() -> None:
     sock = socket.socket(fileno=int(spec["fd"]))
     emulator = Emulator(EmulatorConfig.from_json(spec["config"]))
     server = uvicorn.Server(uvicorn_config(emulator.app, access_log=False, log_level="warning",
-                                           own_logging=False))
+                                           own_logging=False, read_timeout_s=emulator.config.read_timeout_s))
 
     def watch_parent() -> None:
         sys.stdin.buffer.read()  # returns at end of file: the parent closed it, or died

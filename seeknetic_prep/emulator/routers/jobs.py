@@ -14,8 +14,10 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Protocol
 
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
 from seeknetic_prep.emulator import jobs, scoring
+from seeknetic_prep.emulator.bodies import HeavyWork
 from seeknetic_prep.emulator.config import new_request_id
 from seeknetic_prep.emulator.models import (
     EmbeddingSubmit,
@@ -42,24 +44,30 @@ class QuotaSetting(Protocol):
     quota: int | None
 
 
-def router(storage: Storage, *, quota: QuotaSetting, notify: Callable[[], None]) -> APIRouter:
-    """The job endpoints over ``storage``; ``notify`` wakes the worker when a job is created."""
-    api = APIRouter()
+def router(
+    storage: Storage, heavy: HeavyWork, route: type[APIRoute], *, quota: QuotaSetting,
+    notify: Callable[[], None],
+) -> APIRouter:
+    """The job endpoints over ``storage``; ``notify`` wakes the worker when a job is created.
+    Submissions run in ``heavy``'s threads (a ``video_base64`` one decodes and writes megabytes)."""
+    api = APIRouter(route_class=route)
     submissions = Submissions(storage, quota=quota, notify=notify)
 
     @api.post(
         "/video_embedding/encode_video/async",
         response_model=SubmitResponse,
-        responses=errors(402, 403, 404, 409),
+        responses=errors(402, 403, 404, 409, 503),
     )
-    def submit_embedding(body: EmbeddingSubmit, owner: Owner) -> SubmitResponse:
+    async def submit_embedding(body: EmbeddingSubmit, owner: Owner) -> SubmitResponse:
         """Queue an embedding job over uploaded tensors (or video_base64 / video_url)."""
-        return submissions.submit("embedding", body, owner)
+        return await heavy.run(submissions.submit, "embedding", body, owner)
 
-    @api.post("/video_tagging/async", response_model=SubmitResponse, responses=errors(402, 403, 404, 409))
-    def submit_tagging(body: TaggingSubmit, owner: Owner) -> SubmitResponse:
+    @api.post(
+        "/video_tagging/async", response_model=SubmitResponse, responses=errors(402, 403, 404, 409, 503)
+    )
+    async def submit_tagging(body: TaggingSubmit, owner: Owner) -> SubmitResponse:
         """Queue a tagging job over uploaded tensors (or video_base64 / video_url)."""
-        return submissions.submit("tagging", body, owner)
+        return await heavy.run(submissions.submit, "tagging", body, owner)
 
     @api.get(
         "/async_status/{request_id}",

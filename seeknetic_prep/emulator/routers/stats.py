@@ -7,6 +7,7 @@ limits, so a test can always read it, even while it injects faults into everythi
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
 from seeknetic_prep.emulator.models import StatsResponse, errors
 from seeknetic_prep.emulator.routers.auth import Owner
@@ -15,8 +16,8 @@ from seeknetic_prep.emulator.storage import Storage
 __all__ = ["router"]
 
 
-def router(storage: Storage) -> APIRouter:
-    api = APIRouter()
+def router(storage: Storage, route: type[APIRoute]) -> APIRouter:
+    api = APIRouter(route_class=route)
 
     @api.get("/_emulator/stats", response_model=StatsResponse, responses=errors())
     def emulator_stats(owner: Owner) -> StatsResponse:

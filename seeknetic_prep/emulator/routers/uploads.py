@@ -11,40 +11,48 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
+from seeknetic_prep.emulator.bodies import HeavyWork
 from seeknetic_prep.emulator.config import new_request_id
 from seeknetic_prep.emulator.models import UploadRequest, UploadResponse, VideoInputWithMetadata, errors
 from seeknetic_prep.emulator.problems import invalid
 from seeknetic_prep.emulator.routers.auth import Owner
 from seeknetic_prep.emulator.storage import Storage
+from seeknetic_prep.emulator.storage.files import Chunks
 from seeknetic_prep.emulator.uploads import Decoded, check_audio, check_kwargs, check_video, tensor_json
 
 __all__ = ["router"]
 
 
-def router(storage: Storage) -> APIRouter:
-    api = APIRouter()
+def router(storage: Storage, heavy: HeavyWork, route: type[APIRoute]) -> APIRouter:
+    api = APIRouter(route_class=route)
     decoded = Decoded()  # a window's two uploads carry the same video: decoded once
 
-    @api.post("/files/upload/tensors", response_model=UploadResponse, responses=errors(409))
-    def upload_tensors(body: UploadRequest, owner: Owner) -> UploadResponse:
-        """Store tensors under a request_id; the same name again replaces, another name adds."""
+    def upload(body: UploadRequest, owner: str) -> UploadResponse:
         request_id = body.request_id or new_request_id()
         storage.stats.count(owner, "uploads", request_id)
         objects, arrays = _validated(body, decoded)
         keys = storage.uploads.put(owner, request_id, body.service, objects, arrays)
         return UploadResponse(request_id=request_id, r2_keys=keys)
 
+    @api.post(
+        "/files/upload/tensors", response_model=UploadResponse, responses=errors(409, 503)
+    )
+    async def upload_tensors(body: UploadRequest, owner: Owner) -> UploadResponse:
+        """Store tensors under a request_id; the same name again replaces, another name adds."""
+        return await heavy.run(upload, body, owner)  # decoding megabytes: in the heavy threads
+
     return api
 
 
-def _validated(body: UploadRequest, decoded: Decoded) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
+def _validated(body: UploadRequest, decoded: Decoded) -> tuple[dict[str, Chunks], dict[str, np.ndarray]]:
     """The objects to store and the arrays they hold (validated once here; the job scores these).
 
     Raises:
         Problem: 422 naming the field and the rule it broke, or when there is nothing to store.
     """
-    objects: dict[str, bytes] = {}
+    objects: dict[str, Chunks] = {}
     arrays: dict[str, np.ndarray] = {}
     video = body.video_input
     if video is not None:

@@ -9,8 +9,9 @@ Layout::
 :class:`Storage` opens the directory and hands out its parts, one per concern, all over one
 connection (:mod:`.db`): :mod:`.files` (paths and crash-safe writes), :mod:`.uploads` (uploaded
 objects), :mod:`.jobs` (job rows), :mod:`.retention` (deleting a finished job's tensors),
-:mod:`.stats` (requests per request_id). They are split so that each rule (atomic files before
-rows, one job per request_id, which tensors may go) sits in one small place.
+:mod:`.stats` (requests per request_id), :mod:`.space` (a full disk: 503, one log line). They
+are split so that each rule (atomic files before rows, one job per request_id, which tensors may
+go, what a full disk answers) sits in one small place.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ import logging
 from pathlib import Path
 
 from seeknetic_prep.emulator.storage.db import Database
-from seeknetic_prep.emulator.storage.files import Paths, atomic_write, remove_stale_temp_files
+from seeknetic_prep.emulator.storage.files import Paths, atomic_write, remove_stale_temp_files, write_file
 from seeknetic_prep.emulator.storage.jobs import JobRow, Jobs
 from seeknetic_prep.emulator.storage.retention import Retention
+from seeknetic_prep.emulator.storage.space import Space, StorageFull
 from seeknetic_prep.emulator.storage.stats import Stats
 from seeknetic_prep.emulator.storage.uploads import UploadRow, Uploads
 
-__all__ = ["JobRow", "Storage", "UploadRow", "atomic_write", "remove_stale_temp_files"]
+__all__ = [
+    "JobRow", "Space", "Storage", "StorageFull", "UploadRow", "atomic_write", "remove_stale_temp_files",
+    "write_file",
+]
 
 log = logging.getLogger("seeknetic_prep.emulator")
 
@@ -40,6 +45,7 @@ class Storage:
         jobs: job rows (:class:`~.jobs.Jobs`).
         retention: deleting finished jobs' tensors (:class:`~.retention.Retention`).
         stats: requests per request_id (:class:`~.stats.Stats`).
+        space: the full-disk rules and their fault knob (:class:`~.space.Space`).
 
     Raises:
         StateError: the database was written by a newer emulator.
@@ -51,9 +57,10 @@ class Storage:
         removed = remove_stale_temp_files(self.data_dir)
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted write", removed)
-        self._db = Database(self.data_dir / "emulator.sqlite3")
+        self.space = Space(self.data_dir)
+        self._db = Database(self.data_dir / "emulator.sqlite3", self.space)
         self.paths = Paths(self.data_dir)
-        self.uploads = Uploads(self._db, self.paths)
+        self.uploads = Uploads(self._db, self.paths, self.space)
         self.jobs = Jobs(self._db)
         self.retention = Retention(self._db, self.uploads)
         self.stats = Stats(self._db)

@@ -3,23 +3,32 @@
 Files are written atomically (tmp + fsync + ``os.replace`` + directory fsync) before the row that
 makes them visible is committed, so a kill -9 at any point leaves either the old file or the new
 one, never a torn file behind a row; the temporary file such a kill leaves is removed at the next
-start (:func:`remove_stale_temp_files`). Every path is built from an owner digest and a request_id
-that already matched ``REQUEST_ID_PATTERN``, and is checked to stay under the data directory anyway
-(:class:`Paths`).
+start (:func:`remove_stale_temp_files`); one that fails (a full disk) removes its own temporary
+file at once (:func:`write_file` then answers 503: see :mod:`.space`). Every path is built from
+an owner digest and a request_id that already matched ``REQUEST_ID_PATTERN``, and is checked to
+stay under the data directory anyway (:class:`Paths`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 from seeknetic_prep.emulator.config import REQUEST_ID_RE
+from seeknetic_prep.emulator.storage.space import Space, is_full
 
-__all__ = ["UPLOAD_NAMES", "Paths", "atomic_write", "r2_key", "remove_stale_temp_files"]
+__all__ = [
+    "UPLOAD_NAMES", "Chunks", "Paths", "atomic_write", "chunks_size", "r2_key", "remove_stale_temp_files",
+    "write_file",
+]
 
 UPLOAD_NAMES = ("video_input", "audio_input", "video_kwargs")
 _STEM_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
@@ -35,25 +44,82 @@ def r2_key(request_id: str, name: str) -> str:
     return f"tensors/{request_id}/{name}.json"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole."""
+Chunks: TypeAlias = bytes | Sequence[bytes | str]
+"""What :func:`atomic_write` writes: bytes, or pieces written one after the other (a ``str`` piece
+must be ASCII: it is encoded a slice at a time, so a 60 MB base64 string is never copied whole)."""
+
+_SLICE = 1 << 20
+
+
+def chunks_size(data: Chunks) -> int:
+    """The number of bytes :func:`atomic_write` writes for ``data``."""
+    return len(data) if isinstance(data, bytes) else sum(len(piece) for piece in data)
+
+
+def atomic_write(path: Path, data: Chunks, *, fail: Callable[[], bool] | None = None) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole.
+
+    ``fail`` is the fault knob of :class:`~.space.Space`: when it returns True the write raises
+    ``ENOSPC`` after its first bytes, as it would on a full disk, and the same clean-up runs.
+
+    Raises:
+        OSError: the write failed (``ENOSPC`` on a full disk); the temporary file is removed
+            and ``path`` is as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            for piece in _pieces(data):
+                view = memoryview(piece)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                    if fail is not None and fail():
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a torn file is never left behind
+            tmp.unlink()
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _pieces(data: Chunks) -> Iterator[bytes]:
+    if isinstance(data, bytes):
+        yield data
+        return
+    for piece in data:
+        if isinstance(piece, bytes):
+            yield piece
+            continue
+        for start in range(0, len(piece), _SLICE):
+            yield piece[start:start + _SLICE].encode("ascii")
+
+
+def write_file(space: Space, path: Path, data: Chunks, *, what: str) -> None:
+    """:func:`atomic_write` of new data under the data directory, with the full-disk rules.
+
+    Raises:
+        StorageFull: 503, the filesystem has no room (or would keep less than the reserve).
+        OSError: any other write error (a bug or a broken disk: it surfaces).
+    """
+    space.reserve(what, chunks_size(data))
+    try:
+        atomic_write(path, data, fail=space.inject)
+    except OSError as exc:
+        if is_full(exc):
+            raise space.full("files", what, exc) from exc
+        raise
+    space.ok("files")
 
 
 def remove_stale_temp_files(data_dir: Path, *, now: float | None = None) -> int:
