@@ -187,7 +187,29 @@ class RateLimitError(APIStatusError):
 
 
 class ServerError(APIStatusError):
-    """5xx: the server failed; safe to retry because our request ids are deterministic."""
+    """5xx: the server failed; safe to retry because our request ids are deterministic.
+
+    ``retry_after`` is set for a 503 that says when to come back (a server whose storage is full
+    or whose upload memory is taken): a deliberate "busy", waited out as a 429 is, not a failure
+    that counts against a call's attempts or a unit's rounds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 500,
+        detail: object = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status_code=status_code, detail=detail, request_id=request_id)
+
+    @property
+    def busy(self) -> bool:
+        """A 503 with a ``Retry-After``: the server is there and asks for patience."""
+        return self.status_code == 503 and self.retry_after is not None
 
 
 class MalformedAnswerError(APIError, ValueError):

@@ -152,6 +152,40 @@ def test_a_run_during_a_full_disk_completes_once_space_returns(
     _assert_no_tracebacks(caplog)  # no 500: nothing raised past a handler
 
 
+def test_a_long_full_disk_fails_no_unit(
+    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 with Retry-After is a busy server, waited out as a 429 is: however many refusals
+    (here 30, with a policy of 2 attempts, so 8 refusals would have failed a unit after its four
+    rounds), no unit fails for it; the unreachable clock alone may stop such a run."""
+    from seeknetic_prep.api.client import Client, RetryPolicy
+    from seeknetic_prep.pipeline.driver import Progress, RunOptions, run_folder
+
+    monkeypatch.setattr(space, "RETRY_AFTER_S", 0.05)  # what the 503s ask for: keeps the test short
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(fixtures_dir / "short_700ms.mp4", src / "a.mp4")
+    with running(EmulatorConfig(api_keys=(KEY,), data_dir=tmp_path / "emu", job_seconds=0.2)) as server:
+        refused = server.storage.space
+        kinds: list[str] = []
+
+        class FreeSpaceLater(Progress):
+            def api_event(self, kind: str) -> None:
+                kinds.append(kind)
+                if refused.refused >= 30:
+                    server.faults.storage_full = False
+
+        server.faults.storage_full = True
+        with Client(KEY, base_url=server.base_url, retry=RetryPolicy(max_attempts=2)) as client:
+            summary = run_folder([src], out=tmp_path / "out", client=client,
+                                 options=RunOptions(workers=1), progress=FreeSpaceLater())
+        assert summary.exit_code == 0, (summary.stopped_by, summary.failures)
+        assert refused.refused >= 30 and set(kinds) == {"busy"}
+        lines = read_results(tmp_path / "out")
+        assert lines and all(x["status"] == "completed" for x in lines)
+        assert set(server.stats()["submissions"].values()) == {1}
+
+
 @contextlib.contextmanager
 def _tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
     path.mkdir()

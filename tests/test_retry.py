@@ -61,6 +61,36 @@ def test_429_retry_after_is_capped_and_a_missing_one_is_one_second() -> None:
     assert len(m.fake.waits) == 2 and all(1.0 <= w <= 1.5 for w in m.fake.waits)
 
 
+def test_503_with_retry_after_is_a_busy_server_waited_out_not_an_attempt() -> None:
+    """A server whose disk is full, or whose upload memory is taken, says when to come back:
+    waited as a 429 is (every try answered), never spending attempts, never slowing our rate."""
+    busy = status(503, {"Retry-After": "2"}, detail="The emulator's storage is full")
+    m = Mock(busy, busy, busy, busy, EMBEDDING, policy=RetryPolicy(max_attempts=2))
+    assert m.client.encode_text("x") == VEC  # four 503s, yet max_attempts=2 is not spent
+    assert m.calls == [("POST", "/video_embedding/encode_text")] * 5
+    assert len(m.fake.waits) == 4 and all(2.0 <= w <= 3.0 for w in m.fake.waits)
+    assert [kind for kind, _ in m.events] == ["busy"] * 4 and "storage is full" in m.events[0][1]
+    assert m.engine._adaptive.rate is None  # a 429 would have set a rate to slow to
+    assert m.client.failing_since is None  # cleared by the answer at the end
+
+
+def test_a_busy_server_runs_the_unreachable_clock() -> None:
+    """Busy forever is not waited forever: the clock a run stops by runs while every try is a 503."""
+    m = Mock(status(503, {"Retry-After": "5"}), policy=RetryPolicy(max_attempts=2))
+    start = m.fake.now
+    seen: list[float | None] = []
+
+    def watch(kind: str, why: str) -> None:
+        seen.append(m.client.failing_since)
+        if len(seen) == 3:
+            m.engine.cancel()
+
+    m.client.on_event = watch
+    with pytest.raises(CancelledError):
+        m.client.encode_text("x")
+    assert seen == [start] * 3 and len(m.calls) == 3
+
+
 # -- 5xx and no answer: retried with backoff, then given up --------------------------------------
 
 

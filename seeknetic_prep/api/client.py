@@ -185,7 +185,8 @@ class Client:
 
     @property
     def on_event(self) -> Callable[[str, str], None] | None:
-        """Told ``("retry", why)`` before a retry after a failure, ``("rate_limited", why)`` on a 429."""
+        """Told ``("retry", why)`` before a retry after a failure, ``("rate_limited", why)`` on a 429,
+        ``("busy", why)`` on a 503 with ``Retry-After``."""
         return self.retrier.on_event
 
     @on_event.setter

@@ -12,7 +12,9 @@ engine decides what happens next:
 * a 429 is waited out and not counted as an attempt: every thread pauses until the server's
   ``Retry-After`` (1 s without one; capped at the policy's ``max_delay_s``), each with its own
   jitter so they do not all come back at once, and an :class:`~seeknetic_prep.api.pacing.AdaptiveRate`
-  slows the engine to what the key is allowed, then lets it creep back up;
+  slows the engine to what the key is allowed, then lets it creep back up; a 503 with a
+  ``Retry-After`` (a server whose disk is full, or whose upload memory is taken) is waited out
+  the same way, without the slowdown: the server is busy, not our rate too high;
 * a call given a ``lookup`` (a submission, whose request id names the job) may have reached the
   server when its answer was lost: after the backoff the engine asks ``lookup()`` before any
   resend, and returns what the server already has instead of sending it again;
@@ -127,21 +129,25 @@ class RetryEngine:
                 answer = send()
             except CancelledError:
                 raise
-            except RateLimitError as exc:
+            except (RateLimitError, ServerError) as exc:
+                if isinstance(exc, ServerError) and not exc.busy:
+                    self._failed()
+                    if exc.status_code not in RETRY_STATUSES or attempt >= limit:
+                        raise
+                    found = self._after_failure(attempt, exc, lookup)
+                    if found is not None:
+                        return found
+                    continue
                 self._failed()
                 attempt -= 1  # waited out, never counted as a failed attempt
                 self._wait_out(exc)
                 continue
-            except (APIConnectionError, ServerError) as exc:
+            except APIConnectionError as exc:
                 self._failed()
-                if isinstance(exc, ServerError) and exc.status_code not in RETRY_STATUSES:
-                    raise
                 if attempt >= limit:
                     raise
-                self._backoff(attempt, exc)
-                found = lookup() if lookup is not None else None
+                found = self._after_failure(attempt, exc, lookup)
                 if found is not None:
-                    log.info("%s: the answer was lost but the server has it", exc.request_id or "a call")
                     return found
                 continue
             except APIError:  # an answer, if not the one hoped for: the server is there
@@ -149,6 +155,16 @@ class RetryEngine:
                 raise
             self._answered()
             return answer
+
+    def _after_failure(self, attempt: int, exc: APIError, lookup: Callable[[], _T | None] | None,
+                       ) -> _T | None:
+        """Back off, then ask whether the failed try took effect after all (a submission whose
+        answer was lost): what the server has, or None to send again."""
+        self._backoff(attempt, exc)
+        found = lookup() if lookup is not None else None
+        if found is not None:
+            log.info("%s: the answer was lost but the server has it", exc.request_id or "a call")
+        return found
 
     def _before_send(self) -> None:
         if self._cancelled.is_set():
@@ -173,12 +189,14 @@ class RetryEngine:
             self.on_event("retry", f"{what}; try {attempt + 1} in {delay:.1f} s")
         self.wait(delay)
 
-    def _wait_out(self, exc: RateLimitError) -> None:
-        """A 429: slow the whole engine down and pause every thread until the server's
-        ``Retry-After`` (the next send of each thread waits, with its own jitter)."""
-        self._adaptive.limited()
+    def _wait_out(self, exc: RateLimitError | ServerError) -> None:
+        """A 429, or a 503 with ``Retry-After``: pause every thread until the server's
+        ``Retry-After`` (the next send of each thread waits, with its own jitter). A 429 also
+        slows the whole engine down; a busy 503 is about the server, not our rate."""
+        if isinstance(exc, RateLimitError):
+            self._adaptive.limited()
         if self.on_event is not None:
-            self.on_event("rate_limited", str(exc))
+            self.on_event("rate_limited" if isinstance(exc, RateLimitError) else "busy", str(exc))
         hint = exc.retry_after if exc.retry_after is not None else 1.0
         hint = min(max(hint, 0.0), self.policy.max_delay_s)
         self._pause_until = max(self._pause_until, self._clock() + hint)

@@ -21,6 +21,7 @@ from seeknetic_prep.errors import (
     MalformedAnswerError,
     PayloadTooLargeError,
     RateLimitError,
+    ServerError,
     error_for_status,
 )
 
@@ -104,6 +105,10 @@ def status_error(request: Request, response: Response, redact_detail: Callable[[
     if cls is RateLimitError:
         return RateLimitError(message, detail=detail, request_id=request.request_id,
                               retry_after=_retry_after(response.header("Retry-After")))
+    if cls is ServerError:  # a 503 may say when to come back (a full disk, a busy upload budget)
+        return ServerError(message, status_code=response.status_code, detail=detail,
+                           request_id=request.request_id,
+                           retry_after=_retry_after(response.header("Retry-After")))
     return cls(message, status_code=response.status_code, detail=detail, request_id=request.request_id)
 
 

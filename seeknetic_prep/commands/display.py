@@ -41,7 +41,7 @@ class RunDisplay(Progress):
         self.services = max(1, services)
         self.lock = threading.Lock()
         self.in_flight: dict[str, None] = {}
-        self.counts = {"retry": 0, "rate_limited": 0, "failed": 0}
+        self.counts = {"retry": 0, "rate_limited": 0, "busy": 0, "failed": 0}
         self.already_done = 0
         self._done_before: set[str] = set()
         self.total_jobs = 0
@@ -137,7 +137,8 @@ class RunDisplay(Progress):
         if self.already_done:
             parts.append(f"already done: {self.already_done} files")
         parts += [f"{label} {self.counts[key]}" for key, label in
-                  (("retry", "retries"), ("rate_limited", "rate-limited"), ("failed", "failed"))
+                  (("retry", "retries"), ("rate_limited", "rate-limited"), ("busy", "server busy"),
+                   ("failed", "failed"))
                   if self.counts.get(key)]
         self.status.set_description_str(" · ".join(parts) or "starting", refresh=True)
 

@@ -185,7 +185,8 @@ class Progress:
         """A file's first window went to a decoder."""
 
     def api_event(self, kind: str) -> None:
-        """``"retry"`` (a call failed and is tried again) or ``"rate_limited"`` (a 429)."""
+        """``"retry"`` (a call failed and is tried again), ``"rate_limited"`` (a 429) or ``"busy"``
+        (a 503 with ``Retry-After``: the server's disk or upload memory is full for now)."""
 
 
 @dataclass
