@@ -165,6 +165,25 @@ def test_a_worker_that_dies_fails_its_task(engine: Callable[[], Executor]) -> No
     assert isinstance([e for e in events if e.task == after][-1], TaskDone)  # the engine goes on
 
 
+def test_a_worker_that_died_while_idle_takes_no_task_with_it() -> None:
+    """A worker killed between tasks (no task of it to fail) is found when the next task is
+    sent to it: the task goes to a fresh worker, uncounted as a crash. Sending it used to raise
+    BrokenPipeError in the driver, and the run stopped with a traceback."""
+    with make_executor("local", RunSpec(workers=1)) as ex:
+        ex.submit(PlanTask(GOOD))
+        assert isinstance(_drain(ex)[-1], Planned)
+        (worker,) = ex._workers  # type: ignore[attr-defined]
+        pids = []
+        for _ in range(3):  # more deaths than a task's crash retries: none of them is spent
+            pids.append(worker.process.pid)
+            worker.process.kill()
+            worker.process.join(10)
+            ex.submit(PlanTask(GOOD))
+            (event,) = _drain(ex)
+            assert isinstance(event, Planned), event
+        assert worker.process.is_alive() and len({*pids, worker.process.pid}) == 4
+
+
 def _ours() -> set[int]:
     """Live descendants of this process, less the fork server (it outlives every pool)."""
     kids = psutil.Process().children(recursive=True)

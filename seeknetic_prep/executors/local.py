@@ -177,8 +177,14 @@ class ProcessExecutor(Executor):
             if not self._queue:
                 return
             if w.task is None:
-                w.task = self._queue.popleft()
-                w.tasks.send(w.task)
+                task = self._queue.popleft()
+                try:
+                    w.tasks.send(task)
+                except OSError:  # it died while idle (the OOM killer): the task never reached it
+                    self._queue.appendleft(task)  # not a crash of this task: no attempt counted
+                    self._replace(w)  # the fresh worker takes it at the next dispatch
+                    continue
+                w.task = task
 
     def events(self, timeout: float) -> list[Event]:
         self._dispatch()
