@@ -7,6 +7,9 @@ import contextlib
 import sys
 from pathlib import Path
 
+from seeknetic_prep.api.keys import EMULATOR_KEYS_ENV, clean_api_key, keys_from_env, read_key_file
+from seeknetic_prep.util.extras import require_emulator
+
 HELP = "Run a local, model-free emulator of the Seeknetic API (for development, demos and tests)."
 
 
@@ -65,9 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from seeknetic_prep.util.extras import require_emulator
-
     require_emulator("seeknetic-prep emulator")
+    # FastAPI and uvicorn: only when the emulator is started
     from seeknetic_prep.emulator import EmulatorConfig, serve
     from seeknetic_prep.emulator.config import DEFAULT_JOB_SECONDS
 
@@ -101,7 +103,6 @@ def main(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> list[str]:
     """Every accepted key: --api-key, then --api-key-file, then the environment variable."""
-    from seeknetic_prep.api.keys import EMULATOR_KEYS_ENV, clean_api_key, keys_from_env, read_key_file
 
     keys = [clean_api_key(k, source=f"--api-key (number {i})") for i, k in enumerate(args.api_keys or [], 1)]
     if args.api_key_file is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from seeknetic_prep.util.text import printable
+
 HELP = ("Write <out>/report.html: totals, failures with reasons, thumbnails and tags per window, "
         "nearest neighbours; one static file that opens offline.")
 
@@ -20,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # here, not at the top: cli imports every command module for its parser (PyAV, pyarrow)
     from seeknetic_prep.results.report import write_report
-    from seeknetic_prep.util.text import printable
 
     path = write_report(args.out, max_files=args.max_files, max_windows=args.max_windows)
     # as_uri percent-encodes (spaces, '#', '?', bytes that are not UTF-8): a link that opens

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from seeknetic_prep.errors import InvalidArgumentError
+
 HELP = (
     "Merge the results parts in --out into one file: Parquet (default), JSONL, CSV (no "
     "embeddings) or .npy (the embedding matrix plus an index CSV)."
@@ -22,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # here, not at the top: cli imports every command module for its parser (pyarrow)
     from seeknetic_prep.commands.search import sync_parts
-    from seeknetic_prep.errors import InvalidArgumentError
     from seeknetic_prep.results.export import export
 
     if not (args.out / "state.sqlite").exists() and not (args.out / "parts").is_dir():

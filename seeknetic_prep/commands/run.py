@@ -16,6 +16,7 @@ from seeknetic_prep.errors import InvalidArgumentError, StopReason
 from seeknetic_prep.executors.registry import engine, executor_names
 from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS, parse_extensions
 from seeknetic_prep.pipeline.spec import RunSpec, RunSummary
+from seeknetic_prep.sources import check_sources, read_list
 from seeknetic_prep.util.outlock import OutLock
 from seeknetic_prep.util.text import printable
 
@@ -28,7 +29,6 @@ DEFAULT_OUT = "seeknetic-out"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="video files and/or folders (walked recursively), or URLs: s3://, gs://, "
                         "az:// (abfs://) prefixes (listed recursively) or objects, https:// files")
@@ -145,8 +145,6 @@ def sources_from_args(args: argparse.Namespace) -> list[str]:
     Raises:
         InvalidArgumentError: no path at all, a missing local path, or an unusable list.
     """
-    from seeknetic_prep.sources import check_sources, read_list
-
     items = [str(p) for p in args.paths]
     if args.from_list is not None:
         items += read_list(args.from_list)

@@ -8,6 +8,9 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from seeknetic_prep.util.extras import require_emulator
+from seeknetic_prep.util.text import printable
+
 HELP = (
     "Rank the windows of a run's results (--out) by similarity to a text query (embedded by the "
     "API) and/or filter them by tags."
@@ -44,6 +47,7 @@ def sync_parts(out: Path) -> None:
     db = out / "state.sqlite"
     if not db.exists():
         return
+    # here, not at the top: cli imports every command module for its parser (pyarrow, SQLite)
     from seeknetic_prep.results.parts import ensure_parts
     from seeknetic_prep.state.store import Store
 
@@ -52,14 +56,12 @@ def sync_parts(out: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # here, not at the top: cli imports every command module for its parser (requests, pyarrow)
     from seeknetic_prep.api.client import Client
     from seeknetic_prep.results.index import list_tags, load_windows, parse_tag_filters, rank
-    from seeknetic_prep.util.text import printable
 
     filters = parse_tag_filters(args.tag)
     if args.local and args.query:  # say what to install before any work
-        from seeknetic_prep.util.extras import require_emulator
-
         require_emulator("search --local")
     sync_parts(args.out)
     windows = load_windows(args.out)
@@ -75,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
         with ExitStack() as stack:
             base_url, key = args.base_url, args.api_key
             if args.local:
+                # FastAPI and uvicorn: only for --local
                 from seeknetic_prep.emulator import running
 
                 server = stack.enter_context(running())

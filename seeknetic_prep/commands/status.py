@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # here, not at the top: cli imports every command module for its parser
     from seeknetic_prep.state.store import Store, display_path, existing_state
 
     db = existing_state(args.out)

@@ -40,6 +40,7 @@ _NO_CUDA = ("Invalid --decode cuda: no CUDA device here (PyAV cannot open one); 
 def cuda_present() -> bool:
     """Whether PyAV can create a CUDA device here (once per process; ~0.3 ms when there is none)."""
     try:
+        # PyAV: the driver asks choose_device without loading it
         import av
         from av.codec.hwaccel import HWAccel, hwdevices_available
     except ImportError:  # an older PyAV without hwaccel
@@ -96,6 +97,7 @@ def choose_device(
 
 def nvdec() -> Any:
     """The ``hwaccel=`` that opens a file for NVDEC (no silent software fallback)."""
+    # PyAV: the driver asks choose_device without loading it
     from av.codec.hwaccel import HWAccel
 
     return HWAccel("cuda", allow_software_fallback=False)

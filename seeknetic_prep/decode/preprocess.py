@@ -70,6 +70,7 @@ def preprocess(
     >>> [(s.start_ms, s.end_ms) for s in segs], segs[0].video.shape
     ([(0, 10000), (10000, 12000)], (1, 12, 3, 224, 224))
     """
+    # the decoder's PyAV side: check_resize and the window types stay importable without it
     from seeknetic_prep.decode.decoder import VideoDecoder
 
     mode = check_resize(resize)
@@ -106,6 +107,7 @@ def iter_segments(
             raises when the pass reaches the missing part (earlier windows were already yielded).
         InvalidArgumentError: windows out of order, overlapping, or starting past the end.
     """
+    # the decoder's PyAV side: check_resize and the window types stay importable without it
     from seeknetic_prep.decode.decoder import VideoDecoder
 
     mode = check_resize(resize)

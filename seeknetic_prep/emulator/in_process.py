@@ -26,6 +26,7 @@ class _ServerThread:
     """uvicorn serving one pre-bound socket from a background thread."""
 
     def __init__(self, app: Any, sock: socket.socket, *, read_timeout_s: float) -> None:
+        # uvicorn: only when a server is started, not for the config types
         import uvicorn
 
         self.server = uvicorn.Server(uvicorn_config(

@@ -65,6 +65,7 @@ def _content_from_tensors(storage: Storage, job: JobRow) -> scoring.Content:
 def _content_from_video(storage: Storage, job: JobRow) -> scoring.Content:
     path = storage.data_dir / job.source["path"]
     try:
+        # PyAV: only for a job given a video file, and absent from an emulator-only build
         from seeknetic_prep.decode.preprocess import iter_segments
     except ImportError as exc:  # the preprocessing stage is not installed in this build
         raise JobFailed(

@@ -125,6 +125,7 @@ def _thumbs_of(video: np.ndarray) -> np.ndarray:
 
 def video_thumbs(video: np.ndarray) -> np.ndarray:
     """``(1, T, 3, H, W)`` or ``(T, 3, H, W)`` uint8 -> ``(T, THUMB, THUMB, 3)`` uint8 thumbnails."""
+    # OpenCV: ~0.2 s that the emulator's start does not need (only jobs score)
     import cv2
 
     frames = video.reshape((-1, *video.shape[-3:]))
@@ -155,6 +156,7 @@ def audio_features(audio: np.ndarray) -> np.ndarray:
 
 
 def _video_features(thumbs: np.ndarray) -> np.ndarray:
+    # OpenCV: see above
     import cv2
 
     small = (
@@ -230,6 +232,7 @@ _HUES = (
 
 
 def _dominant_color(thumbs: np.ndarray) -> str:
+    # OpenCV: see above
     import cv2
 
     hsv = cv2.cvtColor(thumbs.reshape(-1, THUMB, 3), cv2.COLOR_RGB2HSV_FULL).reshape(-1, 3).astype(np.float64)
@@ -248,6 +251,7 @@ def _dominant_color(thumbs: np.ndarray) -> str:
 
 
 def _camera_movement(gray: np.ndarray, motion: float) -> str:
+    # OpenCV: see above
     import cv2
 
     if len(gray) < 2 or motion < 0.004:
@@ -275,6 +279,7 @@ def tag_content(content: Content) -> dict[str, Any]:
     Raises:
         ValueError: there are no frames to look at.
     """
+    # OpenCV: see above
     import cv2
 
     thumbs = content.thumbs

@@ -43,6 +43,7 @@ class Emulator:
     """
 
     def __init__(self, config: EmulatorConfig) -> None:
+        # FastAPI: only when a server is made, not for `running`'s config types
         from seeknetic_prep.emulator.app import create_app
 
         assert config.data_dir is not None
@@ -118,6 +119,7 @@ def uvicorn_config(
 ) -> Any:
     """uvicorn's settings; its h11 protocol with a deadline for each request head
     (:mod:`.connections`; the Guard keeps the body's)."""
+    # uvicorn: only when a server is started
     import uvicorn
 
     from seeknetic_prep.emulator.connections import timed_protocol
@@ -153,6 +155,7 @@ def serve(
     Raises:
         InvalidArgumentError: the port cannot be bound.
     """
+    # uvicorn: only when a server is started
     import uvicorn
 
     with with_data_dir(config) as config:
@@ -175,6 +178,7 @@ def serve(
 def _child() -> None:
     """The child of :class:`~seeknetic_prep.emulator.child_process.EmulatorProcess`: its
     config and socket on stdin's first line, then serve on that socket until stdin ends."""
+    # the child's own start: only what serving needs
     import json
     import sys
 

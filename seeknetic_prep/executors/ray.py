@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -66,11 +67,11 @@ def import_ray(address: str | None = None) -> Any:
     For a Ray started here or one on a loopback address, Ray is told to stay on loopback
     (by default it advertises the machine's network address even for a one-machine Ray).
     """
-    import sys
 
     if "ray" not in sys.modules and (address in (None, "local") or str(address).startswith(_LOOPBACK)):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
+        # Ray: an optional extra, loaded by the engine that uses it (a clear line if missing)
         import ray
     except ImportError as exc:
         raise InvalidArgumentError(INSTALL_HINT) from exc
@@ -123,6 +124,7 @@ class _SharedRate:
         self.rate = rate
 
     def reserve(self) -> float:
+        # Ray: an optional extra, loaded by the engine that uses it
         import ray
 
         try:

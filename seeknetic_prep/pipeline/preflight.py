@@ -206,6 +206,7 @@ def plan_run(
 def _pool(processes: int | None) -> ProcessPoolExecutor:
     """Processes set up as a run's decode workers (one FFmpeg thread, no GPU), forked from a
     fork server that has imported PyAV once (not from this process, which may hold threads)."""
+    # the PyAV side, loaded in the worker processes only
     from seeknetic_prep.pipeline.worker import worker_init
 
     ctx: Any = multiprocessing.get_context("spawn")
@@ -299,6 +300,7 @@ def _estimate_all(paths: list[str], stats: dict[str, os.stat_result], pool: Exec
 
 
 def _estimate(job: tuple[str, bool]) -> FileEstimate:
+    # the PyAV side, loaded in the worker processes only
     from seeknetic_prep.pipeline.worker import estimate_file
 
     return estimate_file(job[0], fingerprint=job[1])
@@ -363,6 +365,7 @@ def _measure(pool: Executor, to_decode: list[tuple[_Content, Window]], services:
 
 def _decode_timed(task: DecodeTask) -> tuple[int, float] | None:
     """(windows, CPU seconds) to decode and serialize ``task`` here; ``None`` if it failed."""
+    # the PyAV side, loaded in the worker processes only
     from seeknetic_prep.errors import SeekneticPrepError
     from seeknetic_prep.pipeline.worker import encode_windows
 

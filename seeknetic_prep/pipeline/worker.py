@@ -155,6 +155,7 @@ def _plan_remote(url: str) -> FilePlan:
     ranges and the probe read through one :class:`~seeknetic_prep.sources.reader.RangeReader`
     (the first and last MiB serve both). The version tag stands in for the mtime, so a rerun
     skips the object from its listing alone."""
+    # fsspec and its store: only for URLs
     from seeknetic_prep.sources.remote import object_info, open_object
 
     info = object_info(url)
@@ -236,6 +237,7 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
 
 def _encode_remote(task: DecodeTask, wanted: dict[int, list[tuple[Service, str]]]) -> Iterator[EncodedWindow]:
     """:func:`encode_windows` for a URL: the decoder reads the object through range requests."""
+    # fsspec and its store: only for URLs
     from seeknetic_prep.sources.remote import ObjectInfo, open_object
 
     # The plan's probe knows the size: no metadata request per task (a changed object then

@@ -47,6 +47,7 @@ def ann_available() -> bool:
 
 def _require() -> Any:
     try:
+        # usearch: an optional extra (exact search needs none)
         from usearch.index import Index
     except ImportError as exc:
         raise InvalidArgumentError(

@@ -24,6 +24,7 @@ The query's embedding comes from the API (``POST /video_embedding/encode_text``,
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError, StateError
+from seeknetic_prep.results.ann import ANN_MIN_ROWS, ann_available, ann_search
 from seeknetic_prep.results.parts import PARTS_DIR, TAG_TYPES, latest_rows, list_parts, refuse_damaged
 from seeknetic_prep.state.store import display_path
 from seeknetic_prep.util.fsio import atomic_path, atomic_write, locked
@@ -218,8 +220,6 @@ def _identity(table: pa.Table) -> np.ndarray:
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, array)
     return buf.getvalue()
@@ -438,8 +438,6 @@ def rank(
 
 
 def _use_ann(method: str, windows: Windows, filtered: bool) -> bool:
-    from seeknetic_prep.results.ann import ANN_MIN_ROWS, ann_available
-
     if method not in ("auto", "exact", "ann"):
         raise InvalidArgumentError(f"Invalid method {method!r}: must be auto, exact or ann.")
     if method == "exact" or filtered or windows.folder is None:
@@ -449,7 +447,6 @@ def _use_ann(method: str, windows: Windows, filtered: bool) -> bool:
 
 def _rank_ann(windows: Windows, q: np.ndarray, top: int) -> list[Hit]:
     """Hits from the approximate index, stale matrix rows skipped, rescored exactly."""
-    from seeknetic_prep.results.ann import ann_search
 
     assert windows.folder is not None
     vectors, rows = windows.vectors, windows.vector_row

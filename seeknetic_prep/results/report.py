@@ -86,6 +86,7 @@ def _thumbnails(entry: FileEntry) -> dict[int, list[str]] | str:
     time), scaled by swscale straight to thumbnail size, then made upright and cropped as the
     run's frames were (``crop``, the default).
     """
+    # PyAV: only for thumbnails the state has not kept
     from seeknetic_prep.decode.media import decode_frames_at, probe_open
     from seeknetic_prep.decode.transform import fit, scaled_size, upright
     from seeknetic_prep.pipeline.payloads import file_fingerprint
@@ -113,6 +114,7 @@ def _thumbnails(entry: FileEntry) -> dict[int, list[str]] | str:
 
 
 def _jpeg(rgb: np.ndarray) -> str:
+    # Pillow: only to encode thumbnails
     from PIL import Image
 
     buf = io.BytesIO()

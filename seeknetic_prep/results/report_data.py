@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from seeknetic_prep.results.parts import TAG_TYPES, compact, ensure_parts, list_parts, part_schema
 from seeknetic_prep.state.rows import FileRow, Throughput, display_path
+from seeknetic_prep.state.store import Store, existing_state
 
 __all__ = ["MAX_FAILURES", "FailedJob", "FileEntry", "RunData", "WindowEntry", "load_run"]
 
@@ -90,8 +92,6 @@ def load_run(out: Path, *, max_files: int) -> RunData:
     Raises:
         InvalidArgumentError: ``out`` holds no run state.
     """
-    from seeknetic_prep.results.parts import compact, ensure_parts, list_parts, part_schema
-    from seeknetic_prep.state.store import Store, existing_state
 
     with Store(existing_state(out)) as store:
         ensure_parts(store, Path(out))  # killed runs' parts, damaged ones written again
@@ -154,7 +154,6 @@ class _Windows:
 
 def _window_entry(row: dict[str, Any]) -> WindowEntry:
     """A window as the report shows it: its times, its tags once tagging completed, its errors."""
-    from seeknetic_prep.results.parts import TAG_TYPES
 
     win = WindowEntry(row["window_index"], row["start_ms"], row["end_ms"], row["frame_times_ms"])
     win.errors = [f"{svc}: {row.get(f'{svc}_error')}" for svc in _SERVICES

@@ -253,6 +253,7 @@ def write_sheets(
         InvalidArgumentError: ``window`` is not one of the file's windows, or ``out`` cannot
             be written.
     """
+    # PyAV: sheet's drawing helpers are used without it
     from seeknetic_prep.decode.media import probe
     from seeknetic_prep.decode.preprocess import iter_segments
     from seeknetic_prep.decode.sampling import plan_windows

@@ -20,11 +20,14 @@ local-only (``pip install "seeknetic-prep[s3]"``, ``[gcs]``, ``[azure]`` add the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, cast
 
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
+from seeknetic_prep.pipeline.discover import discover
+from seeknetic_prep.pipeline.payloads import file_fingerprint, fingerprint_of
 from seeknetic_prep.sources.manifest import read_list
 from seeknetic_prep.sources.urls import is_url, redact
 
@@ -44,7 +47,6 @@ def discover_sources(items: Iterable[str | Path], *, extensions: frozenset[str])
     Raises:
         InvalidArgumentError: a local path does not exist, or a store's package is missing.
     """
-    from seeknetic_prep.pipeline.discover import discover
 
     local: list[str | Path] = []
     out: list[Found] = []
@@ -54,6 +56,7 @@ def discover_sources(items: Iterable[str | Path], *, extensions: frozenset[str])
             local.append(item)
             continue
         url = str(item)
+        # fsspec and its store: only for URLs
         from seeknetic_prep.sources.remote import list_objects
 
         try:
@@ -82,6 +85,7 @@ def open_source(path: str) -> str | IO[bytes]:
     """
     if not is_url(path):
         return path
+    # fsspec and its store: only for URLs
     from seeknetic_prep.sources.remote import open_object
 
     return cast(IO[bytes], open_object(path))
@@ -94,11 +98,11 @@ def source_fingerprint(path: str) -> tuple[str, int, int]:
     Raises:
         MediaError: it cannot be read.
     """
-    from seeknetic_prep.pipeline.payloads import file_fingerprint, fingerprint_of
 
     if not is_url(path):
         fp = file_fingerprint(path)
         return fp, Path(path).stat().st_size, 0
+    # fsspec and its store: only for URLs
     from seeknetic_prep.sources.remote import _mapped, fetch_range, object_info
 
     info = object_info(path)
@@ -110,7 +114,6 @@ def source_fingerprint(path: str) -> tuple[str, int, int]:
 def check_sources(items: Iterable[str]) -> None:
     """Refuse a local path that does not exist (exit 2, as before URLs were taken); URLs are
     checked by listing them."""
-    import os
 
     for p in items:
         if not is_url(p) and not os.path.lexists(p):

@@ -61,6 +61,7 @@ def _csv(p: Path) -> list[str]:
 
 
 def _parquet(p: Path) -> list[str]:
+    # pyarrow: only for a Parquet list
     import pyarrow.parquet as pq
 
     try:

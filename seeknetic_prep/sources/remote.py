@@ -56,6 +56,7 @@ def filesystem(url: str) -> Any:
     """
     proto = scheme(url)
     try:
+        # fsspec: an optional extra (the s3, gs, az and https stores)
         import fsspec
 
         return fsspec.filesystem(proto)
