@@ -81,7 +81,8 @@ def _one_run(store: Any, out: Path, first_file: int, files: int, rng: np.random.
 _SEARCH_CHILD = r"""
 import json, sys, time, numpy as np
 t0 = time.perf_counter()
-from seeknetic_prep.results.index import load_windows, rank
+from seeknetic_prep.results.index import load_windows
+from seeknetic_prep.results.rank import rank
 t1 = time.perf_counter()
 w = load_windows(sys.argv[1])
 t2 = time.perf_counter()

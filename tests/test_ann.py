@@ -10,8 +10,9 @@ import pytest
 from _results_helpers import add_file, vector
 
 from seeknetic_prep.results.ann import ann_available
-from seeknetic_prep.results.index import load_windows, rank
+from seeknetic_prep.results.index import load_windows
 from seeknetic_prep.results.parts import append_results_part
+from seeknetic_prep.results.rank import rank
 from seeknetic_prep.state.store import Store
 
 pytestmark = pytest.mark.skipif(not ann_available(), reason="the ann extra (usearch) is not installed")

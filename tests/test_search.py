@@ -15,8 +15,9 @@ from _results_helpers import add_file, vector
 
 from seeknetic_prep.api.client import Client
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.results.index import list_tags, load_windows, parse_tag_filters, rank, update_index
+from seeknetic_prep.results.index import load_windows, update_index
 from seeknetic_prep.results.parts import append_results_part
+from seeknetic_prep.results.rank import list_tags, parse_tag_filters, rank
 from seeknetic_prep.state.store import Store
 
 

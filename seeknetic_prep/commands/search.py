@@ -58,7 +58,8 @@ def sync_parts(out: Path) -> None:
 def main(args: argparse.Namespace) -> int:
     # here, not at the top: cli imports every command module for its parser (requests, pyarrow)
     from seeknetic_prep.api.client import Client
-    from seeknetic_prep.results.index import list_tags, load_windows, parse_tag_filters, rank
+    from seeknetic_prep.results.index import load_windows
+    from seeknetic_prep.results.rank import list_tags, parse_tag_filters, rank
 
     filters = parse_tag_filters(args.tag)
     if args.local and args.query:  # say what to install before any work

@@ -133,6 +133,43 @@ def _scan_run(
     # Floats here picked the previous frame whenever a target was exactly a frame's start
     # (24/48/60 fps: a third of the targets) and rounding put it one ulp below.
     targets = [origin + math.floor(Fraction(t) / 1000 / tb) for t in targets_ms]
+    frames, first = _land(src, info, targets, targets_ms, origin)
+    j = 0
+    current: Any = first
+    del first  # one full-size picture held at a time (a 4K 10-bit one is 25 MB)
+    try:
+        for nxt in frames:
+            nxt_pts = _ticks(nxt, tb)
+            while j < len(targets) and targets[j] < nxt_pts:
+                yield _ms(current, origin, tb), cache.pick(current)
+                j += 1
+            if j == len(targets):
+                return
+            current = nxt
+    finally:
+        frames.close()
+    # End of stream: the last frame stays on screen until its own end, and no further.
+    shown_until = _ticks(current, tb)
+    if current.duration:
+        shown_until += math.floor(Fraction(current.duration) * current.time_base / tb)
+    else:
+        shown_until = max(shown_until, origin + math.floor(Fraction(info.duration_ms, 1000) / tb))
+    slack = Fraction(TRUNCATION_SLACK_S) / tb
+    while j < len(targets):
+        if targets[j] >= shown_until + slack:
+            raise MediaError(
+                info.path,
+                f"truncated: the video stops at {_ms(current, origin, tb):.0f} ms, "
+                f"before {float(targets_ms[j]):.0f} ms",
+            )
+        yield _ms(current, origin, tb), cache.pick(current)
+        j += 1
+
+
+def _land(src: _Input, info: MediaInfo, targets: Sequence[int], targets_ms: Sequence[float | Fraction],
+          origin: int) -> tuple[Any, Any]:
+    """The frames from a landing at or before the first target, and the first of them."""
+    tb = Fraction(src.vs.time_base)
     first_target = targets[0]
     # Seek to the keyframe at or before the first target; if the demuxer lands after it (an
     # index that is coarse or missing, WebM cues that point past their cluster), step further
@@ -168,36 +205,7 @@ def _scan_run(
                 f"undecodable video: decoded from its first byte, it starts at "
                 f"{_ms(first, origin, tb):.0f} ms, after the frame wanted at {float(targets_ms[0]):.0f} ms",
             )
-    j = 0
-    current: Any = first
-    del first  # one full-size picture held at a time (a 4K 10-bit one is 25 MB)
-    try:
-        for nxt in frames:
-            nxt_pts = _ticks(nxt, tb)
-            while j < len(targets) and targets[j] < nxt_pts:
-                yield _ms(current, origin, tb), cache.pick(current)
-                j += 1
-            if j == len(targets):
-                return
-            current = nxt
-    finally:
-        frames.close()
-    # End of stream: the last frame stays on screen until its own end, and no further.
-    shown_until = _ticks(current, tb)
-    if current.duration:
-        shown_until += math.floor(Fraction(current.duration) * current.time_base / tb)
-    else:
-        shown_until = max(shown_until, origin + math.floor(Fraction(info.duration_ms, 1000) / tb))
-    slack = Fraction(TRUNCATION_SLACK_S) / tb
-    while j < len(targets):
-        if targets[j] >= shown_until + slack:
-            raise MediaError(
-                info.path,
-                f"truncated: the video stops at {_ms(current, origin, tb):.0f} ms, "
-                f"before {float(targets_ms[j]):.0f} ms",
-            )
-        yield _ms(current, origin, tb), cache.pick(current)
-        j += 1
+    return frames, first
 
 
 def _origin_ticks(info: MediaInfo, tb: Fraction) -> int:

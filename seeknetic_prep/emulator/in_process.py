@@ -62,7 +62,7 @@ class EmulatorHandle:
         api_key: the first configured key (generated when none was given).
         api_keys: every configured key.
         data_dir: where uploads, jobs and stats live.
-        faults: the runtime :class:`~seeknetic_prep.emulator.guard.Faults` knobs
+        faults: the runtime :class:`~seeknetic_prep.emulator.policies.Faults` knobs
             (``fail_next(n, status)``, ``drop_next(n)``, ``latency``, ``fail_rate``, ``reset()``).
     """
 

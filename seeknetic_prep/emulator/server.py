@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from seeknetic_prep.emulator.config import EmulatorConfig
-from seeknetic_prep.emulator.guard import Faults, Guard, Keyring, RateLimiter
+from seeknetic_prep.emulator.guard import Guard
 from seeknetic_prep.emulator.jobs import JobWorker
+from seeknetic_prep.emulator.policies import Faults, Keyring, RateLimiter
 from seeknetic_prep.emulator.storage import Storage
 from seeknetic_prep.errors import InvalidArgumentError
 

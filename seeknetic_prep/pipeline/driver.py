@@ -4,15 +4,15 @@ One-way stages joined by bounded queues, each in a module of its own::
 
     discover          paths                        (:mod:`.discover`, sorted biggest first)
     plan + decode     path -> plan -> windows      (an engine of :mod:`.executors`)
-    ledger            what is left, exactly once   (:mod:`.ledger`, over :mod:`.store`)
-    upload + submit   body -> r2 keys -> job       (:mod:`.uploading`, threads)
-    poll              request_id -> result         (:mod:`.polling`, threads)
+    ledger            what is left, exactly once   (:mod:`.ledger`, over :mod:`seeknetic_prep.state`)
+    upload + submit   body -> r2 keys -> job       (:mod:`.upload`, threads)
+    poll              request_id -> result         (:mod:`.poll`, threads)
     results           the run's finished rows      (:func:`~seeknetic_prep.results.finalize.finalize_run`)
 
 This module only wires them: :class:`_Run` feeds the engine (files are probed ahead of the
 decoders, so progress totals are known early), routes each event to the ledger and the next
 stage, and decides when the run is over. Windows stream out of the decoders one by one;
-:meth:`~.uploading.UploadStage.put` blocks while the upload queue is full, and an engine does
+:meth:`~.upload.UploadStage.put` blocks while the upload queue is full, and an engine does
 not run ahead of a driver that stops pulling, so memory stays flat for a folder of any size.
 
 A stop (Ctrl-C or SIGTERM, a 401, spent quota, an API gone for good, a stage thread that died
@@ -24,13 +24,14 @@ in time, so nothing needs a second one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -53,11 +54,12 @@ from seeknetic_prep.pipeline.discover import count_files
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
 from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary, pin_settings
-from seeknetic_prep.pipeline.tally import Tally
+from seeknetic_prep.pipeline.tally import Tally, Totals
 from seeknetic_prep.pipeline.tasks import DecodeTask, is_environmental, retry_request_id
 from seeknetic_prep.pipeline.upload import UploadStage
 from seeknetic_prep.results.finalize import finalize_run
 from seeknetic_prep.sources import Found, check_sources, discover_sources, is_url, redact
+from seeknetic_prep.state.rows import FileRow
 from seeknetic_prep.state.store import Store
 
 __all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
@@ -71,31 +73,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0  # planning reports why
-
-
-class _Totals:
-    """The progress totals: exact once every file is accounted for (probed, failed, or known
-    from the state), estimated by bytes until then (windows scale with bytes far better than
-    with files)."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.sizes: dict[str, int] = {}
-        self.bytes_total = self.bytes_planned = self.files_planned = self.jobs_planned = 0
-
-    def found(self, sizes: dict[str, int]) -> None:
-        self.sizes = sizes
-        self.bytes_total = sum(sizes.values())
-
-    def probed(self, path: str, *, jobs: int = 0) -> None:
-        self.files_planned += 1
-        self.bytes_planned += self.sizes.get(path, 0)
-        self.jobs_planned += jobs
-        exact = self.files_planned >= len(self.sizes)
-        estimate = self.jobs_planned
-        if not exact and self.bytes_planned:
-            estimate = round(estimate * self.bytes_total / self.bytes_planned)
-        self.progress.totals(files=len(self.sizes), jobs=estimate, exact=exact)
 
 
 class _Run:
@@ -125,7 +102,7 @@ class _Run:
                                    unreachable_after_s=options.unreachable_after_s,
                                    max_jobs=options.max_jobs)
         client.on_event = lambda kind, _detail: progress.api_event(kind)
-        self.totals = _Totals(progress)
+        self.totals = Totals(progress)
         self.backend_gone: Callable[[], str | None] | None = None
 
     # -------------------------------------------------------------- stopping
@@ -166,12 +143,16 @@ class _Run:
 
     def execute(self) -> RunSummary:
         started = time.monotonic()
-        restore: list[tuple[int, Any]] = []
-        if threading.current_thread() is threading.main_thread():
-            for sig in (int(signal.SIGINT), int(signal.SIGTERM)):
-                restore.append((sig, signal.signal(sig, self._on_signal)))
-        cancel = self.client.cancelled_by(self.stop)  # a stop ends every wait and retry at once
-        cancel.__enter__()
+        with _signals_to(self._on_signal), self.client.cancelled_by(self.stop):  # a stop ends every wait
+            try:
+                self._execute()
+            finally:
+                self.client.on_event = None
+                self.summary.elapsed_s = time.monotonic() - started
+                self._close_out()
+        return self.summary
+
+    def _execute(self) -> None:
         try:
             self.run_id = self.store.start_run()
             if self.opt.retry_failed:
@@ -190,15 +171,6 @@ class _Run:
             self.executor.close()
             self.uploads.join(timeout=3.0)
             self.polls.join(timeout=3.0)
-            cancel.__exit__(None, None, None)
-            self.client.on_event = None
-            self.summary.elapsed_s = time.monotonic() - started
-            try:
-                self._close_out()
-            finally:
-                for sig, old in restore:
-                    signal.signal(sig, old)
-        return self.summary
 
     def _close_out(self) -> None:
         self.ledger.close_counts()
@@ -256,28 +228,11 @@ class _Run:
                 self._route(event, backlog)
 
     def _skip_known(self, path: str) -> bool:
-        """A file whose path, size, mtime and inode match a finished row is counted from the
-        state with one indexed lookup: no fingerprint, no probe (a no-op resume stays cheap).
-        An object in a bucket is known by its URL, the listing's size and its version tag
-        (ETag or version id): a rerun over a bucket costs one listing, not a request an object."""
-        if is_url(path):
-            size, tag = self.listed.get(path, (None, 0))
-            row = None if size is None or not tag else self.store.known_file(
-                redact(path), size=size, mtime_ns=tag, inode=0, services=self.opt.services)
-            if row is None:
-                return False
-            self.ledger.known(redact(path), row)
-            self.totals.probed(path)
-            return True
-        try:
-            st = os.stat(path)
-        except OSError:
-            return False  # planning says why
-        row = self.store.known_file(path, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino,
-                                    services=self.opt.services)
+        """A file the state has finished is counted from it, with no probe (see :func:`_known`)."""
+        row = _known(self.store, path, self.listed, self.opt.services)
         if row is None:
             return False
-        self.ledger.known(path, row)
+        self.ledger.known(redact(path), row)
         self.totals.probed(path)
         return True
 
@@ -322,6 +277,40 @@ class _Run:
     def _put(self, work: Work) -> None:
         if not self.uploads.put(work):
             raise _Stop
+
+
+def _known(store: Store, path: str, listed: dict[str, tuple[int, int]], services: Sequence[str],
+           ) -> FileRow | None:
+    """The finished row of a file whose path, size, mtime and inode match: one indexed lookup,
+    no fingerprint, no probe (a no-op resume stays cheap). An object in a bucket is known by its
+    URL, the listing's size and its version tag (ETag or version id): a rerun over a bucket
+    costs one listing, not a request an object."""
+    if is_url(path):
+        size, tag = listed.get(path, (None, 0))
+        if size is None or not tag:
+            return None
+        return store.known_file(redact(path), size=size, mtime_ns=tag, inode=0, services=services)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # planning says why
+    return store.known_file(path, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino,
+                            services=services)
+
+
+@contextlib.contextmanager
+def _signals_to(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` within the block (only the main thread may set
+    handlers: a run in another thread keeps the process's), then back to what they were."""
+    restore: list[tuple[int, Any]] = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (int(signal.SIGINT), int(signal.SIGTERM)):
+            restore.append((sig, signal.signal(sig, handler)))
+    try:
+        yield
+    finally:
+        for sig, old in restore:
+            signal.signal(sig, old)
 
 
 def _videos(paths: list[str], extensions: frozenset[str]) -> list[Found]:

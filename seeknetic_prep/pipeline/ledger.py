@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from seeknetic_prep.decode.hw import DecodeMode
@@ -135,49 +135,29 @@ class Ledger:
             (fp, idx, svc, start, end, unit_request_id(fp, (idx, start, end), svc, resize=resize))
             for idx, start, end in plan.windows for svc in self.services
         ])
-        units = [u for u in self.store.units_of(fp) if u.service in self.services]
-        admission = Admission([], [], [])
+        units = _sort([u for u in self.store.units_of(fp) if u.service in self.services])
+        admission = Admission([], [Work(u.request_id, u.service, fp, r2_keys=u.r2_keys, lookup=True)
+                                   for u in units.submit], [(u.request_id, u.service) for u in units.poll])
         with self._lock:
-            to_decode, done, failed = self._sort(fp, units, admission, existed=existed)
-            ids = self._pending[fp]
-            out += failed
-            out.append(FilePlanned(path, len(plan.windows), len(to_decode), len(ids),
-                                   new_windows=len(plan.windows), done_jobs=done))
+            ids = self._pending.setdefault(fp, set())
+            for u in units.pending:
+                ids.add(u.request_id)
+                self._fp_of[u.request_id] = fp
+            if existed:  # a unit made before this run may be on the server: looked up first
+                self._lookup.update(u.request_id for us in units.to_decode.values() for u in us)
+            out += [self._c.count_failure(fp, u.request_id, u.error or "failed", now=False)
+                    for u in units.failed]
+            out.append(FilePlanned(path, len(plan.windows), len(units.to_decode), len(ids),
+                                   new_windows=len(plan.windows), done_jobs=units.done))
             if not ids:
                 del self._pending[fp]
                 out += self._c.finish(fp)
         self.record(out)
         for w in admission.submit:
             self.claim(w.request_id)
-        admission.tasks = _decode_tasks(path, plan, to_decode, windows_per_task, resize=resize, decode=decode)
+        admission.tasks = _decode_tasks(path, plan, units.to_decode, windows_per_task, resize=resize,
+                                        decode=decode)
         return admission
-
-    def _sort(self, fp: str, units: Sequence[Unit], admission: Admission, *,
-              existed: bool) -> tuple[dict[int, list[Unit]], int, list[Outcome]]:
-        """Put each unit of a content where its status says (under the lock): counted when
-        terminal, polled when submitted, submitted when uploaded, else decoded (looked up
-        first when it existed before this run). Returns what to decode by window, how many
-        were completed, and the failures found."""
-        ids = self._pending.setdefault(fp, set())
-        to_decode: dict[int, list[Unit]] = {}
-        done, failed = 0, list[Outcome]()
-        for u in units:
-            if u.status == "completed":
-                done += 1
-            elif u.status == "failed":
-                failed.append(self._c.count_failure(fp, u.request_id, u.error or "failed", now=False))
-            else:
-                ids.add(u.request_id)
-                self._fp_of[u.request_id] = fp
-                if u.status == "submitted":
-                    admission.poll.append((u.request_id, u.service))
-                elif u.status == "uploaded":
-                    admission.submit.append(Work(u.request_id, u.service, fp, r2_keys=u.r2_keys, lookup=True))
-                else:
-                    to_decode.setdefault(u.window_index, []).append(u)
-                    if existed:
-                        self._lookup.add(u.request_id)
-        return to_decode, done, failed
 
     def known(self, path: str, row: FileRow) -> int:
         """Count a file the store says is unchanged and finished, without probing it again;
@@ -303,6 +283,38 @@ class Ledger:
                 del self._pending[fp]
                 out += self._c.finish(fp)
             self.record(out)
+
+
+@dataclass
+class _Sorted:
+    """A content's units by what each needs, as their recorded status says."""
+
+    done: int = 0  # completed: counted
+    failed: list[Unit] = field(default_factory=list)  # failed for good: counted
+    pending: list[Unit] = field(default_factory=list)  # every other unit: the three lists below
+    poll: list[Unit] = field(default_factory=list)  # submitted
+    submit: list[Unit] = field(default_factory=list)  # uploaded
+    to_decode: dict[int, list[Unit]] = field(default_factory=dict)  # by window index
+
+
+def _sort(units: Sequence[Unit]) -> _Sorted:
+    """Put each unit where its status says: counted when terminal, polled when submitted,
+    submitted when uploaded, else decoded."""
+    out = _Sorted()
+    for u in units:
+        if u.status == "completed":
+            out.done += 1
+        elif u.status == "failed":
+            out.failed.append(u)
+        else:
+            out.pending.append(u)
+            if u.status == "submitted":
+                out.poll.append(u)
+            elif u.status == "uploaded":
+                out.submit.append(u)
+            else:
+                out.to_decode.setdefault(u.window_index, []).append(u)
+    return out
 
 
 def _decode_tasks(path: str, plan: FilePlan, to_decode: dict[int, list[Unit]], step: int, *,

@@ -3,7 +3,8 @@
 The ledger (:mod:`seeknetic_prep.pipeline.ledger`) owns the exactly-once rules and nothing
 else: each of its steps returns the :data:`Outcome` values it led to (a job finished, a file
 finished, ...). :class:`Tally`, owned by the driver, turns them into the run's summary and the
-progress callbacks. So the rules can be tested on their outcomes alone, and the counting rules
+progress callbacks; :class:`Totals` keeps the progress bar's totals honest while files are
+still being probed. So the rules can be tested on their outcomes alone, and the counting rules
 (what counts as a failed file, how many failures are kept) live here once.
 """
 
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 
 from seeknetic_prep.pipeline.spec import Progress, RunSummary
 
-__all__ = ["FileFinished", "FilePlanned", "JobFinished", "Outcome", "RunCounts", "Tally", "WindowDecoded"]
+__all__ = [
+    "FileFinished", "FilePlanned", "JobFinished", "Outcome", "RunCounts", "Tally", "Totals", "WindowDecoded",
+]
 
 _KEPT_FAILURES = 1000  # the summary names this many failures; `status` has all of them
 
@@ -122,3 +125,28 @@ class Tally:
             self.summary.failures.append((where, error))
         else:
             self.summary.failures_not_kept += 1
+
+
+class Totals:
+    """The progress totals: exact once every file is accounted for (probed, failed, or known
+    from the state), estimated by bytes until then (windows scale with bytes far better than
+    with files)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.sizes: dict[str, int] = {}
+        self.bytes_total = self.bytes_planned = self.files_planned = self.jobs_planned = 0
+
+    def found(self, sizes: dict[str, int]) -> None:
+        self.sizes = sizes
+        self.bytes_total = sum(sizes.values())
+
+    def probed(self, path: str, *, jobs: int = 0) -> None:
+        self.files_planned += 1
+        self.bytes_planned += self.sizes.get(path, 0)
+        self.jobs_planned += jobs
+        exact = self.files_planned >= len(self.sizes)
+        estimate = self.jobs_planned
+        if not exact and self.bytes_planned:
+            estimate = round(estimate * self.bytes_total / self.bytes_planned)
+        self.progress.totals(files=len(self.sizes), jobs=estimate, exact=exact)

@@ -1,6 +1,6 @@
 """An approximate nearest-neighbour index over the search matrix, for runs of many millions.
 
-Exact ranking (:func:`seeknetic_prep.results.index.rank`) reads the whole memory-mapped matrix per
+Exact ranking (:func:`seeknetic_prep.results.rank.rank`) reads the whole memory-mapped matrix per
 query: 0.23 s at 1M windows here, about 2.3 s at 10M. Past a few million windows this module
 answers from an HNSW graph instead (`usearch <https://github.com/unum-cloud/usearch>`_, the
 ``ann`` extra): inner product over the same L2-normalised vectors, stored as float16. It was
