@@ -184,6 +184,36 @@ def test_local_key_is_random_per_out_private_and_reused(tmp_path: Path) -> None:
         local_key(a)
 
 
+def test_local_key_folder_others_can_write_is_tightened_or_refused(tmp_path: Path) -> None:
+    """OUT/emulator writable by others would let them plant a key they know: ours is
+    tightened to 0700 before the key is read; a folder or key file of another user, or a folder
+    that is a symlink, is refused with one line."""
+    out = tmp_path / "out"
+    folder = out / "emulator"
+    folder.mkdir(parents=True)
+    os.chmod(folder, 0o777)
+    key = local_key(out)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    os.chmod(folder, 0o777)
+    assert local_key(out) == key and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    linked = tmp_path / "linked"
+    (linked).mkdir()
+    (linked / "emulator").symlink_to(elsewhere)
+    with pytest.raises(InvalidArgumentError, match="is a symlink"):
+        local_key(linked)
+    if os.geteuid() != 0:
+        return  # giving a file to another user needs root
+    os.chown(folder / "api-key", 4242, 4242)
+    with pytest.raises(InvalidArgumentError, match="does not hold a usable key"):
+        local_key(out)
+    os.chown(folder / "api-key", 0, 0)
+    os.chown(folder, 4242, 4242)
+    with pytest.raises(InvalidArgumentError, match=r"belongs to another user \(uid 4242\)"):
+        local_key(out)
+
+
 def test_local_run_twice_reuses_the_key_and_never_prints_it(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["run", "fixtures/short_700ms.mp4", "--local", "--out", str(out), "--workers", "0", "--quiet"]

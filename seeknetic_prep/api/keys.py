@@ -167,6 +167,7 @@ def local_key(out: Path) -> str:
     """
     folder = Path(out) / "emulator"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _own_private_folder(folder)
     path = folder / LOCAL_KEY_FILE
     if not path.exists():
         tmp = folder / f".{LOCAL_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -184,6 +185,8 @@ def local_key(out: Path) -> str:
     try:
         if path.is_symlink():  # planted: its target's key would be known to whoever made it
             raise InvalidArgumentError(f"{path} is a symlink")
+        if os.name == "posix" and path.lstat().st_uid != os.geteuid():  # planted by another user
+            raise InvalidArgumentError(f"{path} belongs to another user")
         if os.name == "posix" and path.stat().st_mode & 0o077:
             os.chmod(path, 0o600)  # loosened by hand: the key is only ours to read
         return clean_api_key(path.read_text(encoding="ascii"), source=str(path))
@@ -192,3 +195,25 @@ def local_key(out: Path) -> str:
             f"Invalid local key file {str(path)!r}: it does not hold a usable key; delete the "
             f"folder {str(folder)!r} (the local emulator's state) and run again."
         ) from None
+
+
+def _own_private_folder(folder: Path) -> None:
+    """Make sure only we can write in ``folder`` before a key is made or read there: one that
+    others could write in (mode 0777, a shared mount) would let them plant a key file they know,
+    or swap ours. Ours and loosened: tightened to 0700 (as the key file is to 0600). Not ours,
+    or a symlink: refused, since whoever owns it controls what it holds.
+
+    Raises:
+        InvalidArgumentError: the folder is a symlink or belongs to another user.
+    """
+    if os.name != "posix":
+        return
+    st = folder.lstat()
+    if folder.is_symlink() or st.st_uid != os.geteuid():
+        what = "is a symlink" if folder.is_symlink() else f"belongs to another user (uid {st.st_uid})"
+        raise InvalidArgumentError(
+            f"Invalid local emulator folder {str(folder)!r}: it {what}, so its key could be known "
+            f"to others; delete it (the local emulator's state) or use another --out."
+        )
+    if st.st_mode & 0o077:
+        os.chmod(folder, 0o700)
