@@ -9,6 +9,7 @@ a bug: only exceptions outside our tree may produce one.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -60,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:  # the machine said no (a full disk, a file where a folder belongs)
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"seeknetic-prep {args.command}: error: {printable(f'{exc.strerror or exc}{where}')}",
+        fix = ("; free some space and run the same command again (what was saved is kept)"
+               if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        print(f"seeknetic-prep {args.command}: error: {printable(f'{exc.strerror or exc}{where}{fix}')}",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -175,6 +175,9 @@ def local_key(out: Path) -> str:
         try:
             os.write(fd, ("sk-local-" + secrets.token_urlsafe(32) + "\n").encode("ascii"))
             os.fsync(fd)
+        except OSError as exc:  # a full disk: no half-written temporary file left, the path said
+            tmp.unlink()
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         finally:
             os.close(fd)
         try:

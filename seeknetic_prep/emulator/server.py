@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import socket
+import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from seeknetic_prep.emulator.guard import Guard
 from seeknetic_prep.emulator.jobs import JobWorker
 from seeknetic_prep.emulator.policies import Faults, Keyring, RateLimiter
 from seeknetic_prep.emulator.storage import Storage
+from seeknetic_prep.emulator.storage.space import is_full
 from seeknetic_prep.errors import InvalidArgumentError
 
 __all__ = ["Emulator", "bind", "serve", "url", "uvicorn_config", "with_data_dir"]
@@ -190,7 +192,15 @@ def _child() -> None:
     keep_freed_buffers()  # every upload parses megabytes of JSON and base64, freed at once
     spec = json.loads(sys.stdin.buffer.readline())
     sock = socket.socket(fileno=int(spec["fd"]))
-    emulator = Emulator(EmulatorConfig.from_json(spec["config"]))
+    config = EmulatorConfig.from_json(spec["config"])
+    try:
+        emulator = Emulator(config)
+    except (OSError, sqlite3.Error) as exc:  # a full disk, a folder we cannot write: one line, no traceback
+        hint = " (is the disk full?)" if is_full(exc) or "disk I/O error" in str(exc) else ""
+        sys.stderr.write(f"seeknetic-prep: the local emulator cannot start: its state in "
+                         f"{config.data_dir}: {exc}{hint}\n")
+        sys.stderr.flush()
+        os._exit(2)
     server = uvicorn.Server(uvicorn_config(emulator.app, access_log=False, log_level="warning",
                                            own_logging=False, read_timeout_s=emulator.config.read_timeout_s))
 

@@ -38,7 +38,13 @@ from types import FrameType
 from typing import Any
 
 from seeknetic_prep.api.client import Client
-from seeknetic_prep.errors import AuthenticationError, InvalidArgumentError, QuotaExceededError, StopReason
+from seeknetic_prep.errors import (
+    AuthenticationError,
+    InvalidArgumentError,
+    QuotaExceededError,
+    StopReason,
+    UnreachableError,
+)
 from seeknetic_prep.executors import (
     Event,
     Executor,
@@ -379,7 +385,13 @@ def run_folder(
         _, node_qps = engine(opt.executor).share_qps(opt.qps)
         executor = make_executor(opt.executor, opt, client=client.worker_config(), node_qps=node_qps)
     try:
-        client.check_auth()  # a wrong key stops here: one request, before any state or decoding
+        try:
+            client.check_auth()  # a wrong key stops here: one request, before any state or decoding
+        except UnreachableError:
+            if backend_gone is not None and (gone := backend_gone()):  # say why, not "cannot reach"
+                raise UnreachableError(f"{gone} before it answered (its message is above); nothing "
+                                       f"was done", request_id=None) from None
+            raise
         pin_settings(out_dir, opt)
         run = _Run(found, out_dir, client, opt, progress or Progress(), executor)
         run.backend_gone = backend_gone

@@ -137,9 +137,12 @@ def atomic_path(path: Path, *, fsync: bool = True) -> Iterator[Path]:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not exc.filename and exc.errno:
+            # a write() that failed (a full disk) names no file: say which one it was
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
         raise
     if fsync:
         _fsync_folder(target.parent)

@@ -80,7 +80,10 @@ class OutLock:
                     self.on_wait(holder)
                 lock(fd)
             os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, f"{os.getpid()}\n".ljust(_PID_WIDTH).encode("ascii"))
+            try:
+                os.write(fd, f"{os.getpid()}\n".ljust(_PID_WIDTH).encode("ascii"))
+            except OSError as exc:  # a full disk: say where
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         except BaseException:
             os.close(fd)  # closing also releases a lock taken just before the failure
             raise
