@@ -117,6 +117,12 @@ class OutputInUseError(SeekneticPrepError):
     """
 
 
+class EngineLostError(SeekneticPrepError):
+    """The decode engine itself is gone (the Ray node this driver runs on lost its raylet, say
+    because one of its agents was killed): no task can run, so the run stops with its state
+    kept, instead of failing every file that was in flight."""
+
+
 class APIError(SeekneticPrepError):
     """A call to the Seeknetic API (or the emulator) failed.
 

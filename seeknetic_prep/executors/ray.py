@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from seeknetic_prep.api.client import ClientConfig
 from seeknetic_prep.api.pacing import TokenBucket
 from seeknetic_prep.api.uploader import NodeUploader
-from seeknetic_prep.errors import InvalidArgumentError, MediaError
+from seeknetic_prep.errors import EngineLostError, InvalidArgumentError, MediaError
 from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, to_event
 from seeknetic_prep.executors.registry import EngineFactory
 from seeknetic_prep.pipeline.tasks import DecodeTask, Message
@@ -251,6 +251,12 @@ class RayExecutor(Executor):
                 kind, payload = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # our code raised something not ours: a bug
             raise RuntimeError(f"a Ray task hit a bug on {task.path}:\n{exc}") from exc
+        except (ray.exceptions.LocalRayletDiedError, ray.exceptions.RaySystemError) as exc:
+            # This node's raylet is gone (an agent it needs was killed): not this file's fault,
+            # and every task in flight meets the same, so the run stops, its files untouched.
+            raise EngineLostError(
+                f"the Ray node of this run died ({type(exc).__name__}: its raylet, or an agent it "
+                f"depends on, was killed)") from exc
         except ray.exceptions.RayError as exc:  # the worker or its node died, after Ray's retries
             del self._running[handle]
             out.append(self._crashed(task, type(exc).__name__))

@@ -40,6 +40,7 @@ from typing import Any
 from seeknetic_prep.api.client import Client
 from seeknetic_prep.errors import (
     AuthenticationError,
+    EngineLostError,
     InvalidArgumentError,
     QuotaExceededError,
     StopReason,
@@ -168,6 +169,8 @@ class _Run:
             self.halt(StopReason.AUTH, str(exc))
         except QuotaExceededError as exc:
             self.halt(StopReason.QUOTA, str(exc))
+        except EngineLostError as exc:  # its files stay as they were: the next run decodes them
+            self.halt(StopReason.BACKEND_GONE, str(exc))
         except KeyboardInterrupt:  # a Ctrl-C before our handler was in place
             self.halt(StopReason.INTERRUPT, "interrupted")
         except _Stop:
