@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -174,3 +175,15 @@ def read_results(path: Path) -> list[dict[str, Any]]:
                 line["tags"] = tags if status == "completed" else None
             lines.append(line)
     return lines
+
+
+def units_done(db: Path) -> int:
+    """Units past ``planned`` in a run's state, read while the run writes it (0 until it exists)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM units WHERE status != 'planned'").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0

@@ -10,40 +10,22 @@ another write: the lock file, the emulator's state at its start, ``settings.json
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _disk import fill, tmpfs
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = (1_000, 20_000, 120_000, 400_000)  # bytes left free: each meets another write
 
 
 @pytest.fixture()
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)],
-                             capture_output=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(mnt: Path, leave: int) -> Path:
-    st = os.statvfs(mnt)
-    filler = mnt / "filler"
-    with open(filler, "wb") as f:
-        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
-    return filler
+def mnt(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "mnt", 64) as path:
+        yield path
 
 
 def _run(out: Path) -> subprocess.CompletedProcess[str]:
@@ -53,17 +35,17 @@ def _run(out: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("leave", LEVELS)
-def test_a_full_disk_says_which_file_in_one_line_and_the_rerun_completes(tmpfs: Path, leave: int) -> None:
-    out = tmpfs / "out"
-    filler = _fill(tmpfs, leave)
+def test_a_full_disk_says_which_file_in_one_line_and_the_rerun_completes(mnt: Path, leave: int) -> None:
+    out = mnt / "out"
+    filler = fill(mnt, leave)
     full = _run(out)
     assert full.returncode in (1, 2), full.stdout + full.stderr
     assert "Traceback" not in full.stderr, full.stderr
     errors = [line for line in full.stderr.splitlines() if ": error:" in line or "cannot start" in line]
     assert errors, full.stderr
     # Each says where: a file or folder on the full file system, or the emulator that could not start.
-    assert all(str(tmpfs) in line or "local emulator" in line for line in errors), errors
-    assert not list(tmpfs.rglob("*.tmp")), list(tmpfs.rglob("*.tmp"))
+    assert all(str(mnt) in line or "local emulator" in line for line in errors), errors
+    assert not list(mnt.rglob("*.tmp")), list(mnt.rglob("*.tmp"))
     filler.unlink()  # space returns: the same command completes, nothing lost or doubled
     again = _run(out)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -8,11 +8,9 @@ disk; one case fills a real 30 MB tmpfs (root only: it mounts one).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+from _disk import fill, tmpfs
 from _emulator_helpers import Api, embedding_body
 from _pipeline_helpers import read_results
 
@@ -186,42 +185,21 @@ def test_a_long_full_disk_fails_no_unit(
         assert set(server.stats()["submissions"].values()) == {1}
 
 
-@contextlib.contextmanager
-def _tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
-                             capture_output=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def _fill(path: Path, leave_bytes: int) -> None:
-    """Fill the filesystem of ``path`` until about ``leave_bytes`` are free."""
-    st = os.statvfs(path)
-    free = st.f_bavail * st.f_frsize
-    with open(path / "filler", "wb") as f:
-        f.write(b"\0" * max(0, free - leave_bytes))
-
-
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mounting a tmpfs needs root")
-def test_a_real_full_tmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_a_real_fulltmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                            caplog: pytest.LogCaptureFixture) -> None:
     """A 30 MB tmpfs, really full: the write fails with a real ENOSPC (the free-space check
     before it is off for that), answered 503 with no file left; with the check on, an upload
     that would leave less than the reserve is refused before any byte is written; freed, the
     same upload goes through."""
     caplog.set_level(logging.INFO)
-    with _tmpfs(tmp_path / "mnt", 30) as mnt, \
+    with tmpfs(tmp_path / "mnt", 30) as mnt, \
             running(EmulatorConfig(api_keys=(KEY,), data_dir=mnt / "emu", job_seconds=0.2)) as server:
         api = Api(server.base_url, KEY)
         body: dict[str, Any] = embedding_body("real-full")
         api.upload(embedding_body("fits"))
         monkeypatch.setattr(space.Space, "reserve", lambda *_: None)
-        _fill(mnt, leave_bytes=1 << 20)  # 1 MB free: the 2.4 MB video cannot be written
+        fill(mnt, leave_bytes=1 << 20)  # 1 MB free: the 2.4 MB video cannot be written
         _assert_503_full(api.post("/files/upload/tensors", body))
         assert "No space left on device" in api.post("/files/upload/tensors", body).json()["detail"]
         assert not [p for p in _files(mnt / "emu") if "real-full" in str(p)]
@@ -231,7 +209,7 @@ def test_a_real_full_tmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             assert r.status_code in (200, 503), r.text
         monkeypatch.undo()
         (mnt / "filler").unlink()
-        _fill(mnt, leave_bytes=9 << 20)  # room for the write, not for the reserve after it
+        fill(mnt, leave_bytes=9 << 20)  # room for the write, not for the reserve after it
         r = api.post("/files/upload/tensors", body)
         _assert_503_full(r)
         assert "kept for jobs in progress" in r.json()["detail"]

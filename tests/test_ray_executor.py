@@ -18,7 +18,6 @@ import itertools
 import pickle
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pipeline_helpers import ROOT, read_results, stats
+from _pipeline_helpers import ROOT, read_results, stats, units_done
 
 from seeknetic_prep.api.client import Client, RetryPolicy
 from seeknetic_prep.pipeline.driver import RunOptions, run_folder
@@ -96,17 +95,6 @@ def _submitted_once(server: Any, lines: list[dict[str, Any]]) -> None:
     rids = {x["request_id"] for x in lines if x["request_id"]}
     assert rids and {r: submissions.get(r) for r in rids} == {r: 1 for r in rids}
     assert set(submissions) == rids  # and nothing else was submitted
-
-
-def _units_done(db: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return int(con.execute("SELECT COUNT(*) FROM units WHERE status != 'planned'").fetchone()[0])
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 def _ray_run(cluster: Any, server: Any, videos: Path, out: Path, **kw: Any) -> Any:
@@ -238,7 +226,7 @@ def test_kill_9_the_driver_then_rerun(cluster: Any, fresh: Any, videos: Path, tm
     child = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        while child.poll() is None and _units_done(out / "state.sqlite") < 4:
+        while child.poll() is None and units_done(out / "state.sqlite") < 4:
             time.sleep(0.05)
         killed = child.poll() is None
         if killed:

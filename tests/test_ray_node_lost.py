@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _pipeline_helpers import read_results
+from _pipeline_helpers import read_results, units_done
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ("cfr30_bframes.mp4", "late_audio_25s.mkv", "demo/lake.mp4", "vfr.mp4", "no_audio.mp4")
@@ -36,17 +36,6 @@ def _agents(root: psutil.Process) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
-
-
-def _units_done(db: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return int(con.execute("SELECT COUNT(*) FROM units WHERE status != 'planned'").fetchone()[0])
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 @pytest.mark.slow
@@ -68,7 +57,7 @@ def test_the_runs_ray_node_dying_stops_the_run_and_fails_no_file(fixtures_dir: P
     try:
         deadline = time.monotonic() + 240
         while child.poll() is None and time.monotonic() < deadline and not killed:
-            if _units_done(out / "state.sqlite") >= 1:  # decoding has begun on the node
+            if units_done(out / "state.sqlite") >= 1:  # decoding has begun on the node
                 for agent in _agents(psutil.Process(child.pid)):
                     agent.send_signal(signal.SIGKILL)
                     killed.append(agent.pid)
