@@ -27,6 +27,7 @@ Where an error is also a builtin kind of failure it inherits that builtin too, a
         │   ├── RateLimitError               429
         │   └── ServerError                  5xx
         ├── MalformedAnswerError (ValueError)  a 2xx answer that breaks the API's promises
+        ├── NotTheAPIError                     the base URL answers, but not as the API does
         └── APIConnectionError (ConnectionError)   no answer: refused, reset, DNS
             ├── APITimeoutError (TimeoutError)     no answer in time
             ├── CancelledError                     the run is stopping: a wait or retry given up
@@ -55,6 +56,7 @@ __all__ = [
     "MalformedAnswerError",
     "MediaError",
     "NotFoundError",
+    "NotTheAPIError",
     "OutputInUseError",
     "PayloadTooLargeError",
     "QuotaExceededError",
@@ -228,6 +230,12 @@ class MalformedAnswerError(APIError, ValueError):
     """
 
 
+class NotTheAPIError(APIError):
+    """The base URL answers, but not as the Seeknetic API does (an HTML page, a file server, a
+    404 without the API's JSON error shape): a setup problem (``--base-url``), so the command
+    stops at once with exit 2 instead of retrying calls that can never work."""
+
+
 class APIConnectionError(APIError, ConnectionError):
     """No HTTP answer at all: refused, reset, dropped mid-body."""
 
@@ -270,7 +278,8 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     """The exit code for an error that stopped a command: usage, setup or authentication (the
     user must fix a command, the network or a key, or stop a second run on the same --out);
     quota spent; anything else failed."""
-    if isinstance(exc, (InvalidArgumentError, AuthenticationError, UnreachableError, OutputInUseError)):
+    if isinstance(exc, (InvalidArgumentError, AuthenticationError, UnreachableError, NotTheAPIError,
+                        OutputInUseError)):
         return ExitCode.USAGE
     if isinstance(exc, QuotaExceededError):
         return ExitCode.QUOTA

@@ -65,4 +65,6 @@ def ok(body: object) -> Response:
 
 
 def status(code: int, headers: dict[str, str] | None = None, detail: str = "no") -> Response:
-    return Response(code, headers or {}, json.dumps({"detail": detail}).encode())
+    """An error answer in the API's shape: JSON ``{"detail": ...}``."""
+    return Response(code, {"Content-Type": "application/json", **(headers or {})},
+                    json.dumps({"detail": detail}).encode())

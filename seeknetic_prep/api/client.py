@@ -44,7 +44,7 @@ from seeknetic_prep.api.keys import clean_api_key, redact, redact_value, secret_
 from seeknetic_prep.api.pacing import AdaptiveRate, RateLimit, RetryPolicy, TokenBucket
 from seeknetic_prep.api.retry import RetryEngine
 from seeknetic_prep.api.transport import Request, RequestsTransport, Transport, short, why
-from seeknetic_prep.api.wire import r2_keys, read_answer, split_upload, submission
+from seeknetic_prep.api.wire import key_check_answer, r2_keys, read_answer, split_upload, submission
 from seeknetic_prep.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -198,17 +198,21 @@ class Client:
     def check_auth(self) -> None:
         """Prove the key works with one cheap authenticated request, before any real work.
 
-        Looks up a random request id: 404 means the key was accepted. Tries three times at most
-        (a key check that cannot get through should say so within seconds, not in a minute).
+        Looks up a random request id: the API's 404 means the key was accepted; an answer in
+        any other shape means ``base_url`` is not the API (:func:`.wire.key_check_answer`).
+        Tries three times at most (a key check that cannot get through should say so within
+        seconds, not in a minute).
 
         Raises:
             AuthenticationError: the key is wrong (401).
+            NotTheAPIError: something answers at ``base_url``, but not the API.
             UnreachableError: no answer at all (DNS lookup failed, connection refused, ...).
         """
+        request = Request("GET", self.base_url, f"/async_status/auth-check-{uuid.uuid4().hex}", None,
+                          self._headers)
         try:
-            self._call("GET", f"/async_status/auth-check-{uuid.uuid4().hex}", attempts=3)
-        except NotFoundError:
-            return
+            self.retrier.call(lambda: key_check_answer(request, self._transport.handle(request),
+                                                       self._redact_obj), attempts=3)
         except APIConnectionError as exc:
             raise UnreachableError(
                 f"cannot reach {self.base_url} ({why(exc)}): check the network, --base-url, or use --local",

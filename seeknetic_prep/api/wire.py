@@ -19,13 +19,15 @@ from seeknetic_prep.errors import (
     APIStatusError,
     InvalidArgumentError,
     MalformedAnswerError,
+    NotTheAPIError,
     PayloadTooLargeError,
     RateLimitError,
     ServerError,
     error_for_status,
 )
 
-__all__ = ["TENSOR_FIELDS", "r2_keys", "read_answer", "split_upload", "status_error", "submission"]
+__all__ = ["TENSOR_FIELDS", "key_check_answer", "r2_keys", "read_answer", "split_upload", "status_error",
+           "submission"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,47 @@ def read_answer(request: Request, response: Response, redact_detail: Callable[[o
             f"malformed answer: {request.method} {request.path} answered {response.status_code} with "
             f"something that is not JSON{rid_suffix(request.request_id)}", request_id=request.request_id,
         ) from exc
+
+
+def key_check_answer(request: Request, response: Response, redact_detail: Callable[[object], object]) -> None:
+    """Judge the answer to the key check (``GET /async_status/<an id nobody made>``).
+
+    The API answers 404 with its JSON error shape (``{"detail": ...}``): the key was accepted.
+    A 401 is a refused key, and a 429 or 5xx is an API that is there but busy (the retry engine
+    waits or retries those). Anything else came from something that is not the API, and every
+    later call would fail the same way: a file server's or web page's 404 or 200 page, a 404
+    that is not JSON, a redirect to a login page. Taking that 404 as "key OK" made a wrong
+    ``--base-url`` retry uploads for minutes or fail every job for good.
+
+    Raises:
+        APIStatusError: 401, 429, 5xx (the class for each, as for any call).
+        NotTheAPIError: what answered, in one line (status, content type, server, the start of
+            the body), and what to check.
+    """
+    code = response.status_code
+    if code == 404 and _api_error_shape(response):
+        return
+    if code in (401, 429) or code >= 500:
+        raise status_error(request, response, redact_detail)
+    kind = (response.header("Content-Type") or "no content type").split(";")[0].strip()
+    server = response.header("Server")
+    body = " ".join(response.text[:400].split())
+    what = f"{code} {kind}" + (f" from {server!r}" if server else "") + (
+        f": {short(redact_detail(body), 60)}" if body else "")
+    raise NotTheAPIError(
+        f"{request.base_url} does not answer as the Seeknetic API (GET {request.path} got {what}); "
+        "check --base-url (the API is https://api.seeknetic.com) or use --local")
+
+
+def _api_error_shape(response: Response) -> bool:
+    """Whether an error answer has the API's shape: a JSON object with a ``detail``."""
+    if "json" not in (response.header("Content-Type") or "").lower():
+        return False
+    try:
+        payload = response.json()
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(payload, dict) and "detail" in payload
 
 
 def status_error(request: Request, response: Response, redact_detail: Callable[[object], object],
