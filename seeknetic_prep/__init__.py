@@ -7,7 +7,7 @@
 
 ``preprocess`` and the small modules are imported at once: the function shares its name with
 its module, and binding it here, once, keeps ``sp.preprocess(...)`` the function whatever is
-imported later. ``Client`` and ``run_folder`` are loaded when first asked for: they bring
+imported later. ``Client``, ``run`` and ``run_folder`` are loaded when first asked for: they bring
 requests, SQLite and pyarrow, which a decode worker or the emulator's process never uses
 (~0.15 s of start-up each, paid once per process: 16 times on 16 cores).
 None of these modules loads PyAV or FastAPI at import time.
@@ -24,6 +24,7 @@ from seeknetic_prep.errors import MediaError, SeekneticPrepError
 
 if TYPE_CHECKING:
     from seeknetic_prep.api.client import Client
+    from seeknetic_prep.job import run
     from seeknetic_prep.pipeline.driver import run_folder
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "decode_tensor",
     "encode_tensor",
     "preprocess",
+    "run",
     "run_folder",
 ]
 __version__ = "0.1.0"
@@ -49,4 +51,8 @@ def __getattr__(name: str) -> Any:
         from seeknetic_prep.pipeline.driver import run_folder  # SQLite, pyarrow: on first use
 
         return run_folder
+    if name == "run":
+        from seeknetic_prep.job import run  # the whole job: the run command's modules, on first use
+
+        return run
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -87,11 +87,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # The run has saved everything once run_folder returns: a Ctrl-C from then on must not cut
+    # the summary short (the CLI only: a library caller keeps its own Ctrl-C).
+    summary = execute(args, after_run=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    out: Path = args.out
+    print(f"seeknetic-prep run: {summary.line()}")
+    _print_stop(summary, out)
+    _print_failures(summary, out)
+    if args.report and summary.stopped_by != StopReason.AUTH:
+        # pyarrow, the report's template: only when asked for
+        from seeknetic_prep.results.report import write_report
+
+        print(f"report: {write_report(out)}")
+    if summary.stopped_by != StopReason.AUTH and summary.results_path.exists():
+        _print_next_steps(summary, out)
+    return summary.exit_code
+
+
+def execute(args: argparse.Namespace, *, after_run: Callable[[], object] = lambda: None) -> RunSummary:
+    """The run that ``args`` (this command's arguments) describe, from the checks to the
+    summary: what ``seeknetic-prep run`` and :func:`seeknetic_prep.run` share. ``after_run`` is
+    called once the run has saved everything, before the local emulator is stopped."""
     # requests, SQLite, pyarrow, tqdm: loaded when a run starts, not for every command's --help
     from seeknetic_prep.api.client import Client
     from seeknetic_prep.commands.display import RunDisplay
     from seeknetic_prep.pipeline.driver import run_folder
-    from seeknetic_prep.results.report import write_report
 
     spec = spec_from_args(args)
     out: Path = args.out
@@ -119,16 +139,8 @@ def main(args: argparse.Namespace) -> int:
         # The engine starts inside, once there are files to decode, with the nodes' --qps share.
         summary = run_folder(args.paths, out=out, client=client, options=spec, progress=progress,
                              backend_gone=gone)
-        # The run has saved everything: a Ctrl-C from now on must not cut the summary short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    print(f"seeknetic-prep run: {summary.line()}")
-    _print_stop(summary, out)
-    _print_failures(summary, out)
-    if args.report and summary.stopped_by != StopReason.AUTH:
-        print(f"report: {write_report(out)}")
-    if summary.stopped_by != StopReason.AUTH and summary.results_path.exists():
-        _print_next_steps(summary, out)
-    return summary.exit_code
+        after_run()
+    return summary
 
 
 def add_from_list(parser: argparse.ArgumentParser) -> None:
@@ -261,5 +273,5 @@ def check_out_dir(out: Path) -> None:
             f"Invalid --out {str(out)!r}: cannot create it in {parent} (permission denied).")
 
 
-__all__ = ["DEFAULT_OUT", "HELP", "add_arguments", "add_from_list", "check_out_dir", "main",
+__all__ = ["DEFAULT_OUT", "HELP", "add_arguments", "add_from_list", "check_out_dir", "execute", "main",
            "sources_from_args"]

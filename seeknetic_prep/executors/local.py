@@ -23,7 +23,6 @@ Workers ignore SIGINT: the main process decides how to stop.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import multiprocessing.connection as mpc
 import os
 import queue
@@ -38,6 +37,7 @@ from seeknetic_prep.errors import MediaError
 from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, WindowReady, to_event
 from seeknetic_prep.executors.registry import EngineFactory
 from seeknetic_prep.pipeline.tasks import Message
+from seeknetic_prep.util.procs import worker_context
 
 if TYPE_CHECKING:
     from seeknetic_prep.api.client import ClientConfig
@@ -55,16 +55,6 @@ def decode_threads_for(workers: int) -> int:
 
 
 _PRELOAD = ["seeknetic_prep.executors.local", "seeknetic_prep.pipeline.worker"]
-
-
-def _context(*, gpu: bool) -> Any:
-    """Where a worker comes from: ``spawn`` for NVDEC, else the fork server (when the platform
-    has one), whose preloaded modules every worker shares instead of importing them."""
-    if gpu or "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)  # read when the server starts: once per process
-    return ctx
 
 
 def _worker_main(tasks: mpc.Connection, results: mpc.Connection, threads: int, gpu: bool) -> None:
@@ -151,7 +141,7 @@ class ProcessExecutor(Executor):
         self.capacity = 2 * len(self._workers)  # one running per worker, one waiting to start
 
     def _start(self, *, gpu: bool) -> _Worker:
-        ctx = _context(gpu=gpu)
+        ctx = worker_context(_PRELOAD, gpu=gpu)
         task_r, task_w = ctx.Pipe(duplex=False)
         res_r, res_w = ctx.Pipe(duplex=False)
         threads = 1 if gpu else self._threads

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -42,6 +41,7 @@ from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS, discover, no_vide
 from seeknetic_prep.pipeline.payloads import SERVICES, upload_body_size
 from seeknetic_prep.pipeline.tasks import DecodeTask, FileEstimate, unit_request_id
 from seeknetic_prep.state.readonly import StateView
+from seeknetic_prep.util.procs import worker_context
 
 __all__ = ["DecodeSample", "Plan", "plan_run"]
 
@@ -209,12 +209,9 @@ def _pool(processes: int | None) -> ProcessPoolExecutor:
     # the PyAV side, loaded in the worker processes only
     from seeknetic_prep.pipeline.worker import worker_init
 
-    ctx: Any = multiprocessing.get_context("spawn")
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)  # read when the server starts: once per process
-    return ProcessPoolExecutor(max_workers=processes or os.cpu_count() or 1, mp_context=ctx,
-                               initializer=worker_init, initargs=(1, False))
+    return ProcessPoolExecutor(max_workers=processes or os.cpu_count() or 1,
+                               mp_context=worker_context(_PRELOAD), initializer=worker_init,
+                               initargs=(1, False))
 
 
 @dataclass
