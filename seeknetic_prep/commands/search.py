@@ -23,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="seeknetic-out", type=Path,
                         help="the run's output folder (default ./seeknetic-out)")
     parser.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE",
-                        help="keep only windows with this tag value (repeatable), e.g. --tag shot_size=wide")
+                        help="keep only windows with this tag value (repeatable, case-insensitive), "
+                        "e.g. --tag shot_size=wide_shot; --list-tags shows the values")
+    parser.add_argument("--where", action="append", default=[], metavar="'NAME OP VALUE'",
+                        help="keep only windows whose tag compares so (repeatable; OP: = != < <= > >=), "
+                        "e.g. --where 'brightness>0.5' --where 'scene_cuts>=1'")
     parser.add_argument("--list-tags", action="store_true",
                         help="print the tag names and the values that occur, then exit")
     parser.add_argument("--top", type=int, default=10, help="how many windows to show (default 10)")
@@ -58,10 +62,11 @@ def sync_parts(out: Path) -> None:
 def main(args: argparse.Namespace) -> int:
     # here, not at the top: cli imports every command module for its parser (requests, pyarrow)
     from seeknetic_prep.api.client import Client
+    from seeknetic_prep.results.filters import conditions, filter_mask, parse_tag_filters, parse_where
     from seeknetic_prep.results.index import load_windows
-    from seeknetic_prep.results.rank import list_tags, parse_tag_filters, rank
+    from seeknetic_prep.results.rank import list_tags, rank
 
-    filters = parse_tag_filters(args.tag)
+    filters = conditions(parse_tag_filters(args.tag), parse_where(args.where))
     if args.local and args.query:  # say what to install before any work
         require_emulator("search --local")
     sync_parts(args.out)
@@ -73,6 +78,7 @@ def main(args: argparse.Namespace) -> int:
             else:  # names and values come from the API: escaped (util.text)
                 print(printable(f"{name}: " + ", ".join(f"{v} ({n})" for v, n in values)))
         return 0
+    filter_mask(windows.table, filters)  # a filter that cannot match says so before the query costs a call
     query_vec: list[float] | None = None
     if args.query:
         with ExitStack() as stack:
@@ -85,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
                 base_url, key = server.base_url, server.api_key
             client = stack.enter_context(Client(key, base_url=base_url, region=args.region))
             query_vec = client.encode_text(args.query)
-    hits, matched = rank(windows, query_vec, tags=filters, top=args.top, method=args.method)
+    hits, matched = rank(windows, query_vec, where=filters, top=args.top, method=args.method)
     for hit in hits:
         if args.json:
             print(json.dumps({"path": hit.path, "start_ms": hit.start_ms, "end_ms": hit.end_ms,

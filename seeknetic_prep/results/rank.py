@@ -1,8 +1,8 @@
 """Rank a run's current windows by similarity to a query embedding, filter them by tags.
 
 The windows come from :func:`seeknetic_prep.results.index.load_windows` (their small columns and
-the memory-mapped matrix of embeddings). Tag filters are column filters; what is left is ranked
-exactly, a chunked float32 matmul against the matrix and ``argpartition`` (memory beyond the
+the memory-mapped matrix of embeddings). Tag filters (:mod:`.filters`) are column filters; what
+is left is ranked exactly, a chunked float32 matmul against the matrix and ``argpartition`` (memory beyond the
 mapping: a few bytes per window), or, for a large run, through the approximate index of
 :mod:`seeknetic_prep.results.ann` and rescored exactly.
 
@@ -13,7 +13,7 @@ The query's embedding comes from the API (``POST /video_embedding/encode_text``,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from seeknetic_prep.errors import InvalidArgumentError
 from seeknetic_prep.results.ann import ANN_MIN_ROWS, ann_available, ann_search
+from seeknetic_prep.results.filters import Condition, conditions, filter_mask, parse_tag_filters
 from seeknetic_prep.results.index import CHUNK_ROWS, Windows
 from seeknetic_prep.results.parts import TAG_TYPES
 from seeknetic_prep.state.store import display_path
@@ -41,68 +42,6 @@ class Hit:
     tags: Mapping[str, Any] = field(default_factory=dict)
 
 
-def parse_tag_filters(specs: Iterable[str]) -> dict[str, str]:
-    """``["shot_size=close_up", ...]`` -> ``{"shot_size": "close_up"}``.
-
-    Raises:
-        InvalidArgumentError: a spec without ``=``, or one tag given two values (a window has
-            one value per tag: the last used to win silently).
-    """
-    out: dict[str, str] = {}
-    for spec in specs:
-        name, sep, value = spec.partition("=")
-        if not sep or not name.strip():
-            raise InvalidArgumentError(
-                f"Invalid tag filter {spec!r}: must be NAME=VALUE, e.g. shot_size=wide."
-            )
-        name, value = name.strip(), value.strip()
-        if name in out and out[name].lower() != value.lower():
-            raise InvalidArgumentError(
-                f"Invalid tag filters {name}={out[name]!r} and {name}={value!r}: a window has one "
-                f"value per tag, so no window matches both; give --tag {name}= once."
-            )
-        out[name] = value
-    return out
-
-
-def _extra_names(table: pa.Table) -> set[str]:
-    names: set[str] = set()
-    for text in pc.unique(table["tags_extra"]).to_pylist():
-        if text:
-            names.update(json.loads(text))
-    return names
-
-
-def _filter_mask(table: pa.Table, filters: Mapping[str, str]) -> np.ndarray:
-    """Rows whose tags match every filter (case-insensitive, as text), as a boolean array."""
-    mask = np.ones(table.num_rows, dtype=bool)
-    extras: set[str] | None = None
-    for name, want in filters.items():
-        if name in TAG_TYPES:
-            column = table[name]
-            text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
-            if pa.types.is_floating(column.type):
-                try:
-                    hit = pc.equal(column, float(want))
-                except ValueError:
-                    hit = pc.equal(text, want)
-            else:
-                hit = pc.equal(pc.utf8_lower(text), want.lower())
-            mask &= pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
-            continue
-        extras = _extra_names(table) if extras is None else extras
-        if name not in extras:
-            known = ", ".join(sorted({*TAG_TYPES, *extras}))
-            raise InvalidArgumentError(f"Unknown tag {name!r}: the results have {known}.")
-        values = table["tags_extra"].to_pylist()
-        for i, text in enumerate(values):
-            if mask[i]:
-                have = json.loads(text).get(name) if text else None
-                items = have if isinstance(have, list) else [have]
-                mask[i] = any(str(v).lower() == want.lower() for v in items)
-    return mask
-
-
 def _tags(table: pa.Table, i: int) -> dict[str, Any]:
     row = table.slice(i, 1).select([*TAG_TYPES, "tags_extra"]).to_pylist()[0]
     extra = row.pop("tags_extra")
@@ -117,12 +56,14 @@ def rank(
     query: Sequence[float] | np.ndarray | None,
     *,
     tags: Mapping[str, str] | None = None,
+    where: Sequence[Condition] = (),
     top: int = 10,
     method: str = "auto",
 ) -> tuple[list[Hit], int]:
-    """The ``top`` windows most similar to ``query`` (cosine), among those whose tags match,
-    and how many matched. With no query, the matching windows in path and window order.
-    Windows without an embedding are left out when there is a query.
+    """The ``top`` windows most similar to ``query`` (cosine), among those whose tags match
+    (``tags``: equality, ``--tag``; ``where``: comparisons, ``--where``; see
+    :mod:`seeknetic_prep.results.filters`), and how many matched. With no query, the matching
+    windows in path and window order. Windows without an embedding are left out when there is a query.
 
     ``method``: ``exact`` (chunked matmul over the matrix), ``ann`` (the approximate index of
     :mod:`seeknetic_prep.results.ann`; its hits are rescored exactly), or ``auto``: ``ann`` for an
@@ -130,13 +71,14 @@ def rank(
     ``ann`` extra is installed, else ``exact``. Tag filters always rank exactly.
 
     Raises:
-        InvalidArgumentError: ``top`` < 1, an unknown tag or method, a query of another
+        InvalidArgumentError: ``top`` < 1, an unknown tag, tag value or method, a query of another
             dimension, or ``ann`` without the ``ann`` extra.
     """
     if top < 1:
         raise InvalidArgumentError(f"Invalid top {top}: must be >= 1.")
     table = windows.table
-    mask = _filter_mask(table, tags or {})
+    filters = conditions(tags, where)
+    mask = filter_mask(table, filters)
     if query is None:
         idx = np.flatnonzero(mask)
         sub = table.take(pa.array(idx)).select(["path_bytes", "window_index"])
@@ -156,7 +98,7 @@ def rank(
             "were they made by another model?"
         )
     q = q / (np.linalg.norm(q) or 1.0)
-    if _use_ann(method, windows, bool(tags)):
+    if _use_ann(method, windows, bool(filters)):
         return _rank_ann(windows, q, top), len(idx)
     scores = _scores(windows.vectors, rows[idx], q)
     k = min(top, len(idx))
