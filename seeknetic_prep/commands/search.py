@@ -47,16 +47,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sync_parts(out: Path) -> None:
-    """Write the parts a run never wrote (killed, or a version-1 state), if there is a state."""
+    """Write the parts a run never wrote (killed, or a version-1 state), if there is a state.
+    In a folder this user cannot write, say in one line what is left out instead."""
     db = out / "state.sqlite"
     if not db.exists():
         return
     # here, not at the top: cli imports every command module for its parser (pyarrow, SQLite)
-    from seeknetic_prep.results.parts import ensure_parts
-    from seeknetic_prep.state.store import Store
+    from seeknetic_prep.results.parts import ensure_parts, missing_parts
+    from seeknetic_prep.state.store import Store, reading_store
+    from seeknetic_prep.util.readers import writable
 
-    with Store(db) as store:
-        ensure_parts(store, out)
+    if writable(out / "parts") and writable(out):
+        with Store(db) as store:
+            ensure_parts(store, out)
+        return
+    with reading_store(out) as store:
+        missing = missing_parts(store, out)
+    if missing:
+        print(printable(f"note: {out} is read-only here: the results of {len(missing)} run(s) are in its "
+                        "state but not in its parts (a run that was stopped hard), so they are left out; "
+                        f"`seeknetic-prep results --out {out}` by the folder's owner writes them"),
+              file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:

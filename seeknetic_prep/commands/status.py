@@ -18,10 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # here, not at the top: cli imports every command module for its parser
-    from seeknetic_prep.state.store import Store, display_path, existing_state
+    from seeknetic_prep.state.store import display_path, reading_store
 
-    db = existing_state(args.out)
-    with Store(db) as store:
+    with reading_store(args.out) as store:
+        db = store.path
         counts = store.counts()
         files = store.files()
         throughput = store.throughput()

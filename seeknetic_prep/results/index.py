@@ -14,6 +14,10 @@ damaged or missing file, or a matrix row that does not hold the window pointing 
 :func:`load_windows` reads the parts' small columns (no embeddings) and keeps the current rows
 (:func:`seeknetic_prep.results.parts.latest_rows`; cached in ``windows.arrow``, memory-mapped,
 until a new part appears); :mod:`seeknetic_prep.results.rank` filters and ranks them.
+
+A reader that cannot write the out folder (another account's, a read-only mount) reads its
+index in place when it covers every part, and otherwise keeps its own in the user's cache
+(:func:`index_folder`): a shared folder is searched without being changed.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ import pyarrow.parquet as pq
 from seeknetic_prep.errors import InvalidArgumentError, StateError
 from seeknetic_prep.results.parts import PARTS_DIR, TAG_TYPES, latest_rows, list_parts, refuse_damaged
 from seeknetic_prep.util.fsio import atomic_path, atomic_write, locked
+from seeknetic_prep.util.readers import cache_for, writable
 
-__all__ = ["CHUNK_ROWS", "INDEX_DIR", "Windows", "load_windows", "update_index"]
+__all__ = ["CHUNK_ROWS", "INDEX_DIR", "Windows", "index_folder", "load_windows", "update_index"]
 
 INDEX_DIR = "search"
 CHUNK_ROWS = 65_536
@@ -113,7 +118,15 @@ def _usable(folder: Path, state: dict[str, Any] | None, on_disk: dict[str, list[
     return all((folder / f"{p[0]}.rows.npy").exists() for p in state["parts"])
 
 
-def update_index(out_dir: Path, *, rebuild: bool = False) -> int:
+def index_folder(out_dir: Path) -> Path:
+    """Where this process keeps the index of ``out_dir``: ``<out>/search``, or, when that
+    cannot be written (another account's folder, a read-only mount), the user's cache
+    (:func:`~seeknetic_prep.util.readers.cache_for`)."""
+    own = Path(out_dir) / INDEX_DIR
+    return own if writable(own if own.exists() else Path(out_dir)) else cache_for(Path(out_dir), INDEX_DIR)
+
+
+def update_index(out_dir: Path, *, rebuild: bool = False, folder: Path | None = None) -> int:
     """Append the embeddings of parts not indexed yet to ``<out>/search``; return how many.
 
     Crash-safe: the matrix is cut back to the length ``index.json`` records before anything is
@@ -124,8 +137,15 @@ def update_index(out_dir: Path, *, rebuild: bool = False) -> int:
     Raises:
         StateError: a part's embeddings have another size than the matrix's.
     """
-    folder = Path(out_dir) / INDEX_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(out_dir) / INDEX_DIR if folder is None else folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"The search index of {out_dir} is missing or out of date, and it can be made neither there "
+            f"(read-only) nor in {folder} ({exc.strerror or exc}): set XDG_CACHE_HOME to a folder you "
+            f"can write, or ask the folder's owner to run `seeknetic-prep search --out {out_dir}` once."
+        ) from exc
     with locked(folder / "lock"):  # a search and a run's end may index at once
         return _update(Path(out_dir), folder, rebuild)
 
@@ -224,9 +244,12 @@ def load_windows(out_dir: Path) -> Windows:
             f"No results in {Path(out_dir) / PARTS_DIR}: run `seeknetic-prep run PATH --out {out_dir}` first."
         )
     refuse_damaged(out_dir)  # with a state, the commands wrote damaged parts again first
-    folder = Path(out_dir) / INDEX_DIR
+    shared = _read_only_index(Path(out_dir), parts)
+    if shared is not None:
+        return shared
+    folder = index_folder(out_dir)
     for rebuild in (False, True):
-        update_index(out_dir, rebuild=rebuild)
+        update_index(out_dir, rebuild=rebuild, folder=folder)
         state = _index_state(folder)
         if state is None:
             continue
@@ -241,6 +264,27 @@ def load_windows(out_dir: Path) -> Windows:
         return Windows(table, rowmap, vectors, folder)
     raise StateError(f"{folder}: the search index disagrees with the parts even after it was made "
                      "again; delete that folder and search again.")
+
+
+def _read_only_index(out_dir: Path, parts: list[Path]) -> Windows | None:
+    """The index an out folder we cannot write holds, when it covers every part as they are:
+    read in place (no copy in the cache, no approximate index: ranking is exact). None when
+    the folder can be written, or its index is missing, stale or damaged."""
+    folder = out_dir / INDEX_DIR
+    if not folder.is_dir() or writable(folder):
+        return None
+    state = _index_state(folder)
+    on_disk = {p.name: _part_id(p) for p in parts}
+    if state is None or not _usable(folder, state, on_disk) or len(state["parts"]) != len(on_disk):
+        return None
+    try:
+        table, rowmap = _current(folder, state, parts)
+    except (_Stale, OSError):
+        return None
+    dim, count = state["dim"] or 1, int(state["vectors"])
+    vectors = (np.memmap(folder / "vectors.f32", dtype="<f4", mode="r", shape=(count, dim))
+               if count else np.zeros((0, dim), dtype=np.float32))
+    return Windows(table, rowmap, vectors, None)
 
 
 def _current(folder: Path, state: dict[str, Any], parts: list[Path]) -> tuple[pa.Table, np.ndarray]:
@@ -274,6 +318,8 @@ def _current(folder: Path, state: dict[str, Any], parts: list[Path]) -> tuple[pa
     table, rowmap = table.take(pa.array(keep)), rowmap[keep]
     _verify(folder, state, table, rowmap)
     out = table.append_column("_vector_row", pa.array(rowmap)).replace_schema_metadata({"parts": names})
+    if not writable(folder):  # another account's index, read in place: nothing is cached
+        return table, rowmap
     # A cache, remade whenever the parts change: not fsynced (~100 MB at 1M windows), as before.
     with (atomic_path(cache, fsync=False) as tmp, pa.OSFile(str(tmp), "wb") as sink,
           pa.ipc.new_file(sink, out.schema) as writer):

@@ -39,7 +39,7 @@ from seeknetic_prep.util.fsio import atomic_path, locked
 
 __all__ = [
     "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "damaged_parts",
-    "ensure_parts", "latest_rows", "list_parts", "part_schema", "refuse_damaged",
+    "ensure_parts", "latest_rows", "list_parts", "missing_parts", "part_schema", "refuse_damaged",
 ]
 
 SERVICES = ("embedding", "tagging")
@@ -143,6 +143,14 @@ def refuse_damaged(out_dir: Path) -> None:
     for part, why in damaged_parts(out_dir):
         raise StateError(f"{part} is damaged ({why}) and there is no state.sqlite to write it "
                          "again from: restore it, or move it away (its windows are then missing).")
+
+
+def missing_parts(store: Store, out_dir: Path) -> list[int]:
+    """The runs whose results are in the state but in no readable part (what
+    :func:`ensure_parts` would write), for a reader that cannot write them."""
+    have = {int(m.group(1)) for p in list_parts(out_dir) if (m := _PART_RE.match(p.name))}
+    damaged = {int(m.group(1)) for p, _ in damaged_parts(out_dir) if (m := _PART_RE.match(p.name))}
+    return sorted(store.runs_with_results() - (have - damaged))
 
 
 def ensure_parts(store: Store, out_dir: Path, *, services: Sequence[str] = SERVICES,

@@ -32,6 +32,7 @@ from seeknetic_prep.results.report_data import (
 )
 from seeknetic_prep.state.rows import display_path
 from seeknetic_prep.util.fsio import atomic_write
+from seeknetic_prep.util.readers import cache_for, writable
 
 __all__ = ["FailedJob", "FileEntry", "RunData", "WindowEntry", "load_run", "write_report"]
 
@@ -44,7 +45,8 @@ _NEIGHBOURS = 3
 
 
 def write_report(out: Path, *, max_files: int = 30, max_windows: int = 12) -> Path:
-    """Write ``<out>/report.html`` for the run in ``out``; return its path.
+    """Write ``<out>/report.html`` for the run in ``out`` (in the user's cache when ``out``
+    cannot be written, see :mod:`seeknetic_prep.util.readers`); return its path.
 
     Args:
         out: a run's output folder (``run --out``).
@@ -63,8 +65,11 @@ def write_report(out: Path, *, max_files: int = 30, max_windows: int = 12) -> Pa
         entry.windows = _spread(entry.windows, max_windows)
     thumbs = {e.path: _thumbnails(e) for e in data.shown}
     page = _page(data, thumbs, max_files=max_files, max_windows=max_windows)
-    dest = Path(out) / "report.html"
+    # Another account's folder or a read-only mount: the page goes to this user's cache.
+    folder = Path(out) if writable(Path(out)) else cache_for(Path(out), "report")
+    dest = folder / "report.html"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         atomic_write(dest, page.encode("utf-8"))
     except OSError as exc:
         raise InvalidArgumentError(f"Invalid --out {str(out)!r}: cannot write {dest} "

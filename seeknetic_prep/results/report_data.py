@@ -20,7 +20,7 @@ import numpy as np
 
 from seeknetic_prep.results.parts import TAG_TYPES, compact, ensure_parts, list_parts, part_schema
 from seeknetic_prep.state.rows import FileRow, Throughput, display_path
-from seeknetic_prep.state.store import Store, existing_state
+from seeknetic_prep.state.store import reading_store
 
 __all__ = ["MAX_FAILURES", "FailedJob", "FileEntry", "RunData", "WindowEntry", "load_run"]
 
@@ -93,8 +93,9 @@ def load_run(out: Path, *, max_files: int) -> RunData:
         InvalidArgumentError: ``out`` holds no run state.
     """
 
-    with Store(existing_state(out)) as store:
-        ensure_parts(store, Path(out))  # killed runs' parts, damaged ones written again
+    with reading_store(out) as store:
+        if not store.readonly:  # killed runs' parts, damaged ones written again
+            ensure_parts(store, Path(out))
         counts, throughput, files = store.counts(), store.throughput(), store.files()
         windows = _Windows(max_files, {f.path: f.duration_ms for f in files})
         if list_parts(Path(out)):

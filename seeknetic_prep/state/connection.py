@@ -35,7 +35,7 @@ from typing import Any
 from seeknetic_prep.errors import StateError
 from seeknetic_prep.state.schema import SCHEMA_VERSION, apply
 
-__all__ = ["FLUSH_ROWS", "FLUSH_S", "Connection"]
+__all__ = ["FLUSH_ROWS", "FLUSH_S", "Connection", "open_readonly"]
 
 FLUSH_S = 0.25
 FLUSH_ROWS = 500
@@ -53,11 +53,43 @@ def _earlier_files(db: Path) -> list[str]:
         return []
 
 
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """``path`` opened for reading only. A WAL database needs its ``-shm`` file to be read
+    safely while another process writes; in a folder we cannot write, with no ``-shm`` there
+    (its writer closed cleanly), no one can be writing it, so it is read as immutable."""
+    if not path.is_file():
+        raise StateError(f"{path}: no state database there.")
+    uri = path.resolve().as_uri()
+    try:
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False,
+                                 isolation_level=None, timeout=30.0)
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.OperationalError:
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False,
+                                 isolation_level=None)
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise StateError(f"{path}: cannot read the state database ({exc}).") from exc
+    if version != SCHEMA_VERSION:
+        db.close()
+        raise StateError(
+            f"{path}: schema version {version}, and this seeknetic-prep reads version {SCHEMA_VERSION}; "
+            + ("upgrade seeknetic-prep." if version > SCHEMA_VERSION else
+               "it cannot be upgraded in a folder you cannot write: ask its owner to run "
+               "`seeknetic-prep status --out` on it once with this version."))
+    return db
+
+
 class Connection:
     """An open state database: migrations applied, writes batched, reads after a flush.
 
     Args:
         path: the SQLite file (created with its parent directory if missing).
+        readonly: read an existing state without writing anything, not even a journal: for
+            the reading commands on an out folder the user cannot write (another account's, a
+            read-only mount). No migration: a state of an older schema is refused with what to
+            do. Any write raises :class:`StateError`.
 
     Attributes:
         earlier_results: the state is new (no database was there) but its folder already
@@ -71,12 +103,17 @@ class Connection:
 
     earlier_results: bool
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         self._lock = threading.RLock()
         self._closed = False
         self._pending: list[tuple[str, Sequence[Any]]] = []
         self._run_id = 0  # the run in progress (start_run), which tags what it finishes
+        if readonly:
+            self._db = open_readonly(self.path)
+            self.earlier_results = False
+            return
         existed = self.path.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +191,8 @@ class Connection:
                 self._flush_locked()
             finally:
                 self._closed = True
-                self._wake.set()
+                if not self.readonly:
+                    self._wake.set()
                 self._db.close()
 
     # ------------------------------------------------------------------ writing
@@ -172,6 +210,9 @@ class Connection:
     def _flush_locked(self) -> None:
         if self._closed or not self._pending:
             return
+        if self.readonly:
+            self._pending = []
+            raise StateError(f"{self.path}: opened read-only, nothing can be written.")
         batch, self._pending = self._pending, []
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -209,6 +250,8 @@ class Connection:
         """One ``INSERT`` committed now, after what is buffered; the new row's id."""
         with self._lock:
             self._flush_locked()
+            if self.readonly:
+                raise StateError(f"{self.path}: opened read-only, nothing can be written.")
             try:
                 return int(self._db.execute(sql, params).lastrowid or 0)
             except sqlite3.Error as exc:

@@ -16,7 +16,8 @@ from typing import Any
 
 from seeknetic_prep.decode.profile import Window
 from seeknetic_prep.errors import StateError
-from seeknetic_prep.state.store import SCHEMA_VERSION, path_bytes
+from seeknetic_prep.state.connection import open_readonly
+from seeknetic_prep.state.store import path_bytes
 
 __all__ = ["StateView"]
 
@@ -29,17 +30,7 @@ class StateView:
 
     def __init__(self, db: Path) -> None:
         self.path = db
-        try:
-            self._db = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
-            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        except sqlite3.Error as exc:
-            raise StateError(f"{db}: cannot read the state database ({exc}).") from exc
-        if version != SCHEMA_VERSION:
-            self._db.close()
-            raise StateError(
-                f"{db}: schema version {version}, but plan reads version {SCHEMA_VERSION} only; "
-                + ("upgrade seeknetic-prep." if version > SCHEMA_VERSION
-                   else "a run with this version upgrades it."))
+        self._db = open_readonly(db)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:

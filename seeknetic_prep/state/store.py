@@ -40,11 +40,12 @@ from seeknetic_prep.state.rows import (
 from seeknetic_prep.state.runs import RunQueries
 from seeknetic_prep.state.schema import MIGRATIONS, SCHEMA_VERSION
 from seeknetic_prep.state.units import UnitQueries
+from seeknetic_prep.util.readers import writable
 
 __all__ = [
     "FLUSH_ROWS", "FLUSH_S", "MIGRATIONS", "SCHEMA_VERSION", "FileRow", "FileStatus", "RunRow", "Store",
     "Throughput", "Unit", "UnitStatus", "WindowRow", "display_path", "existing_state", "path_bytes",
-    "result_dict",
+    "reading_store", "result_dict",
 ]
 
 
@@ -60,11 +61,25 @@ def existing_state(out: str | os.PathLike[str]) -> Path:
     return db
 
 
+def reading_store(out: str | os.PathLike[str]) -> Store:
+    """The state of the run folder ``out`` for a command that only reads it: opened as usual
+    where the folder can be written (an older schema is upgraded, as every command does), and
+    read-only where it cannot (another account's folder, a read-only mount).
+
+    Raises:
+        InvalidArgumentError: there is no state in ``out``.
+        StateError: it cannot be read (or is of an older schema in a folder we cannot write).
+    """
+    db = existing_state(out)
+    return Store(db, readonly=not (writable(db.parent) and os.access(db, os.W_OK)))
+
+
 class Store(UnitQueries, FileQueries, RunQueries):
     """The state database of one output directory.
 
     Args:
         path: the SQLite file (created with its parent directory if missing).
+        readonly: read an existing state and write nothing (see :func:`reading_store`).
 
     Raises:
         StateError: the file is not a database, or was written by a newer seeknetic-prep.
