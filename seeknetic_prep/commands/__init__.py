@@ -5,4 +5,4 @@ emulator start without loading PyAV, and each command's flags live beside the co
 them rather than in one shared parser file.
 """
 
-COMMANDS = ("prep", "plan", "run", "status", "results", "search", "inspect", "report", "emulator")
+COMMANDS = ("prep", "plan", "run", "status", "results", "search", "inspect", "report", "prune", "emulator")

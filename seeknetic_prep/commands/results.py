@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the run's output folder (default ./seeknetic-out)")
     parser.add_argument("--format", default="parquet", choices=("parquet", "jsonl", "csv", "npy"),
                         help="what to write (default parquet)")
+    parser.add_argument("--include-gone", action="store_true",
+                        help="also export the files a run found deleted or renamed away (file_status gone)")
     parser.add_argument("--to", default=None, type=Path,
                         help="the file to write (default --out/results.<format>); - for standard output")
 
@@ -31,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     if not (args.out / "state.sqlite").exists() and not (args.out / "parts").is_dir():
         raise InvalidArgumentError(f"Invalid --out {str(args.out)!r}: no state.sqlite there (run first).")
     sync_parts(args.out)
-    target, rows = export(args.out, fmt=args.format, to=args.to)
+    target, rows = export(args.out, fmt=args.format, to=args.to, include_gone=args.include_gone)
     to_stdout = args.to is not None and str(args.to) == "-"
     print(f"{'standard output' if to_stdout else target}: {rows} rows",
           file=sys.stderr if to_stdout else sys.stdout)

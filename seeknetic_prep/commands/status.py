@@ -29,8 +29,11 @@ def main(args: argparse.Namespace) -> int:
     total = sum(counts.values())
     order = ("completed", "submitted", "uploaded", "planned", "failed")
     print(f"state: {printable(db)}")
+    gone = sum(f.status == "gone" for f in files)
     print(f"files: {len(files)} paths ({sum(f.status == 'ok' for f in files)} preprocessed, "
-          f"{sum(f.status == 'failed' for f in files)} failed)")
+          f"{sum(f.status == 'failed' for f in files)} failed"
+          + (f", {gone} gone: deleted or renamed since; `seeknetic-prep prune` forgets them" if gone else "")
+          + ")")
     print(f"jobs: {total} (" + ", ".join(f"{counts.get(s, 0)} {s}" for s in order) + ")")
     rates = throughput.rates()
     if rates is not None:

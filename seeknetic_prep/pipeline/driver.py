@@ -58,6 +58,7 @@ from seeknetic_prep.executors import (
 )
 from seeknetic_prep.executors.registry import engine
 from seeknetic_prep.pipeline.discover import count_files
+from seeknetic_prep.pipeline.gone import sweep_gone
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
 from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary, pin_settings
@@ -111,6 +112,7 @@ class _Run:
         client.on_event = lambda kind, _detail: progress.api_event(kind)
         self.totals = Totals(progress)
         self.backend_gone: Callable[[], str | None] | None = None
+        self.inputs: Sequence[str] = ()  # the paths as given: what is gone is judged under them
 
     # -------------------------------------------------------------- stopping
 
@@ -162,6 +164,9 @@ class _Run:
     def _execute(self) -> None:
         try:
             self.run_id = self.store.start_run()
+            self.summary.files_gone = sweep_gone(
+                self.store, self.inputs, [p for p, _, _ in self.found], extensions=self.opt.extensions,
+                unlisted=[p for p, n, _ in self.found if n is None and is_url(p)])
             if self.opt.retry_failed:
                 self.store.retry_failed(retry_request_id)
             self._drive()
@@ -382,7 +387,8 @@ def run_folder(
     """
     out_dir = Path(out)
     opt = options or RunOptions()
-    found = _videos([str(p) for p in paths], opt.extensions)
+    inputs = [str(p) for p in paths]
+    found = _videos(inputs, opt.extensions)
     # The engine starts now, so its workers' start-up overlaps the key check.
     if executor is None:  # the engine's nodes get their share of the one --qps budget
         _, node_qps = engine(opt.executor).share_qps(opt.qps)
@@ -398,6 +404,7 @@ def run_folder(
         pin_settings(out_dir, opt)
         run = _Run(found, out_dir, client, opt, progress or Progress(), executor)
         run.backend_gone = backend_gone
+        run.inputs = inputs
     except BaseException:
         executor.close()
         raise

@@ -196,6 +196,7 @@ class RunSummary:
     files_ok: int = 0
     files_failed: int = 0
     files_unfinished: int = 0
+    files_gone: int = 0  # recorded under this run's inputs, no longer there (see pipeline.gone)
     windows: int = 0
     windows_decoded: int = 0
     jobs_completed: int = 0
@@ -226,6 +227,7 @@ class RunSummary:
         text = (
             f"files: {self.files_ok} ok, {self.files_failed} failed"
             + (f", {self.files_unfinished} unfinished" if self.files_unfinished else "")
+            + (f", {self.files_gone} gone" if self.files_gone else "")
             + f"; windows: {self.windows} ({self.windows_decoded} decoded now); "
             f"jobs: {self.jobs_completed} completed, {self.jobs_failed} failed"
             + (f", {self.jobs_pending} pending" if self.jobs_pending else "")

@@ -40,14 +40,15 @@ _SUFFIX = {"parquet": ".parquet", "jsonl": ".jsonl", "csv": ".csv", "npy": ".npy
 
 
 def export(out_dir: Path, *, fmt: Format = "parquet", to: Path | str | None = None,
-           stdout: BinaryIO | None = None) -> tuple[Path, int]:
+           stdout: BinaryIO | None = None, include_gone: bool = False) -> tuple[Path, int]:
     """Merge the parts of ``out_dir`` and write them as ``fmt`` to ``to`` (default
     ``out_dir/results.<suffix>``). Returns the file written and its number of rows.
 
-    ``to`` may be ``-``: standard output (``stdout``, default ``sys.stdout.buffer``). A regular
-    file (or a missing one) is replaced whole, through a temporary file; a symbolic link is
-    followed and the file it names replaced, the link kept; a FIFO, a device or a socket is
-    written through as it is (never replaced by a regular file).
+    Paths a run found gone are left out, unless ``include_gone`` (their last rows, with
+    ``file_status = 'gone'``). ``to`` may be ``-``: standard output (``stdout``, default
+    ``sys.stdout.buffer``). A regular file (or a missing one) is replaced whole, through a
+    temporary file; a symbolic link is followed and the file it names replaced, the link kept;
+    a FIFO, a device or a socket is written through as it is (never replaced by a regular file).
 
     Raises:
         InvalidArgumentError: an unknown format, ``out_dir`` has no parts yet, ``to`` is a
@@ -63,7 +64,7 @@ def export(out_dir: Path, *, fmt: Format = "parquet", to: Path | str | None = No
         raise InvalidArgumentError(
             f"Invalid --to {str(target)!r} with --format npy: it is {special}, and npy writes two "
             "files (the matrix and <name>.index.csv beside it); give a regular file name.")
-    table = compact(out_dir)
+    table = compact(out_dir, include_gone=include_gone)
     if special == "standard output":
         sink = stdout if stdout is not None else sys.stdout.buffer
         count = _write(fmt, table, sink)

@@ -38,7 +38,7 @@ from seeknetic_prep.state.store import Store, display_path
 from seeknetic_prep.util.fsio import atomic_path, locked
 
 __all__ = [
-    "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "damaged_parts",
+    "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "damaged_parts", "drop_paths",
     "ensure_parts", "latest_rows", "list_parts", "missing_parts", "part_schema", "refuse_damaged",
 ]
 
@@ -96,7 +96,8 @@ def list_parts(out_dir: Path) -> list[Path]:
 def append_results_part(
     store: Store, out_dir: Path, run_id: int, *, services: Sequence[str] = SERVICES
 ) -> Path | None:
-    """Write the part of run ``run_id``: every window it finished, every path it recorded.
+    """Write the part of run ``run_id``: every window it finished, every path it recorded
+    (a path it found gone is one row with ``file_status = 'gone'``, which hides its older rows).
 
     Call it at the end of a run, also an interrupted one (after the pipeline stopped writing).
     Cost is proportional to what the run did. Returns the new part, or ``None`` when the run
@@ -115,12 +116,15 @@ def append_results_part(
     wanted = store.windows_finished_in(run_id)
     new_paths: dict[str, list[bytes]] = {}
     failed_files: list[tuple[bytes, str | None, str | None]] = []
+    gone: set[bytes] = set()
     for f in store.files_recorded_in(run_id):
         if f.status == "ok" and f.fingerprint is not None:
             new_paths.setdefault(f.fingerprint, []).append(f.raw)
-        elif f.status == "failed":
+        elif f.status in ("failed", "gone"):
             failed_files.append((f.raw, f.fingerprint, f.error))
-    return _write_part(store, out_dir, run_id, wanted, new_paths, failed_files, services)
+            if f.status == "gone":
+                gone.add(f.raw)
+    return _write_part(store, out_dir, run_id, wanted, new_paths, failed_files, services, gone=gone)
 
 
 def damaged_parts(out_dir: Path) -> list[tuple[Path, str]]:
@@ -143,6 +147,28 @@ def refuse_damaged(out_dir: Path) -> None:
     for part, why in damaged_parts(out_dir):
         raise StateError(f"{part} is damaged ({why}) and there is no state.sqlite to write it "
                          "again from: restore it, or move it away (its windows are then missing).")
+
+
+def drop_paths(out_dir: Path, paths: Sequence[bytes]) -> int:
+    """Remove every row of ``paths`` from the parts (each part that has one is written again
+    under its name, whole or not at all); how many rows. For ``prune``: a path forgotten by
+    the state leaves the results too."""
+    if not paths:
+        return 0
+    drop = pa.array(list(paths), pa.binary())
+    removed = 0
+    folder = Path(out_dir) / PARTS_DIR
+    with locked(folder / ".lock"):
+        for part in list_parts(out_dir):
+            hit = pc.is_in(pq.read_table(part, columns=["path_bytes"])["path_bytes"], value_set=drop)
+            if not pc.any(hit).as_py():
+                continue
+            table = pq.read_table(part)
+            kept = table.filter(pc.invert(pc.is_in(table["path_bytes"], value_set=drop)))
+            with atomic_path(part) as tmp:
+                pq.write_table(kept, tmp)
+            removed += table.num_rows - kept.num_rows
+    return removed
 
 
 def missing_parts(store: Store, out_dir: Path) -> list[int]:
@@ -183,6 +209,7 @@ def _write_part(
     new_paths: dict[str, list[bytes]],
     failed_files: list[tuple[bytes, str | None, str | None]],
     services: Sequence[str],
+    gone: set[bytes] | None = None,
 ) -> Path | None:
     rows: list[tuple[bytes, int, dict[str, Any]]] = []
     for fp in sorted(set(wanted) | set(new_paths)):
@@ -202,6 +229,9 @@ def _write_part(
         for raw, ws in targets.items():
             rows.extend((raw, idx, state[idx]) for idx in sorted(ws) if idx in state)
     for raw, failed_fp, error in failed_files:
+        if gone and raw in gone:  # a tombstone: newer than the path's rows, so it hides them
+            rows.append((raw, -1, {"fingerprint": failed_fp, "file_status": "gone", "window_index": None}))
+            continue
         row: dict[str, Any] = {"fingerprint": failed_fp, "file_status": "failed", "window_index": None}
         for service in services:
             row[f"{service}_status"], row[f"{service}_error"] = "failed", error
@@ -310,6 +340,12 @@ def latest_rows(keys: pa.Table) -> np.ndarray:
     return np.sort(best)
 
 
+def latest_rows_paths_gone(keys: pa.Table) -> pa.Array:
+    """The paths whose newest row (parts read oldest first) is a ``gone`` tombstone."""
+    current = keys.take(pa.array(latest_rows(keys)))
+    return pc.unique(current["path_bytes"].filter(pc.equal(current["file_status"], "gone")))
+
+
 def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Equal values -> equal small integers."""
     if isinstance(column, pa.ChunkedArray):
@@ -318,8 +354,11 @@ def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def compact(out_dir: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
+def compact(out_dir: Path, *, columns: Sequence[str] | None = None, include_gone: bool = False) -> pa.Table:
     """Every part merged into one table (current rows only), sorted by path and window.
+
+    A path a run found gone is left out; with ``include_gone`` its rows from before are kept,
+    with ``file_status = 'gone'``.
 
     Raises:
         InvalidArgumentError: there are no parts (no run wrote to that folder yet).
@@ -336,8 +375,16 @@ def compact(out_dir: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
         table = pa.concat_tables([pq.read_table(p, columns=cols) for p in parts])
     except pa.ArrowInvalid as exc:
         raise StateError(f"The parts in {Path(out_dir) / PARTS_DIR} do not agree ({exc}).") from exc
-    keep = latest_rows(table)
-    table = table.take(pa.array(keep))
+    if include_gone:  # the rows from before the tombstone, marked gone (unless it came back since)
+        gone_now = latest_rows_paths_gone(table.select(list(KEY_COLUMNS)))
+        table = table.filter(pc.not_equal(table["file_status"], "gone"))
+        table = table.take(pa.array(latest_rows(table)))
+        marked = pc.is_in(table["path_bytes"], value_set=gone_now)
+        table = table.set_column(table.schema.get_field_index("file_status"), "file_status",
+                                 pc.if_else(marked, "gone", table["file_status"]))
+    else:  # a tombstone is a path's newest row: it alone is kept, then dropped
+        table = table.take(pa.array(latest_rows(table)))
+        table = table.filter(pc.not_equal(table["file_status"], "gone"))
     order = pc.sort_indices(pa.table({"p": table["path_bytes"],
                                       "w": pc.fill_null(table["window_index"], -1)}),
                             sort_keys=[("p", "ascending"), ("w", "ascending")])

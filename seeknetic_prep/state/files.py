@@ -88,6 +88,31 @@ class FileQueries(Connection):
         return [bytes(p) for (p,) in self._read(
             "SELECT path FROM files WHERE fingerprint=? AND status='ok'", (fingerprint,))]
 
+    def live_paths_under(self, root: bytes) -> list[bytes]:
+        """The recorded paths that are ``root`` or lie under it (``root/...``), not gone:
+        one range scan of the primary key."""
+        prefix = root.rstrip(b"/") + b"/"
+        return [bytes(p) for (p,) in self._read(
+            "SELECT path FROM files WHERE status != 'gone' AND (path = ? OR (path >= ? AND path < ?))",
+            (root, prefix, prefix[:-1] + b"0"))]  # "0" follows "/": every path under the folder
+
+    def mark_gone(self, paths: Sequence[bytes]) -> None:
+        """These paths no longer exist where the run looked: ``gone``, tagged with the run in
+        progress (its part says so), their fingerprint kept (a file that comes back is not
+        submitted again)."""
+        now = time.time()
+        self._write_many([("UPDATE files SET status='gone', error=NULL, run_id=?, updated_at=? "
+                           "WHERE path=? AND status != 'gone'", (self._run_id, now, raw)) for raw in paths])
+
+    def gone_paths(self) -> list[bytes]:
+        """The paths a run found gone (deleted or renamed away), for ``prune``."""
+        return [bytes(p) for (p,) in self._read("SELECT path FROM files WHERE status='gone'")]
+
+    def forget_gone(self, paths: Sequence[bytes]) -> None:
+        """Forget these gone paths for good. Their contents' units stay: a file of the same
+        bytes that appears later is still not submitted again."""
+        self._write_many([("DELETE FROM files WHERE path=? AND status='gone'", (raw,)) for raw in paths])
+
     def files_recorded_in(self, run_id: int) -> list[FileRow]:
         """The paths run ``run_id`` recorded or changed (``files.run_id``), for its results part."""
         return [FileRow.of(r) for r in self._read(

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 UnitStatus = Literal["planned", "uploaded", "submitted", "completed", "failed"]
-FileStatus = Literal["planned", "ok", "failed"]
+FileStatus = Literal["planned", "ok", "failed", "gone"]
 
 
 
