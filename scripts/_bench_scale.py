@@ -65,16 +65,15 @@ def _add_files(store: Any, first: int, count: int, rng: np.random.Generator) -> 
 
 
 def _one_run(store: Any, out: Path, first_file: int, files: int, rng: np.random.Generator) -> float:
-    """One synthetic run; returns its end-of-run seconds (flush + part + search matrix)."""
-    from seeknetic_prep.results.index import update_index
-    from seeknetic_prep.results.parts import append_results_part
+    """One synthetic run; returns its end-of-run seconds: what a run's end does (flush, its
+    part, no part keeping a superseded row, the search matrix), :func:`finalize_run`."""
+    from seeknetic_prep.results.finalize import finalize_run
 
     run = store.start_run()
     _add_files(store, first_file, files, rng)
     started = time.perf_counter()
     store.flush()
-    append_results_part(store, out, run)
-    update_index(out)
+    finalize_run(store, out, run)
     return time.perf_counter() - started
 
 

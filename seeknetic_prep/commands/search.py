@@ -53,13 +53,17 @@ def sync_parts(out: Path) -> None:
     if not db.exists():
         return
     # here, not at the top: cli imports every command module for its parser (pyarrow, SQLite)
+    from seeknetic_prep.results.current import drop_superseded
+    from seeknetic_prep.results.index import follow_rewrites
     from seeknetic_prep.results.parts import ensure_parts, missing_parts
     from seeknetic_prep.state.store import Store, reading_store
     from seeknetic_prep.util.readers import writable
 
     if writable(out / "parts") and writable(out):
         with Store(db) as store:
-            ensure_parts(store, out)
+            written = ensure_parts(store, out)
+            if written:  # a killed run's rows may supersede older ones
+                follow_rewrites(out, drop_superseded(out, written))
         return
     with reading_store(out) as store:
         missing = missing_parts(store, out)

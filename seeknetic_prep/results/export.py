@@ -29,7 +29,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.results.parts import compact
+from seeknetic_prep.results.parts import compact, gone_rows
+from seeknetic_prep.state.store import reading_store
 from seeknetic_prep.util.fsio import atomic_path
 
 __all__ = ["FORMATS", "export"]
@@ -44,8 +45,8 @@ def export(out_dir: Path, *, fmt: Format = "parquet", to: Path | str | None = No
     """Merge the parts of ``out_dir`` and write them as ``fmt`` to ``to`` (default
     ``out_dir/results.<suffix>``). Returns the file written and its number of rows.
 
-    Paths a run found gone are left out, unless ``include_gone`` (their last rows, with
-    ``file_status = 'gone'``). ``to`` may be ``-``: standard output (``stdout``, default
+    Paths a run found gone are left out, unless ``include_gone`` (their last rows, rebuilt from
+    the state, with ``file_status = 'gone'``). ``to`` may be ``-``: standard output (``stdout``, default
     ``sys.stdout.buffer``). A regular file (or a missing one) is replaced whole, through a
     temporary file; a symbolic link is followed and the file it names replaced, the link kept;
     a FIFO, a device or a socket is written through as it is (never replaced by a regular file).
@@ -64,7 +65,14 @@ def export(out_dir: Path, *, fmt: Format = "parquet", to: Path | str | None = No
         raise InvalidArgumentError(
             f"Invalid --to {str(target)!r} with --format npy: it is {special}, and npy writes two "
             "files (the matrix and <name>.index.csv beside it); give a regular file name.")
-    table = compact(out_dir, include_gone=include_gone)
+    table = compact(out_dir)
+    if include_gone and (Path(out_dir) / "state.sqlite").exists():
+        with reading_store(out_dir) as store:
+            gone = gone_rows(store)
+        if gone.num_rows:
+            table = pa.concat_tables([table, gone.select(table.column_names)])
+            keys = pa.table({"p": table["path_bytes"], "w": pc.fill_null(table["window_index"], -1)})
+            table = table.take(pc.sort_indices(keys, sort_keys=[("p", "ascending"), ("w", "ascending")]))
     if special == "standard output":
         sink = stdout if stdout is not None else sys.stdout.buffer
         count = _write(fmt, table, sink)

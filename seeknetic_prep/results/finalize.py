@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from seeknetic_prep.results.index import update_index
+from seeknetic_prep.results.current import drop_superseded
+from seeknetic_prep.results.index import follow_rewrites, update_index
 from seeknetic_prep.results.parts import SERVICES, append_results_part, ensure_parts
 from seeknetic_prep.state.store import Store
 
@@ -25,7 +26,9 @@ def finalize_run(store: Store, out: Path, run_id: int, *,
     search see its windows. Call it once the run stopped writing, also after an interrupt.
 
     Cost follows what the run did, not the history: the part holds only the windows and paths
-    the run touched, and the search matrix is appended to, not rebuilt.
+    the run touched, an older part is written again only when the run superseded one of its
+    rows (one read of every part's key columns finds them), and the search matrix is appended
+    to, not rebuilt.
 
     Args:
         store: the run's state.
@@ -40,8 +43,10 @@ def finalize_run(store: Store, out: Path, run_id: int, *,
         StateError: the state cannot be read, or the part's embeddings have another size than
             the index's.
     """
-    ensure_parts(store, out, services=services, exclude=[run_id])
+    written = ensure_parts(store, out, services=services, exclude=[run_id])
     part = append_results_part(store, out, run_id, services=services)
-    if part is not None:
+    # parts/ as one dataset: no part keeps a row this run superseded (see .current)
+    follow_rewrites(out, drop_superseded(out, [*written, *([part] if part is not None else [])]))
+    if part is not None or written:
         update_index(out)
     return part

@@ -40,7 +40,8 @@ from seeknetic_prep.results.parts import PARTS_DIR, TAG_TYPES, latest_rows, list
 from seeknetic_prep.util.fsio import atomic_path, atomic_write, locked
 from seeknetic_prep.util.readers import cache_for, writable
 
-__all__ = ["CHUNK_ROWS", "INDEX_DIR", "Windows", "index_folder", "load_windows", "update_index"]
+__all__ = ["CHUNK_ROWS", "INDEX_DIR", "Windows", "follow_rewrites", "index_folder", "load_windows",
+           "update_index"]
 
 INDEX_DIR = "search"
 CHUNK_ROWS = 65_536
@@ -124,6 +125,32 @@ def index_folder(out_dir: Path) -> Path:
     (:func:`~seeknetic_prep.util.readers.cache_for`)."""
     own = Path(out_dir) / INDEX_DIR
     return own if writable(own if own.exists() else Path(out_dir)) else cache_for(Path(out_dir), INDEX_DIR)
+
+
+def follow_rewrites(out_dir: Path, rewritten: dict[str, np.ndarray]) -> None:
+    """Parts written again with only some of their rows (``rewritten``: each one's kept old
+    row indices, :func:`~seeknetic_prep.results.current.drop_superseded`): their row maps
+    are cut to match and their identities updated, so the index is not made again from every
+    part. The matrix rows of the dropped rows stay, unreferenced, until a rebuild."""
+    folder = Path(out_dir) / INDEX_DIR
+    if not rewritten or not folder.is_dir():
+        return
+    with locked(folder / "lock"):
+        state = _index_state(folder)
+        if state is None:
+            return
+        entries = []
+        for entry in state["parts"]:
+            name = entry[0]
+            if name in rewritten:
+                try:
+                    rows = np.load(folder / f"{name}.rows.npy")
+                    atomic_write(folder / f"{name}.rows.npy", _npy_bytes(rows[rewritten[name]]), fsync=False)
+                    entry = _part_id(Path(out_dir) / PARTS_DIR / name)
+                except (OSError, ValueError, IndexError):  # damaged or stale: the next search makes it again
+                    pass
+            entries.append(entry)
+        atomic_write(folder / "index.json", json.dumps({**state, "parts": entries}).encode())
 
 
 def update_index(out_dir: Path, *, rebuild: bool = False, folder: Path | None = None) -> int:

@@ -39,7 +39,8 @@ from seeknetic_prep.util.fsio import atomic_path, locked
 
 __all__ = [
     "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "damaged_parts", "drop_paths",
-    "ensure_parts", "latest_rows", "list_parts", "missing_parts", "part_schema", "refuse_damaged",
+    "ensure_parts", "gone_rows", "latest_rows", "list_parts", "missing_parts", "part_schema",
+    "refuse_damaged",
 ]
 
 SERVICES = ("embedding", "tagging")
@@ -201,6 +202,18 @@ def ensure_parts(store: Store, out_dir: Path, *, services: Sequence[str] = SERVI
     return written
 
 
+def gone_rows(store: Store) -> pa.Table:
+    """The last rows of the paths the state holds as gone, rebuilt from the state (the parts
+    no longer hold them), with ``file_status = 'gone'``: for ``results --include-gone``."""
+    rows: list[tuple[bytes, int, dict[str, Any]]] = []
+    for f in store.files():
+        if f.status != "gone" or f.fingerprint is None:
+            continue
+        state = _window_state(store, f.fingerprint, sorted(store.finished_windows(f.fingerprint)))
+        rows.extend((f.raw, idx, {**row, "file_status": "gone"}) for idx, row in sorted(state.items()))
+    return _table(rows) if rows else part_schema().empty_table()
+
+
 def _write_part(
     store: Store,
     out_dir: Path,
@@ -340,12 +353,6 @@ def latest_rows(keys: pa.Table) -> np.ndarray:
     return np.sort(best)
 
 
-def latest_rows_paths_gone(keys: pa.Table) -> pa.Array:
-    """The paths whose newest row (parts read oldest first) is a ``gone`` tombstone."""
-    current = keys.take(pa.array(latest_rows(keys)))
-    return pc.unique(current["path_bytes"].filter(pc.equal(current["file_status"], "gone")))
-
-
 def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Equal values -> equal small integers."""
     if isinstance(column, pa.ChunkedArray):
@@ -354,11 +361,9 @@ def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def compact(out_dir: Path, *, columns: Sequence[str] | None = None, include_gone: bool = False) -> pa.Table:
-    """Every part merged into one table (current rows only), sorted by path and window.
-
-    A path a run found gone is left out; with ``include_gone`` its rows from before are kept,
-    with ``file_status = 'gone'``.
+def compact(out_dir: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
+    """Every part merged into one table (current rows only), sorted by path and window; a path
+    a run found gone is left out.
 
     Raises:
         InvalidArgumentError: there are no parts (no run wrote to that folder yet).
@@ -375,16 +380,8 @@ def compact(out_dir: Path, *, columns: Sequence[str] | None = None, include_gone
         table = pa.concat_tables([pq.read_table(p, columns=cols) for p in parts])
     except pa.ArrowInvalid as exc:
         raise StateError(f"The parts in {Path(out_dir) / PARTS_DIR} do not agree ({exc}).") from exc
-    if include_gone:  # the rows from before the tombstone, marked gone (unless it came back since)
-        gone_now = latest_rows_paths_gone(table.select(list(KEY_COLUMNS)))
-        table = table.filter(pc.not_equal(table["file_status"], "gone"))
-        table = table.take(pa.array(latest_rows(table)))
-        marked = pc.is_in(table["path_bytes"], value_set=gone_now)
-        table = table.set_column(table.schema.get_field_index("file_status"), "file_status",
-                                 pc.if_else(marked, "gone", table["file_status"]))
-    else:  # a tombstone is a path's newest row: it alone is kept, then dropped
-        table = table.take(pa.array(latest_rows(table)))
-        table = table.filter(pc.not_equal(table["file_status"], "gone"))
+    table = table.take(pa.array(latest_rows(table)))  # a tombstone is its path's newest row:
+    table = table.filter(pc.not_equal(table["file_status"], "gone"))  # it alone is kept, then dropped
     order = pc.sort_indices(pa.table({"p": table["path_bytes"],
                                       "w": pc.fill_null(table["window_index"], -1)}),
                             sort_keys=[("p", "ascending"), ("w", "ascending")])
