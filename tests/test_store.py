@@ -242,7 +242,7 @@ def test_version_1_database_is_upgraded_with_its_results(tmp_path: Path) -> None
         assert store.unit("r1embedding").status == "submitted"  # type: ignore[union-attr]
         assert store.counts() == {"completed": 2, "submitted": 1}
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert db.execute("SELECT MAX(length(result)) FROM units").fetchone()[0] < 100  # no JSON embedding
     blob = db.execute("SELECT embedding FROM units WHERE request_id='r0embedding'").fetchone()[0]
     assert len(blob) == 12

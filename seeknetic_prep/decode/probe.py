@@ -79,6 +79,16 @@ class MediaInfo:
     """The container's stream index of the video decoded: the default track when there are
     several (:func:`~seeknetic_prep.decode.streams.best_video_stream`)."""
 
+    def record(self) -> dict[str, Any]:
+        """What a user filters a dataset on before training, as plain values: the results'
+        per-file columns (``duration_ms``, ``size_bytes``, display ``width``/``height``, ``fps``,
+        codecs, pixel format, audio rate and channels, ``rotation``, ``mirrored``, ``has_audio``)."""
+        return {"duration_ms": self.duration_ms, "size_bytes": self.size_bytes, "width": self.width,
+                "height": self.height, "fps": round(float(self.fps), 6), "video_codec": self.video_codec,
+                "pix_fmt": self.pix_fmt, "audio_codec": self.audio_codec, "audio_rate": self.audio_rate,
+                "audio_channels": self.audio_channels, "rotation": self.rotation, "mirrored": self.mirrored,
+                "has_audio": self.has_audio}
+
 
 def probe(source: Source) -> MediaInfo:
     """Open a file, check it is usable video, and describe it.

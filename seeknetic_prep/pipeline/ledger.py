@@ -116,8 +116,10 @@ class Ledger:
         run would have (decoding a window after a seek need not match decoding it in sequence).
         """
         fp = plan.fingerprint
+        media = None if plan.info is None else {**plan.info.record(), "mtime_ns": plan.mtime_ns}
         self.store.record_file(path, status="ok", fingerprint=fp, size=plan.size,
-                               duration_ms=plan.duration_ms, mtime_ns=plan.mtime_ns, inode=plan.inode)
+                               duration_ms=plan.duration_ms, mtime_ns=plan.mtime_ns, inode=plan.inode,
+                               media=media)
         out: list[Outcome] = []
         with self._lock:
             if fp in self._c.paths:  # the same content under another path: worked on once

@@ -29,7 +29,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.results.parts import compact, gone_rows
+from seeknetic_prep.results.parts import MEDIA_COLUMNS, compact, gone_rows
 from seeknetic_prep.state.store import reading_store
 from seeknetic_prep.util.fsio import atomic_path
 
@@ -70,7 +70,7 @@ def export(out_dir: Path, *, fmt: Format = "parquet", to: Path | str | None = No
         with reading_store(out_dir) as store:
             gone = gone_rows(store)
         if gone.num_rows:
-            table = pa.concat_tables([table, gone.select(table.column_names)])
+            table = pa.concat_tables([table, gone], promote_options="default").select(table.column_names)
             keys = pa.table({"p": table["path_bytes"], "w": pc.fill_null(table["window_index"], -1)})
             table = table.take(pc.sort_indices(keys, sort_keys=[("p", "ascending"), ("w", "ascending")]))
     if special == "standard output":
@@ -144,8 +144,9 @@ def _write_npy(table: pa.Table, tmp: Path, target: Path) -> int:
     matrix = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
     with open(tmp, "wb") as f:
         np.save(f, matrix)
-    index = _flat(embedded).select(["path", "fingerprint", "window_index", "start_ms", "end_ms",
-                                    "frame_times_ms"])
+    named = _flat(embedded)
+    index = named.select(["path", "fingerprint", "window_index", "start_ms", "end_ms", "frame_times_ms",
+                          *(c for c in MEDIA_COLUMNS if c in named.column_names)])  # what each file is
     index = index.add_column(0, "row", pa.array(np.arange(index.num_rows, dtype=np.int64)))
     index_path = target.with_name(target.stem + ".index.csv")
     with atomic_path(index_path) as index_tmp:

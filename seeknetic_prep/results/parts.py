@@ -38,9 +38,9 @@ from seeknetic_prep.state.store import Store, display_path
 from seeknetic_prep.util.fsio import atomic_path, locked
 
 __all__ = [
-    "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "damaged_parts", "drop_paths",
-    "ensure_parts", "gone_rows", "latest_rows", "list_parts", "missing_parts", "part_schema",
-    "refuse_damaged",
+    "MEDIA_COLUMNS", "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "damaged_parts",
+    "drop_paths", "ensure_parts", "gone_rows", "latest_rows", "list_parts", "missing_parts", "part_schema",
+    "read_parts", "refuse_damaged",
 ]
 
 SERVICES = ("embedding", "tagging")
@@ -62,6 +62,26 @@ TAG_TYPES: dict[str, pa.DataType] = {
     "scene_cuts": pa.int64(),
     "frames_analyzed": pa.int64(),
 }
+MEDIA_COLUMNS: dict[str, pa.DataType] = {
+    "duration_ms": pa.int64(),
+    "size_bytes": pa.int64(),
+    "mtime_ns": pa.int64(),
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "fps": pa.float64(),
+    "video_codec": pa.string(),
+    "pix_fmt": pa.string(),
+    "audio_codec": pa.string(),
+    "audio_rate": pa.int32(),
+    "audio_channels": pa.int32(),
+    "rotation": pa.int32(),
+    "mirrored": pa.bool_(),
+    "has_audio": pa.bool_(),
+}
+"""What each file is, on every row of it (:meth:`seeknetic_prep.decode.probe.MediaInfo.record`;
+``width``/``height`` as displayed, ``mtime_ns`` from the stat taken before it was fingerprinted,
+for an object in a bucket its version tag): what users filter on before training. Null for a
+file recorded by a version before 0.2 and unchanged since (it was never probed again)."""
 _PY = {pa.string(): (str,), pa.float64(): (float, int), pa.int64(): (int,)}
 _PART_RE = re.compile(r"^part-(\d{6})-(\d{2})\.parquet$")
 
@@ -83,6 +103,7 @@ def part_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
                    pa.field(f"{service}_request_id", pa.string())]
     fields += [pa.field(name, kind) for name, kind in TAG_TYPES.items()]
     fields.append(pa.field("tags_extra", pa.string()))
+    fields += [pa.field(name, kind) for name, kind in MEDIA_COLUMNS.items()]
     return pa.schema(fields)
 
 
@@ -251,6 +272,8 @@ def _write_part(
         rows.append((raw, -1, row))
     if not rows:
         return None
+    media = store.media_of(sorted({r[0] for r in rows}))
+    rows = [(raw, idx, {**row, **media.get(raw, {})}) for raw, idx, row in rows]  # rows share dicts
     rows.sort(key=lambda r: (r[0], r[1]))
     table = _table(rows)
     folder = Path(out_dir) / PARTS_DIR
@@ -361,6 +384,21 @@ def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return codes.astype(np.int64)
 
 
+def read_parts(parts: Sequence[Path], columns: Sequence[str] | None = None) -> pa.Table:
+    """``parts`` (oldest first) as one table. A part written by an older version lacks the
+    columns added since (the per-file :data:`MEDIA_COLUMNS`): they read as nulls.
+
+    Raises:
+        pa.ArrowInvalid, pa.ArrowTypeError: the parts disagree on a column's type.
+    """
+    tables = []
+    for part in parts:
+        have = set(pq.read_schema(part).names)
+        wanted = None if columns is None else [c for c in columns if c in have]
+        tables.append(pq.read_table(part, columns=wanted))
+    return pa.concat_tables(tables, promote_options="default")
+
+
 def compact(out_dir: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
     """Every part merged into one table (current rows only), sorted by path and window; a path
     a run found gone is left out.
@@ -376,9 +414,8 @@ def compact(out_dir: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
         )
     refuse_damaged(out_dir)
     try:
-        cols = None if columns is None else sorted(set(columns) | set(KEY_COLUMNS))
-        table = pa.concat_tables([pq.read_table(p, columns=cols) for p in parts])
-    except pa.ArrowInvalid as exc:
+        table = read_parts(parts, None if columns is None else sorted(set(columns) | set(KEY_COLUMNS)))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise StateError(f"The parts in {Path(out_dir) / PARTS_DIR} do not agree ({exc}).") from exc
     table = table.take(pa.array(latest_rows(table)))  # a tombstone is its path's newest row:
     table = table.filter(pc.not_equal(table["file_status"], "gone"))  # it alone is kept, then dropped

@@ -8,9 +8,11 @@ primary-key lookup per file, instead of fingerprinting and probing it again.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from seeknetic_prep.state.connection import Connection
 from seeknetic_prep.state.rows import FileRow, FileStatus, path_bytes, safe_text
@@ -32,6 +34,7 @@ class FileQueries(Connection):
         error: str | None = None,
         mtime_ns: int | None = None,
         inode: int | None = None,
+        media: dict[str, Any] | None = None,
     ) -> None:
         """Record a path (made absolute; its bytes kept exactly) and what became of it.
 
@@ -42,14 +45,17 @@ class FileQueries(Connection):
         """
         self._write_many([(
             "INSERT INTO files (path, fingerprint, size, mtime_ns, inode, duration_ms, status, error, "
-            "run_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+            "run_id, updated_at, media) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET "
+            "media = CASE WHEN excluded.fingerprint IS files.fingerprint "
+            "THEN coalesce(excluded.media, files.media) ELSE excluded.media END, "
             "run_id = CASE WHEN files.fingerprint IS excluded.fingerprint AND files.status = excluded.status "
             "AND files.error IS excluded.error THEN files.run_id ELSE excluded.run_id END, "
             "fingerprint=excluded.fingerprint, size=excluded.size, mtime_ns=excluded.mtime_ns, "
             "inode=excluded.inode, duration_ms=excluded.duration_ms, status=excluded.status, "
             "error=excluded.error, updated_at=excluded.updated_at",
             (path_bytes(path), fingerprint, size, mtime_ns, inode, duration_ms, status, safe_text(error),
-             self._run_id, time.time()),
+             self._run_id, time.time(), None if media is None else json.dumps(media, sort_keys=True)),
         )])
 
     def known_file(
@@ -87,6 +93,17 @@ class FileQueries(Connection):
         """The paths (as bytes) whose content is ``fingerprint`` and that were preprocessed."""
         return [bytes(p) for (p,) in self._read(
             "SELECT path FROM files WHERE fingerprint=? AND status='ok'", (fingerprint,))]
+
+    def media_of(self, paths: Sequence[bytes]) -> dict[bytes, dict[str, Any]]:
+        """What each of ``paths`` is (its probe, as recorded), where it is known."""
+        out: dict[bytes, dict[str, Any]] = {}
+        for start in range(0, len(paths), 500):
+            chunk = list(paths[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            for raw, text in self._read(
+                    f"SELECT path, media FROM files WHERE media IS NOT NULL AND path IN ({marks})", chunk):
+                out[bytes(raw)] = json.loads(text)
+        return out
 
     def live_paths_under(self, root: bytes) -> list[bytes]:
         """The recorded paths that are ``root`` or lie under it (``root/...``), not gone:

@@ -122,7 +122,13 @@ def _v2(db: sqlite3.Connection) -> None:
         db.execute("UPDATE units SET embedding=?, result=? WHERE request_id=?", (blob, rest, rid))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _v2)
+_V3 = """
+ALTER TABLE files ADD COLUMN media TEXT;
+"""
+"""Version 3: what each file is (its probe: size, codecs, display size, rate, ...), as JSON,
+for the results' per-file columns (:data:`seeknetic_prep.results.parts.MEDIA_COLUMNS`)."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _v2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
