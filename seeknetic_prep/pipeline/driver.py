@@ -25,6 +25,7 @@ in time, so nothing needs a second one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -43,6 +44,7 @@ from seeknetic_prep.errors import (
     EngineLostError,
     InvalidArgumentError,
     QuotaExceededError,
+    StateError,
     StopReason,
     UnreachableError,
 )
@@ -69,8 +71,11 @@ from seeknetic_prep.results.finalize import finalize_run
 from seeknetic_prep.sources import Found, check_sources, discover_sources, is_url, redact
 from seeknetic_prep.state.rows import FileRow
 from seeknetic_prep.state.store import Store
+from seeknetic_prep.state.thumbs import ThumbStore
 
 __all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
+
+log = logging.getLogger(__name__)
 
 class _Stop(Exception):
     pass
@@ -94,6 +99,7 @@ class _Run:
         self.executor = executor
         self.summary = RunSummary(out=out, results_path=out / "parts")
         self.store = Store(out / "state.sqlite")
+        self.thumbs = ThumbStore(out)
         self.tally = Tally(self.summary, progress)
         self.ledger = Ledger(self.store, services=options.services, record=self.tally.apply)
         self.stop = threading.Event()
@@ -200,6 +206,8 @@ class _Run:
             self.summary.results_path = part or self.summary.out / "parts"
         finally:
             self.store.close()
+            with contextlib.suppress(StateError):  # see _keep_thumbs
+                self.thumbs.close()
 
     def _drive(self) -> None:
         sized = sorted(((_size(Path(p)) if n is None else n, p) for p, n, _ in self.found), reverse=True)
@@ -255,6 +263,8 @@ class _Run:
             window, fp = event.window, event.task.fingerprint
             if window.wanted:
                 self.ledger.window_decoded()
+            if window.thumbs:
+                self._keep_thumbs(fp, window.index, window.thumbs)
             for service, rid, body in window.bodies:
                 if self.ledger.claim(rid):
                     self._put(Work(rid, service, fp, body=body, frame_times_ms=window.frame_times_ms,
@@ -287,6 +297,12 @@ class _Run:
                                            environmental=is_environmental(event.error))
         else:
             assert isinstance(event, TaskDone)
+
+    def _keep_thumbs(self, fp: str, index: int, jpegs: bytes) -> None:
+        try:
+            self.thumbs.put(fp, index, jpegs)
+        except StateError as exc:  # a cache for the report (which then decodes): never the run's failure
+            log.debug("%s", exc)
 
     def _put(self, work: Work) -> None:
         if not self.uploads.put(work):

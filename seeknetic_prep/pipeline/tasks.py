@@ -148,6 +148,7 @@ class EncodedWindow:
     frame_times_ms: tuple[float, ...]
     bodies: tuple[tuple[str, str, bytes], ...]
     uploaded: tuple[tuple[str, str, dict[str, str]], ...] = ()
+    thumbs: bytes = b""  # three small JPEGs of its frames, for the report (state.thumbs)
 
     @property
     def wanted(self) -> bool:

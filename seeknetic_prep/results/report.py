@@ -17,11 +17,12 @@ import base64
 import html
 import io
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from seeknetic_prep.errors import InvalidArgumentError, MediaError
+from seeknetic_prep.errors import InvalidArgumentError, MediaError, StateError
 from seeknetic_prep.results.report_data import (
     MAX_FAILURES,
     FailedJob,
@@ -31,15 +32,14 @@ from seeknetic_prep.results.report_data import (
     load_run,
 )
 from seeknetic_prep.state.rows import display_path
+from seeknetic_prep.state.thumbs import THUMB_FRAMES, THUMB_PX, ThumbStore
 from seeknetic_prep.util.fsio import atomic_write
 from seeknetic_prep.util.readers import cache_for, writable
 
 __all__ = ["FailedJob", "FileEntry", "RunData", "WindowEntry", "load_run", "write_report"]
 
-THUMB = 96
+THUMB = THUMB_PX
 """Thumbnail side in pixels: 3 per window, about 2.5 kB each as JPEG."""
-THUMB_FRAMES = (0, 6, 11)
-"""Which of a window's 12 frames its strip shows: first, middle, last."""
 _NEIGHBOUR_QUERIES = 4
 _NEIGHBOURS = 3
 
@@ -63,7 +63,7 @@ def write_report(out: Path, *, max_files: int = 30, max_windows: int = 12) -> Pa
     data = load_run(out, max_files=max_files)
     for entry in data.shown:
         entry.windows = _spread(entry.windows, max_windows)
-    thumbs = {e.path: _thumbnails(e) for e in data.shown}
+    thumbs = _all_thumbnails(Path(out), data.shown)
     page = _page(data, thumbs, max_files=max_files, max_windows=max_windows)
     # Another account's folder or a read-only mount: the page goes to this user's cache.
     folder = Path(out) if writable(Path(out)) else cache_for(Path(out), "report")
@@ -82,6 +82,36 @@ def _spread(windows: list[WindowEntry], cap: int) -> list[WindowEntry]:
         return windows
     picks = sorted({round(i * (len(windows) - 1) / (cap - 1)) for i in range(cap)}) if cap > 1 else [0]
     return [windows[i] for i in picks]
+
+
+def _all_thumbnails(out: Path, shown: list[FileEntry]) -> dict[str, dict[int, list[str]] | str]:
+    """Each shown file's strips: kept by the run when it decoded the windows
+    (:mod:`seeknetic_prep.state.thumbs`), so no source is opened; a file with windows the run
+    kept none of (decoded by a version before) is decoded once for those only."""
+    kept: dict[tuple[str, int], list[bytes]] = {}
+    if ThumbStore.exists(out):
+        try:
+            store = ThumbStore(out, readonly=True)
+        except StateError:
+            store = None
+        if store is not None:
+            kept = store.get((e.fingerprint, w.index) for e in shown if e.fingerprint for w in e.windows)
+            store.close()
+    out_map: dict[str, dict[int, list[str]] | str] = {}
+    for entry in shown:
+        have = {w.index: [_uri(j) for j in kept[(entry.fingerprint, w.index)]] for w in entry.windows
+                if entry.fingerprint and (entry.fingerprint, w.index) in kept}
+        missing = [w for w in entry.windows if w.index not in have]
+        if not missing:
+            out_map[entry.path] = have
+            continue
+        decoded = _thumbnails(replace(entry, windows=missing))
+        out_map[entry.path] = {**decoded, **have} if isinstance(decoded, dict) else (have or decoded)
+    return out_map
+
+
+def _uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def _thumbnails(entry: FileEntry) -> dict[int, list[str]] | str:
@@ -124,7 +154,7 @@ def _jpeg(rgb: np.ndarray) -> str:
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return _uri(buf.getvalue())
 
 
 _Hit = tuple[float, FileEntry, WindowEntry]

@@ -4,5 +4,8 @@
 * :mod:`.connection` -- the connection, migrations, batched writes;
 * :mod:`.units`, :mod:`.files`, :mod:`.runs` -- typed queries, one class per table's concern;
 * :mod:`.rows` -- the row values they return (no positional tuples) and the path forms;
-* :mod:`.schema` -- the schema's versions and their migrations.
+* :mod:`.schema` -- the schema's versions and their migrations;
+* :mod:`.readonly` -- ``StateView``, the state read by ``plan`` without changing it;
+* :mod:`.thumbs` -- ``ThumbStore``, the windows' thumbnails kept at decode time for ``report``
+  (their own file: a cache for people, not state).
 """
