@@ -35,7 +35,7 @@ from typing import Any
 from seeknetic_prep.errors import StateError
 from seeknetic_prep.state.schema import SCHEMA_VERSION, apply
 
-__all__ = ["FLUSH_ROWS", "FLUSH_S", "Connection", "open_readonly"]
+__all__ = ["FLUSH_ROWS", "FLUSH_S", "Connection", "connect_readonly", "open_readonly"]
 
 FLUSH_S = 0.25
 FLUSH_ROWS = 500
@@ -53,22 +53,33 @@ def _earlier_files(db: Path) -> list[str]:
         return []
 
 
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that reads ``path`` and can write nothing: ``mode=ro``, or, where that
+    cannot open a WAL database (no ``-shm`` beside it and a folder we cannot write: then no
+    writer can be there), ``immutable=1``.
+
+    Raises:
+        sqlite3.Error: it cannot be read either way.
+    """
+    uri = path.resolve().as_uri()
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, isolation_level=None,
+                             timeout=30.0)
+        db.execute("PRAGMA schema_version").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, isolation_level=None)
+
+
 def open_readonly(path: Path) -> sqlite3.Connection:
     """``path`` opened for reading only. A WAL database needs its ``-shm`` file to be read
     safely while another process writes; in a folder we cannot write, with no ``-shm`` there
     (its writer closed cleanly), no one can be writing it, so it is read as immutable."""
     if not path.is_file():
         raise StateError(f"{path}: no state database there.")
-    uri = path.resolve().as_uri()
     try:
-        try:
-            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False,
-                                 isolation_level=None, timeout=30.0)
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        except sqlite3.OperationalError:
-            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False,
-                                 isolation_level=None)
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        db = connect_readonly(path)
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.Error as exc:
         raise StateError(f"{path}: cannot read the state database ({exc}).") from exc
     if version != SCHEMA_VERSION:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from seeknetic_prep.errors import StateError
+from seeknetic_prep.state.connection import connect_readonly
 
 __all__ = ["THUMB_FRAMES", "THUMB_PX", "ThumbStore", "join_jpegs", "split_jpegs"]
 
@@ -56,8 +57,7 @@ class ThumbStore:
         self._pending: list[tuple[str, int, bytes]] = []
         try:
             if readonly:
-                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                           check_same_thread=False)
+                self._db = connect_readonly(self.path)
             else:
                 self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")
