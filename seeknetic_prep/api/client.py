@@ -90,11 +90,12 @@ class ClientConfig:
     timeout: tuple[float, float]
     retry: RetryPolicy
     api_key: str = field(repr=False)
+    stall_timeout_s: float = 60.0
 
     def build(self, *, rate: RateLimit | None = None) -> Client:
         """A new client with this config, paced by ``rate`` (none: unpaced)."""
         client = Client(self.api_key, base_url=self.base_url, auth=self.auth, timeout=self.timeout,
-                        retry=self.retry)
+                        retry=self.retry, stall_timeout_s=self.stall_timeout_s)
         client.retrier.rate = rate
         return client
 
@@ -109,6 +110,8 @@ class Client:
         auth: send the key as ``X-API-Key`` (default) or as ``Authorization: Bearer``.
         qps: client-side request rate limit shared by all threads; ``None`` for none.
         timeout: ``(connect, read)`` seconds for every call.
+        stall_timeout_s: a body being sent is abandoned only when the link takes nothing for
+            this long (not when the whole body takes long: slow links finish).
         retry: the retry policy.
         transport: how requests are sent (default: :class:`RequestsTransport` with ``timeout``;
             tests pass a :class:`~seeknetic_prep.api.transport.MockTransport`).
@@ -132,6 +135,7 @@ class Client:
         retry: RetryPolicy | None = None,
         transport: Transport | None = None,
         retrier: RetryEngine | None = None,
+        stall_timeout_s: float = 60.0,
     ) -> None:
         key = _resolve_key(api_key)
         self.base_url = _resolve_base_url(base_url, region)
@@ -145,15 +149,19 @@ class Client:
         self.__forms = secret_forms(key)
         self._headers = {"User-Agent": "seeknetic-prep",
                          **({"Authorization": f"Bearer {key}"} if auth == "bearer" else {"X-API-Key": key})}
+        if not stall_timeout_s > 0:
+            raise InvalidArgumentError(f"Invalid stall timeout {stall_timeout_s!r}: must be > 0 seconds.")
+        self.stall_timeout_s = stall_timeout_s
         self._transport = transport or RequestsTransport(
-            timeout=timeout, redact=functools.partial(redact, forms=self.__forms))
+            timeout=timeout, stall_s=stall_timeout_s, redact=functools.partial(redact, forms=self.__forms))
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r}, auth={self.auth!r})"
 
     def worker_config(self) -> ClientConfig:
         """What a worker needs to build a client like this one (key included, not in its repr)."""
-        return ClientConfig(self.base_url, self.auth, self.timeout, self.retry, self.__key)
+        return ClientConfig(self.base_url, self.auth, self.timeout, self.retry, self.__key,
+                            self.stall_timeout_s)
 
     def __enter__(self) -> Client:
         return self

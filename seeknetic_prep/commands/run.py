@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="API base URL (default: $SEEKNETIC_BASE_URL, else the --region URL)")
     parser.add_argument("--region", default="tokyo", choices=("tokyo", "us", "cn"),
                         help="API region when no base URL is given (default tokyo)")
+    parser.add_argument("--stall-timeout", type=float, default=60.0, metavar="S",
+                        help="abandon an upload only when the link takes no bytes for S seconds "
+                        "(default 60); a slow link is never cut for taking long")
     parser.add_argument("--bearer", action="store_true",
                         help="send the key as 'Authorization: Bearer' instead of X-API-Key")
     parser.add_argument("--max-jobs", type=int, default=None, metavar="N",
@@ -128,7 +131,7 @@ def execute(args: argparse.Namespace, *, after_run: Callable[[], object] = lambd
         base_url, key, spec, gone = _backend(stack, args, spec)
         client = stack.enter_context(Client(
             key, base_url=base_url, region=args.region, qps=driver_qps,
-            auth="bearer" if args.bearer else "x-api-key",
+            auth="bearer" if args.bearer else "x-api-key", stall_timeout_s=args.stall_timeout,
         ))
         # Until the run's own display takes over, say each retry as it happens (a key check
         # against an API that does not answer is otherwise seconds of silence).

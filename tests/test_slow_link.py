@@ -1,0 +1,83 @@
+"""Slow links finish (issue 20.1): an upload is abandoned only when the link takes nothing for
+the stall timeout, never because a whole body takes longer than a fixed time. Before, a body went
+to the socket in one ``sendall`` under the 5 s connect timeout: through a 2 Mbit/s link with a
+1 MiB send buffer, every attempt of a 3.6 MB upload was cut after exactly 5 s, forever.
+
+The link is the throttling proxy of ``scripts/throttle_proxy.py`` in front of the emulator; the
+client's send buffer is pinned to 1 MiB (loopback would otherwise grow it past the body). How
+long the upload took against bytes/bandwidth is printed, not asserted (load).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pipeline_helpers import ROOT
+
+from seeknetic_prep.api.client import Client, RetryPolicy
+from seeknetic_prep.api.transport import RequestsTransport
+from seeknetic_prep.emulator import running
+from seeknetic_prep.pipeline.driver import run_folder
+from seeknetic_prep.pipeline.spec import Progress, RunOptions
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from throttle_proxy import ThrottleProxy
+
+SMALL_SEND_BUFFER = [(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)]
+
+
+class Events(Progress):
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    def api_event(self, kind: str) -> None:
+        self.kinds.append(kind)
+
+
+@pytest.fixture
+def link() -> Iterator[tuple[Any, ThrottleProxy]]:
+    with running() as emulator:
+        host, port = emulator.base_url.rsplit("/", 1)[-1].split(":")
+        with ThrottleProxy((host, int(port)), mbps=2.0, recv_buffer=64 * 1024) as proxy:
+            yield emulator, proxy
+
+
+def test_a_run_over_a_2_mbit_link_finishes_uploading_each_body_once(link: tuple[Any, ThrottleProxy],
+                                                                     tmp_path: Path) -> None:
+    emulator, proxy = link
+    transport = RequestsTransport(socket_options=SMALL_SEND_BUFFER)
+    client = Client(emulator.api_key, base_url=proxy.url, transport=transport)
+    events = Events()
+    started = time.monotonic()
+    summary = run_folder([ROOT / "fixtures" / "demo" / "desert.mp4"], out=tmp_path / "out", client=client,
+                         options=RunOptions(workers=1, uploaders=1, services=("embedding",)), progress=events)
+    took = time.monotonic() - started
+    assert summary.exit_code == 0 and summary.jobs_completed == summary.windows >= 1
+    uploads = emulator.stats()["uploads"]
+    assert set(uploads.values()) == {1} and len(uploads) == summary.windows  # each body once
+    assert "retry" not in events.kinds  # no attempt was cut
+    sent = proxy.stats.up_bytes
+    ratio = took / (sent * 8 / 2e6)
+    print(f"{sent / 1e6:.1f} MB over 2 Mbit/s in {took:.1f} s: {ratio:.2f}x bytes/bandwidth")
+
+
+def test_a_real_stall_is_said_and_retried_then_the_upload_completes(link: tuple[Any, ThrottleProxy]) -> None:
+    emulator, proxy = link
+    transport = RequestsTransport(socket_options=SMALL_SEND_BUFFER, stall_s=1.0)
+    client = Client(emulator.api_key, base_url=proxy.url, transport=transport,
+                    retry=RetryPolicy(max_attempts=3, base_delay_s=0.05, max_delay_s=0.1))
+    seen: list[tuple[str, str]] = []
+    client.on_event = lambda kind, why: seen.append((kind, why))
+    body = (b'{"service": "embedding", "request_id": "stall-1", "video_input": {"data": "'
+            + b"A" * 3_000_000 + b'", "shape": [1], "dtype": "uint8"}}')
+    proxy.stall(4.0)  # the whole link holds for 4 s: more than the stall timeout
+    with pytest.raises(Exception) as caught:
+        client.upload_body(body, request_id="stall-1")
+    assert any(kind == "retry" and why.startswith("the link stalled") for kind, why in seen), seen
+    assert "422" in str(caught.value) or "tensor" in str(caught.value).lower()  # the body got through
