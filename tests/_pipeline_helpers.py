@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -187,3 +190,13 @@ def units_done(db: Path) -> int:
             con.close()
     except sqlite3.Error:
         return 0
+
+
+def cli(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+    """``seeknetic-prep ARGS`` as a user runs it (no SEEKNETIC_ variables), checked: an exit code
+    in ``ok`` and no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEKNETIC_")}
+    proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in ok and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return proc

@@ -9,31 +9,20 @@ emulator (``--local``) on copies of the demo clips; counts come from the first r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from _pipeline_helpers import ROOT
+from _pipeline_helpers import ROOT, cli
 
 DEMO = ROOT / "fixtures" / "demo"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEKNETIC_")}
-    proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return proc
 
 
 def _rows(out: Path, *flags: str) -> dict[str, list[dict[str, Any]]]:
     """The exported rows, by path."""
     target = out.parent / "export.jsonl"
-    _cli("results", "--out", str(out), "--format", "jsonl", "--to", str(target), *flags)
+    cli("results", "--out", str(out), "--format", "jsonl", "--to", str(target), *flags)
     by_path: dict[str, list[dict[str, Any]]] = {}
     for line in target.read_text().splitlines():
         row = json.loads(line)
@@ -58,7 +47,7 @@ def test_results_follow_deletes_renames_and_returns(tmp_path: Path) -> None:
     shutil.copytree(DEMO, videos)
     other.mkdir()
     shutil.copy(DEMO / "desert.mp4", other / "elsewhere.mp4")
-    _cli("run", str(videos), str(other), "--local", "--out", str(out), "--workers", "2")
+    cli("run", str(videos), str(other), "--local", "--out", str(out), "--workers", "2")
     first = _rows(out)
     forest, lake, renamed = str(videos / "forest.webm"), str(videos / "lake.mp4"), str(videos / "lake-2.mp4")
     assert {forest, lake, str(videos / "desert.mp4"), str(other / "elsewhere.mp4")} == set(first)
@@ -67,19 +56,19 @@ def test_results_follow_deletes_renames_and_returns(tmp_path: Path) -> None:
     (videos / "forest.webm").unlink()
     (videos / "lake.mp4").rename(videos / "lake-2.mp4")
     (other / "elsewhere.mp4").unlink()  # outside the next run's inputs: must stay as it is
-    second = _cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
+    second = cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
     assert "files: 2 ok, 0 failed, 2 gone;" in second.stdout
     assert _units(out) == units  # nothing uploaded, submitted or changed: the renamed bytes were done
 
     now = _rows(out)
     assert set(now) == {str(videos / "desert.mp4"), renamed, str(other / "elsewhere.mp4")}
     assert _windows(now[renamed]) == _windows(first[lake])  # the same windows, under the new name
-    status = _cli("status", "--out", str(out)).stdout
+    status = cli("status", "--out", str(out)).stdout
     assert "2 gone" in status
     hits = [json.loads(line)["path"] for line in
-            _cli("search", "--out", str(out), "--json", "--top", "100").stdout.splitlines()]
+            cli("search", "--out", str(out), "--json", "--top", "100").stdout.splitlines()]
     assert set(hits) == set(now) and len(hits) == sum(len(r) for r in now.values())
-    _cli("report", "--out", str(out))
+    cli("report", "--out", str(out))
     page = (out / "report.html").read_text()
     assert "lake-2.mp4" in page and "forest.webm" not in page
 
@@ -90,11 +79,11 @@ def test_results_follow_deletes_renames_and_returns(tmp_path: Path) -> None:
         assert _windows(with_gone[path]) == _windows(first[path])
 
     shutil.copy(DEMO / "forest.webm", videos / "forest.webm")  # it comes back
-    third = _cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
+    third = cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
     assert "files: 3 ok, 0 failed;" in third.stdout and _units(out) == units
     back = _rows(out)
     assert forest in back and _windows(back[forest]) == _windows(first[forest])
 
-    assert "pruned 1 gone path(s)" in _cli("prune", "--out", str(out)).stdout  # the old name of lake
-    assert "gone" not in _cli("status", "--out", str(out)).stdout
+    assert "pruned 1 gone path(s)" in cli("prune", "--out", str(out)).stdout  # the old name of lake
+    assert "gone" not in cli("status", "--out", str(out)).stdout
     assert set(_rows(out, "--include-gone")) == set(back)

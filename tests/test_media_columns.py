@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from _pipeline_helpers import ROOT
+from _pipeline_helpers import ROOT, cli
 
 from seeknetic_prep.results.parts import MEDIA_COLUMNS
 
@@ -26,14 +23,6 @@ FIXTURES = ROOT / "fixtures"
 TRUTH = json.loads((FIXTURES / "ground_truth.json").read_text())["files"]
 CLIPS = ("rotated90.mp4", "six_ch_48k.mp4", "no_audio.mp4", "hevc10.mp4")
 DECODER_NAME = {"libx264": "h264", "libx265": "hevc"}
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEKNETIC_")}
-    proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return proc
 
 
 def _by_path(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -50,8 +39,8 @@ def test_every_row_and_export_says_what_its_file_is(tmp_path: Path) -> None:
     videos.mkdir()
     for name in CLIPS:
         shutil.copy(FIXTURES / name, videos / name)
-    _cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
-    _cli("results", "--out", str(out), "--to", str(tmp_path / "r.parquet"))
+    cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
+    cli("results", "--out", str(out), "--to", str(tmp_path / "r.parquet"))
     media = _by_path(pq.read_table(tmp_path / "r.parquet").to_pylist())
     assert set(media) == {str(videos / n) for n in CLIPS}
     for name in CLIPS:
@@ -68,14 +57,14 @@ def test_every_row_and_export_says_what_its_file_is(tmp_path: Path) -> None:
         frames = truth["frames"]
         assert abs(got["fps"] - 1000.0 * (len(frames) - 1) / (frames[-1][1] - frames[0][1])) < 0.5
 
-    _cli("results", "--out", str(out), "--format", "jsonl", "--to", str(tmp_path / "r.jsonl"))
+    cli("results", "--out", str(out), "--format", "jsonl", "--to", str(tmp_path / "r.jsonl"))
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert _by_path(rows) == media
-    _cli("results", "--out", str(out), "--format", "csv", "--to", str(tmp_path / "r.csv"))
+    cli("results", "--out", str(out), "--format", "csv", "--to", str(tmp_path / "r.csv"))
     with open(tmp_path / "r.csv", newline="") as f:
         csv_rows = list(csv.DictReader(f))
     assert {r["path"]: r["video_codec"] for r in csv_rows} == {p: m["video_codec"] for p, m in media.items()}
-    _cli("results", "--out", str(out), "--format", "npy", "--to", str(tmp_path / "r.npy"))
+    cli("results", "--out", str(out), "--format", "npy", "--to", str(tmp_path / "r.npy"))
     with open(tmp_path / "r.index.csv", newline="") as f:
         index = list(csv.DictReader(f))
     assert {r["path"]: (int(r["width"]), int(r["height"])) for r in index} == {
@@ -86,7 +75,7 @@ def test_a_state_and_parts_from_before_the_columns_still_open(tmp_path: Path) ->
     videos, out = tmp_path / "videos", tmp_path / "out"
     videos.mkdir()
     shutil.copy(FIXTURES / "no_audio.mp4", videos / "old.mp4")
-    _cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
+    cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
     # Make it what the version before wrote: schema 2, parts without the columns.
     db = sqlite3.connect(out / "state.sqlite")
     db.execute("ALTER TABLE files DROP COLUMN media")
@@ -98,11 +87,11 @@ def test_a_state_and_parts_from_before_the_columns_still_open(tmp_path: Path) ->
     shutil.rmtree(out / "search")
 
     shutil.copy(FIXTURES / "six_ch_48k.mp4", videos / "new.mp4")
-    _cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
+    cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
     assert sqlite3.connect(out / "state.sqlite").execute("PRAGMA user_version").fetchone()[0] == 3
-    _cli("results", "--out", str(out), "--format", "jsonl", "--to", str(tmp_path / "r.jsonl"))
+    cli("results", "--out", str(out), "--format", "jsonl", "--to", str(tmp_path / "r.jsonl"))
     media = _by_path([json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()])
     assert media[str(videos / "old.mp4")] == dict.fromkeys(MEDIA_COLUMNS)  # never probed again: unknown
     assert media[str(videos / "new.mp4")]["audio_channels"] == 6
-    assert len(_cli("search", "--out", str(out), "--json", "--top", "50").stdout.splitlines()) > 0
-    assert "2 preprocessed" in _cli("status", "--out", str(out)).stdout
+    assert len(cli("search", "--out", str(out), "--json", "--top", "50").stdout.splitlines()) > 0
+    assert "2 preprocessed" in cli("status", "--out", str(out)).stdout

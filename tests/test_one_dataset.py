@@ -12,31 +12,20 @@ each a CLI run against the emulator.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
 import pytest
-from _pipeline_helpers import ROOT
+from _pipeline_helpers import ROOT, cli
 
 DEMO = ROOT / "fixtures" / "demo"
 
 
-def _cli(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEKNETIC_")}
-    proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode in ok and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return proc
-
-
 def _exported(out: Path) -> list[tuple[Any, ...]]:
     target = out.parent / "export.jsonl"
-    _cli("results", "--out", str(out), "--format", "jsonl", "--to", str(target))
+    cli("results", "--out", str(out), "--format", "jsonl", "--to", str(target))
     return sorted(_key(json.loads(line)) for line in target.read_text().splitlines())
 
 
@@ -78,18 +67,18 @@ def test_parts_hold_only_current_rows_after_a_stop_a_resume_a_change_and_a_delet
     videos, out = tmp_path / "videos", tmp_path / "out"
     shutil.copytree(DEMO, videos)
     run = ["run", str(videos), "--local", "--out", str(out), "--workers", "2"]
-    _cli(*run, "--max-jobs", "3", ok=(3,))  # stopped: some windows half done
+    cli(*run, "--max-jobs", "3", ok=(3,))  # stopped: some windows half done
     stopped = _check(out)
     assert any("completed" in k[4:] and k[4:] != ("completed", "completed") for k in stopped)
 
-    _cli(*run)  # the resume completes them: their half-done rows are superseded
+    cli(*run)  # the resume completes them: their half-done rows are superseded
     resumed = _check(out)
     assert all(k[4:] == ("completed", "completed") for k in resumed)
     assert len(resumed) == len({k[:2] for k in resumed})
 
     shutil.copy(DEMO / "lake.mp4", videos / "desert.mp4")  # new content under an old name
     (videos / "forest.webm").unlink()
-    _cli(*run)
+    cli(*run)
     changed = _check(out)
     paths = {k[0] for k in changed}
     assert paths == {str(videos / "desert.mp4"), str(videos / "lake.mp4")}
@@ -98,6 +87,6 @@ def test_parts_hold_only_current_rows_after_a_stop_a_resume_a_change_and_a_delet
     assert sum(k[0] == str(videos / "desert.mp4") for k in changed) == sum(
         k[0] == str(videos / "lake.mp4") for k in changed)
 
-    search = _cli("search", "--out", str(out), "--json", "--top", "100").stdout.splitlines()
+    search = cli("search", "--out", str(out), "--json", "--top", "100").stdout.splitlines()
     assert sorted((json.loads(h)["path"], json.loads(h)["start_ms"] // 10_000) for h in search) == sorted(
         (k[0], k[1]) for k in changed)  # the index followed the rewritten parts

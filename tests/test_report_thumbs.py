@@ -6,18 +6,15 @@ none (an older version) is decoded for its thumbnails as before.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from _pipeline_helpers import ROOT
+from _pipeline_helpers import ROOT, cli
 
 import seeknetic_prep as sp
 from seeknetic_prep.pipeline.payloads import file_fingerprint
@@ -27,18 +24,10 @@ DEMO = ROOT / "fixtures" / "demo"
 IMG = re.compile(r"<img alt='frame' src='data:image/jpeg;base64,")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEKNETIC_")}
-    proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return proc
-
-
 def test_the_report_shows_the_runs_own_frames_without_opening_a_source(tmp_path: Path) -> None:
     videos, out = tmp_path / "videos", tmp_path / "out"
     shutil.copytree(DEMO, videos)
-    _cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
+    cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
     truth = {p.name: sp.preprocess(str(p)) for p in sorted(videos.iterdir())}
     prints = {p.name: file_fingerprint(p) for p in sorted(videos.iterdir())}
 
@@ -59,7 +48,7 @@ def test_the_report_shows_the_runs_own_frames_without_opening_a_source(tmp_path:
 
     shutil.move(videos, tmp_path / "moved-away")  # no source can be opened now
     started = time.monotonic()
-    _cli("report", "--out", str(out))
+    cli("report", "--out", str(out))
     took = time.monotonic() - started
     page = (out / "report.html").read_text()
     assert len(IMG.findall(page)) >= len(THUMB_FRAMES) * len(kept)  # every window's strip (+ neighbours)
@@ -70,11 +59,11 @@ def test_the_report_shows_the_runs_own_frames_without_opening_a_source(tmp_path:
 def test_a_run_that_kept_no_thumbnails_is_decoded_for_them(tmp_path: Path) -> None:
     videos, out = tmp_path / "videos", tmp_path / "out"
     shutil.copytree(DEMO, videos)
-    _cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
+    cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
     windows = sum(len(sp.preprocess(str(p))) for p in videos.iterdir())
     (out / "thumbs.sqlite").unlink()  # as a version before this one left it
     for extra in out.glob("thumbs.sqlite-*"):
         extra.unlink()
-    _cli("report", "--out", str(out))
+    cli("report", "--out", str(out))
     page = (out / "report.html").read_text()
     assert len(IMG.findall(page)) >= len(THUMB_FRAMES) * windows and "no thumbnails" not in page
