@@ -21,7 +21,8 @@ import pytest
 from _pipeline_helpers import ROOT
 
 from seeknetic_prep.api.client import Client, RetryPolicy
-from seeknetic_prep.api.transport import RequestsTransport
+from seeknetic_prep.api.transport import LinkMeter, RequestsTransport
+from seeknetic_prep.commands.display import link_text
 from seeknetic_prep.emulator import running
 from seeknetic_prep.pipeline.driver import run_folder
 from seeknetic_prep.pipeline.spec import Progress, RunOptions
@@ -35,9 +36,13 @@ SMALL_SEND_BUFFER = [(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)]
 class Events(Progress):
     def __init__(self) -> None:
         self.kinds: list[str] = []
+        self.meter: LinkMeter | None = None
 
     def api_event(self, kind: str) -> None:
         self.kinds.append(kind)
+
+    def upload_link(self, meter: LinkMeter) -> None:
+        self.meter = meter
 
 
 @pytest.fixture
@@ -63,6 +68,9 @@ def test_a_run_over_a_2_mbit_link_finishes_uploading_each_body_once(link: tuple[
     assert set(uploads.values()) == {1} and len(uploads) == summary.windows  # each body once
     assert "retry" not in events.kinds  # no attempt was cut
     sent = proxy.stats.up_bytes
+    assert events.meter is not None  # what the display reads: every byte the link carried, counted once
+    counted, sending, _ = events.meter.snapshot()
+    assert sending == 0 and abs(counted - sent) <= 0.01 * sent
     ratio = took / (sent * 8 / 2e6)
     print(f"{sent / 1e6:.1f} MB over 2 Mbit/s in {took:.1f} s: {ratio:.2f}x bytes/bandwidth")
 
@@ -81,3 +89,14 @@ def test_a_real_stall_is_said_and_retried_then_the_upload_completes(link: tuple[
         client.upload_body(body, request_id="stall-1")
     assert any(kind == "retry" and why.startswith("the link stalled") for kind, why in seen), seen
     assert "422" in str(caught.value) or "tensor" in str(caught.value).lower()  # the body got through
+
+
+@pytest.mark.parametrize(("sent", "sending", "idle", "rate", "shown"), [
+    (0, 0, 0.0, None, ""),
+    (412_300_000, 1, 0.4, 2_400_000.0, "sent 412.3 MB, 2.4 MB/s"),
+    (412_300_000, 0, 40.0, None, "sent 412.3 MB"),  # idle between bodies is no stall
+    (412_300_000, 2, 12.2, 0.0, "sent 412.3 MB · link stalled 12 s"),
+])
+def test_the_status_line_says_bytes_rate_and_a_stall_as_a_stall(sent: int, sending: int, idle: float,
+                                                                 rate: float | None, shown: str) -> None:
+    assert link_text(sent, sending, idle, rate) == shown

@@ -43,7 +43,7 @@ from seeknetic_prep.api.answers import check_embedding, check_status
 from seeknetic_prep.api.keys import clean_api_key, redact, redact_value, secret_forms
 from seeknetic_prep.api.pacing import AdaptiveRate, RateLimit, RetryPolicy, TokenBucket
 from seeknetic_prep.api.retry import RetryEngine
-from seeknetic_prep.api.transport import Request, RequestsTransport, Transport, short, why
+from seeknetic_prep.api.transport import LinkMeter, Request, RequestsTransport, Transport, short, why
 from seeknetic_prep.api.wire import key_check_answer, r2_keys, read_answer, split_upload, submission
 from seeknetic_prep.errors import (
     APIConnectionError,
@@ -154,6 +154,8 @@ class Client:
         self.stall_timeout_s = stall_timeout_s
         self._transport = transport or RequestsTransport(
             timeout=timeout, stall_s=stall_timeout_s, redact=functools.partial(redact, forms=self.__forms))
+        self.link: LinkMeter | None = getattr(self._transport, "meter", None)
+        """What the upload link is doing (bytes sent, a stall), when the transport measures it."""
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r}, auth={self.auth!r})"

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,8 +33,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from seeknetic_prep.errors import APIConnectionError, APITimeoutError
 
-__all__ = ["MockTransport", "Request", "RequestsTransport", "Response", "Transport", "rid_suffix", "short",
-           "why"]
+__all__ = ["LinkMeter", "MockTransport", "Request", "RequestsTransport", "Response", "Transport",
+           "rid_suffix", "short", "why"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,38 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class LinkMeter:
+    """What the upload link is doing, for the progress display: bytes handed to the sockets,
+    bodies being sent now, and when the last block went out (a stall is bodies in flight and
+    no block for a while). Thread-safe; fed by :class:`RequestsTransport`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.sending = 0
+        self.last_progress = time.monotonic()
+
+    def begin(self) -> None:
+        with self._lock:
+            if self.sending == 0:
+                self.last_progress = time.monotonic()  # idle time before a body is not a stall
+            self.sending += 1
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.sent += count
+            self.last_progress = time.monotonic()
+
+    def end(self) -> None:
+        with self._lock:
+            self.sending -= 1
+
+    def snapshot(self) -> tuple[int, int, float]:
+        """``(bytes sent, bodies being sent, seconds since the last block went out)``."""
+        with self._lock:
+            return self.sent, self.sending, time.monotonic() - self.last_progress
+
+
 class RequestsTransport:
     """The default transport: one pooled ``requests.Session``, an explicit ``(connect, read)``
     timeout on every call, and ``redact`` applied to any library text that reaches a message.
@@ -104,13 +138,16 @@ class RequestsTransport:
         self.stall_s = stall_s
         self._redact = redact
         self._session = requests.Session()
-        adapter = _StallAdapter(stall_s, list(socket_options))
+        self.meter = LinkMeter()
+        adapter = _StallAdapter(stall_s, list(socket_options), self.meter)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
     def handle(self, request: Request) -> Response:
         where = f"{request.method} {request.path}"
         body = None if request.content is None else io.BytesIO(request.content)  # sent in blocks
+        if body is not None:
+            self.meter.begin()
         try:
             resp = self._session.request(request.method, request.url, data=body,
                                          headers=dict(request.headers), timeout=self.timeout)
@@ -131,21 +168,25 @@ class RequestsTransport:
                 f"{self._redact(str(exc))[:200]}){rid_suffix(request.request_id)}",
                 request_id=request.request_id,
             ) from exc
+        finally:
+            if body is not None:
+                self.meter.end()
         return Response(resp.status_code, dict(resp.headers), resp.content)
 
     def close(self) -> None:
         self._session.close()
 
 
-def _stalling(base: type[Any], stall_s: float) -> type[Any]:
+def _stalling(base: type[Any], stall_s: float, meter: LinkMeter) -> type[Any]:
     """``base`` (urllib3's HTTP or HTTPS connection) whose sends wait at most ``stall_s`` for
     the socket to take each block: the connect timeout stays short (a dead host is known in
-    seconds) while a slow but moving link is never cut."""
+    seconds) while a slow but moving link is never cut. Each block sent is counted."""
 
     def send(self: Any, data: Any) -> None:
         if self.sock is not None:
             self.sock.settimeout(stall_s)
         base.send(self, data)
+        meter.add(len(data))
 
     return type(f"Stalling{base.__name__}", (base,), {"send": send})
 
@@ -153,9 +194,10 @@ def _stalling(base: type[Any], stall_s: float) -> type[Any]:
 class _StallAdapter(HTTPAdapter):
     """requests' adapter over connections made by :func:`_stalling`."""
 
-    def __init__(self, stall_s: float, socket_options: list[tuple[int, int, int]]) -> None:
+    def __init__(self, stall_s: float, socket_options: list[tuple[int, int, int]], meter: LinkMeter) -> None:
         self._stall_s = stall_s
         self._socket_options = socket_options
+        self._meter = meter
         super().__init__()
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
@@ -164,9 +206,9 @@ class _StallAdapter(HTTPAdapter):
             pool_kwargs["socket_options"] = [*HTTPConnection.default_socket_options, *self._socket_options]
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         http = type("StallingHTTPPool", (HTTPConnectionPool,),
-                    {"ConnectionCls": _stalling(HTTPConnection, self._stall_s)})
+                    {"ConnectionCls": _stalling(HTTPConnection, self._stall_s, self._meter)})
         https = type("StallingHTTPSPool", (HTTPSConnectionPool,),
-                     {"ConnectionCls": _stalling(HTTPSConnection, self._stall_s)})
+                     {"ConnectionCls": _stalling(HTTPSConnection, self._stall_s, self._meter)})
         self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
 
 

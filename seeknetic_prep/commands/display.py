@@ -3,7 +3,7 @@
 On a terminal (tqdm, two lines)::
 
     windows  42%|████▏     | 20/48 [00:31<00:43, 0.64 win/s]
-    working on: clip07.mp4, clip12.mp4 (+2) · retries 3 · rate-limited 5 · failed 1
+    working on: clip07.mp4, clip12.mp4 (+2) · sent 412.3 MB, 2.4 MB/s · retries 3 · failed 1
 
 * The bar counts windows (finished jobs / services), against every window this run has to
   finish. Files are probed ahead of the decoders, so the total is exact within seconds; until
@@ -13,6 +13,10 @@ On a terminal (tqdm, two lines)::
 * Files that a resumed run finds already done are counted once ("already done: N files"),
   not listed.
 * Failures are written above the bar as they happen, and repeated by the command at the end.
+* The upload link in bytes (:class:`~seeknetic_prep.api.transport.LinkMeter`): megabytes sent
+  and the rate over the last seconds; when bodies are in flight and no block has gone out for
+  :data:`STALL_SHOWN_S`, ``link stalled 12 s``. Both lines are redrawn every second by a ticker,
+  so a stall never freezes the screen (its clock included).
 
 Without a terminal (``--quiet``, a pipe, CI) it prints one line per file instead, and the
 same "already done" count. tqdm was kept rather than moving to rich: the screen needs one bar
@@ -30,9 +34,23 @@ from seeknetic_prep.pipeline.driver import Progress
 from seeknetic_prep.state.store import display_path  # a name that is not UTF-8 prints escaped, never crashes
 from seeknetic_prep.util.text import printable
 
-__all__ = ["RunDisplay"]
+__all__ = ["RunDisplay", "link_text"]
 
 _SHOWN_IN_FLIGHT = 2
+STALL_SHOWN_S = 3.0
+"""Seconds without a block going out, with bodies in flight, before the line says "stalled"."""
+_RATE_WINDOW_S = 5.0
+
+
+def link_text(sent: int, sending: int, idle_s: float, rate_bytes_s: float | None) -> str:
+    """The link's part of the status line: ``sent 412.3 MB, 2.4 MB/s``, or with a stall
+    ``sent 412.3 MB · link stalled 12 s``; empty before the first byte."""
+    if sent == 0 and sending == 0:
+        return ""
+    text = f"sent {sent / 1e6:.1f} MB"
+    if sending and idle_s >= STALL_SHOWN_S:
+        return f"{text} · link stalled {idle_s:.0f} s"
+    return text + (f", {rate_bytes_s / 1e6:.1f} MB/s" if rate_bytes_s is not None else "")
 
 
 class RunDisplay(Progress):
@@ -48,6 +66,9 @@ class RunDisplay(Progress):
         self.exact = False
         self.files = 0
         self._last_status = 0.0
+        self.meter: Any = None
+        self._samples: list[tuple[float, int]] = []  # (time, bytes sent): the rate's window
+        self._ticking = threading.Event()
         self.bar: Any = None
         self.status: Any = None
         if not quiet:
@@ -99,6 +120,18 @@ class RunDisplay(Progress):
             self.counts[kind] = self.counts.get(kind, 0) + 1
             self._status()
 
+    def upload_link(self, meter: Any) -> None:
+        self.meter = meter
+        if self.status is not None:  # redraw every second: a stall must not freeze the screen
+            threading.Thread(target=self._tick, daemon=True, name="display-ticker").start()
+
+    def _tick(self) -> None:
+        while not self._ticking.wait(1.0):
+            with self.lock:
+                if self.bar is not None:
+                    self.bar.refresh()  # its clock and ETA move even when nothing finishes
+                self._status(force=True)
+
     def file_finished(self, path: str, *, ok: bool, windows: int, error: str | None) -> None:
         reason = _shown(error if error and error.startswith(path) else f"{path}: {error}")
         with self.lock:
@@ -136,16 +169,27 @@ class RunDisplay(Progress):
             parts.append("working on: " + ", ".join(names[:_SHOWN_IN_FLIGHT]) + more)
         if self.already_done:
             parts.append(f"already done: {self.already_done} files")
+        if self.meter is not None and (link := self._link(now)):
+            parts.append(link)
         parts += [f"{label} {self.counts[key]}" for key, label in
                   (("retry", "retries"), ("rate_limited", "rate-limited"), ("busy", "server busy"),
                    ("failed", "failed"))
                   if self.counts.get(key)]
         self.status.set_description_str(" · ".join(parts) or "starting", refresh=True)
 
+    def _link(self, now: float) -> str:
+        sent, sending, idle_s = self.meter.snapshot()
+        self._samples = [(t, n) for t, n in self._samples if now - t <= _RATE_WINDOW_S] + [(now, sent)]
+        first_t, first_n = self._samples[0]
+        rate = (sent - first_n) / (now - first_t) if now - first_t >= 1.0 else None
+        return link_text(sent, sending, idle_s, rate)
+
     def close(self) -> None:
-        for bar in (self.bar, self.status):
-            if bar is not None:
-                bar.close()
+        self._ticking.set()
+        with self.lock:  # not while the ticker draws
+            for bar in (self.bar, self.status):
+                if bar is not None:
+                    bar.close()
         if self.already_done:
             print(f"already done: {self.already_done} files (finished by an earlier run)", flush=True)
 

@@ -116,6 +116,8 @@ class _Run:
                                    unreachable_after_s=options.unreachable_after_s,
                                    max_jobs=options.max_jobs)
         client.on_event = lambda kind, _detail: progress.api_event(kind)
+        if client.link is not None:
+            progress.upload_link(client.link)
         self.totals = Totals(progress)
         self.backend_gone: Callable[[], str | None] | None = None
         self.inputs: Sequence[str] = ()  # the paths as given: what is gone is judged under them
