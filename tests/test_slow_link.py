@@ -22,9 +22,9 @@ from _pipeline_helpers import ROOT
 
 from seeknetic_prep.api.client import Client, RetryPolicy
 from seeknetic_prep.api.transport import LinkMeter, RequestsTransport
-from seeknetic_prep.commands.display import link_text
+from seeknetic_prep.commands.display import RunDisplay, link_text
 from seeknetic_prep.emulator import running
-from seeknetic_prep.pipeline.driver import run_folder
+from seeknetic_prep.pipeline.driver import _api_event, run_folder
 from seeknetic_prep.pipeline.spec import Progress, RunOptions
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -100,3 +100,29 @@ def test_a_real_stall_is_said_and_retried_then_the_upload_completes(link: tuple[
 def test_the_status_line_says_bytes_rate_and_a_stall_as_a_stall(sent: int, sending: int, idle: float,
                                                                  rate: float | None, shown: str) -> None:
     assert link_text(sent, sending, idle, rate) == shown
+
+
+class Reasons(Progress):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def api_event(self, kind: str) -> None:
+        self.seen.append(("event", kind))
+
+    def api_retry(self, reason: str) -> None:
+        self.seen.append(("why", reason))
+
+
+def test_retries_are_shown_with_their_reason() -> None:
+    progress = Reasons()
+    for kind, detail in [("retry", "the link stalled; try 2 in 0.5 s"),
+                         ("retry", 'POST /files/upload/tensors: 503 {"detail": "busy"}; try 3 in 1.0 s'),
+                         ("rate_limited", "429 slow down"), ("retry", "connection refused; try 2 in 0.3 s")]:
+        _api_event(progress, kind, detail)
+    assert progress.seen == [("event", "retry"), ("why", "the link stalled"), ("event", "retry"),
+                             ("why", "HTTP 503"), ("event", "rate_limited"), ("event", "retry"),
+                             ("why", "connection refused")]
+    display = RunDisplay(quiet=True, services=1)
+    for reason in ("the link stalled", "HTTP 503", "the link stalled"):
+        display.api_retry(reason)
+    assert display._why() == " (the link stalled 2, HTTP 503 1)"

@@ -67,6 +67,7 @@ class RunDisplay(Progress):
         self.files = 0
         self._last_status = 0.0
         self.meter: Any = None
+        self.retry_reasons: dict[str, int] = {}
         self._samples: list[tuple[float, int]] = []  # (time, bytes sent): the rate's window
         self._ticking = threading.Event()
         self.bar: Any = None
@@ -120,6 +121,11 @@ class RunDisplay(Progress):
             self.counts[kind] = self.counts.get(kind, 0) + 1
             self._status()
 
+    def api_retry(self, reason: str) -> None:
+        with self.lock:
+            self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
+            self._status()
+
     def upload_link(self, meter: Any) -> None:
         self.meter = meter
         if self.status is not None:  # redraw every second: a stall must not freeze the screen
@@ -171,11 +177,16 @@ class RunDisplay(Progress):
             parts.append(f"already done: {self.already_done} files")
         if self.meter is not None and (link := self._link(now)):
             parts.append(link)
-        parts += [f"{label} {self.counts[key]}" for key, label in
+        parts += [f"{label} {self.counts[key]}" + (self._why() if key == "retry" else "") for key, label in
                   (("retry", "retries"), ("rate_limited", "rate-limited"), ("busy", "server busy"),
                    ("failed", "failed"))
                   if self.counts.get(key)]
         self.status.set_description_str(" · ".join(parts) or "starting", refresh=True)
+
+    def _why(self) -> str:
+        """`` (the link stalled 2, HTTP 503 1)``: the retries' reasons, most frequent first."""
+        top = sorted(self.retry_reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        return " (" + ", ".join(f"{why} {n}" for why, n in top) + ")" if top else ""
 
     def _link(self, now: float) -> str:
         sent, sending, idle_s = self.meter.snapshot()

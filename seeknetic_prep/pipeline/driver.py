@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -115,7 +116,7 @@ class _Run:
                                    no_submit=self.no_submit, poll=self.polls.add, halt=self.halt,
                                    unreachable_after_s=options.unreachable_after_s,
                                    max_jobs=options.max_jobs)
-        client.on_event = lambda kind, _detail: progress.api_event(kind)
+        client.on_event = lambda kind, detail: _api_event(progress, kind, detail)
         if client.link is not None:
             progress.upload_link(client.link)
         self.totals = Totals(progress)
@@ -309,6 +310,17 @@ class _Run:
     def _put(self, work: Work) -> None:
         if not self.uploads.put(work):
             raise _Stop
+
+
+def _api_event(progress: Progress, kind: str, detail: str) -> None:
+    """An event of the client's retry engine, to the progress: its kind, and for a retry why
+    (``the link stalled; try 2 in 0.5 s`` -> ``the link stalled``; ``POST /x: 503 ...`` ->
+    ``HTTP 503``)."""
+    progress.api_event(kind)
+    if kind == "retry":
+        head = detail.split(";", 1)[0]
+        status = re.search(r": (\d{3})\b", head)
+        progress.api_retry(f"HTTP {status.group(1)}" if status else head.strip()[:40])
 
 
 def _known(store: Store, path: str, listed: dict[str, tuple[int, int]], services: Sequence[str],

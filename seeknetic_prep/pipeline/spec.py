@@ -188,6 +188,10 @@ class Progress:
         """``"retry"`` (a call failed and is tried again), ``"rate_limited"`` (a 429) or ``"busy"``
         (a 503 with ``Retry-After``: the server's disk or upload memory is full for now)."""
 
+    def api_retry(self, reason: str) -> None:
+        """Why the last ``"retry"`` happened, in a few words (``the link stalled``,
+        ``connection refused``, ``HTTP 503``): said with the count, not just counted."""
+
     def upload_link(self, meter: Any) -> None:
         """Once, at the start: the run's :class:`~seeknetic_prep.api.transport.LinkMeter`
         (bytes sent, bodies in flight, seconds since a block went out), to read as you draw."""
