@@ -181,37 +181,51 @@ def _worker_processes(node: Any) -> list[Any]:
     return found
 
 
+def _kill_busy_workers(node: Any, done: threading.Event, killed: list[str]) -> None:
+    """SIGKILL every worker of ``node`` as soon as one of them is decoding (as the OOM killer would)."""
+    while not done.is_set():
+        workers = _worker_processes(node)
+        if any("_decode_task" in cmd for _, cmd in workers):
+            for p, cmd in workers:
+                os.kill(p.pid, signal.SIGKILL)
+                killed.append(cmd[:40])
+            return
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 def test_kill_9_a_nodes_workers_every_job_submitted_once(
-    cluster: Any, fresh: Any, videos: Path, tmp_path: Path, reference: list[dict[str, Any]]
+    cluster: Any, videos: Path, tmp_path: Path, reference: list[dict[str, Any]]
 ) -> None:
-    out = tmp_path / "out"
+    """Whatever the kill hits, results match the reference and each job is submitted once.
+
+    Ray decides where each task runs and a decode can end between two looks at the process
+    table (a busy CI machine made one run see no decode on the second node at all), so a run in
+    which the kill did not happen proves nothing: it is checked like the others and followed by
+    another, on a fresh emulator and out dir, up to three runs. At least one must be hit.
+    """
+    from seeknetic_prep.emulator import EmulatorConfig, running
+
     killed: list[str] = []
-    done = threading.Event()
-
-    def killer() -> None:
-        while not done.is_set():
-            workers = _worker_processes(cluster[1])
-            if any("_decode_task" in cmd for _, cmd in workers):
-                for p, cmd in workers:
-                    os.kill(p.pid, signal.SIGKILL)  # as the OOM killer would
-                    killed.append(cmd[:40])
-                return
-            time.sleep(0.02)
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    try:
-        summary = _ray_run(cluster, fresh, videos, out)
-    finally:
-        done.set()
-        t.join()
-    print(f"killed on the second node: {killed}")
-    assert any("_decode_task" in k for k in killed)
-    lines = read_results(out)
-    assert summary.exit_code == 1 and summary.files_failed == 1, summary.failures
-    _submitted_once(fresh, lines)
-    assert _strip(lines) == reference
+    for attempt in range(3):
+        done = threading.Event()
+        t = threading.Thread(target=_kill_busy_workers, args=(cluster[1], done, killed), daemon=True)
+        t.start()
+        with running(EmulatorConfig(data_dir=tmp_path / f"emu{attempt}")) as server:
+            out = tmp_path / f"out{attempt}"
+            try:
+                summary = _ray_run(cluster, server, videos, out)
+            finally:
+                done.set()
+                t.join()
+            print(f"run {attempt + 1}: killed on the second node: {killed}")
+            lines = read_results(out)
+            assert summary.exit_code == 1 and summary.files_failed == 1, summary.failures
+            _submitted_once(server, lines)
+            assert _strip(lines) == reference
+        if killed:
+            break
+    assert any("_decode_task" in k for k in killed), "no run had a decode on the second node to kill"
 
 
 @pytest.mark.slow
