@@ -54,7 +54,7 @@ def run(paths: PathLike | Iterable[PathLike] = (), *, out: PathLike = DEFAULT_OU
         base_url: the API (default ``$SEEKNETIC_BASE_URL``, else the region's).
         progress: progress bars on a terminal (else, and with False, one line per file).
         **options: any other option of ``seeknetic-prep run``, dashes as underscores:
-            ``services="embedding"`` (or a list), ``workers``, ``uploaders``, ``qps``,
+            ``services="embedding"`` (or a list), ``workers``, ``uploaders``, ``qps``, ``max_upload_mbps``,
             ``max_jobs``, ``retry_failed``, ``extensions`` (a string or a list), ``resize``,
             ``decode``, ``gpu_workers``, ``executor``, ``executor_address``, ``region``,
             ``bearer``, ``from_list``, ``keep_tensors``, ``report``, ``wait``.

@@ -165,6 +165,46 @@ def test_ray_results_identical_to_local(cluster: Any, fresh: Any, videos: Path, 
     assert set(uploads) == {x["request_id"] for x in lines if x["request_id"]}  # each uploaded
 
 
+@pytest.mark.slow
+def test_one_upload_cap_for_every_node_and_the_driver(cluster: Any, fresh: Any, videos: Path,
+                                                      tmp_path: Path) -> None:
+    """Every byte the cluster and the driver put on the wire drew on the one cap's actor.
+
+    An uncapped proxy in front of the emulator counts the bytes; the actor counts what it
+    handed out. Nodes take the cap in leases, and a task's unspent lease is dropped with it, so
+    the actor may have handed out up to a lease per task more than was sent, never less. The
+    cap is high, so the run is not slowed (its pace is the bucket's own test).
+    """
+    import ray
+
+    from seeknetic_prep.executors.ray import RayExecutor
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from throttle_proxy import ThrottleProxy
+
+    class Recording(RayExecutor):
+        handed_out = -1
+
+        def close(self) -> None:  # the actor goes with the engine: read it first
+            if self.handed_out < 0 and self._byte_pacer is not None:
+                self.handed_out = int(ray.get(self._byte_pacer.reserved.remote()))
+            super().close()
+
+    host, port = fresh.base_url.rsplit("/", 1)[-1].split(":")
+    with ThrottleProxy((host, int(port))) as proxy, \
+            Client(fresh.api_key, base_url=proxy.url, retry=FAST) as c:
+        engine = Recording(cluster[0].address, client=c.worker_config(), max_upload_mbps=2000)
+        summary = run_folder([videos], out=tmp_path / "out", client=c, executor=engine,
+                             options=RunOptions(max_upload_mbps=2000))
+        sent = proxy.stats.up_bytes
+    assert summary.exit_code == 1 and summary.files_failed == 1, summary.failures
+    lease = engine.upload_bandwidth.lease  # type: ignore[union-attr]
+    tasks = len(FILES) * 4  # far more than the run's decode tasks (a few windows a file)
+    print(f"sent {sent / 1e6:.1f} MB; the cap handed out {engine.handed_out / 1e6:.1f} MB")
+    assert sent > 10e6  # the nodes' uploads went through the proxy
+    assert sent <= engine.handed_out <= sent + tasks * lease
+
+
 def _worker_processes(node: Any) -> list[Any]:
     """The Python workers a node's raylet started (not its agents)."""
     import psutil

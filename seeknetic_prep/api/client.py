@@ -41,7 +41,15 @@ from typing import Any, Literal
 
 from seeknetic_prep.api.answers import check_embedding, check_status
 from seeknetic_prep.api.keys import clean_api_key, redact, redact_value, secret_forms
-from seeknetic_prep.api.pacing import AdaptiveRate, RateLimit, RetryPolicy, TokenBucket
+from seeknetic_prep.api.pacing import (
+    AdaptiveRate,
+    ByteBucket,
+    ByteRate,
+    RateLimit,
+    RetryPolicy,
+    TokenBucket,
+    mbps_to_bytes,
+)
 from seeknetic_prep.api.retry import RetryEngine
 from seeknetic_prep.api.transport import LinkMeter, Request, RequestsTransport, Transport, short, why
 from seeknetic_prep.api.wire import key_check_answer, r2_keys, read_answer, split_upload, submission
@@ -92,11 +100,13 @@ class ClientConfig:
     api_key: str = field(repr=False)
     stall_timeout_s: float = 60.0
 
-    def build(self, *, rate: RateLimit | None = None) -> Client:
-        """A new client with this config, paced by ``rate`` (none: unpaced)."""
+    def build(self, *, rate: RateLimit | None = None, bandwidth: ByteRate | None = None) -> Client:
+        """A new client with this config, paced by ``rate`` (requests) and ``bandwidth``
+        (bytes sent); none: unpaced."""
         client = Client(self.api_key, base_url=self.base_url, auth=self.auth, timeout=self.timeout,
                         retry=self.retry, stall_timeout_s=self.stall_timeout_s)
         client.retrier.rate = rate
+        client.limit_upload(bandwidth)
         return client
 
 
@@ -109,6 +119,8 @@ class Client:
         region: ``tokyo`` (default), ``us`` or ``cn``.
         auth: send the key as ``X-API-Key`` (default) or as ``Authorization: Bearer``.
         qps: client-side request rate limit shared by all threads; ``None`` for none.
+        max_upload_mbps: a cap on the bytes all threads send, in megabits per second
+            (``None``: none); see :meth:`limit_upload`.
         timeout: ``(connect, read)`` seconds for every call.
         stall_timeout_s: a body being sent is abandoned only when the link takes nothing for
             this long (not when the whole body takes long: slow links finish).
@@ -136,6 +148,7 @@ class Client:
         transport: Transport | None = None,
         retrier: RetryEngine | None = None,
         stall_timeout_s: float = 60.0,
+        max_upload_mbps: float | None = None,
     ) -> None:
         key = _resolve_key(api_key)
         self.base_url = _resolve_base_url(base_url, region)
@@ -156,6 +169,26 @@ class Client:
             timeout=timeout, stall_s=stall_timeout_s, redact=functools.partial(redact, forms=self.__forms))
         self.link: LinkMeter | None = getattr(self._transport, "meter", None)
         """What the upload link is doing (bytes sent, a stall), when the transport measures it."""
+        if max_upload_mbps is not None:
+            if not (isinstance(max_upload_mbps, (int, float)) and 0 < max_upload_mbps < float("inf")):
+                raise InvalidArgumentError(
+                    f"Invalid max_upload_mbps {max_upload_mbps!r}: must be a number > 0.")
+            self.limit_upload(ByteBucket(mbps_to_bytes(max_upload_mbps)))
+
+    def limit_upload(self, bandwidth: ByteRate | None) -> ByteRate | None:
+        """Pace every byte this client sends by ``bandwidth`` (None: no cap); return the cap it
+        replaces. A run sets the one its engine shares (``--max-upload-mbps``) for its length.
+
+        Raises:
+            InvalidArgumentError: a cap on a transport that cannot pace (a test's mock).
+        """
+        if not hasattr(self._transport, "bandwidth"):
+            if bandwidth is None:
+                return None
+            raise InvalidArgumentError(f"{type(self._transport).__name__} cannot cap the upload rate.")
+        previous: ByteRate | None = self._transport.bandwidth
+        self._transport.bandwidth = bandwidth
+        return previous
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r}, auth={self.auth!r})"

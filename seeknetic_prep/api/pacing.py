@@ -23,7 +23,8 @@ from typing import Any, Protocol
 
 from seeknetic_prep.errors import InvalidArgumentError, StopReason
 
-__all__ = ["AdaptiveRate", "RateLimit", "RetryPolicy", "TokenBucket", "put_unless", "stage_threads"]
+__all__ = ["AdaptiveRate", "ByteBucket", "ByteRate", "RateLimit", "RetryPolicy", "TokenBucket",
+           "mbps_to_bytes", "put_unless", "stage_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,19 @@ class RateLimit(Protocol):
     def reserve(self) -> float:
         """Take the next slot; return the seconds until it (0: go now)."""
         ...
+
+
+class ByteRate(Protocol):
+    """Anything that paces bytes: :class:`ByteBucket`, or a share of a cluster-wide cap."""
+
+    def reserve(self, count: int) -> float:
+        """Take ``count`` bytes of the budget; return the seconds to wait before sending them."""
+        ...
+
+
+def mbps_to_bytes(mbps: float) -> float:
+    """Megabits per second (as links are sold) to bytes per second."""
+    return mbps * 1e6 / 8
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,38 @@ class TokenBucket:
         delay = self.reserve()
         if delay > 0:
             time.sleep(delay)
+
+
+class ByteBucket:
+    """At most ``rate`` bytes per second over every thread that shares it: ``--max-upload-mbps``.
+
+    The generic cell rate algorithm (what ATM switches police links with): a theoretical
+    arrival time moves ``count / rate`` on per reservation, and a sender may be ahead of it by
+    ``burst_bytes`` at most. Over any interval, the bytes let through are at most
+    ``rate * interval + burst_bytes``, however many threads share it and however big their
+    blocks; a small burst (default 256 KiB, about a block per uploader) keeps the link smooth,
+    so the user's other traffic never meets a multi-megabyte surge. Waits are handed out, not
+    slept, so the same bucket serves a transport thread and a cluster's actor.
+    """
+
+    def __init__(self, rate: float, *, burst_bytes: int = 256 * 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0 < rate < float("inf"):
+            raise InvalidArgumentError(f"Invalid upload cap {rate!r} bytes/s: must be a number > 0.")
+        self.rate = rate
+        self._tolerance = burst_bytes / rate
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tat = clock()
+        self.reserved = 0
+        """Bytes handed out so far (what the cap has let through, or is about to)."""
+
+    def reserve(self, count: int) -> float:
+        with self._lock:
+            now = self._clock()
+            self._tat = max(self._tat, now) + count / self.rate
+            self.reserved += count
+            return max(0.0, self._tat - self._tolerance - now)
 
 
 class AdaptiveRate:

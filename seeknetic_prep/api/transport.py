@@ -31,6 +31,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from seeknetic_prep.api.pacing import ByteRate
 from seeknetic_prep.errors import APIConnectionError, APITimeoutError
 
 __all__ = ["LinkMeter", "MockTransport", "Request", "RequestsTransport", "Response", "Transport",
@@ -129,17 +130,25 @@ class RequestsTransport:
     timeout over all of it: below ~3-5 Mbit/s per connection every upload was cut after exactly
     5 s and started again from byte 0, forever. ``socket_options`` are set on each new
     connection (tests shrink the send buffer, as on a real slow link).
+
+    **A cap on the uplink.** ``bandwidth`` (settable at any time; ``--max-upload-mbps``) paces
+    every block this transport hands a socket, headers and small requests included: the link
+    does not care what the bytes are. Blocks are 16 KiB, so the pace is smooth at any cap, and
+    the wait happens before a block, never while the socket holds one (a paced link is not a
+    stalled one).
     """
 
     def __init__(self, *, timeout: tuple[float, float] = (5.0, 60.0), stall_s: float = 60.0,
                  redact: Callable[[str], str] = str,
-                 socket_options: Sequence[tuple[int, int, int]] = ()) -> None:
+                 socket_options: Sequence[tuple[int, int, int]] = (),
+                 bandwidth: ByteRate | None = None) -> None:
         self.timeout = timeout
         self.stall_s = stall_s
+        self.bandwidth = bandwidth
         self._redact = redact
         self._session = requests.Session()
         self.meter = LinkMeter()
-        adapter = _StallAdapter(stall_s, list(socket_options), self.meter)
+        adapter = _StallAdapter(stall_s, list(socket_options), self.meter, self._pace)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -176,13 +185,20 @@ class RequestsTransport:
     def close(self) -> None:
         self._session.close()
 
+    def _pace(self, count: int) -> None:
+        """Wait for ``count`` bytes of the cap, if there is one."""
+        bandwidth = self.bandwidth
+        if bandwidth is not None and (wait := bandwidth.reserve(count)) > 0:
+            time.sleep(wait)
 
-def _stalling(base: type[Any], stall_s: float, meter: LinkMeter) -> type[Any]:
+
+def _stalling(base: type[Any], stall_s: float, meter: LinkMeter, pace: Callable[[int], None]) -> type[Any]:
     """``base`` (urllib3's HTTP or HTTPS connection) whose sends wait at most ``stall_s`` for
     the socket to take each block: the connect timeout stays short (a dead host is known in
-    seconds) while a slow but moving link is never cut. Each block sent is counted."""
+    seconds) while a slow but moving link is never cut. Each block is paced, then counted."""
 
     def send(self: Any, data: Any) -> None:
+        pace(len(data))
         if self.sock is not None:
             self.sock.settimeout(stall_s)
         base.send(self, data)
@@ -194,10 +210,12 @@ def _stalling(base: type[Any], stall_s: float, meter: LinkMeter) -> type[Any]:
 class _StallAdapter(HTTPAdapter):
     """requests' adapter over connections made by :func:`_stalling`."""
 
-    def __init__(self, stall_s: float, socket_options: list[tuple[int, int, int]], meter: LinkMeter) -> None:
+    def __init__(self, stall_s: float, socket_options: list[tuple[int, int, int]], meter: LinkMeter,
+                 pace: Callable[[int], None]) -> None:
         self._stall_s = stall_s
         self._socket_options = socket_options
         self._meter = meter
+        self._pace = pace
         super().__init__()
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
@@ -206,9 +224,9 @@ class _StallAdapter(HTTPAdapter):
             pool_kwargs["socket_options"] = [*HTTPConnection.default_socket_options, *self._socket_options]
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         http = type("StallingHTTPPool", (HTTPConnectionPool,),
-                    {"ConnectionCls": _stalling(HTTPConnection, self._stall_s, self._meter)})
+                    {"ConnectionCls": _stalling(HTTPConnection, self._stall_s, self._meter, self._pace)})
         https = type("StallingHTTPSPool", (HTTPSConnectionPool,),
-                     {"ConnectionCls": _stalling(HTTPSConnection, self._stall_s, self._meter)})
+                     {"ConnectionCls": _stalling(HTTPSConnection, self._stall_s, self._meter, self._pace)})
         self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
 
 

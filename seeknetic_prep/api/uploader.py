@@ -3,9 +3,10 @@
 An engine whose workers run on other machines (Ray) keeps tensor bytes where they were made: the
 worker uploads each window's bodies itself and hands the driver only the r2 keys. What a worker
 needs for that is a :class:`NodeUploader`: the client's :class:`~seeknetic_prep.api.client.ClientConfig`
-(key out of its repr) and the rate the engine's workers share. The client it builds is the same
-:class:`~seeknetic_prep.api.client.Client` as the driver's, with the same retry engine, and one is
-kept per worker process and config, so its connection pool serves task after task.
+(key out of its repr), and the request rate and byte cap the engine's workers share. The client
+it builds is the same :class:`~seeknetic_prep.api.client.Client` as the driver's, with the same
+retry engine, and one is kept per worker process and config, so its connection pool serves task
+after task.
 
 The one rule of its own: a body whose upload still fails after the client's retries is handed
 back, and so is every later body given to the same uploader, untried. The driver's upload stage
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from seeknetic_prep.api.client import Client, ClientConfig
-from seeknetic_prep.api.pacing import RateLimit
+from seeknetic_prep.api.pacing import ByteRate, RateLimit
 from seeknetic_prep.errors import APIError
 
 __all__ = ["Body", "NodeUploader", "Uploaded"]
@@ -35,19 +36,22 @@ Uploaded = tuple[str, str, dict[str, str]]
 
 
 class NodeUploader:
-    """Uploads bodies with a client built from ``config``, paced by ``rate`` (None: unpaced).
+    """Uploads bodies with a client built from ``config``, paced by ``rate`` (requests) and
+    ``bandwidth`` (bytes; None: unpaced).
 
-    Picklable when ``rate`` is (the Ray engine's rate holds an actor handle, which Ray ships).
+    Picklable when those are (the Ray engine's hold actor handles, which Ray ships).
     """
 
-    def __init__(self, config: ClientConfig, rate: RateLimit | None = None) -> None:
+    def __init__(self, config: ClientConfig, rate: RateLimit | None = None,
+                 bandwidth: ByteRate | None = None) -> None:
         self.config = config
         self.rate = rate
+        self.bandwidth = bandwidth
         self.gave_up = False
         """True once a body failed: later ones are handed back untried."""
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config, "rate": self.rate, "gave_up": False}
+        return {"config": self.config, "rate": self.rate, "bandwidth": self.bandwidth, "gave_up": False}
 
     def upload(self, bodies: Iterable[Body]) -> tuple[tuple[Uploaded, ...], tuple[Body, ...]]:
         """Upload ``bodies`` in order; return (those done, with their keys; those handed back)."""
@@ -65,24 +69,36 @@ class NodeUploader:
         return tuple(done), tuple(left)
 
     def client(self) -> Client:
-        """This process's client for the config, paced by this uploader's rate."""
+        """This process's client for the config, paced by this uploader's rate and cap."""
         if self.config not in _clients:
             latest = _Latest()
-            _clients[self.config] = (self.config.build(rate=latest), latest)
+            _clients[self.config] = (self.config.build(rate=latest, bandwidth=latest.bytes), latest)
         client, latest = _clients[self.config]
         latest.rate = self.rate
+        latest.bytes.bandwidth = self.bandwidth
         return client
 
 
 class _Latest:
-    """A cached client's rate: that of the uploader that used it last (each task brings its own
-    handle to the engine's shared budget)."""
+    """A cached client's pace: that of the uploader that used it last (each task brings its own
+    handles to the engine's shared budgets)."""
 
     def __init__(self) -> None:
         self.rate: RateLimit | None = None
+        self.bytes = _LatestBytes()
 
     def reserve(self) -> float:
         return self.rate.reserve() if self.rate is not None else 0.0
+
+
+class _LatestBytes:
+    """A cached client's byte cap, as :class:`_Latest` is its rate."""
+
+    def __init__(self) -> None:
+        self.bandwidth: ByteRate | None = None
+
+    def reserve(self, count: int) -> float:
+        return self.bandwidth.reserve(count) if self.bandwidth is not None else 0.0
 
 
 _clients: dict[ClientConfig, tuple[Client, _Latest]] = {}

@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uploaders", type=int, default=4, help="upload/submit threads (default 4)")
     parser.add_argument("--qps", type=float, default=None,
                         help="client-side limit on requests per second, all threads together (default none)")
+    parser.add_argument("--max-upload-mbps", type=float, default=None, metavar="N",
+                        help="cap on the bytes the run sends, in megabits per second, all uploads "
+                        "together (Ray's nodes included), so the run leaves room on a shared uplink "
+                        "(default none)")
     parser.add_argument("--api-key", default=None,
                         help="API key (default: $SEEKNETIC_API_KEY); prefer the variable, a flag shows in ps")
     parser.add_argument("--base-url", default=None,
@@ -183,6 +187,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         executor=args.executor,
         executor_address=args.executor_address,
         qps=args.qps,
+        max_upload_mbps=args.max_upload_mbps,
         max_jobs=args.max_jobs,
     )
 

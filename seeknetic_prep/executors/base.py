@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+from seeknetic_prep.api.pacing import ByteRate
 from seeknetic_prep.errors import SeekneticPrepError
 from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, FilePlan, PlanTask
 
@@ -83,6 +84,9 @@ class Executor(abc.ABC):
     """
 
     capacity: int = 1
+    upload_bandwidth: ByteRate | None = None
+    """The ``--max-upload-mbps`` cap this engine's nodes share, when they upload: the driver's
+    own uploads draw from it too, so the run has one cap. None: the driver makes its own."""
 
     @abc.abstractmethod
     def submit(self, task: Task) -> None:

@@ -23,7 +23,10 @@ Why each piece is shaped as it is (after Ray's own design patterns):
 * **one --qps budget**: the workers' uploads share one pacer actor (the client's own
   :class:`~seeknetic_prep.api.pacing.TokenBucket` in an actor, handing out waits, so nodes'
   clocks never need to agree); the driver's own calls (submit, poll) are paced by its client's
-  bucket. :func:`share_qps` splits the budget between the two.
+  bucket. :func:`share_qps` splits the budget between the two;
+* **one --max-upload-mbps cap**: a second actor holds a
+  :class:`~seeknetic_prep.api.pacing.ByteBucket`; every node's uploads and the driver's own
+  draw from it in leases (:class:`_SharedBytes`), so the cluster's uplink use stays under it.
 
 Ray is imported only when this engine is built; without it, ``--executor ray`` is one line
 saying how to install it (exit 2).
@@ -36,12 +39,13 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from seeknetic_prep.api.client import ClientConfig
-from seeknetic_prep.api.pacing import TokenBucket
+from seeknetic_prep.api.pacing import ByteBucket, TokenBucket, mbps_to_bytes
 from seeknetic_prep.api.uploader import NodeUploader
 from seeknetic_prep.errors import EngineLostError, InvalidArgumentError, MediaError
 from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, to_event
@@ -115,6 +119,59 @@ class _Pacer:
         return self.bucket.reserve()
 
 
+class _BytePacer:
+    """The cluster's byte cap (a Ray actor): a :class:`ByteBucket` handing out waits."""
+
+    def __init__(self, rate: float) -> None:
+        self.bucket = ByteBucket(rate)
+
+    def reserve(self, count: int) -> float:
+        return self.bucket.reserve(count)
+
+    def reserved(self) -> int:
+        """Bytes handed out so far, to every node and the driver."""
+        return self.bucket.reserved
+
+
+class _SharedBytes:
+    """A node's (or the driver's) view of the cluster's byte cap.
+
+    Asking an actor for each 16 KiB block would cost more than sending it at a few hundred
+    Mbit/s, so the cap is taken in leases (about 50 ms of the whole rate, 64 KiB to 1 MiB)
+    spent locally; a lease's wait is served before its first byte goes, so the cluster is never
+    ahead of the cap by more than a lease per sender. If the actor cannot be reached (its node
+    died), the sender paces itself at the whole rate rather than stop the task.
+    """
+
+    def __init__(self, pacer: Any, rate: float) -> None:
+        self.pacer = pacer
+        self.rate = rate
+        self.lease = int(min(1 << 20, max(64 << 10, rate * 0.05)))
+        self._credit = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"pacer": self.pacer, "rate": self.rate}  # a lease is the sender's own
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["pacer"], state["rate"])  # type: ignore[misc]
+
+    def reserve(self, count: int) -> float:
+        with self._lock:
+            if self._credit >= count:
+                self._credit -= count
+                return 0.0
+            take = max(self.lease, count)
+            self._credit += take - count
+        # Ray: an optional extra, loaded by the engine that uses it
+        import ray
+
+        try:
+            return float(ray.get(self.pacer.reserve.remote(take), timeout=30))
+        except ray.exceptions.RayError:
+            return take / self.rate
+
+
 class _SharedRate:
     """A worker's view of the pacer (its uploader's rate limit). If the pacer cannot be reached
     (its node died), the worker paces itself at the whole budget rather than stop the task."""
@@ -163,6 +220,7 @@ class RayExecutor(Executor):
         client: how workers build their upload client (:meth:`Client.worker_config`); None:
             windows come back with their bodies and the driver uploads them.
         qps: requests per second all workers' uploads share (see :func:`share_qps`).
+        max_upload_mbps: one cap on the bytes the workers and the driver send, together.
         threads: FFmpeg threads per decode task (each task asks Ray for one CPU).
         max_retries: how often Ray re-runs a task whose worker or node died.
 
@@ -172,7 +230,7 @@ class RayExecutor(Executor):
 
     def __init__(self, address: str | None = None, *, client: ClientConfig | None = None,
                  qps: float | None = None, threads: int = 1, max_retries: int = _MAX_RETRIES,
-                 local_cpus: int | None = None) -> None:
+                 local_cpus: int | None = None, max_upload_mbps: float | None = None) -> None:
         target = address or os.environ.get("RAY_ADDRESS") or "local"
         ray = import_ray(target)
         self._ray = ray
@@ -196,8 +254,14 @@ class RayExecutor(Executor):
         self._max_retries = max_retries
         self._pacer = (ray.remote(num_cpus=0, max_restarts=-1)(_Pacer).remote(qps)
                        if client is not None and qps else None)
+        self._byte_pacer = None
+        if max_upload_mbps is not None:
+            rate = mbps_to_bytes(max_upload_mbps)
+            self._byte_pacer = ray.remote(num_cpus=0, max_restarts=-1)(_BytePacer).remote(rate)
+            self.upload_bandwidth = _SharedBytes(self._byte_pacer, rate)
         self._uploader = None if client is None else NodeUploader(
-            client, _SharedRate(self._pacer, qps) if self._pacer is not None and qps else None)
+            client, _SharedRate(self._pacer, qps) if self._pacer is not None and qps else None,
+            None if self._byte_pacer is None else _SharedBytes(self._byte_pacer, rate))
         self._plan = ray.remote(num_cpus=1, max_retries=max_retries)(_plan_task)
         self._decode = ray.remote(num_cpus=1, max_retries=max_retries, num_returns="streaming",
                                   _generator_backpressure_num_objects=_WINDOWS_BUFFERED)(_decode_task)
@@ -281,9 +345,10 @@ class RayExecutor(Executor):
             with contextlib.suppress(ValueError, TypeError, ray.exceptions.RayError):
                 ray.cancel(handle, force=True)
         self._running.clear()
-        if self._pacer is not None:
-            with contextlib.suppress(ValueError, ray.exceptions.RayError):
-                ray.kill(self._pacer)
+        for actor in (self._pacer, self._byte_pacer):
+            if actor is not None:
+                with contextlib.suppress(ValueError, ray.exceptions.RayError):
+                    ray.kill(actor)
         if self._connected:
             ray.shutdown()  # ends this driver's job (its tasks too); stops a Ray started here
 
@@ -299,7 +364,8 @@ class RayEngine(EngineFactory):
         return share_qps(qps)
 
     def create(self, spec: RunSpec, *, client: ClientConfig | None, node_qps: float | None) -> Executor:
-        return RayExecutor(spec.executor_address, client=client, qps=node_qps)
+        return RayExecutor(spec.executor_address, client=client, qps=node_qps,
+                           max_upload_mbps=spec.max_upload_mbps)
 
 
 ENGINE = RayEngine()

@@ -40,6 +40,7 @@ from types import FrameType
 from typing import Any
 
 from seeknetic_prep.api.client import Client
+from seeknetic_prep.api.pacing import ByteBucket, mbps_to_bytes
 from seeknetic_prep.errors import (
     AuthenticationError,
     EngineLostError,
@@ -423,6 +424,25 @@ def run_folder(
     if executor is None:  # the engine's nodes get their share of the one --qps budget
         _, node_qps = engine(opt.executor).share_qps(opt.qps)
         executor = make_executor(opt.executor, opt, client=client.worker_config(), node_qps=node_qps)
+    # One --max-upload-mbps for the run: the engine's shared cap if its nodes upload, else the driver's.
+    cap = executor.upload_bandwidth or (
+        ByteBucket(mbps_to_bytes(opt.max_upload_mbps)) if opt.max_upload_mbps else None)
+    try:
+        uncapped = client.limit_upload(cap) if cap is not None else None
+    except BaseException:  # a client whose transport cannot pace
+        executor.close()
+        raise
+    try:
+        return _checked_run(found, out_dir, client, opt, progress, executor, backend_gone, inputs)
+    finally:
+        if cap is not None:
+            client.limit_upload(uncapped)
+
+
+def _checked_run(found: list[Found], out_dir: Path, client: Client, opt: RunOptions,
+                 progress: Progress | None, executor: Executor,
+                 backend_gone: Callable[[], str | None] | None, inputs: list[str]) -> RunSummary:
+    """The key check, then the run (the engine closed if the check fails)."""
     try:
         try:
             client.check_auth()  # a wrong key stops here: one request, before any state or decoding

@@ -38,7 +38,8 @@ class RunSpec:
     ``services`` takes the command line's forms too (``"embedding,tagging"``, ``"both"``).
     ``executor`` names an engine of :mod:`seeknetic_prep.executors` (``local``, ``ray``, or one
     an installed package registers), ``executor_address`` where it runs (Ray: the head).
-    ``qps``: one client-side request budget for the whole run, engines' nodes included.
+    ``qps``: one client-side request budget for the whole run, engines' nodes included;
+    ``max_upload_mbps``: one cap on the bytes the run sends per second, nodes included.
     ``unreachable_after_s``: the run stops (state kept, exit 1) when no API call has succeeded
     for this long; until then every unit whose call gives up is tried again later, so an
     outage or a restart of the API only pauses the run. ``plan_ahead``: files probed ahead of
@@ -69,6 +70,7 @@ class RunSpec:
     executor: str = "local"
     executor_address: str | None = None
     qps: float | None = None
+    max_upload_mbps: float | None = None
     job_timeout_s: float = 3600.0
     poll_s: float = 0.3
     max_poll_s: float = 5.0
@@ -95,7 +97,8 @@ class RunSpec:
                 continue
             if not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(f"Invalid {name} {value!r}: must be a whole number >= 1.")
-        for name in ("unreachable_after_s", "job_timeout_s", "poll_s", "max_poll_s", "qps"):
+        for name in ("unreachable_after_s", "job_timeout_s", "poll_s", "max_poll_s", "qps",
+                     "max_upload_mbps"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 raise InvalidArgumentError(f"Invalid {name} {value!r}: must be a number > 0.")
