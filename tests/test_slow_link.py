@@ -71,6 +71,9 @@ def test_a_run_over_a_2_mbit_link_finishes_uploading_each_body_once(link: tuple[
     assert events.meter is not None  # what the display reads: every byte the link carried, counted once
     counted, sending, _ = events.meter.snapshot()
     assert sending == 0 and abs(counted - sent) <= 0.01 * sent
+    # each body uploaded was counted once with its size (what the bytes-left estimate uses)
+    assert events.meter.uploads == summary.windows
+    assert 0.9 * sent <= events.meter.upload_bytes <= sent
     ratio = took / (sent * 8 / 2e6)
     print(f"{sent / 1e6:.1f} MB over 2 Mbit/s in {took:.1f} s: {ratio:.2f}x bytes/bandwidth")
 
@@ -100,6 +103,30 @@ def test_a_real_stall_is_said_and_retried_then_the_upload_completes(link: tuple[
 def test_the_status_line_says_bytes_rate_and_a_stall_as_a_stall(sent: int, sending: int, idle: float,
                                                                  rate: float | None, shown: str) -> None:
     assert link_text(sent, sending, idle, rate) == shown
+
+
+@pytest.mark.parametrize(("left", "rate", "shown"), [
+    (1.2e9, 2.5e6, "sent 412.3 MB, 2.5 MB/s, ~1.2 GB left, 8 min"),
+    (30e6, 2.5e6, "sent 412.3 MB, 2.5 MB/s, ~30 MB left, 12 s"),
+    (40e9, 2.5e6, "sent 412.3 MB, 2.5 MB/s, ~40.0 GB left, 4.4 h"),
+    (0.0, 2.5e6, "sent 412.3 MB, 2.5 MB/s"),  # nothing left to send: no ETA to give
+    (1.2e9, 0.0, "sent 412.3 MB, 0.0 MB/s"),  # no rate: no ETA rather than an infinite one
+])
+def test_the_status_line_says_what_is_left_to_send_and_how_long_at_this_rate(
+        left: float, rate: float, shown: str) -> None:
+    assert link_text(412_300_000, 1, 0.1, rate, left) == shown
+
+
+def test_bytes_left_are_the_jobs_left_to_upload_times_the_mean_body() -> None:
+    display = RunDisplay(quiet=True, services=2)
+    meter = LinkMeter()
+    display.upload_link(meter)
+    display.totals(files=3, jobs=10, exact=False)
+    meter.uploaded(3_000_000)
+    assert display._left_bytes() is None  # totals still estimated
+    display.totals(files=3, jobs=10, exact=True)
+    meter.uploaded(4_000_000)
+    assert display._left_bytes() == pytest.approx(8 * 3_500_000)
 
 
 class Reasons(Progress):

@@ -288,13 +288,15 @@ class Client:
         The pipeline serializes in its decode workers, so the upload threads only send bytes.
         """
         try:
-            return r2_keys(self._call("POST", _UPLOAD, body=body, request_id=request_id), request_id)
+            keys = r2_keys(self._call("POST", _UPLOAD, body=body, request_id=request_id), request_id)
         except PayloadTooLargeError:
-            keys: dict[str, str] = {}
+            keys = {}
             for part in split_upload(body, request_id):
                 keys.update(r2_keys(self._call("POST", _UPLOAD, body=part, request_id=request_id),
                                      request_id))
-            return keys
+        if self.link is not None:
+            self.link.uploaded(len(body))  # what a body costs: the display's bytes-left estimate
+        return keys
 
     def submit_embedding(self, *, tensor: Mapping[str, str] | None = None, video_url: str | None = None,
                          video_base64: str | None = None, filename: str | None = None,

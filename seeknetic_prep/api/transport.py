@@ -97,6 +97,10 @@ class LinkMeter:
         self.sent = 0
         self.sending = 0
         self.last_progress = time.monotonic()
+        self.uploads = 0
+        """Upload bodies that got their answer (fed by the client): with their bytes, what a
+        window costs on the wire, hence how much is left to send."""
+        self.upload_bytes = 0
 
     def begin(self) -> None:
         with self._lock:
@@ -112,6 +116,17 @@ class LinkMeter:
     def end(self) -> None:
         with self._lock:
             self.sending -= 1
+
+    def uploaded(self, size: int) -> None:
+        """A body of ``size`` bytes was uploaded."""
+        with self._lock:
+            self.uploads += 1
+            self.upload_bytes += size
+
+    def bytes_per_upload(self) -> float | None:
+        """The mean body uploaded so far; None before the first."""
+        with self._lock:
+            return self.upload_bytes / self.uploads if self.uploads else None
 
     def snapshot(self) -> tuple[int, int, float]:
         """``(bytes sent, bodies being sent, seconds since the last block went out)``."""

@@ -3,7 +3,7 @@
 On a terminal (tqdm, two lines)::
 
     windows  42%|████▏     | 20/48 [00:31<00:43, 0.64 win/s]
-    working on: clip07.mp4, clip12.mp4 (+2) · sent 412.3 MB, 2.4 MB/s · retries 3 · failed 1
+    working on: clip07.mp4, clip12.mp4 (+2) · sent 412.3 MB, 2.4 MB/s, ~1.2 GB left, 8 min · failed 1
 
 * The bar counts windows (finished jobs / services), against every window this run has to
   finish. Files are probed ahead of the decoders, so the total is exact within seconds; until
@@ -13,8 +13,10 @@ On a terminal (tqdm, two lines)::
 * Files that a resumed run finds already done are counted once ("already done: N files"),
   not listed.
 * Failures are written above the bar as they happen, and repeated by the command at the end.
-* The upload link in bytes (:class:`~seeknetic_prep.api.transport.LinkMeter`): megabytes sent
-  and the rate over the last seconds; when bodies are in flight and no block has gone out for
+* The upload link in bytes (:class:`~seeknetic_prep.api.transport.LinkMeter`): megabytes sent,
+  the rate over the last seconds, and the bytes left with the time they take at that rate
+  (jobs left to upload times the mean body so far): when the link is the bottleneck, this
+  is the ETA to read. When bodies are in flight and no block has gone out for
   :data:`STALL_SHOWN_S`, ``link stalled 12 s``. Both lines are redrawn every second by a ticker,
   so a stall never freezes the screen (its clock included).
 
@@ -42,15 +44,33 @@ STALL_SHOWN_S = 3.0
 _RATE_WINDOW_S = 5.0
 
 
-def link_text(sent: int, sending: int, idle_s: float, rate_bytes_s: float | None) -> str:
-    """The link's part of the status line: ``sent 412.3 MB, 2.4 MB/s``, or with a stall
-    ``sent 412.3 MB · link stalled 12 s``; empty before the first byte."""
+def link_text(sent: int, sending: int, idle_s: float, rate_bytes_s: float | None,
+              left_bytes: float | None = None) -> str:
+    """The link's part of the status line: ``sent 412.3 MB, 2.4 MB/s``, with what is left
+    when known (``, ~1.2 GB left, 8 min``), or with a stall ``sent 412.3 MB · link stalled
+    12 s``; empty before the first byte."""
     if sent == 0 and sending == 0:
         return ""
     text = f"sent {sent / 1e6:.1f} MB"
     if sending and idle_s >= STALL_SHOWN_S:
         return f"{text} · link stalled {idle_s:.0f} s"
-    return text + (f", {rate_bytes_s / 1e6:.1f} MB/s" if rate_bytes_s is not None else "")
+    if rate_bytes_s is None:
+        return text
+    text += f", {rate_bytes_s / 1e6:.1f} MB/s"
+    if left_bytes is not None and left_bytes > 0 and rate_bytes_s > 0:
+        text += f", ~{_size(left_bytes)} left, {_duration(left_bytes / rate_bytes_s)}"
+    return text
+
+
+def _size(count: float) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.0f} MB"
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``8 min``, ``2.3 h``: an ETA's precision, not a stopwatch's."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
 class RunDisplay(Progress):
@@ -193,7 +213,15 @@ class RunDisplay(Progress):
         self._samples = [(t, n) for t, n in self._samples if now - t <= _RATE_WINDOW_S] + [(now, sent)]
         first_t, first_n = self._samples[0]
         rate = (sent - first_n) / (now - first_t) if now - first_t >= 1.0 else None
-        return link_text(sent, sending, idle_s, rate)
+        return link_text(sent, sending, idle_s, rate, self._left_bytes())
+
+    def _left_bytes(self) -> float | None:
+        """Bytes still to upload: the jobs left to upload times the mean body so far. Only
+        with exact totals and bodies this process uploaded (a Ray run's nodes upload theirs)."""
+        per_upload = self.meter.bytes_per_upload() if hasattr(self.meter, "bytes_per_upload") else None
+        if not self.exact or per_upload is None:
+            return None
+        return float(max(0, self.total_jobs - self.meter.uploads) * per_upload)
 
     def close(self) -> None:
         self._ticking.set()
