@@ -250,6 +250,7 @@ class RayExecutor(Executor):
                 ) from exc
             self._connected = True
         self.started_local = target == "local" and self._connected
+        self._watchdog = _watch_local_ray(ray) if self.started_local else None
         self._threads = threads
         self._max_retries = max_retries
         self._pacer = (ray.remote(num_cpus=0, max_restarts=-1)(_Pacer).remote(qps)
@@ -351,6 +352,22 @@ class RayExecutor(Executor):
                     ray.kill(actor)
         if self._connected:
             ray.shutdown()  # ends this driver's job (its tasks too); stops a Ray started here
+        if self._watchdog is not None:  # its Ray is stopped: nothing left to watch
+            self._watchdog.kill()
+            self._watchdog.wait()
+
+
+def _watch_local_ray(ray: Any) -> Any:
+    """A watchdog (:mod:`seeknetic_prep.util.watchdog`) that stops the Ray this run started if
+    the run is killed without stopping it; None if Ray's processes cannot be found."""
+    from seeknetic_prep.util.watchdog import watch
+
+    try:  # Ray does not say which processes it started but in its node object
+        node = ray._private.worker._global_node
+        pids = [info.process.pid for infos in node.all_processes.values() for info in infos]
+    except (AttributeError, TypeError):
+        return None
+    return watch(os.getpid(), pids)
 
 
 class RayEngine(EngineFactory):
