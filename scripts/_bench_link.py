@@ -6,8 +6,9 @@ allows in that time. Each setting runs in a fresh process (peak RSS is per run):
 in a child process (as ``run --local``), the throttling proxy of ``throttle_proxy.py`` in
 another (a token bucket on client-to-server bytes and a one-way delay line), and the run in
 between, with default flags unless told otherwise. Utilization is measured from the first
-byte sent to the last upload's answer, from the client's own byte counter sampled every
-0.1 s, so the decoders' start-up and the last polls do not count against the link.
+byte sent to the last upload's answer, from the bytes of answered uploads sampled every 0.1 s
+(bytes merely handed to sockets would count what sits in their buffers, megabytes each), so the
+decoders' start-up and the last polls do not count against the link.
 
     python scripts/_bench_link.py                      # the table, default flags
     python scripts/_bench_link.py --one 50 150         # one setting: Mbit/s, one-way ms
@@ -69,13 +70,14 @@ def one(folder: Path, mbps: float, latency_ms: float, extra: dict[str, Any]) -> 
             assert proxy.stdout is not None
             url = proxy.stdout.readline().split(" at ")[1].split(" ")[0]
             with Client(emulator.api_key, base_url=url) as client:
-                samples: list[tuple[float, int]] = []
+                samples: list[tuple[float, int, int]] = []
                 done = threading.Event()
 
                 def sample() -> None:
                     while not done.wait(0.1):
                         assert client.link is not None
-                        samples.append((time.monotonic(), client.link.snapshot()[0]))
+                        link = client.link
+                        samples.append((time.monotonic(), link.snapshot()[0], link.upload_bytes))
 
                 sampler = threading.Thread(target=sample, daemon=True)
                 sampler.start()
@@ -89,10 +91,10 @@ def one(folder: Path, mbps: float, latency_ms: float, extra: dict[str, Any]) -> 
         finally:
             proxy.terminate()
             proxy.wait()
-    sent = samples[-1][1]
-    first = next(t for t, n in samples if n > 0)
-    last = next(t for t, n in samples if n >= sent * 0.999)
-    rate = sent / max(1e-9, last - first)
+    sent, uploaded = samples[-1][1], samples[-1][2]
+    first = next(t for t, n, _ in samples if n > 0)
+    last = next(t for t, _, u in samples if u >= uploaded)  # the last upload answered
+    rate = uploaded / max(1e-9, last - first)  # bytes the server got, not bytes in socket buffers
     return {"mbps": mbps, "latency_ms": latency_ms, "flags": extra, "windows": summary.windows,
             "exit_code": summary.exit_code, "uploads": uploads_done, "sent_mb": round(sent / 1e6, 1),
             "upload_s": round(last - first, 1), "run_s": round(time.monotonic() - started, 1),
@@ -106,8 +108,9 @@ def table(rows: list[dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in r["flags"].items()) or "default"
-        lines.append(f"| {r['mbps']:g} Mbit/s | {r['latency_ms']:g} ms | {flags} | {100 * r['utilization']:.1f}% "
-                     f"| {r['windows_per_s']} | {r['upload_s']} | {r['peak_rss_mb']} MB |")
+        lines.append(f"| {r['mbps']:g} Mbit/s | {r['latency_ms']:g} ms | {flags} "
+                     f"| {100 * r['utilization']:.1f}% | {r['windows_per_s']} | {r['upload_s']} "
+                     f"| {r['peak_rss_mb']} MB |")
     return "\n".join(lines)
 
 
@@ -116,11 +119,17 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, type=float, metavar=("MBPS", "LATENCY_MS"))
     parser.add_argument("--uploaders", type=int, default=None)
     parser.add_argument("--clips", type=int, default=CLIPS)
+    parser.add_argument("--verbose", action="store_true", help="with --one: say each change of concurrency")
     parser.add_argument("--settings", default=None, help="MBPS/MS,MBPS/MS,... (default: the table's)")
     args = parser.parse_args()
     extra = {} if args.uploaders is None else {"uploaders": args.uploaders}
     folder = link_clips(HERE.parent / CACHE_NAME, args.clips)
     if args.one:
+        if args.verbose:
+            import logging
+
+            logging.basicConfig(format="%(relativeCreated)6.0f ms %(message)s")
+            logging.getLogger("seeknetic_prep.pipeline.upload_gate").setLevel(logging.DEBUG)
         print(json.dumps(one(folder, args.one[0], args.one[1], extra)))
         return
     settings = SETTINGS if args.settings is None else tuple(

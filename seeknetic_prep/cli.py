@@ -12,6 +12,7 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -67,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if argv is None:  # the command itself, now exiting: a second Ctrl-C must not cut that short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # (it killed the process by SIGINT, not 130)
         print(f"seeknetic-prep {args.command}: interrupted", file=sys.stderr)
         return 130
     return code

@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 import pytest
-from _pipeline_helpers import ROOT, read_results
+from _pipeline_helpers import ROOT, read_results, stats
 
 from seeknetic_prep.api.client import Client
 from seeknetic_prep.pipeline.driver import Progress, RunOptions, run_folder
@@ -119,9 +119,10 @@ def test_ctrl_c_any_number_of_times_exits_promptly_leaving_nothing(
         )
         proc = psutil.Process(child.pid)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(proc.children(recursive=True)) < 2:
+        # Mid-run: an upload has reached the server (a fixed sleep after the workers appeared
+        # sometimes landed in a loaded machine's start-up, before the run is a run)
+        while time.monotonic() < deadline and child.poll() is None and not stats(server)["uploads"]:
             time.sleep(0.05)
-        time.sleep(1.5)  # decoding and uploading are under way
         family = proc.children(recursive=True)
         assert family, "the run started no decode workers"
         for _ in range(presses):

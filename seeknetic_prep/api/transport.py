@@ -222,6 +222,9 @@ def _stalling(base: type[Any], stall_s: float, meter: LinkMeter, pace: Callable[
     return type(f"Stalling{base.__name__}", (base,), {"send": send})
 
 
+_POOL_SIZE = 128
+
+
 class _StallAdapter(HTTPAdapter):
     """requests' adapter over connections made by :func:`_stalling`."""
 
@@ -231,7 +234,9 @@ class _StallAdapter(HTTPAdapter):
         self._socket_options = socket_options
         self._meter = meter
         self._pace = pace
-        super().__init__()
+        # requests keeps 10 connections a host: a run may upload dozens of bodies at once on a
+        # distant link, and a connection made again costs a round trip or two (and TLS's).
+        super().__init__(pool_maxsize=_POOL_SIZE)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
                          **pool_kwargs: Any) -> None:

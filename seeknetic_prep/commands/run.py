@@ -45,7 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="embedding, tagging or both, comma-separated, as for prep (default both)")
     parser.add_argument("--workers", type=int, default=None,
                         help="decode processes (default: the number of cores; 0 decodes in-process)")
-    parser.add_argument("--uploaders", type=int, default=4, help="upload/submit threads (default 4)")
+    parser.add_argument("--uploaders", type=int, default=None,
+                        help="bodies uploaded at once, fixed (default: 4 to start, then as many as the "
+                        "link's throughput shows it takes, up to --upload-memory-mb's worth)")
+    parser.add_argument("--upload-memory-mb", type=float, default=256.0, metavar="MB",
+                        help="memory for bodies being uploaded, which bounds how many go at once "
+                        "(about 4 MB each; default 256)")
     parser.add_argument("--qps", type=float, default=None,
                         help="client-side limit on requests per second, all threads together (default none)")
     parser.add_argument("--max-upload-mbps", type=float, default=None, metavar="N",
@@ -179,6 +184,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         services=args.services,
         workers=args.workers,
         uploaders=args.uploaders,
+        upload_memory_mb=args.upload_memory_mb,
         retry_failed=args.retry_failed,
         extensions=parse_extensions(args.extensions) if args.extensions else VIDEO_EXTENSIONS,
         resize=args.resize,

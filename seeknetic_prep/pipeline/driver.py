@@ -110,13 +110,13 @@ class _Run:
         self.interrupts = 0
         self.run_id = 0
         self.beat = 0.0
-        self.polls = PollStage(client, self.ledger, threads=max(1, options.uploaders // 2),
+        self.polls = PollStage(client, self.ledger, threads=max(1, options.upload_threads // 2),
                                stop=self.stop, halt=self.halt, poll_s=options.poll_s,
                                max_poll_s=options.max_poll_s, job_timeout_s=options.job_timeout_s)
-        self.uploads = UploadStage(client, self.ledger, threads=options.uploaders, stop=self.stop,
+        self.uploads = UploadStage(client, self.ledger, threads=options.upload_threads, stop=self.stop,
                                    no_submit=self.no_submit, poll=self.polls.add, halt=self.halt,
                                    unreachable_after_s=options.unreachable_after_s,
-                                   max_jobs=options.max_jobs)
+                                   max_jobs=options.max_jobs, max_uploads=options.max_uploads)
         client.on_event = lambda kind, detail: _api_event(progress, kind, detail)
         if client.link is not None:
             progress.upload_link(client.link)

@@ -23,7 +23,12 @@ from seeknetic_prep.pipeline.discover import VIDEO_EXTENSIONS
 from seeknetic_prep.pipeline.payloads import SERVICES, parse_services
 from seeknetic_prep.util.fsio import atomic_write
 
-__all__ = ["SERVICES", "Progress", "RunOptions", "RunSpec", "RunSummary", "pin_settings"]
+__all__ = ["DEFAULT_UPLOADERS", "SERVICES", "Progress", "RunOptions", "RunSpec", "RunSummary", "pin_settings"]
+
+DEFAULT_UPLOADERS = 4
+"""Uploads in flight when a run starts (more as the link shows it takes them)."""
+BODY_BYTES_IN_FLIGHT = 4e6
+"""What an upload in flight holds: its body (3.0 MB on average in the link bench) and more."""
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -40,6 +45,9 @@ class RunSpec:
     an installed package registers), ``executor_address`` where it runs (Ray: the head).
     ``qps``: one client-side request budget for the whole run, engines' nodes included;
     ``max_upload_mbps``: one cap on the bytes the run sends per second, nodes included.
+    ``uploaders``: bodies sent at once; None (the default) starts at
+    :data:`DEFAULT_UPLOADERS` and follows the link's throughput up to what
+    ``upload_memory_mb`` holds (each body in flight is about 3 MB).
     ``unreachable_after_s``: the run stops (state kept, exit 1) when no API call has succeeded
     for this long; until then every unit whose call gives up is tried again later, so an
     outage or a restart of the API only pauses the run. ``plan_ahead``: files probed ahead of
@@ -57,7 +65,8 @@ class RunSpec:
 
     services: tuple[Service, ...] = SERVICES
     workers: int | None = None
-    uploaders: int = 4
+    uploaders: int | None = None
+    upload_memory_mb: float = 256.0
     # Each task seeks to its first window and decodes from the keyframe before it, so small
     # tasks decode more with long GOPs (2 windows: +15% CPU on an 8 s GOP 1080p clip); windows
     # stream out as decoded, so a big task no longer delays uploads, only spreads work less.
@@ -93,12 +102,12 @@ class RunSpec:
                 raise InvalidArgumentError(f"Invalid {name} {value!r}: must be a whole number >= 0.")
         for name in ("uploaders", "windows_per_task", "plan_ahead", "max_jobs"):
             value = getattr(self, name)
-            if name == "max_jobs" and value is None:  # no limit
+            if name in ("max_jobs", "uploaders") and value is None:  # no limit; found from the link
                 continue
             if not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(f"Invalid {name} {value!r}: must be a whole number >= 1.")
         for name in ("unreachable_after_s", "job_timeout_s", "poll_s", "max_poll_s", "qps",
-                     "max_upload_mbps"):
+                     "max_upload_mbps", "upload_memory_mb"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 raise InvalidArgumentError(f"Invalid {name} {value!r}: must be a number > 0.")
@@ -124,6 +133,18 @@ class RunSpec:
         from seeknetic_prep.decode.hw import cuda_present  # probes for a CUDA library: on demand
 
         return 8 if cuda_present() else 0
+
+    @property
+    def upload_threads(self) -> int:
+        """Uploads in flight to start with (and submissions at once)."""
+        return self.uploaders if self.uploaders is not None else DEFAULT_UPLOADERS
+
+    @property
+    def max_uploads(self) -> int | None:
+        """The ceiling the link's probing may reach; None: ``uploaders`` was given, kept as is."""
+        if self.uploaders is not None:
+            return None
+        return max(DEFAULT_UPLOADERS, int(self.upload_memory_mb * 1e6 // BODY_BYTES_IN_FLIGHT))
 
     @property
     def worker_count(self) -> int:

@@ -1,5 +1,9 @@
 """The upload/submit stage: threads that send a window's bodies, then submit its jobs.
 
+How many bodies are sent at once is found from the link (:mod:`.upload_gate`): a thread holds
+an upload slot while it sends a body and gives it back before it submits, so a submission
+waiting for its answer never keeps the link idle.
+
 Items come in through a bounded queue (:meth:`UploadStage.put` blocks when it is full: that is
 the backpressure that reaches the decoders). For each item a thread:
 
@@ -37,6 +41,7 @@ from seeknetic_prep.errors import (
     StopReason,
 )
 from seeknetic_prep.pipeline.ledger import Ledger, Work
+from seeknetic_prep.pipeline.upload_gate import Concurrency, UploadGate
 
 __all__ = ["UploadStage"]
 
@@ -57,7 +62,7 @@ class UploadStage:
     def __init__(self, client: Client, ledger: Ledger, *, threads: int, stop: threading.Event,
                  no_submit: threading.Event, poll: Callable[[str, str], None],
                  halt: Callable[[StopReason, str], None], unreachable_after_s: float,
-                 max_jobs: int | None = None) -> None:
+                 max_jobs: int | None = None, max_uploads: int | None = None) -> None:
         self.client = client
         self.ledger = ledger
         self.stop = stop
@@ -72,7 +77,11 @@ class UploadStage:
         self._queue: queue.Queue[Work | None] = queue.Queue(maxsize=max(2, 2 * threads))
         self._lock = threading.Lock()
         self._active = 0
-        self._threads = stage_threads("upload", threads, self._loop, halt)
+        # Uploads in flight: ``threads`` to start with, found from the link up to ``max_uploads``
+        # (None: fixed at ``threads``); as many threads again submit what was uploaded.
+        ceiling = threads if max_uploads is None else max(threads, max_uploads)
+        self.gate = UploadGate(Concurrency(threads, ceiling), client.link, adapt=max_uploads is not None)
+        self._threads = stage_threads("upload", ceiling + threads, self._loop, halt)
 
     @property
     def busy(self) -> int:
@@ -95,26 +104,34 @@ class UploadStage:
 
     def _loop(self) -> None:
         while not self.stop.is_set():
+            if not self.gate.acquire(timeout=0.5):
+                continue
+            slot = _Slot(self.gate)
             try:
                 item = self._queue.get(timeout=0.1)
             except queue.Empty:
+                slot.release()
                 continue
             if item is None:  # woken by join
+                slot.release()
                 continue
+            if not self._queue.empty():  # more work than slots: the link is what is behind
+                self.gate.more_waiting()
             with self._lock:
                 self._active += 1
             try:
-                self._until_done(item)
+                self._until_done(item, slot)
             finally:
+                slot.release()
                 with self._lock:
                     self._active -= 1
 
-    def _until_done(self, item: Work) -> None:
+    def _until_done(self, item: Work, slot: _Slot) -> None:
         rounds = 0
         while not self.stop.is_set():
             started = time.monotonic()
             try:
-                self._process(item)
+                self._process(item, slot)
                 return
             except AuthenticationError as exc:
                 self._halt(StopReason.AUTH, str(exc))
@@ -161,13 +178,14 @@ class UploadStage:
     def _backoff(self, rounds: int) -> None:
         self.stop.wait(random.uniform(0.5, 1.0) * min(_MAX_BACKOFF_S, 2.0 ** rounds))
 
-    def _process(self, item: Work) -> None:
+    def _process(self, item: Work, slot: _Slot) -> None:
         if self.ledger.is_dead(item.fingerprint):
             return
         if item.body is not None:
             item.r2_keys = self.client.upload_body(item.body, request_id=item.request_id)
             self.ledger.uploaded(item.request_id, item.r2_keys, item.frame_times_ms)
             item.body = None  # 3-6 MB: not held through the submission's retries
+        slot.release()  # the body is sent: the submission waits without holding an upload slot
         keys = item.r2_keys
         if keys is None:
             raise APIError(f"unit {item.request_id} is uploaded but has no r2 keys",
@@ -195,3 +213,15 @@ class UploadStage:
             raise
         self.ledger.submitted(item.request_id)
         self._poll(item.request_id, item.service)
+
+
+class _Slot:
+    """A thread's hold on one upload slot, given back once (after the body, or at the end)."""
+
+    def __init__(self, gate: UploadGate) -> None:
+        self._gate: UploadGate | None = gate
+
+    def release(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.release()
