@@ -24,6 +24,9 @@ r. ``run --executor ray`` vs the local engine on the same folder (windows/s, CPU
    every process involved), Ray's start-up, and the scaling of a local two-node cluster
    (two 1-CPU nodes vs one), each Ray run against a cluster started beforehand.
    Not in the default run: ``--only r`` (needs Ray).
+l. the upload link (``_bench_link.py``; not in the default run, ask with ``--only l``): how
+   full a run keeps a link capped at 50/200 Mbit/s with 50/150/300 ms one-way latency, through
+   the throttling proxy, default flags against a fixed ``--uploaders 4``;
 s. run state at scale (``_bench_scale.py``; not in the default run, ask with ``--only s``):
    synthetic state through the public ``Store`` API at 10k and 100k windows (``--scale``,
    ``--scale-1m`` adds 1M): state size, end-of-run cost after +1k windows, no-op resume,
@@ -65,7 +68,7 @@ from _bench_workers import PRE_ONLY
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-SECTIONS = ("a", "b", "c", "d", "e", "g", "r", "s")
+SECTIONS = ("a", "b", "c", "d", "e", "g", "l", "r", "s")
 DEFAULT_SECTIONS = ("a", "b", "c", "d", "e", "g")
 MEDIA_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 WHOLE_FILE = "h264-1080p30-60s"
@@ -809,6 +812,29 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text[: i + len(start)] + "\n" + body.rstrip("\n") + "\n" + text[j:]
 
 
+def section_link(args: argparse.Namespace, command: str) -> int:
+    """The upload link (``_bench_link.py``): utilization of a capped, distant link by default
+    flags and by a fixed ``--uploaders 4`` (the old default), each setting a fresh process."""
+    import _bench_link
+
+    folder = _bench_link.link_clips(args.cache)
+    rows = []
+    for mbps, latency in _bench_link.SETTINGS:
+        for flags in ([], ["--uploaders", "4"]):
+            print(f"section l: {mbps:g} Mbit/s, {latency:g} ms {' '.join(flags)}", file=sys.stderr)
+            cmd = [sys.executable, str(ROOT / "scripts" / "_bench_link.py"), "--one", str(mbps), str(latency),
+                   *flags]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+    body = (f"Machine: {machine_line()}.\nCommand: `{command}` ({folder.name}: 48 windows, 288 MB).\n\n"
+            + _bench_link.table(rows) + "\n")
+    print(body)
+    if args.write_readme:
+        README.write_text(replace_section(README.read_text(), "link", body))
+        print(f"wrote the link section of {README}", file=sys.stderr)
+    return 0
+
+
 def section_scale(args: argparse.Namespace, command: str) -> int:
     """State at scale: its own table and its own README section (``scale``)."""
     sizes = [int(x) for x in args.scale.split(",") if x.strip()] + ([1_000_000] if args.scale_1m else [])
@@ -927,6 +953,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         files += fixture_files()
     if sections == ["s"]:
         return section_scale(args, command)
+    if sections == ["l"]:
+        return section_link(args, command)
     report = Report(reps=args.reps)
     smallest = inputs.ensure(inputs.RECIPES["h264-360p30-35s"], cache)
     warm_up(smallest)
