@@ -162,6 +162,7 @@ def _segments(decoder: VideoDecoder, windows: Sequence[Window], resize: ResizeMo
                 frame_times_ms=batch.pts_ms,
                 has_audio=info.has_audio,
                 target_times_ms=tuple(float(t) for t in window_targets),
+                decoder=decoder.device,
             )
     finally:
         # A caller that stops early closes both passes now, not whenever the GC gets to them.

@@ -86,6 +86,8 @@ class Segment:
     frame_times_ms: tuple[float, ...]
     has_audio: bool
     target_times_ms: tuple[float, ...] = field(default=())
+    decoder: str = "cpu"
+    """What decoded its frames: ``cpu``, or ``cuda`` (NVDEC)."""
 
     def __post_init__(self) -> None:
         Window(self.index, self.start_ms, self.end_ms)  # same rules as a window

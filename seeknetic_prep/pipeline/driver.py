@@ -266,7 +266,7 @@ class _Run:
         if isinstance(event, WindowReady):
             window, fp = event.window, event.task.fingerprint
             if window.wanted:
-                self.ledger.window_decoded()
+                self.ledger.window_decoded(fp, window.decoder)
             if window.thumbs:
                 self._keep_thumbs(fp, window.index, window.thumbs)
             for service, rid, body in window.bodies:

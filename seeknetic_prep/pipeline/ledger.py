@@ -104,6 +104,7 @@ class Ledger:
         self._c = _Contents()
         self._claimed: set[str] = set()
         self._lookup: set[str] = set()
+        self._decoders: dict[str, str] = {}  # pending content -> the decoder recorded for it
 
     # ------------------------------------------------------------------ planning
 
@@ -206,6 +207,7 @@ class Ledger:
         if environmental:
             with self._lock:
                 ids = self._pending.pop(fingerprint, set())
+                self._decoders.pop(fingerprint, None)
                 for rid in ids:
                     self._fp_of.pop(rid, None)
                 self.record(self._c.finish(fingerprint))
@@ -241,8 +243,16 @@ class Ledger:
         with self._lock:
             self._lookup.add(request_id)
 
-    def window_decoded(self) -> None:
+    def window_decoded(self, fingerprint: str, decoder: str) -> None:
+        """A window was decoded, by ``decoder`` (cpu or cuda): said once per content a run,
+        for the results' per-file ``decoder`` column."""
         self.record([WindowDecoded()])
+        with self._lock:
+            first = self._decoders.get(fingerprint) != decoder
+            if fingerprint in self._pending:  # kept while the content is in flight only
+                self._decoders[fingerprint] = decoder
+        if first:
+            self.store.record_decoder(fingerprint, decoder)
 
     def uploaded(self, request_id: str, r2_keys: dict[str, str], frame_times_ms: Sequence[float]) -> None:
         self.store.mark_uploaded(request_id, r2_keys, frame_times_ms)
@@ -283,6 +293,7 @@ class Ledger:
                                   else self._c.count_failure(fp, request_id, error or "failed", now=True)]
             if not self._pending[fp]:
                 del self._pending[fp]
+                self._decoders.pop(fp, None)
                 out += self._c.finish(fp)
             self.record(out)
 

@@ -149,6 +149,7 @@ class EncodedWindow:
     bodies: tuple[tuple[str, str, bytes], ...]
     uploaded: tuple[tuple[str, str, dict[str, str]], ...] = ()
     thumbs: bytes = b""  # three small JPEGs of its frames, for the report (state.thumbs)
+    decoder: str = "cpu"  # cpu or cuda: what decoded it (the results' per-file column)
 
     @property
     def wanted(self) -> bool:

@@ -262,7 +262,7 @@ def _encoded(seg: Segment, asked: list[tuple[Service, str]]) -> EncodedWindow:
     pairs = zip(asked, bodies, strict=True)
     return EncodedWindow(seg.index, seg.start_ms, seg.end_ms, tuple(float(t) for t in seg.frame_times_ms),
                          tuple((svc, rid, body) for (svc, rid), body in pairs),
-                         thumbs=thumbnails(seg) if asked else b"")
+                         thumbs=thumbnails(seg) if asked else b"", decoder=seg.decoder)
 
 
 def thumbnails(seg: Segment) -> bytes:

@@ -47,8 +47,9 @@ class FileQueries(Connection):
             "INSERT INTO files (path, fingerprint, size, mtime_ns, inode, duration_ms, status, error, "
             "run_id, updated_at, media) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(path) DO UPDATE SET "
-            "media = CASE WHEN excluded.fingerprint IS files.fingerprint "
-            "THEN coalesce(excluded.media, files.media) ELSE excluded.media END, "
+            "media = CASE WHEN excluded.fingerprint IS files.fingerprint "  # a new probe keeps the decoder
+            "THEN coalesce(json_patch(files.media, excluded.media), excluded.media, files.media) "
+            "ELSE excluded.media END, "
             "run_id = CASE WHEN files.fingerprint IS excluded.fingerprint AND files.status = excluded.status "
             "AND files.error IS excluded.error THEN files.run_id ELSE excluded.run_id END, "
             "fingerprint=excluded.fingerprint, size=excluded.size, mtime_ns=excluded.mtime_ns, "
@@ -93,6 +94,13 @@ class FileQueries(Connection):
         """The paths (as bytes) whose content is ``fingerprint`` and that were preprocessed."""
         return [bytes(p) for (p,) in self._read(
             "SELECT path FROM files WHERE fingerprint=? AND status='ok'", (fingerprint,))]
+
+    def record_decoder(self, fingerprint: str, decoder: str) -> None:
+        """What decoded this content (``cpu`` or ``cuda``), in the media of every path that
+        holds it: the results' ``decoder`` column."""
+        self._write_many([(
+            "UPDATE files SET media = json_set(coalesce(media, '{}'), '$.decoder', ?) WHERE fingerprint = ?",
+            (decoder, fingerprint))])
 
     def media_of(self, paths: Sequence[bytes]) -> dict[bytes, dict[str, Any]]:
         """What each of ``paths`` is (its probe, as recorded), where it is known."""
