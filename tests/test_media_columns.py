@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from _pipeline_helpers import ROOT, cli
 
 from seeknetic_prep.results.parts import MEDIA_COLUMNS
+from seeknetic_prep.state.store import SCHEMA_VERSION
 
 FIXTURES = ROOT / "fixtures"
 TRUTH = json.loads((FIXTURES / "ground_truth.json").read_text())["files"]
@@ -79,6 +80,7 @@ def test_a_state_and_parts_from_before_the_columns_still_open(tmp_path: Path) ->
     # Make it what the version before wrote: schema 2, parts without the columns.
     db = sqlite3.connect(out / "state.sqlite")
     db.execute("ALTER TABLE files DROP COLUMN media")
+    db.execute("DROP TABLE meta")  # schema 4's
     db.execute("PRAGMA user_version = 2")
     db.close()
     for part in (out / "parts").glob("part-*.parquet"):
@@ -88,7 +90,8 @@ def test_a_state_and_parts_from_before_the_columns_still_open(tmp_path: Path) ->
 
     shutil.copy(FIXTURES / "six_ch_48k.mp4", videos / "new.mp4")
     cli("run", str(videos), "--local", "--out", str(out), "--workers", "2")
-    assert sqlite3.connect(out / "state.sqlite").execute("PRAGMA user_version").fetchone()[0] == 3
+    version = sqlite3.connect(out / "state.sqlite").execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION
     cli("results", "--out", str(out), "--format", "jsonl", "--to", str(tmp_path / "r.jsonl"))
     media = _by_path([json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()])
     assert media[str(videos / "old.mp4")] == dict.fromkeys(MEDIA_COLUMNS)  # never probed again: unknown

@@ -2,8 +2,9 @@
 ``vectors.f32``, ``vectors.ids``, ``.rows.npy``, ``ann.usearch`` or ``ann.json`` is detected and
 made again (they used to give tracebacks for good); the graph cannot disagree with what it
 covers after an interruption; a full disk leaves no temporary file; a damaged part is written
-again from the state (``results``, ``report`` and ``search`` agree), or refused in one line
-without one; two readers that find the same part missing write it once."""
+again from the state (``results``, ``report`` and ``search`` agree; its embeddings, which the
+state handed over to it, are polled again), or refused in one line without one; two readers
+that find the same part missing write it once."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def _run(out: Path, files: range) -> None:
         append_results_part(store, out, run)
 
 
-def _assert_ranks_right(out: Path, files: range, methods: tuple[str, ...] = ("exact",)) -> None:
+def _assert_ranks_right(out: Path, files: range, methods: tuple[str, ...] = ("exact",), *,
+                        windows_total: int | None = None) -> None:
     windows = load_windows(out)
-    assert len(windows) == 3 * len(files)
+    assert len(windows) == (3 * len(files) if windows_total is None else windows_total)
     for method in methods:
         for f in files:
             hits, _ = rank(windows, vector(f"{f:032d}", 2, DIM), top=1, method=method)
@@ -143,9 +145,12 @@ def test_a_damaged_part_is_written_again_from_the_state(tmp_path: Path, damage: 
     assert results.returncode == 0, results.stderr
     assert "18 rows" in results.stdout  # 6 files x 3 windows: nothing lost, nothing doubled
     assert part.read_bytes() != data[: len(data) // 2] and part.with_name(part.name + ".damaged").exists()
+    assert "fetched from the API again" in results.stderr  # its embeddings had left the state
     search = _cli("search", "--out", str(out), "--tag", "shot_size=wide_shot", "--top", "100")
     assert search.returncode == 0 and "12 of 12 matching windows (18 in" in search.stdout, search.stderr
-    _assert_ranks_right(out, range(6))
+    _assert_ranks_right(out, range(4, 6), windows_total=18)  # the damaged part's 12: no embedding yet
+    with Store(out / "state.sqlite") as store:
+        assert store.counts() == {"completed": 24, "submitted": 12}  # polled by the next run
     report = _cli("report", "--out", str(out))
     assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
 
@@ -180,4 +185,6 @@ def test_two_readers_write_a_missing_part_once(tmp_path: Path) -> None:
         assert proc.returncode == 0, err
     assert [p.name for p in list_parts(out)] == ["part-000001-00.parquet"]
     assert not [p.name for p in (out / "parts").iterdir() if p.name.endswith(".tmp")]
-    _assert_ranks_right(out, range(30))
+    assert len(load_windows(out)) == 90  # each window once; their embeddings to be polled again
+    with Store(out / "state.sqlite") as store:
+        assert store.counts() == {"completed": 90, "submitted": 90}

@@ -96,7 +96,8 @@ def test_steps_never_go_backwards(tmp_path: Path) -> None:
         store.mark_failed(rid, "late failure")  # a completed unit stays completed
         store.mark_uploaded(rid, {"video_input": "other"}, [0.0] * 12)
         unit = store.unit(rid)
-        assert unit is not None and unit.status == "completed" and unit.r2_keys == {"video_input": "k"}
+        # its upload keys went with completion (they only serve to submit); the late upload's stay out
+        assert unit is not None and unit.status == "completed" and unit.r2_keys is None
 
 
 def test_retry_failed_gives_a_new_request_id(tmp_path: Path) -> None:
@@ -242,7 +243,7 @@ def test_version_1_database_is_upgraded_with_its_results(tmp_path: Path) -> None
         assert store.unit("r1embedding").status == "submitted"  # type: ignore[union-attr]
         assert store.counts() == {"completed": 2, "submitted": 1}
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert db.execute("SELECT MAX(length(result)) FROM units").fetchone()[0] < 100  # no JSON embedding
     blob = db.execute("SELECT embedding FROM units WHERE request_id='r0embedding'").fetchone()[0]
     assert len(blob) == 12

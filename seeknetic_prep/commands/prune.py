@@ -26,7 +26,7 @@ def main(args: argparse.Namespace) -> int:
     with OutLock(args.out), Store(db) as store:  # not while a run writes the same state
         paths = store.gone_paths()
         # The parts first: a crash before the state is changed leaves them gone, and prune redoes it.
-        rows = drop_paths(args.out, paths)
+        rows = drop_paths(args.out, paths, keep=store.keep_embeddings)
         store.forget_gone(paths)
     print(printable(f"pruned {len(paths)} gone path(s) from {db} and {rows} row(s) from "
                     f"{args.out / 'parts'}"))

@@ -63,7 +63,7 @@ def sync_parts(out: Path) -> None:
         with Store(db) as store:
             written = ensure_parts(store, out)
             if written:  # a killed run's rows may supersede older ones
-                follow_rewrites(out, drop_superseded(out, written))
+                follow_rewrites(out, drop_superseded(out, written, keep=store.keep_embeddings))
         return
     with reading_store(out) as store:
         missing = missing_parts(store, out)

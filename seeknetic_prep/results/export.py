@@ -68,7 +68,7 @@ def export(out_dir: Path, *, fmt: Format = "parquet", to: Path | str | None = No
     table = compact(out_dir)
     if include_gone and (Path(out_dir) / "state.sqlite").exists():
         with reading_store(out_dir) as store:
-            gone = gone_rows(store)
+            gone = gone_rows(store, Path(out_dir))
         if gone.num_rows:
             table = pa.concat_tables([table, gone], promote_options="default").select(table.column_names)
             keys = pa.table({"p": table["path_bytes"], "w": pc.fill_null(table["window_index"], -1)})

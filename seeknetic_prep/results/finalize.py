@@ -1,8 +1,11 @@
 """The end of a run, as the results see it: one call that leaves what the run did readable.
 
-Why one function: a run's end has three steps whose order matters -- the parts earlier runs
-never wrote (killed with ``kill -9``) first, then this run's own part, then the search matrix
-grown by that part -- and the driver used to take them itself, so the pipeline imported the
+Why one function: a run's end has steps whose order matters -- the parts earlier runs never
+wrote (killed with ``kill -9``) first, then this run's own part (whose embeddings the state then
+forgets), then older parts rid of the rows it superseded (their embeddings, if held nowhere
+else, back to the state), once for a state of an older version the hand-over of every
+embedding its parts hold, then the search matrix grown by the new part -- and the driver used
+to take them itself, so the pipeline imported the
 search index (and, with it, a POSIX-only lock). Now the pipeline knows one name from this
 package, :func:`finalize_run`, and what a run leaves behind can change here alone.
 """
@@ -13,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from seeknetic_prep.results.current import drop_superseded
+from seeknetic_prep.results.embeddings import hand_over
 from seeknetic_prep.results.index import follow_rewrites, update_index
-from seeknetic_prep.results.parts import SERVICES, append_results_part, ensure_parts
+from seeknetic_prep.results.parts import SERVICES, append_results_part, ensure_parts, list_parts
 from seeknetic_prep.state.store import Store
 
 __all__ = ["finalize_run"]
@@ -46,7 +50,9 @@ def finalize_run(store: Store, out: Path, run_id: int, *,
     written = ensure_parts(store, out, services=services, exclude=[run_id])
     part = append_results_part(store, out, run_id, services=services)
     # parts/ as one dataset: no part keeps a row this run superseded (see .current)
-    follow_rewrites(out, drop_superseded(out, [*written, *([part] if part is not None else [])]))
+    follow_rewrites(out, drop_superseded(out, [*written, *([part] if part is not None else [])],
+                                         keep=store.keep_embeddings))
+    hand_over(store, list_parts(out))  # once per state: one written before schema 4 kept them all
     if part is not None or written:
         update_index(out)
     return part

@@ -191,9 +191,9 @@ def _update(out_dir: Path, folder: Path, rebuild: bool) -> int:
         table = pq.read_table(part, columns=["embedding", "path_bytes", "fingerprint", "window_index"])
         column = table["embedding"].combine_chunks()
         dim = int(column.type.list_size)
-        if state["dim"] not in (None, dim):
-            raise StateError(f"{part}: embeddings of {dim} values, the index has {state['dim']}.")
         valid = column.is_valid().to_numpy(zero_copy_only=False)
+        if valid.any() and state["dim"] not in (None, dim):  # a part without one says no size
+            raise StateError(f"{part}: embeddings of {dim} values, the index has {state['dim']}.")
         vecs = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
         vecs = vecs.reshape(-1, dim)
         if len(vecs) != int(valid.sum()):  # flatten kept the null slots' values: drop them
@@ -201,11 +201,13 @@ def _update(out_dir: Path, folder: Path, rebuild: bool) -> int:
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         rows = np.full(len(valid), -1, dtype=np.int64)
         rows[valid] = state["vectors"] + np.arange(int(valid.sum()))
-        _append(folder / "vectors.f32", state["vectors"] * dim * 4, vecs.astype("<f4").tobytes())
-        _append(folder / "vectors.ids", state["vectors"] * 8,
-                _identity(table)[valid].astype("<u8").tobytes())
+        if len(vecs):
+            _append(folder / "vectors.f32", state["vectors"] * dim * 4, vecs.astype("<f4").tobytes())
+            _append(folder / "vectors.ids", state["vectors"] * 8,
+                    _identity(table)[valid].astype("<u8").tobytes())
+            state = {**state, "dim": dim}
         atomic_write(folder / f"{part.name}.rows.npy", _npy_bytes(rows))
-        state = {**state, "dim": dim, "vectors": state["vectors"] + len(vecs),
+        state = {**state, "vectors": state["vectors"] + len(vecs),
                  "parts": [*state["parts"], on_disk[part.name]]}
         atomic_write(folder / "index.json", json.dumps(state).encode())
         added += len(vecs)

@@ -1,10 +1,13 @@
 """Results as Parquet: each run appends a part with the windows it finished; readers merge.
 
-The state database is the truth; ``<out>/parts/part-RRRRRR-NN.parquet`` are its readable
-copy, written at the end of each run (and on interrupt) by :func:`append_results_part`, which
-reads only what that run did: the units it made terminal (``units.finished_run``) and the paths
-it recorded or changed (``files.run_id``). So the end of a run costs time in proportion to the
-run, not to the history.
+The state database is the truth about progress; ``<out>/parts/part-RRRRRR-NN.parquet`` are its
+readable copy, written at the end of each run (and on interrupt) by :func:`append_results_part`,
+which reads only what that run did: the units it made terminal (``units.finished_run``) and the
+paths it recorded or changed (``files.run_id``). So the end of a run costs time in proportion to
+the run, not to the history. Embeddings are the exception: once a part holding one is on disk,
+the state forgets it (:mod:`seeknetic_prep.state.blobs`), so the parts are where they live; a
+part that repeats a window the state no longer holds reads it from the other parts
+(:mod:`.embeddings`), and one that no part holds any more goes back to the API (``repoll``).
 
 One row per (path, window) -- the same content under two paths gives two rows, never more --
 with both services side by side (:data:`COLUMNS`): ``embedding`` as
@@ -22,9 +25,10 @@ hold no timestamps, so two runs over the same content give the same rows.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +38,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError, StateError
+from seeknetic_prep.results.embeddings import find_embeddings, held_keys
 from seeknetic_prep.state.store import Store, display_path
 from seeknetic_prep.util.fsio import atomic_path, locked
 
 __all__ = [
     "MEDIA_COLUMNS", "PARTS_DIR", "SERVICES", "TAG_TYPES", "append_results_part", "compact", "damaged_parts",
     "drop_paths", "ensure_parts", "gone_rows", "latest_rows", "list_parts", "missing_parts", "part_schema",
-    "read_parts", "refuse_damaged",
+    "read_parts", "refuse_damaged", "write_part",
 ]
+
+log = logging.getLogger(__name__)
 
 SERVICES = ("embedding", "tagging")
 PARTS_DIR = "parts"
 DEFAULT_DIM = 1024
+ROW_GROUP_ROWS = 8192
+"""Rows per Parquet row group: reading back a few windows' embeddings
+(:func:`~seeknetic_prep.results.embeddings.find_embeddings`) decodes at most this many (32 MB)."""
 KEY_COLUMNS = ("path_bytes", "fingerprint", "file_status", "window_index")
 
 TAG_TYPES: dict[str, pa.DataType] = {
@@ -171,10 +181,43 @@ def refuse_damaged(out_dir: Path) -> None:
                          "again from: restore it, or move it away (its windows are then missing).")
 
 
-def drop_paths(out_dir: Path, paths: Sequence[bytes]) -> int:
+def write_part(table: pa.Table, path: Path) -> None:
+    """``table`` as the part ``path``, whole or not at all (fsynced, then renamed into place),
+    in row groups of :data:`ROW_GROUP_ROWS` rows. No dictionary for the embeddings: floats
+    never repeat, and pyarrow kept its failed 1 MB attempt in every row group (2.5% of a part)."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS,
+                       use_dictionary=[name for name in table.column_names if name != "embedding"])
+
+
+Keep = Callable[[list[tuple[str, int, bytes]]], None]
+"""Takes back ``(fingerprint, window_index, float32 bytes)`` whose part rows are about to go
+(:meth:`~seeknetic_prep.state.blobs.BlobQueries.keep_embeddings`); ``None`` where no state is."""
+
+
+def dropped_embeddings(table: pa.Table, dropped: np.ndarray,
+                       held: set[tuple[str, int]]) -> list[tuple[str, int, bytes]]:
+    """The embeddings of ``table``'s rows ``dropped`` (a mask) whose window no row of ``held``
+    (``(fingerprint, window_index)``) keeps: what would be on disk nowhere once they go."""
+    gone = table.filter(pa.array(dropped))
+    gone = gone.filter(pc.is_valid(gone["embedding"]))
+    if not gone.num_rows:
+        return []
+    dim = gone.schema.field("embedding").type.list_size
+    flat = gone["embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False).astype("<f4")
+    out: dict[tuple[str, int], bytes] = {}
+    keys = zip(gone["fingerprint"].to_pylist(), gone["window_index"].to_pylist(), strict=True)
+    for i, key in enumerate(keys):
+        if key not in held and key not in out:
+            out[key] = flat[i * dim:(i + 1) * dim].tobytes()
+    return [(fp, idx, blob) for (fp, idx), blob in out.items()]
+
+
+def drop_paths(out_dir: Path, paths: Sequence[bytes], *, keep: Keep | None) -> int:
     """Remove every row of ``paths`` from the parts (each part that has one is written again
     under its name, whole or not at all); how many rows. For ``prune``: a path forgotten by
-    the state leaves the results too."""
+    the state leaves the results too. An embedding that goes with them and that the part keeps
+    in no other row is given to ``keep`` first (the state's units stay known)."""
     if not paths:
         return 0
     drop = pa.array(list(paths), pa.binary())
@@ -186,9 +229,11 @@ def drop_paths(out_dir: Path, paths: Sequence[bytes]) -> int:
             if not pc.any(hit).as_py():
                 continue
             table = pq.read_table(part)
-            kept = table.filter(pc.invert(pc.is_in(table["path_bytes"], value_set=drop)))
-            with atomic_path(part) as tmp:
-                pq.write_table(kept, tmp)
+            stays = pc.invert(pc.is_in(table["path_bytes"], value_set=drop))
+            kept = table.filter(stays)
+            if keep is not None:
+                keep(dropped_embeddings(table, ~stays.to_numpy(zero_copy_only=False), held_keys(kept)))
+            write_part(kept, part)
             removed += table.num_rows - kept.num_rows
     return removed
 
@@ -223,14 +268,23 @@ def ensure_parts(store: Store, out_dir: Path, *, services: Sequence[str] = SERVI
     return written
 
 
-def gone_rows(store: Store) -> pa.Table:
+def gone_rows(store: Store, out_dir: Path) -> pa.Table:
     """The last rows of the paths the state holds as gone, rebuilt from the state (the parts
-    no longer hold them), with ``file_status = 'gone'``: for ``results --include-gone``."""
+    no longer hold them), with ``file_status = 'gone'``: for ``results --include-gone``.
+
+    Raises:
+        StateError: an embedding is in neither the state nor a part and ``store`` is read-only.
+    """
+    states: dict[str, dict[int, dict[str, Any]]] = {}
+    gone = [f for f in store.files() if f.status == "gone" and f.fingerprint is not None]
+    for f in gone:
+        fp = str(f.fingerprint)
+        if fp not in states:
+            states[fp] = _window_state(store, fp, sorted(store.finished_windows(fp)))
+    _fill_embeddings(store, out_dir, states.values())
     rows: list[tuple[bytes, int, dict[str, Any]]] = []
-    for f in store.files():
-        if f.status != "gone" or f.fingerprint is None:
-            continue
-        state = _window_state(store, f.fingerprint, sorted(store.finished_windows(f.fingerprint)))
+    for f in gone:
+        state = states[str(f.fingerprint)]
         rows.extend((f.raw, idx, {**row, "file_status": "gone"}) for idx, row in sorted(state.items()))
     return _table(rows) if rows else part_schema().empty_table()
 
@@ -246,6 +300,7 @@ def _write_part(
     gone: set[bytes] | None = None,
 ) -> Path | None:
     rows: list[tuple[bytes, int, dict[str, Any]]] = []
+    states: list[dict[int, dict[str, Any]]] = []
     for fp in sorted(set(wanted) | set(new_paths)):
         all_paths = store.ok_paths(fp)
         targets: dict[bytes, set[int]] = {}
@@ -260,8 +315,10 @@ def _write_part(
         if not windows:
             continue
         state = _window_state(store, fp, windows)
+        states.append(state)
         for raw, ws in targets.items():
             rows.extend((raw, idx, state[idx]) for idx in sorted(ws) if idx in state)
+    _fill_embeddings(store, out_dir, states)  # the rows share these dicts: filled in place
     for raw, failed_fp, error in failed_files:
         if gone and raw in gone:  # a tombstone: newer than the path's rows, so it hides them
             rows.append((raw, -1, {"fingerprint": failed_fp, "file_status": "gone", "window_index": None}))
@@ -282,8 +339,9 @@ def _write_part(
     while (folder / f"part-{run_id:06d}-{n:02d}.parquet").exists():
         n += 1
     path = folder / f"part-{run_id:06d}-{n:02d}.parquet"
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    write_part(table, path)
+    if not store.readonly:  # fsynced and in place: the part holds these now, the state need not
+        store.release_embeddings(sorted(held_keys(table)))
     return path
 
 
@@ -301,10 +359,47 @@ def _window_state(store: Store, fp: str, windows: list[int]) -> dict[int, dict[s
             unit.status, unit.error, unit.request_id)
         if unit.embedding is not None:
             row["_blob"] = unit.embedding
+        elif svc == "embedding" and unit.status == "completed":  # handed over to a part
+            row["_need"] = unit.request_id
         tags = unit.result.get("tags") if unit.result else None
         if isinstance(tags, dict):
             _put_tags(row, tags)
     return state
+
+
+def _fill_embeddings(store: Store, out_dir: Path, states: Iterable[dict[int, dict[str, Any]]]) -> None:
+    """Give the rows whose embedding the state handed over (``_need``) their ``_blob`` from the
+    parts. One that no readable part holds any more (a part damaged or deleted after its run)
+    is not written as ``completed`` without its embedding: its unit goes back to ``submitted``,
+    so the next run over its file polls the API for it again (a job keeps its result).
+
+    Raises:
+        StateError: some cannot be found and ``store`` is read-only (nothing can be marked).
+    """
+    need = {(row["fingerprint"], row["window_index"]): row
+            for state in states for row in state.values() if "_need" in row}
+    if not need:
+        return
+    found = find_embeddings(list_parts(out_dir), need.keys())
+    lost = []
+    for key, row in need.items():
+        rid = row.pop("_need")
+        if key in found:
+            row["_blob"] = found[key]
+        else:
+            lost.append(rid)
+            row["embedding_status"] = "submitted"
+    if not lost:
+        return
+    if store.readonly:
+        raise StateError(
+            f"{len(lost)} embedding(s) of {out_dir} are in neither its state nor a readable part (a part "
+            "damaged or deleted after its run): opened by its owner, the folder marks them to be fetched "
+            "from the API again by the next `seeknetic-prep run` over their files.")
+    store.repoll(lost)
+    log.warning("%d embedding(s) were in no readable part of %s any more (a part damaged or deleted): "
+                "marked to be fetched from the API again by the next run over their files",
+                len(lost), out_dir)
 
 
 def _put_tags(row: dict[str, Any], tags: dict[str, Any]) -> None:

@@ -3,8 +3,9 @@ touches storage.
 
 :func:`load_run` reads the totals, the throughput and the failed files from the state
 (:class:`~seeknetic_prep.state.store.Store`'s typed queries), and the windows from the merged
-Parquet parts without their embedding column, in one pass; then it looks up the embeddings of
-only the windows shown, one indexed read each. A change of storage touches this module, not
+Parquet parts without their embedding column, in one pass; then it reads the embeddings of
+only the windows shown, from the parts' row groups that hold them (the state keeps none once a
+part holds it). A change of storage touches this module, not
 the page (:mod:`.report`), which is drawn from the :class:`RunData` it returns.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from seeknetic_prep.results.embeddings import find_embeddings
 from seeknetic_prep.results.parts import TAG_TYPES, compact, ensure_parts, list_parts, part_schema
 from seeknetic_prep.state.rows import FileRow, Throughput, display_path
 from seeknetic_prep.state.store import reading_store
@@ -102,11 +104,12 @@ def load_run(out: Path, *, max_files: int) -> RunData:
             small = [c for c in part_schema().names if c != "embedding"]
             for row in compact(Path(out), columns=small).to_pylist():  # no embeddings read here
                 windows.add(row)
-            # Embeddings only for the windows shown, one indexed lookup each: never a whole column.
-            for win, rid in windows.embedded:
-                result = store.result(rid) or {}
-                if result.get("embedding"):
-                    win.embedding = np.asarray(result["embedding"], np.float32)
+            # Embeddings only for the windows shown, from the row groups that hold them (the
+            # state keeps none once a part does): never a whole column.
+            found = find_embeddings(list_parts(Path(out)), {key for _, key in windows.embedded})
+            for win, key in windows.embedded:
+                if key in found:
+                    win.embedding = np.frombuffer(found[key], "<f4").copy()
     return RunData(
         out=Path(out),
         counts=counts,
@@ -129,7 +132,7 @@ class _Windows:
         self.shown: dict[str, FileEntry] = {}
         self.failed_jobs: list[FailedJob] = []
         self.failed_total = 0
-        self.embedded: list[tuple[WindowEntry, str]] = []  # windows shown, their embedding job
+        self.embedded: list[tuple[WindowEntry, tuple[str, int]]] = []  # windows shown, their content's window
 
     def add(self, row: dict[str, Any]) -> None:
         if row["window_index"] is None:
@@ -149,8 +152,8 @@ class _Windows:
             entry = self.shown[path] = FileEntry(path, row["fingerprint"], self.durations.get(path))
         win = _window_entry(row)
         entry.windows.append(win)
-        if row.get("embedding_status") == "completed" and row.get("embedding_request_id"):
-            self.embedded.append((win, row["embedding_request_id"]))
+        if row.get("embedding_status") == "completed":
+            self.embedded.append((win, (row["fingerprint"], row["window_index"])))
 
 
 def _window_entry(row: dict[str, Any]) -> WindowEntry:

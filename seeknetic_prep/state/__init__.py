@@ -2,7 +2,8 @@
 
 * :mod:`.store` -- ``Store``, the one door to the database, assembled from:
 * :mod:`.connection` -- the connection, migrations, batched writes;
-* :mod:`.units`, :mod:`.files`, :mod:`.runs` -- typed queries, one class per table's concern;
+* :mod:`.units`, :mod:`.files`, :mod:`.runs`, :mod:`.blobs` -- typed queries, one class per
+  table's concern;
 * :mod:`.rows` -- the row values they return (no positional tuples) and the path forms;
 * :mod:`.schema` -- the schema's versions and their migrations;
 * :mod:`.readonly` -- ``StateView``, the state read by ``plan`` without changing it;

@@ -136,6 +136,8 @@ class Connection:
             except BaseException:
                 self._db.close()
                 raise
+            if not int(self._db.execute("PRAGMA user_version").fetchone()[0]):  # no table yet:
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # freed pages can leave the file
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -267,6 +269,22 @@ class Connection:
                 return int(self._db.execute(sql, params).lastrowid or 0)
             except sqlite3.Error as exc:
                 raise StateError(f"{self.path}: write failed ({exc}).") from exc
+
+    def _maintain(self, sql: str) -> None:
+        """A statement run on its own, outside any transaction, after what is buffered, and
+        stepped to its end: ``PRAGMA incremental_vacuum`` frees one page per step, and
+        ``execute`` steps a statement without result columns once (it freed 1 page of 3 here),
+        so ``executescript``, which steps each to the end; ``VACUUM`` refuses a transaction."""
+        with self._lock:
+            self._flush_locked()
+            if self._closed:
+                return
+            if self.readonly:
+                raise StateError(f"{self.path}: opened read-only, nothing can be written.")
+            try:
+                self._db.executescript(sql)
+            except sqlite3.Error as exc:
+                raise StateError(f"{self.path}: {sql.split()[0]} failed ({exc}).") from exc
 
     # ------------------------------------------------------------------ reading
 

@@ -16,6 +16,15 @@ Version 2 (issue 11) exists for scale:
 - ``files.path`` becomes a BLOB: the path's bytes (``os.fsencode``), so a name that is not
   UTF-8 is stored exactly, and ``size``, ``mtime_ns`` and ``inode`` let a rerun skip a finished
   file with one indexed lookup.
+
+Version 4 (issue 18.9) keeps each embedding in the state only until a results part holds it
+(:mod:`seeknetic_prep.state.blobs`), a unit's upload keys only until its job completed, and
+frame times as float64 bytes (96 bytes for 12, not ~196 of JSON; older rows stay JSON, read
+alike): a window's state went from 5.6 KB to about 1.3 KB. ``meta`` records that an older
+state's embeddings were handed over to its parts once. The switch to ``auto_vacuum=INCREMENTAL``
+that lets the file shrink needs a ``VACUUM``, which cannot run inside a migration's
+transaction: it follows that hand-over
+(:meth:`~seeknetic_prep.state.blobs.BlobQueries.handed_over`), when the file is smallest.
 """
 
 from __future__ import annotations
@@ -128,7 +137,15 @@ ALTER TABLE files ADD COLUMN media TEXT;
 """Version 3: what each file is (its probe: size, codecs, display size, rate, ...), as JSON,
 for the results' per-file columns (:data:`seeknetic_prep.results.parts.MEDIA_COLUMNS`)."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _v2, _V3)
+_V4 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+UPDATE units SET r2_keys = NULL WHERE status = 'completed';
+"""
+"""Version 4: small facts about the state itself (``embeddings_in_parts``: an older state's
+embeddings were handed over to its parts; see :mod:`seeknetic_prep.state.blobs`); a completed
+unit's upload keys go (they serve only to submit its job)."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _v2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -14,6 +14,7 @@ can change without its readers (``status``, the report, the results parts) notic
 * :mod:`.units` -- planning units, their transitions, reads of progress;
 * :mod:`.files` -- the paths seen and the lookup that lets a rerun skip a finished file;
 * :mod:`.runs` -- runs, throughput, and what one run finished (for its results part);
+* :mod:`.blobs` -- where a completed embedding lives: here until a results part holds it;
 * :mod:`.schema` -- the schema's versions and migrations.
 """
 
@@ -23,6 +24,7 @@ import os
 from pathlib import Path
 
 from seeknetic_prep.errors import InvalidArgumentError
+from seeknetic_prep.state.blobs import BlobQueries
 from seeknetic_prep.state.connection import FLUSH_ROWS, FLUSH_S
 from seeknetic_prep.state.files import FileQueries
 from seeknetic_prep.state.rows import (
@@ -74,7 +76,7 @@ def reading_store(out: str | os.PathLike[str]) -> Store:
     return Store(db, readonly=not (writable(db.parent) and os.access(db, os.W_OK)))
 
 
-class Store(UnitQueries, FileQueries, RunQueries):
+class Store(UnitQueries, FileQueries, RunQueries, BlobQueries):
     """The state database of one output directory.
 
     Args:

@@ -14,7 +14,8 @@ each only moves forward: a completed unit stays completed whatever a late thread
 
 A result is split on the way in (:func:`~seeknetic_prep.state.schema.split_result`): the
 embedding as a float32 blob in the row's last column, which reads of progress never select (so
-they never load one), the rest as small JSON.
+they never load one), the rest as small JSON. The embedding leaves the state once a results part
+holds it (:mod:`.blobs`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from seeknetic_prep.state.connection import Connection
-from seeknetic_prep.state.rows import Unit, UnitStatus, result_dict, safe_text
+from seeknetic_prep.state.rows import Unit, UnitStatus, result_dict, safe_text, times_blob
 from seeknetic_prep.state.schema import split_result
 
 __all__ = ["UnitQueries"]
@@ -53,7 +54,7 @@ class UnitQueries(Connection):
         self._queue((
             "UPDATE units SET status='uploaded', r2_keys=?, frame_times_ms=?, error=NULL, updated_at=? "
             "WHERE request_id=? AND status='planned'",
-            (json.dumps(r2_keys), json.dumps(list(frame_times_ms)), time.time(), request_id),
+            (json.dumps(r2_keys), times_blob(frame_times_ms), time.time(), request_id),
         ))
 
     def mark_submitted(self, request_id: str) -> None:
@@ -64,11 +65,12 @@ class UnitQueries(Connection):
         ))
 
     def mark_completed(self, request_id: str, result: dict[str, Any]) -> None:
-        """Keep a job's result: ``embedding`` as float32, ``tags`` and the rest as JSON."""
+        """Keep a job's result: ``embedding`` as float32, ``tags`` and the rest as JSON. The
+        uploaded tensors' keys go: they serve only to submit the job (~310 bytes a window)."""
         blob, rest = split_result(result)
         self._queue((
-            "UPDATE units SET status='completed', embedding=?, result=?, error=NULL, finished_run=?, "
-            "updated_at=? WHERE request_id=? AND status != 'completed'",
+            "UPDATE units SET status='completed', embedding=?, result=?, error=NULL, r2_keys=NULL, "
+            "finished_run=?, updated_at=? WHERE request_id=? AND status != 'completed'",
             (blob, rest, self._run_id, time.time(), request_id),
         ))
 
@@ -151,7 +153,10 @@ class UnitQueries(Connection):
         return Unit.of(rows[0], self.result(request_id)) if rows else None
 
     def result(self, request_id: str) -> dict[str, Any] | None:
-        """A completed job's result as the API gave it (the embedding back as floats)."""
+        """A completed job's result as the API gave it (the embedding back as floats), while
+        the state holds it: once the run's results part is written, the embedding is there only
+        (:mod:`seeknetic_prep.state.blobs`; read it with
+        :func:`seeknetic_prep.results.embeddings.find_embeddings`)."""
         rows = self._read("SELECT embedding, result FROM units WHERE request_id=? AND status='completed'",
                           (request_id,))
         return result_dict(*rows[0]) if rows else None
