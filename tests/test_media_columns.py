@@ -57,6 +57,7 @@ def test_every_row_and_export_says_what_its_file_is(tmp_path: Path) -> None:
             (audio["codec"], audio["rate"], audio["channels"]) if audio else (None, None, None))
         frames = truth["frames"]
         assert abs(got["fps"] - 1000.0 * (len(frames) - 1) / (frames[-1][1] - frames[0][1])) < 0.5
+        assert got["decoder"] == "cpu"  # no CUDA device here: what decoded it, not what could
 
     cli("results", "--out", str(out), "--format", "jsonl", "--to", str(tmp_path / "r.jsonl"))
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]

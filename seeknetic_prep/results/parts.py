@@ -87,8 +87,10 @@ MEDIA_COLUMNS: dict[str, pa.DataType] = {
     "rotation": pa.int32(),
     "mirrored": pa.bool_(),
     "has_audio": pa.bool_(),
+    "decoder": pa.string(),
 }
 """What each file is, on every row of it (:meth:`seeknetic_prep.decode.probe.MediaInfo.record`;
+``decoder``: ``cpu`` or ``cuda``, what decoded its windows, recorded as the first one arrives;
 ``width``/``height`` as displayed, ``mtime_ns`` from the stat taken before it was fingerprinted,
 for an object in a bucket its version tag): what users filter on before training. Null for a
 file recorded by a version before 0.2 and unchanged since (it was never probed again)."""
