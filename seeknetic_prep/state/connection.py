@@ -139,6 +139,10 @@ class Connection:
             if not int(self._db.execute("PRAGMA user_version").fetchone()[0]):  # no table yet:
                 self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # freed pages can leave the file
             self._db.execute("PRAGMA journal_mode=WAL")
+            # Builds with SQLITE_SECURE_DELETE zero every freed page (a released embedding's
+            # overflow page: 70 of 76 ms for 1,000); FAST zeroes what costs no more I/O, and the
+            # incremental vacuum that follows a release overwrites or cuts off the freed pages.
+            self._db.execute("PRAGMA secure_delete=FAST")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
