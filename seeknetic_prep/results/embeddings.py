@@ -83,7 +83,8 @@ def _read_rows(source: pq.ParquetFile, rows: dict[int, Key]) -> dict[Key, bytes]
         for row in members:
             local = row - int(starts[group])
             if column[local].is_valid:
-                values = column.values[local * dim:(local + 1) * dim]
+                first = (column.offset + local) * dim  # .values ignores the array's offset
+                values = column.values[first:first + dim]
                 out[rows[row]] = values.to_numpy(zero_copy_only=False).astype("<f4").tobytes()
     return out
 

@@ -253,6 +253,8 @@ def ensure_parts(store: Store, out_dir: Path, *, services: Sequence[str] = SERVI
     """Write the parts of earlier runs that never wrote theirs (a ``kill -9``, a database
     upgraded from version 1, whose results are all "run 0") or whose part is damaged (moved
     aside as ``<name>.damaged``, then written again from the state); returns the new parts.
+    An embedding the state handed over to the lost part is read from another part, or, where
+    none holds it, its unit goes back to ``submitted`` for the next run to poll.
     ``exclude``: runs not to write (the run in progress writes its own at its end).
 
     Under ``parts/.lock``: two readers that find the same part missing write it once."""
