@@ -837,6 +837,8 @@ def section_link(args: argparse.Namespace, command: str) -> int:
 
 def section_scale(args: argparse.Namespace, command: str) -> int:
     """State at scale: its own table and its own README section (``scale``)."""
+    if args.no_ann and args.write_readme:
+        raise SystemExit("bench.py: --no-ann with --write-readme would drop the README's ANN table")
     sizes = [int(x) for x in args.scale.split(",") if x.strip()] + ([1_000_000] if args.scale_1m else [])
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
@@ -848,7 +850,7 @@ def section_scale(args: argparse.Namespace, command: str) -> int:
             + scale.table(rows) + "\n")
     from seeknetic_prep.results.ann import ann_available
 
-    if ann_available():  # the approximate index against exact ranking, for 10M windows
+    if ann_available() and not args.no_ann:  # the approximate index against exact ranking, for 10M windows
         import _bench_ann
 
         print("section s: the approximate index", file=sys.stderr)
@@ -876,13 +878,15 @@ SCALE_INTRO = """\
 (no decoding, no server; 20 windows a file, both services, 1024-float embeddings, 10k windows a
 run, each run ending with its results part), then one more run adds 1,000 windows. Measured:
 `state.sqlite` per window; that last run's end-of-run cost (commit the buffered writes, write
-its Parquet part, append its vectors to the search matrix); a no-op resume's store side (open,
+its Parquet part, release from the state the embeddings it holds, append its vectors to the
+search matrix); a no-op resume's store side (open,
 then one `known_file` lookup per file); `seeknetic-prep status` as a fresh process; and in a
 fresh process, `search`'s load (first the parts' small columns, merged and cached in
 `search/windows.arrow`; then from that cache, as every later search until the next run) and
 one exact ranking (top 10, chunked float32 matmul over the memory-mapped matrix), with the
 process's peak RSS and its anonymous part (all but the mapped files). 1M windows take about
-12 minutes and 14 GB of disk here (`--scale-1m`).
+12 minutes and 14 GB of disk here (`--scale-1m`; `--no-ann` leaves out the approximate index's
+table below, which the state does not change).
 """
 
 
@@ -922,6 +926,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--scale", default="10000,100000",
                    help="section s: windows of history, comma-separated (default 10000,100000)")
     p.add_argument("--scale-1m", action="store_true", help="section s: also 1,000,000 windows (slow, ~5 GB)")
+    p.add_argument("--no-ann", action="store_true",
+                   help="section s: leave out the approximate index's table (its build takes minutes)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per cell (default 3, --quick 1)")
     p.add_argument("--cache", type=Path, default=ROOT / inputs.CACHE_NAME, help="where clips are generated")
     p.add_argument("--no-fixtures", action="store_true", help="leave the repo's fixtures out of section a")
