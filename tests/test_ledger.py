@@ -552,7 +552,7 @@ def test_close_counts_fills_pending_jobs_unfinished_files_and_windows_decoded(st
     run.admit(plan(windows=3, path=B), path=B)
     run.admit(plan(FP2, windows=1, path="/videos/c.mp4"), path="/videos/c.mp4")
     for _ in range(2):
-        run.ledger.window_decoded()
+        run.ledger.window_decoded(FP, "cpu")
     run.step(rid(0), "completed")
     run.step(rid(0, fp=FP2), "completed")
     assert run.ledger.pending_jobs == 2
@@ -561,6 +561,10 @@ def test_close_counts_fills_pending_jobs_unfinished_files_and_windows_decoded(st
     assert (s.jobs_pending, s.files_unfinished, s.windows_decoded) == (2, 2, 2)  # a and its copy
     assert (s.files_ok, s.exit_code) == (1, 1)
     assert run.progress.of("decoded") == [(1,), (1,)]
+    # what decoded the content is on every path that holds it, and only there
+    paths = [os.fsencode(A), os.fsencode(B), b"/videos/c.mp4"]
+    media = run.store.media_of(paths)
+    assert [media.get(path, {}).get("decoder") for path in paths] == ["cpu", "cpu", None]
 
 
 def test_a_known_file_is_counted_from_the_store_without_any_work(start: Start) -> None:
