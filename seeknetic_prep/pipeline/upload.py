@@ -186,10 +186,6 @@ class UploadStage:
             self.ledger.uploaded(item.request_id, item.r2_keys, item.frame_times_ms)
             item.body = None  # 3-6 MB: not held through the submission's retries
         slot.release()  # the body is sent: the submission waits without holding an upload slot
-        keys = item.r2_keys
-        if keys is None:
-            raise APIError(f"unit {item.request_id} is uploaded but has no r2 keys",
-                           request_id=item.request_id)
         if item.lookup or self.ledger.needs_lookup(item.request_id):
             try:
                 self.client.get_status(item.request_id, item.service)
@@ -199,6 +195,10 @@ class UploadStage:
                 self.ledger.submitted(item.request_id)
                 self._poll(item.request_id, item.service)
                 return
+        keys = item.r2_keys  # needed only to submit (a completed unit's keys are not kept)
+        if keys is None:
+            raise APIError(f"unit {item.request_id} is uploaded but has no r2 keys",
+                           request_id=item.request_id)
         if self.stop.is_set() or self.no_submit.is_set() or not self._may_submit(item.request_id):
             return  # stays uploaded: the next run submits it without a new upload
         tensor = {"video_input_key": keys["video_input"]}
