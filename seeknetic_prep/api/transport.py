@@ -34,8 +34,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from seeknetic_prep.api.pacing import ByteRate
 from seeknetic_prep.errors import APIConnectionError, APITimeoutError
 
-__all__ = ["LinkMeter", "MockTransport", "Request", "RequestsTransport", "Response", "Transport",
-           "rid_suffix", "short", "why"]
+__all__ = ["STALL_S", "LinkMeter", "MockTransport", "Request", "RequestsTransport", "Response", "Transport",
+           "rid_suffix", "short", "stalled", "why"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,17 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+STALL_S = 3.0
+"""Seconds without a block going out, with bodies in flight, that make a stall: shown as one,
+and a reason to send fewer bodies at once."""
+
+
+def stalled(sending: int, idle_s: float) -> bool:
+    """Whether a :meth:`LinkMeter.snapshot`'s ``sending`` and ``idle_s`` say the link stalled
+    (idle time with no body in flight is no stall)."""
+    return sending > 0 and idle_s >= STALL_S
+
+
 class LinkMeter:
     """What the upload link is doing, for the progress display: bytes handed to the sockets,
     bodies being sent now, and when the last block went out (a stall is bodies in flight and
@@ -123,10 +134,10 @@ class LinkMeter:
             self.uploads += 1
             self.upload_bytes += size
 
-    def bytes_per_upload(self) -> float | None:
-        """The mean body uploaded so far; None before the first."""
+    def answered(self) -> tuple[int, int]:
+        """``(uploads answered, their bytes)``, read together."""
         with self._lock:
-            return self.upload_bytes / self.uploads if self.uploads else None
+            return self.uploads, self.upload_bytes
 
     def snapshot(self) -> tuple[int, int, float]:
         """``(bytes sent, bodies being sent, seconds since the last block went out)``."""

@@ -17,8 +17,8 @@ On a terminal (tqdm, two lines)::
   the rate over the last seconds, and the bytes left with the time they take at that rate
   (jobs left to upload times the mean body so far): when the link is the bottleneck, this
   is the ETA to read. When bodies are in flight and no block has gone out for
-  :data:`STALL_SHOWN_S`, ``link stalled 12 s``. Both lines are redrawn every second by a ticker,
-  so a stall never freezes the screen (its clock included).
+  :data:`~seeknetic_prep.api.transport.STALL_S`, ``link stalled 12 s``. Both lines are redrawn
+  every second by a ticker, so a stall never freezes the screen (its clock included).
 
 Without a terminal (``--quiet``, a pipe, CI) it prints one line per file instead, and the
 same "already done" count. tqdm was kept rather than moving to rich: the screen needs one bar
@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from seeknetic_prep.api.transport import LinkMeter, stalled
 from seeknetic_prep.pipeline.driver import Progress
 from seeknetic_prep.state.store import display_path  # a name that is not UTF-8 prints escaped, never crashes
 from seeknetic_prep.util.text import printable
@@ -39,8 +40,6 @@ from seeknetic_prep.util.text import printable
 __all__ = ["RunDisplay", "link_text"]
 
 _SHOWN_IN_FLIGHT = 2
-STALL_SHOWN_S = 3.0
-"""Seconds without a block going out, with bodies in flight, before the line says "stalled"."""
 _RATE_WINDOW_S = 5.0
 
 
@@ -52,7 +51,7 @@ def link_text(sent: int, sending: int, idle_s: float, rate_bytes_s: float | None
     if sent == 0 and sending == 0:
         return ""
     text = f"sent {sent / 1e6:.1f} MB"
-    if sending and idle_s >= STALL_SHOWN_S:
+    if stalled(sending, idle_s):
         return f"{text} · link stalled {idle_s:.0f} s"
     if rate_bytes_s is None:
         return text
@@ -86,7 +85,7 @@ class RunDisplay(Progress):
         self.exact = False
         self.files = 0
         self._last_status = 0.0
-        self.meter: Any = None
+        self.meter: LinkMeter | None = None
         self.retry_reasons: dict[str, int] = {}
         self._samples: list[tuple[float, int]] = []  # (time, bytes sent): the rate's window
         self._ticking = threading.Event()
@@ -195,7 +194,7 @@ class RunDisplay(Progress):
             parts.append("working on: " + ", ".join(names[:_SHOWN_IN_FLIGHT]) + more)
         if self.already_done:
             parts.append(f"already done: {self.already_done} files")
-        if self.meter is not None and (link := self._link(now)):
+        if self.meter is not None and (link := self._link(self.meter, now)):
             parts.append(link)
         parts += [f"{label} {self.counts[key]}" + (self._why() if key == "retry" else "") for key, label in
                   (("retry", "retries"), ("rate_limited", "rate-limited"), ("busy", "server busy"),
@@ -208,8 +207,8 @@ class RunDisplay(Progress):
         top = sorted(self.retry_reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         return " (" + ", ".join(f"{why} {n}" for why, n in top) + ")" if top else ""
 
-    def _link(self, now: float) -> str:
-        sent, sending, idle_s = self.meter.snapshot()
+    def _link(self, meter: LinkMeter, now: float) -> str:
+        sent, sending, idle_s = meter.snapshot()
         self._samples = [(t, n) for t, n in self._samples if now - t <= _RATE_WINDOW_S] + [(now, sent)]
         first_t, first_n = self._samples[0]
         rate = (sent - first_n) / (now - first_t) if now - first_t >= 1.0 else None
@@ -218,10 +217,10 @@ class RunDisplay(Progress):
     def _left_bytes(self) -> float | None:
         """Bytes still to upload: the jobs left to upload times the mean body so far. Only
         with exact totals and bodies this process uploaded (a Ray run's nodes upload theirs)."""
-        per_upload = self.meter.bytes_per_upload() if hasattr(self.meter, "bytes_per_upload") else None
-        if not self.exact or per_upload is None:
+        uploads, upload_bytes = self.meter.answered() if self.meter is not None else (0, 0)
+        if not self.exact or not uploads:
             return None
-        return float(max(0, self.total_jobs - self.meter.uploads) * per_upload)
+        return max(0, self.total_jobs - uploads) * upload_bytes / uploads
 
     def close(self) -> None:
         self._ticking.set()

@@ -13,7 +13,8 @@ data centre's. So the number of uploads in flight is found as TCP finds a window
 * **step back when growing stops helping**: a step that brought less than ``gain`` is undone
   and growth pauses for ``rest_periods``, then is probed again by an eighth (the knee is
   near; links change);
-* **halve on a stall**: bodies in flight and nothing sent for ``STALL_S``: fewer, not more,
+* **halve on a stall**: bodies in flight and nothing sent for
+  :data:`~seeknetic_prep.api.transport.STALL_S`: fewer, not more,
   connections on a link that has stopped;
 * **a ceiling from memory**: each upload in flight holds its body (about 3 MB), so the ceiling
   is the ``--upload-memory-mb`` budget over the body size, and the floor the starting value.
@@ -29,16 +30,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from seeknetic_prep.api.transport import LinkMeter
+from seeknetic_prep.api.transport import LinkMeter, stalled
 
-__all__ = ["STALL_S", "Concurrency", "UploadGate"]
+__all__ = ["Concurrency", "UploadGate"]
 
 log = logging.getLogger(__name__)
-
-STALL_S = 3.0
 
 
 @dataclass
@@ -55,8 +52,7 @@ class Concurrency:
     last_t: float | None = None
     _last_sent: int = 0
     _last_done: int = 0
-    _before_step: float | None = None  # the rate before the last growth step
-    _stepped_from: int | None = None
+    _step: tuple[float, int] | None = None  # the rate and the limit before a step not yet judged
     _resting: int = 0
     _last_stall: float = float("-inf")
     _careful: bool = False  # a step has failed once: the knee is near, probe by an eighth
@@ -75,7 +71,7 @@ class Concurrency:
                 return self.limit
             self._last_stall = now
             self.limit = max(self.start, self.limit // 2)
-            self._stepped_from = self._before_step = None
+            self._step = None
             self._resting = self.rest_periods
             self.last_t, self._last_sent, self._last_done = now, sent, done
             return self.limit
@@ -86,20 +82,18 @@ class Concurrency:
             return self.limit  # a period holds enough answers to measure a rate by
         rate = (sent - self._last_sent) / (now - self.last_t)
         self.last_t, self._last_sent, self._last_done = now, sent, done
-        if self._stepped_from is not None and self._before_step is not None:
-            paid = rate >= self._before_step * (1 + self.gain)
-            if not paid:  # that step did not pay: undo it, rest, then probe in small steps
-                self.limit = self._stepped_from
+        if self._step is not None:
+            (rate_before, limit_before), self._step = self._step, None
+            if rate < rate_before * (1 + self.gain):  # no pay: undo it, rest, then probe in small steps
+                self.limit = limit_before
                 self._resting = self.rest_periods
                 self._careful = True
-            self._stepped_from = self._before_step = None
-            if not paid:
                 return self.limit
         if self._resting > 0:
             self._resting -= 1
             return self.limit
         if wanted_more and self.limit < self.maximum:  # a step that paid is followed by the next
-            self._before_step, self._stepped_from = rate, self.limit
+            self._step = (rate, self.limit)
             step = self.limit // 8 if self._careful else self.limit // 2
             self.limit = min(self.maximum, self.limit + max(1, step))
         return self.limit
@@ -152,13 +146,13 @@ class UploadGate:
         if self._link is None:
             return
         _, sending, idle_s = self._link.snapshot()
+        uploads, upload_bytes = self._link.answered()
         before, looked = self.policy.limit, self.policy.last_t
-        self.policy.update(self._clock(), self._link.uploads, self._link.upload_bytes,
-                           wanted_more=self._wanted_more, stalled=sending > 0 and idle_s >= STALL_S)
+        self.policy.update(self._clock(), uploads, upload_bytes, wanted_more=self._wanted_more,
+                           stalled=stalled(sending, idle_s))
         if self.policy.last_t != looked:  # a period was judged: demand is counted afresh
             self._wanted_more = False
         if self.policy.limit != before:
-            log.debug("uploads in flight: %d -> %d after %d uploads", before, self.policy.limit,
-                      self._link.uploads)
+            log.debug("uploads in flight: %d -> %d after %d uploads", before, self.policy.limit, uploads)
         if self.policy.limit > before:
             self._cond.notify_all()

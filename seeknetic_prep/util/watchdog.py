@@ -37,10 +37,11 @@ def watch(owner: int, pids: Iterable[int]) -> subprocess.Popen[bytes] | None:
     and as found then) once ``owner`` has died; it ends by itself once they are all gone (the
     run stopped them). None where ``/proc`` is not there to read."""
     named = [f"{pid}:{start}" for pid in pids if (start := _started(pid)) is not None]
-    if not named or _started(owner) is None:
+    owner_started = _started(owner)
+    if not named or owner_started is None:
         return None
     return subprocess.Popen(
-        [sys.executable, "-I", __file__, f"{owner}:{_started(owner)}", *named],
+        [sys.executable, "-I", __file__, f"{owner}:{owner_started}", *named],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True)
 
