@@ -309,3 +309,42 @@ def test_a_store_whose_package_is_missing_is_one_line_exit_2(tmp_path: Path) -> 
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert 'reading gs:// needs gcsfs; pip install "seeknetic-prep[gcs]"' in proc.stderr
+
+
+def test_inspect_draws_a_buckets_and_a_signed_urls_windows_as_the_files(
+        s3: Any, fixtures_dir: Path, tmp_path: Path) -> None:
+    """``inspect`` over ``s3://`` (the ``//`` kept from the command line) and over a presigned
+    ``https`` URL: the 12 tiles and the audio strip are the local file's pixels, the sheet is named
+    after the key, and no signing value reaches the output or the sheet's name."""
+    from PIL import Image
+
+    from seeknetic_prep.results.sheet import sheet_size, tile_origin, write_sheets
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    local = write_sheets(fixtures_dir / "demo" / "lake.mp4", tmp_path / "local", window=1)
+    proc = _cli("inspect", "s3://vids/demo/lake.mp4", "--window", "1", "--out", tmp_path / "s3",
+                endpoint=endpoint)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(tmp_path / "s3" / "lake-w1.png")]
+    data = (fixtures_dir / "demo" / "lake.mp4").read_bytes()
+    files = Files(routes={"/clips/lake.mp4": Route(data)})
+    with http_files(files) as base:
+        signed = write_sheets(f"{base}/clips/lake.mp4?X-Amz-Signature=SECRETSIG", tmp_path / "signed",
+                              window=1)
+    assert [p.name for p in signed] == ["lake-w1.png"]
+    assert files.bytes_sent < len(data) * 2  # read with range requests, never twice over
+    width, height = sheet_size()
+    want = np.asarray(Image.open(local[0]))
+    for sheet in (tmp_path / "s3" / "lake-w1.png", signed[0]):
+        got = np.asarray(Image.open(sheet))
+        assert got.shape == (height, width, 3)
+        for i in range(12):
+            x, y = tile_origin(i)
+            assert np.array_equal(got[y:y + 224, x:x + 224], want[y:y + 224, x:x + 224]), (sheet, i)
+        strip = height - 16 - 200  # the audio strip: waveform and spectrogram
+        assert np.array_equal(got[strip + 16:], want[strip + 16:]), sheet
+        assert not np.array_equal(got[:30], want[:30])  # the header names a different source
+    missing = _cli("inspect", "s3://vids/demo/nothing.mp4?X-Amz-Signature=SECRETSIG", endpoint=endpoint)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert "s3://vids/demo/nothing.mp4" in missing.stderr
+    assert "SECRETSIG" not in missing.stderr + missing.stdout

@@ -10,7 +10,8 @@ HELP = ("Draw a contact sheet per window of FILE: the 12 frames exactly as uploa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", type=Path, help="a video file")
+    # str, not Path: Path("s3://b/k.mp4") would collapse the URL's "//".
+    parser.add_argument("file", metavar="FILE", help="a video file or URL (s3://, gs://, az://, https://)")
     parser.add_argument("--window", type=int, default=None, metavar="K",
                         help="only window K (0-based, the results' window_index; default: every window)")
     parser.add_argument("--out", type=Path, default=None, metavar="PATH",

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -32,6 +33,7 @@ from seeknetic_prep.decode.profile import (
 )
 from seeknetic_prep.decode.transform import check_resize, scaled_size
 from seeknetic_prep.errors import InvalidArgumentError
+from seeknetic_prep.sources.urls import is_url
 from seeknetic_prep.state.rows import display_path
 
 if TYPE_CHECKING:
@@ -238,7 +240,8 @@ def write_sheets(
     """Write one PNG contact sheet per window of ``path`` (or only window ``window``).
 
     Args:
-        path: the video.
+        path: the video: a local path or a URL (``s3://``, ``https://``, ...), read with range
+            requests like ``run`` reads it; the sheet names a URL without its signing values.
         out: where to write. A folder (one that exists, or a name ending in ``/`` or without
             a suffix): ``<folder>/<stem>-w<K>.png``. A file name: used as is for a single
             window, with ``-w<K>`` before its suffix for several. None: the current folder.
@@ -257,30 +260,42 @@ def write_sheets(
     from seeknetic_prep.decode.media import probe
     from seeknetic_prep.decode.preprocess import iter_segments
     from seeknetic_prep.decode.sampling import plan_windows
+    from seeknetic_prep.sources import open_source
 
     mode = check_resize(resize)
-    info = probe(path)
-    windows = plan_windows(info.duration_ms)
-    if window is not None:
-        if not 0 <= window < len(windows):
-            raise InvalidArgumentError(
-                f"Invalid --window {window}: {Path(path).name} has {len(windows)} window"
-                f"{'s' * (len(windows) != 1)} (0-{len(windows) - 1}, {WINDOW_MS // 1000} s each)."
-            )
-        windows = [windows[window]]
-    targets = _targets(Path(path), out, [w.index for w in windows])
-    written = []
-    for segment, target in zip(iter_segments(path, windows, resize=mode), targets, strict=True):
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            contact_sheet(info, segment, resize=mode).save(target, format="PNG", optimize=False)
-        except OSError as exc:
-            shown = display_path(os.fspath(out) if out is not None else ".")
-            raise InvalidArgumentError(
-                f"Invalid --out {shown!r}: cannot write {display_path(str(target))} ({_why(exc)})."
-            ) from exc
-        written.append(target)
-    return written
+    text = os.fspath(path)
+    # A URL names its sheets after the object's key; a path after the file.
+    named = Path(urlsplit(text).path) if is_url(text) else Path(text)
+    source = open_source(text)  # a path as it is; a URL as a file over range requests
+    try:
+        info = probe(source)
+        windows = plan_windows(info.duration_ms)
+        if window is not None:
+            if not 0 <= window < len(windows):
+                raise InvalidArgumentError(
+                    f"Invalid --window {window}: {named.name} has {len(windows)} window"
+                    f"{'s' * (len(windows) != 1)} (0-{len(windows) - 1}, {WINDOW_MS // 1000} s each)."
+                )
+            windows = [windows[window]]
+        targets = _targets(named, out, [w.index for w in windows])
+        if not isinstance(source, str):
+            source.seek(0)
+        written = []
+        for segment, target in zip(iter_segments(cast(Any, source), windows, resize=mode, info=info),
+                                   targets, strict=True):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                contact_sheet(info, segment, resize=mode).save(target, format="PNG", optimize=False)
+            except OSError as exc:
+                shown = display_path(os.fspath(out) if out is not None else ".")
+                raise InvalidArgumentError(
+                    f"Invalid --out {shown!r}: cannot write {display_path(str(target))} ({_why(exc)})."
+                ) from exc
+            written.append(target)
+        return written
+    finally:
+        if not isinstance(source, str):
+            source.close()
 
 
 def _targets(path: Path, out: str | os.PathLike[str] | None, indices: list[int]) -> list[Path]:
