@@ -348,3 +348,25 @@ def test_inspect_draws_a_buckets_and_a_signed_urls_windows_as_the_files(
     assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
     assert "s3://vids/demo/nothing.mp4" in missing.stderr
     assert "SECRETSIG" not in missing.stderr + missing.stdout
+
+
+_PRELOAD_CHECK = """
+import functools, sys
+from seeknetic_prep.sources import client_modules
+from seeknetic_prep.util.procs import preload_also, worker_context
+if sys.argv[1] == "urls":
+    preload_also(client_modules(["clips/a.mp4", "s3://vids/demo/a.mp4"]))
+ctx = worker_context(["seeknetic_prep.executors.local"])
+with ctx.Pool(1) as pool:
+    print(pool.apply(functools.partial(eval, "'s3fs' in __import__('sys').modules")))
+"""
+
+
+@pytest.mark.parametrize(("paths", "preloaded"), [("urls", "True"), ("local", "False")])
+def test_a_runs_store_client_is_imported_once_by_the_fork_server(paths: str, preloaded: str) -> None:
+    """A run over ``s3://`` has the fork server import s3fs (~0.6 s) once, so each decode worker
+    starts with it; a run over local paths leaves it out."""
+    proc = subprocess.run([sys.executable, "-c", _PRELOAD_CHECK, paths], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [preloaded]

@@ -70,10 +70,11 @@ from seeknetic_prep.pipeline.tally import Tally, Totals
 from seeknetic_prep.pipeline.tasks import DecodeTask, is_environmental, retry_request_id
 from seeknetic_prep.pipeline.upload import UploadStage
 from seeknetic_prep.results.finalize import finalize_run
-from seeknetic_prep.sources import Found, check_sources, discover_sources, is_url, redact
+from seeknetic_prep.sources import Found, check_sources, client_modules, discover_sources, is_url, redact
 from seeknetic_prep.state.rows import FileRow
 from seeknetic_prep.state.store import Store
 from seeknetic_prep.state.thumbs import ThumbStore
+from seeknetic_prep.util.procs import preload_also
 
 __all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
 
@@ -420,6 +421,7 @@ def run_folder(
     opt = options or RunOptions()
     inputs = [str(p) for p in paths]
     found = _videos(inputs, opt.extensions)
+    preload_also(client_modules(p for p, _, _ in found))  # a store's client: once, not per worker
     # The engine starts now, so its workers' start-up overlaps the key check.
     if executor is None:  # the engine's nodes get their share of the one --qps budget
         _, node_qps = engine(opt.executor).share_qps(opt.qps)

@@ -29,10 +29,10 @@ from seeknetic_prep.errors import InvalidArgumentError, MediaError
 from seeknetic_prep.pipeline.discover import discover
 from seeknetic_prep.pipeline.payloads import file_fingerprint, fingerprint_of
 from seeknetic_prep.sources.manifest import read_list
-from seeknetic_prep.sources.urls import is_url, redact
+from seeknetic_prep.sources.urls import is_url, redact, scheme
 
-__all__ = ["Found", "check_sources", "discover_sources", "is_url", "open_source", "read_list", "redact",
-           "source_fingerprint"]
+__all__ = ["Found", "check_sources", "client_modules", "discover_sources", "is_url", "open_source",
+           "read_list", "redact", "source_fingerprint"]
 
 Found = tuple[str, "int | None", int]
 """A file to work on: ``(path or URL, size from the listing or None, version tag number)``."""
@@ -109,6 +109,24 @@ def source_fingerprint(path: str) -> tuple[str, int, int]:
     with _mapped(path):
         fp = fingerprint_of(info.size, lambda offset, length: fetch_range(path, offset, offset + length))
     return fp, info.size, info.tag_number
+
+
+_CLIENTS = {"s3": ("s3fs",), "gs": ("gcsfs",), "gcs": ("gcsfs",), "az": ("adlfs",), "abfs": ("adlfs",),
+            "abfss": ("adlfs",), "http": ("fsspec.implementations.http",),
+            "https": ("fsspec.implementations.http",)}
+
+
+def client_modules(paths: Iterable[str]) -> list[str]:
+    """The modules a worker imports to read ``paths`` (none for local paths), for a fork
+    server to import once instead of every worker (s3fs with aiobotocore: ~0.6 s each).
+
+    >>> client_modules(["a.mp4", "s3://b/x.mp4", "s3://b/y.mp4"])
+    ['seeknetic_prep.sources.remote', 's3fs']
+    """
+    schemes = dict.fromkeys(scheme(p) for p in paths if is_url(p))
+    if not schemes:
+        return []
+    return ["seeknetic_prep.sources.remote", *dict.fromkeys(m for s in schemes for m in _CLIENTS.get(s, ()))]
 
 
 def check_sources(items: Iterable[str]) -> None:
