@@ -167,8 +167,9 @@ def _over(session: _Session) -> Client:
     fake = Fake()
     client = Client(KEY, base_url="http://mock", timeout=(2.0, 7.0),
                     retrier=RetryEngine(POLICY, clock=fake.clock, sleep=fake.sleep))
-    assert isinstance(client._transport, RequestsTransport)
-    client._transport._session = session  # type: ignore[assignment]
+    transport = client._session._transport
+    assert isinstance(transport, RequestsTransport)
+    transport._session = session  # type: ignore[assignment]
     return client
 
 

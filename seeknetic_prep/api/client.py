@@ -1,6 +1,7 @@
 """``Client``: the endpoints of the Seeknetic API, over a transport and a retry engine.
 
-The client is the top of three layers, as in encode/httpx:
+The client is the top of three layers, as in encode/httpx (with :mod:`.session`, which holds the
+key and adds the auth header and redaction to every call, between it and the two below):
 
 * :mod:`.transport` sends one request and is the only place ``requests`` exceptions become ours;
 * :mod:`.retry` decides, for every call, what a failure means: retries with backoff for
@@ -14,7 +15,7 @@ The client is the top of three layers, as in encode/httpx:
   ``GET /async_status/<id>``, so a job the server already has is never submitted twice.
 
 The API key is checked before any request (surrounding whitespace stripped; a control or
-non-ASCII character refused with a message that does not quote it) and held privately: it is
+non-ASCII character refused with a message that does not quote it) and held by the session: it is
 never part of a repr, a log line or an error message (a server that echoes it in a detail, in
 clear or escaped, gets it replaced by ``[redacted]``).
 
@@ -29,7 +30,6 @@ clear or escaped, gets it replaced by ``[redacted]``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import threading
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from seeknetic_prep.api.answers import check_embedding, check_status
-from seeknetic_prep.api.keys import clean_api_key, redact, redact_value, secret_forms
+from seeknetic_prep.api.keys import clean_api_key
 from seeknetic_prep.api.pacing import (
     AdaptiveRate,
     ByteBucket,
@@ -51,8 +51,9 @@ from seeknetic_prep.api.pacing import (
     mbps_to_bytes,
 )
 from seeknetic_prep.api.retry import RetryEngine
-from seeknetic_prep.api.transport import LinkMeter, Request, RequestsTransport, Transport, short, why
-from seeknetic_prep.api.wire import key_check_answer, r2_keys, read_answer, split_upload, submission
+from seeknetic_prep.api.session import AuthScheme, Session
+from seeknetic_prep.api.transport import LinkMeter, Transport, short, why
+from seeknetic_prep.api.wire import key_check_answer, r2_keys, split_upload, submission
 from seeknetic_prep.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -68,7 +69,6 @@ __all__ = ["REGIONS", "AdaptiveRate", "AuthScheme", "Client", "ClientConfig", "R
            "RetryPolicy", "TokenBucket"]
 
 Region = Literal["tokyo", "us", "cn"]
-AuthScheme = Literal["x-api-key", "bearer"]
 ServiceName = Literal["embedding", "tagging"]
 
 REGIONS: dict[str, str] = {
@@ -150,24 +150,14 @@ class Client:
         stall_timeout_s: float = 60.0,
         max_upload_mbps: float | None = None,
     ) -> None:
-        key = _resolve_key(api_key)
-        self.base_url = _resolve_base_url(base_url, region)
-        if auth not in ("x-api-key", "bearer"):
-            raise InvalidArgumentError(f"Invalid auth {auth!r}: must be 'x-api-key' or 'bearer'.")
-        self.auth: AuthScheme = auth
-        self.timeout = timeout
         self.retrier = retrier or RetryEngine(retry, rate=TokenBucket(qps) if qps else None)
         self.retry = self.retrier.policy
-        self.__key = key  # held for worker_config only: never in a repr, log or message
-        self.__forms = secret_forms(key)
-        self._headers = {"User-Agent": "seeknetic-prep",
-                         **({"Authorization": f"Bearer {key}"} if auth == "bearer" else {"X-API-Key": key})}
-        if not stall_timeout_s > 0:
-            raise InvalidArgumentError(f"Invalid stall timeout {stall_timeout_s!r}: must be > 0 seconds.")
+        self._session = Session(_resolve_key(api_key), base_url=_resolve_base_url(base_url, region),
+                                auth=auth, timeout=timeout, stall_timeout_s=stall_timeout_s,
+                                retrier=self.retrier, transport=transport)
+        self.base_url, self.auth, self.timeout = self._session.base_url, self._session.auth, timeout
         self.stall_timeout_s = stall_timeout_s
-        self._transport = transport or RequestsTransport(
-            timeout=timeout, stall_s=stall_timeout_s, redact=functools.partial(redact, forms=self.__forms))
-        self.link: LinkMeter | None = getattr(self._transport, "meter", None)
+        self.link: LinkMeter | None = self._session.link
         """What the upload link is doing (bytes sent, a stall), when the transport measures it."""
         if max_upload_mbps is not None:
             if not (isinstance(max_upload_mbps, (int, float)) and 0 < max_upload_mbps < float("inf")):
@@ -182,12 +172,7 @@ class Client:
         Raises:
             InvalidArgumentError: a cap on a transport that cannot pace (a test's mock).
         """
-        if not hasattr(self._transport, "bandwidth"):
-            if bandwidth is None:
-                return None
-            raise InvalidArgumentError(f"{type(self._transport).__name__} cannot cap the upload rate.")
-        previous: ByteRate | None = self._transport.bandwidth
-        self._transport.bandwidth = bandwidth
+        previous: ByteRate | None = self._session.limit_upload(bandwidth)
         return previous
 
     def __repr__(self) -> str:
@@ -195,8 +180,7 @@ class Client:
 
     def worker_config(self) -> ClientConfig:
         """What a worker needs to build a client like this one (key included, not in its repr)."""
-        return ClientConfig(self.base_url, self.auth, self.timeout, self.retry, self.__key,
-                            self.stall_timeout_s)
+        return ClientConfig(*self._session.worker_config(self.retry))
 
     def __enter__(self) -> Client:
         return self
@@ -205,7 +189,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._transport.close()
+        self._session.close()
 
     def cancel(self) -> None:
         """Make every wait and retry, in every thread, give up now (with CancelledError)."""
@@ -251,11 +235,10 @@ class Client:
             NotTheAPIError: something answers at ``base_url``, but not the API.
             UnreachableError: no answer at all (DNS lookup failed, connection refused, ...).
         """
-        request = Request("GET", self.base_url, f"/async_status/auth-check-{uuid.uuid4().hex}", None,
-                          self._headers)
+        request = self._session.request("GET", f"/async_status/auth-check-{uuid.uuid4().hex}")
         try:
-            self.retrier.call(lambda: key_check_answer(request, self._transport.handle(request),
-                                                       self._redact_obj), attempts=3)
+            self._session.send(request, lambda req, response: key_check_answer(
+                req, response, self._session.redact_obj), attempts=3)
         except APIConnectionError as exc:
             raise UnreachableError(
                 f"cannot reach {self.base_url} ({why(exc)}): check the network, --base-url, or use --local",
@@ -384,17 +367,15 @@ class Client:
             return None
 
     def _call(self, method: str, path: str, *, body: bytes | None = None, request_id: str | None = None,
-              attempts: int | None = None, lookup: Callable[[], Any] | None = None) -> Any:
-        headers = {**self._headers, "Content-Type": "application/json"} if body is not None else self._headers
-        request = Request(method, self.base_url, path, body, headers, request_id)
-        return self.retrier.call(lambda: read_answer(request, self._transport.handle(request),
-                                                     self._redact_obj), attempts=attempts, lookup=lookup)
+              lookup: Callable[[], Any] | None = None) -> Any:
+        return self._session.call(method, path, body=body, request_id=request_id, lookup=lookup)
 
     def _redact(self, text: str) -> str:
-        return redact(text, self.__forms)
+        shown: str = self._session.redact(text)
+        return shown
 
     def _redact_obj(self, value: object) -> object:
-        return redact_value(value, self.__forms)
+        return self._session.redact_obj(value)
 
 
 def _wait_all(get_status: Callable[[str], dict[str, Any]], sleep: Callable[[float], None],
