@@ -503,17 +503,32 @@ def test_a_content_is_failed_once_the_first_error_wins(start: Start, db: Path) -
     assert run.summary.files_failed == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "admit() records every probed path as status 'ok' before looking at its units, so a rerun "
-    "turns the row of a file whose content failed for good back to 'ok' (status then counts it "
-    "preprocessed, not failed), although its units stay failed and nothing is retried"))
 def test_a_rerun_keeps_a_content_failed_file_recorded_as_failed(start: Start, db: Path) -> None:
     run = start(services=("embedding",))
     run.admit(plan(windows=1))
     run.ledger.content_failed(FP, "invalid data found when decoding", environmental=False)
+    run.admit(plan(windows=1, path=B), path=B)  # a copy met after the failure, in the same run
+    run.crash()
+    rerun = start(services=("embedding",))
+    rerun.admit(plan(windows=1))
+    rerun.admit(plan(windows=1, path=B), path=B)
+    why = "invalid data found when decoding"
+    assert {p: files_on_disk(db)[p] for p in (A, B)} == {A: ("failed", FP, why), B: ("failed", FP, why)}
+    assert rerun.summary.files_failed == 2 and rerun.summary.files_ok == 0  # both paths
+    retried = start(services=("embedding",))  # --retry-failed: the content is tried again
+    retried.store.retry_failed(lambda unit, attempt: f"{unit.request_id}-retry{attempt}")
+    retried.admit(plan(windows=1))
+    assert files_on_disk(db)[A] == ("ok", FP, None)
+
+
+def test_an_environmental_failure_is_not_kept_by_the_next_run(start: Start, db: Path) -> None:
+    run = start(services=("embedding",))
+    run.admit(plan(windows=1))
+    run.ledger.content_failed(FP, "unreadable: connection reset", environmental=True)
+    assert files_on_disk(db)[A][0] == "failed"
     run.crash()
     start(services=("embedding",)).admit(plan(windows=1))
-    assert files_on_disk(db)[A][0] == "failed"
+    assert files_on_disk(db)[A] == ("ok", FP, None)
 
 
 def test_a_file_that_cannot_be_planned_is_recorded_failed_and_reported(start: Start, db: Path) -> None:

@@ -118,9 +118,13 @@ class Ledger:
         """
         fp = plan.fingerprint
         media = None if plan.info is None else {**plan.info.record(), "mtime_ns": plan.mtime_ns}
-        self.store.record_file(path, status="ok", fingerprint=fp, size=plan.size,
+        with self._lock:
+            dead = self._c.dead.get(fp)
+        # A content that failed for good stays failed under every path, this run or a later one.
+        dead = dead or self.store.content_failure(fp)
+        self.store.record_file(path, status="failed" if dead else "ok", fingerprint=fp, size=plan.size,
                                duration_ms=plan.duration_ms, mtime_ns=plan.mtime_ns, inode=plan.inode,
-                               media=media)
+                               media=media, error=dead)
         out: list[Outcome] = []
         with self._lock:
             if fp in self._c.paths:  # the same content under another path: worked on once

@@ -90,6 +90,16 @@ class FileQueries(Connection):
         """Every path seen, once each, ordered by its bytes."""
         return [FileRow.of(r) for r in self._read(f"SELECT {FileRow.COLUMNS} FROM files ORDER BY path")]
 
+    def content_failure(self, fingerprint: str) -> str | None:
+        """Why the content ``fingerprint`` failed for good, or None: a path of it recorded
+        failed whose error its failed units carry (what a content failure leaves; an environmental
+        one leaves the units unfailed, and ``--retry-failed`` puts them back, so neither counts)."""
+        rows = self._read(
+            "SELECT f.error FROM files f WHERE f.fingerprint=? AND f.status='failed' AND EXISTS "
+            "(SELECT 1 FROM units u WHERE u.fingerprint=f.fingerprint AND u.status='failed' "
+            "AND u.error IS f.error) LIMIT 1", (fingerprint,))
+        return str(rows[0][0]) if rows else None
+
     def ok_paths(self, fingerprint: str) -> list[bytes]:
         """The paths (as bytes) whose content is ``fingerprint`` and that were preprocessed."""
         return [bytes(p) for (p,) in self._read(
