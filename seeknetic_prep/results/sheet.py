@@ -280,22 +280,24 @@ def write_sheets(
         targets = _targets(named, out, [w.index for w in windows])
         if not isinstance(source, str):
             source.seek(0)
-        written = []
-        for segment, target in zip(iter_segments(cast(Any, source), windows, resize=mode, info=info),
-                                   targets, strict=True):
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                contact_sheet(info, segment, resize=mode).save(target, format="PNG", optimize=False)
-            except OSError as exc:
-                shown = display_path(os.fspath(out) if out is not None else ".")
-                raise InvalidArgumentError(
-                    f"Invalid --out {shown!r}: cannot write {display_path(str(target))} ({_why(exc)})."
-                ) from exc
-            written.append(target)
-        return written
+        segments = iter_segments(cast(Any, source), windows, resize=mode, info=info)
+        for segment, target in zip(segments, targets, strict=True):
+            _save(contact_sheet(info, segment, resize=mode), target, out)
+        return targets
     finally:
         if not isinstance(source, str):
             source.close()
+
+
+def _save(sheet: Image.Image, target: Path, out: str | os.PathLike[str] | None) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(target, format="PNG", optimize=False)
+    except OSError as exc:
+        shown = display_path(os.fspath(out) if out is not None else ".")
+        raise InvalidArgumentError(
+            f"Invalid --out {shown!r}: cannot write {display_path(str(target))} ({_why(exc)})."
+        ) from exc
 
 
 def _targets(path: Path, out: str | os.PathLike[str] | None, indices: list[int]) -> list[Path]:
