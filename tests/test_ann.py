@@ -11,7 +11,7 @@ from _results_helpers import add_file, vector
 
 from seeknetic_prep.results.ann import ann_available
 from seeknetic_prep.results.index import load_windows
-from seeknetic_prep.results.parts import append_results_part
+from seeknetic_prep.results.part_rows import append_results_part
 from seeknetic_prep.results.rank import rank
 from seeknetic_prep.state.store import Store
 

@@ -23,12 +23,14 @@ import pytest
 from _pipeline_helpers import ROOT, cli
 from _results_helpers import add_file, vector
 
+import seeknetic_prep.results.part_rows as part_rows_module
 import seeknetic_prep.results.parts as parts_module
 from seeknetic_prep.errors import StateError
 from seeknetic_prep.results.embeddings import find_embeddings
 from seeknetic_prep.results.export import export
 from seeknetic_prep.results.finalize import finalize_run
-from seeknetic_prep.results.parts import append_results_part, compact, ensure_parts, gone_rows, list_parts
+from seeknetic_prep.results.part_rows import append_results_part, ensure_parts, gone_rows
+from seeknetic_prep.results.parts import compact, list_parts
 from seeknetic_prep.state.store import SCHEMA_VERSION, Store
 
 FA, FB = "a" * 32, "b" * 32
@@ -82,7 +84,7 @@ def test_the_part_on_disk_takes_the_embeddings_out_of_the_state(tmp_path: Path) 
 def test_a_part_that_fails_to_be_written_leaves_the_embeddings_in_the_state(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
-    real = parts_module.write_part
+    real = parts_module.write_part  # patched where the part writer calls it
 
     def full_disk(table: Any, path: Path) -> None:
         raise OSError(28, "No space left on device")
@@ -90,11 +92,11 @@ def test_a_part_that_fails_to_be_written_leaves_the_embeddings_in_the_state(
     with Store(out / "state.sqlite") as store:
         run = store.start_run()
         add_file(store, "/v/a.mp4", FA, 3)
-        monkeypatch.setattr(parts_module, "write_part", full_disk)
+        monkeypatch.setattr(part_rows_module, "write_part", full_disk)
         with pytest.raises(OSError, match="No space"):
             append_results_part(store, out, run)
         assert set(_in_state(out)) == {(FA, 0), (FA, 1), (FA, 2)}
-        monkeypatch.setattr(parts_module, "write_part", real)
+        monkeypatch.setattr(part_rows_module, "write_part", real)
         assert [p.name for p in ensure_parts(store, out)] == [f"part-{run:06d}-00.parquet"]
     assert _in_state(out) == {}
     assert len(_embeddings(compact(out).to_pylist())) == 3

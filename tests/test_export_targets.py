@@ -17,7 +17,7 @@ import pytest
 from _pipeline_helpers import ROOT
 from _results_helpers import add_file
 
-from seeknetic_prep.results.parts import append_results_part
+from seeknetic_prep.results.part_rows import append_results_part
 from seeknetic_prep.state.store import Store
 
 

@@ -27,7 +27,8 @@ from _pipeline_helpers import ROOT
 from _results_helpers import add_file
 
 from seeknetic_prep.errors import StateError
-from seeknetic_prep.results.parts import append_results_part, list_parts, missing_parts
+from seeknetic_prep.results.part_rows import append_results_part, missing_parts
+from seeknetic_prep.results.parts import list_parts
 from seeknetic_prep.state.store import Store
 
 DEMO = ROOT / "fixtures" / "demo"

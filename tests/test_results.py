@@ -18,7 +18,8 @@ from _results_helpers import add_file, tags_for, vector
 
 from seeknetic_prep.errors import InvalidArgumentError
 from seeknetic_prep.results.export import export
-from seeknetic_prep.results.parts import append_results_part, compact, ensure_parts, latest_rows, list_parts
+from seeknetic_prep.results.part_rows import append_results_part, ensure_parts
+from seeknetic_prep.results.parts import compact, latest_rows, list_parts
 from seeknetic_prep.state.schema import MIGRATIONS
 from seeknetic_prep.state.store import Store
 

@@ -16,7 +16,7 @@ from _results_helpers import add_file, vector
 from seeknetic_prep.api.client import Client
 from seeknetic_prep.errors import InvalidArgumentError
 from seeknetic_prep.results.index import load_windows, update_index
-from seeknetic_prep.results.parts import append_results_part
+from seeknetic_prep.results.part_rows import append_results_part
 from seeknetic_prep.results.rank import list_tags, parse_tag_filters, rank
 from seeknetic_prep.state.store import Store
 
@@ -105,7 +105,8 @@ def test_a_part_written_again_from_the_state_never_ranks_with_other_windows_embe
         tmp_path: Path, new_run_after: bool) -> None:
     """Issue 22.3: a part deleted and written again from the state (same name, other rows) used
     to be ranked with the old part's matrix rows: every hit named another window."""
-    from seeknetic_prep.results.parts import ensure_parts, list_parts
+    from seeknetic_prep.results.part_rows import ensure_parts
+    from seeknetic_prep.results.parts import list_parts
 
     out = tmp_path / "out"
     with Store(out / "state.sqlite") as store:

@@ -21,7 +21,8 @@ from _results_helpers import add_file, vector
 from seeknetic_prep.errors import StateError
 from seeknetic_prep.results.ann import ann_available, update_ann
 from seeknetic_prep.results.index import load_windows
-from seeknetic_prep.results.parts import append_results_part, list_parts
+from seeknetic_prep.results.part_rows import append_results_part
+from seeknetic_prep.results.parts import list_parts
 from seeknetic_prep.results.rank import rank
 from seeknetic_prep.state.store import Store
 

@@ -91,7 +91,7 @@ def test_a_new_state_beside_earlier_results_says_so(tmp_path: Path) -> None:
         assert not store.earlier_results
         run = store.start_run()
         add_file(store, "/v/a.mp4", "a" * 32, 1, dim=8)
-        from seeknetic_prep.results.parts import append_results_part
+        from seeknetic_prep.results.part_rows import append_results_part
 
         append_results_part(store, out, run)
     with Store(out / "state.sqlite") as store:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from seeknetic_prep.errors import StateError
-from seeknetic_prep.results.parts import append_results_part, compact
+from seeknetic_prep.results.part_rows import append_results_part
+from seeknetic_prep.results.parts import compact
 from seeknetic_prep.state.schema import MIGRATIONS
 from seeknetic_prep.state.store import SCHEMA_VERSION, RunRow, Store, Throughput
 

@@ -23,7 +23,7 @@ from seeknetic_prep.emulator.scoring import Content, tag_content
 from seeknetic_prep.errors import InvalidArgumentError
 from seeknetic_prep.results.filters import parse_where
 from seeknetic_prep.results.index import load_windows
-from seeknetic_prep.results.parts import append_results_part
+from seeknetic_prep.results.part_rows import append_results_part
 from seeknetic_prep.results.rank import rank
 from seeknetic_prep.state.store import Store
 

@@ -52,7 +52,7 @@ def _hostile_state(tmp_path: Path) -> Path:
     """A run folder whose file names, errors and API tag values hold terminal escapes."""
     from _results_helpers import add_file
 
-    from seeknetic_prep.results.parts import append_results_part
+    from seeknetic_prep.results.part_rows import append_results_part
     from seeknetic_prep.state.store import Store
 
     out = tmp_path / "o\x1b]0;title\x07ut"

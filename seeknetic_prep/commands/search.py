@@ -55,7 +55,7 @@ def sync_parts(out: Path) -> None:
     # here, not at the top: cli imports every command module for its parser (pyarrow, SQLite)
     from seeknetic_prep.results.current import drop_superseded
     from seeknetic_prep.results.index import follow_rewrites
-    from seeknetic_prep.results.parts import ensure_parts, missing_parts
+    from seeknetic_prep.results.part_rows import ensure_parts, missing_parts
     from seeknetic_prep.state.store import Store, reading_store
     from seeknetic_prep.util.readers import writable
 

@@ -14,7 +14,7 @@ The cost: once, for a folder written before this rule, one read of every part's 
 (no embeddings); after that, the path column of each older part, to find the few that share a
 path with the run's new part, then those parts' key columns, and rewriting only the parts that
 changed; a run that adds new files rewrites nothing. A part is never deleted, even when
-emptied: a part's absence means "never written" (:func:`~seeknetic_prep.results.parts.ensure_parts`
+emptied: a part's absence means "never written" (:func:`~seeknetic_prep.results.part_rows.ensure_parts`
 would write it again from the state). A row's embedding may be on disk nowhere else (the state
 hands each over to the parts): before a part loses a row whose window no row kept among the parts
 read still holds, its embedding goes back to the state (``keep``). So it can be in the state and

@@ -35,7 +35,7 @@ def find_embeddings(parts: Sequence[Path], wanted: Collection[Key]) -> dict[Key,
     """The float32 bytes of each ``(fingerprint, window_index)`` of ``wanted`` that one of
     ``parts`` (oldest first, as :func:`~seeknetic_prep.results.parts.list_parts` gives them)
     holds; what none holds is missing from the answer. A damaged part is skipped
-    (:func:`~seeknetic_prep.results.parts.ensure_parts` deals with it).
+    (:func:`~seeknetic_prep.results.part_rows.ensure_parts` deals with it).
 
     >>> find_embeddings(list_parts(out), {("9f2c...", 0)})  # doctest: +SKIP
     {('9f2c...', 0): b'\\x12\\x0b...'}

@@ -29,7 +29,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.results.parts import MEDIA_COLUMNS, compact, gone_rows
+from seeknetic_prep.results.part_rows import gone_rows
+from seeknetic_prep.results.parts import MEDIA_COLUMNS, compact
 from seeknetic_prep.state.store import reading_store
 from seeknetic_prep.util.fsio import atomic_path
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from seeknetic_prep.results.current import drop_superseded
 from seeknetic_prep.results.embeddings import hand_over
 from seeknetic_prep.results.index import follow_rewrites, update_index
-from seeknetic_prep.results.parts import SERVICES, append_results_part, ensure_parts, list_parts
+from seeknetic_prep.results.part_rows import append_results_part, ensure_parts
+from seeknetic_prep.results.parts import SERVICES, list_parts
 from seeknetic_prep.state.store import Store
 
 __all__ = ["finalize_run"]

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from seeknetic_prep.results.embeddings import find_embeddings
-from seeknetic_prep.results.parts import TAG_TYPES, compact, ensure_parts, list_parts, part_schema
+from seeknetic_prep.results.part_rows import ensure_parts
+from seeknetic_prep.results.parts import TAG_TYPES, compact, list_parts, part_schema
 from seeknetic_prep.state.rows import FileRow, Throughput, display_path
 from seeknetic_prep.state.store import reading_store
 

@@ -6,7 +6,7 @@ matrix (for search) made ``state.sqlite`` 5.6 KB a window, so the state now hand
 
 * :meth:`BlobQueries.release_embeddings` nulls the embeddings a part holds, called by the writer
   of that part only once the part is fsynced and renamed into place
-  (:func:`seeknetic_prep.results.parts.append_results_part`). A crash before leaves the
+  (:func:`seeknetic_prep.results.part_rows.append_results_part`). A crash before leaves the
   embedding in the state, a crash after leaves it in the part: never in neither.
 * :meth:`BlobQueries.keep_embeddings` takes one back when the last part row holding it is about
   to be dropped (a path changed its content or was found gone, ``prune``): the content may

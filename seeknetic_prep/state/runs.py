@@ -3,7 +3,7 @@
 A run is a row of ``runs`` (:meth:`RunQueries.start_run`); the units it makes terminal carry
 its id (``units.finished_run``) and so do the paths it records or changes (``files.run_id``).
 That is what lets the end of a run read only what the run did
-(:func:`seeknetic_prep.results.parts.append_results_part`): its cost follows the run, not the
+(:func:`seeknetic_prep.results.part_rows.append_results_part`): its cost follows the run, not the
 history. The reads here are exactly the ones the results parts need, typed, so no SQL lives
 outside this package.
 """
@@ -23,7 +23,7 @@ class RunQueries(Connection):
 
     def start_run(self) -> int:
         """A new run: the units it finishes and the paths it records are tagged with its id,
-        which :func:`seeknetic_prep.results.parts.append_results_part` reads back."""
+        which :func:`seeknetic_prep.results.part_rows.append_results_part` reads back."""
         now = time.time()
         with self._lock:
             self._run_id = self._insert("INSERT INTO runs (started_at, updated_at) VALUES (?, ?)", (now, now))
