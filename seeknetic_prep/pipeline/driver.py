@@ -44,7 +44,6 @@ from seeknetic_prep.api.pacing import ByteBucket, mbps_to_bytes
 from seeknetic_prep.errors import (
     AuthenticationError,
     EngineLostError,
-    InvalidArgumentError,
     QuotaExceededError,
     StateError,
     StopReason,
@@ -61,8 +60,8 @@ from seeknetic_prep.executors import (
     make_executor,
 )
 from seeknetic_prep.executors.registry import engine
-from seeknetic_prep.pipeline.discover import count_files
 from seeknetic_prep.pipeline.gone import sweep_gone
+from seeknetic_prep.pipeline.inputs import file_size, find_videos, known_row
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
 from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary, pin_settings
@@ -70,8 +69,7 @@ from seeknetic_prep.pipeline.tally import Tally, Totals
 from seeknetic_prep.pipeline.tasks import DecodeTask, is_environmental, retry_request_id
 from seeknetic_prep.pipeline.upload import UploadStage
 from seeknetic_prep.results.finalize import finalize_run
-from seeknetic_prep.sources import Found, check_sources, client_modules, discover_sources, is_url, redact
-from seeknetic_prep.state.rows import FileRow
+from seeknetic_prep.sources import Found, client_modules, is_url, redact
 from seeknetic_prep.state.store import Store
 from seeknetic_prep.state.thumbs import ThumbStore
 from seeknetic_prep.util.procs import preload_also
@@ -82,13 +80,6 @@ log = logging.getLogger(__name__)
 
 class _Stop(Exception):
     pass
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0  # planning reports why
 
 
 class _Run:
@@ -215,7 +206,7 @@ class _Run:
                 self.thumbs.close()
 
     def _drive(self) -> None:
-        sized = sorted(((_size(Path(p)) if n is None else n, p) for p, n, _ in self.found), reverse=True)
+        sized = sorted(((file_size(Path(p)) if n is None else n, p) for p, n, _ in self.found), reverse=True)
         # Biggest first, as a scheduler of unequal jobs should: the long file no longer starts
         # last and runs alone on one worker while the others idle.
         found = [p for _, p in sized]
@@ -256,7 +247,7 @@ class _Run:
 
     def _skip_known(self, path: str) -> bool:
         """A file the state has finished is counted from it, with no probe (see :func:`_known`)."""
-        row = _known(self.store, path, self.listed, self.opt.services)
+        row = known_row(self.store, path, self.listed, self.opt.services)
         if row is None:
             return False
         self.ledger.known(redact(path), row)
@@ -325,25 +316,6 @@ def _api_event(progress: Progress, kind: str, detail: str) -> None:
         progress.api_retry(f"HTTP {status.group(1)}" if status else head.strip()[:40])
 
 
-def _known(store: Store, path: str, listed: dict[str, tuple[int, int]], services: Sequence[str],
-           ) -> FileRow | None:
-    """The finished row of a file whose path, size, mtime and inode match: one indexed lookup,
-    no fingerprint, no probe (a no-op resume stays cheap). An object in a bucket is known by its
-    URL, the listing's size and its version tag (ETag or version id): a rerun over a bucket
-    costs one listing, not a request an object."""
-    if is_url(path):
-        size, tag = listed.get(path, (None, 0))
-        if size is None or not tag:
-            return None
-        return store.known_file(redact(path), size=size, mtime_ns=tag, inode=0, services=services)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None  # planning says why
-    return store.known_file(path, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino,
-                            services=services)
-
-
 @contextlib.contextmanager
 def _signals_to(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
     """SIGINT and SIGTERM go to ``handler`` within the block (only the main thread may set
@@ -357,20 +329,6 @@ def _signals_to(handler: Callable[[int, FrameType | None], None]) -> Iterator[No
     finally:
         for sig, old in restore:
             signal.signal(sig, old)
-
-
-def _videos(paths: list[str], extensions: frozenset[str]) -> list[Found]:
-    """The video files under ``paths`` and the objects under URL prefixes (paths, sizes and
-    version tags: small), or one line saying why none."""
-    check_sources(paths)
-    found = discover_sources(paths, extensions=extensions)
-    if not found:
-        others = count_files([p for p in paths if not is_url(p)])
-        looked = ", ".join(sorted(extensions)[:6]) + (", ..." if len(extensions) > 6 else "")
-        raise InvalidArgumentError(
-            f"no video files under {', '.join(redact(p) for p in paths)} (looked for {looked}); "
-            f"{others} other file(s) skipped. Use --extensions to pick up other names.")
-    return found
 
 
 def run_folder(
@@ -420,7 +378,7 @@ def run_folder(
     out_dir = Path(out)
     opt = options or RunOptions()
     inputs = [str(p) for p in paths]
-    found = _videos(inputs, opt.extensions)
+    found = find_videos(inputs, opt.extensions)
     preload_also(client_modules(p for p, _, _ in found))  # a store's client: once, not per worker
     # The engine starts now, so its workers' start-up overlaps the key check.
     if executor is None:  # the engine's nodes get their share of the one --qps budget
