@@ -582,6 +582,22 @@ def test_close_counts_fills_pending_jobs_unfinished_files_and_windows_decoded(st
     assert [media.get(path, {}).get("decoder") for path in paths] == ["cpu", "cpu", None]
 
 
+def test_a_copy_found_after_its_content_was_decoded_gets_the_contents_decoder(start: Start, db: Path) -> None:
+    run = start(services=("embedding",))
+    run.admit(plan(windows=1))
+    run.ledger.window_decoded(FP, "cuda")
+    run.step(rid(0), "completed")
+    run.crash()
+    rerun = start(services=("embedding",))  # a later run meets a copy: nothing to decode
+    admission = rerun.admit(plan(windows=1, path=B), path=B)
+    rerun.admit(plan(FP2, windows=1, path="/videos/c.mp4"), path="/videos/c.mp4")
+    rerun.crash()
+    assert admission.tasks == []
+    paths = [os.fsencode(A), os.fsencode(B), b"/videos/c.mp4"]
+    media = rerun.store.media_of(paths)
+    assert [media.get(path, {}).get("decoder") for path in paths] == ["cuda", "cuda", None]
+
+
 def test_a_known_file_is_counted_from_the_store_without_any_work(start: Start) -> None:
     first = start(services=("embedding",))
     first.admit(plan(windows=2))

@@ -125,6 +125,7 @@ class Ledger:
         self.store.record_file(path, status="failed" if dead else "ok", fingerprint=fp, size=plan.size,
                                duration_ms=plan.duration_ms, mtime_ns=plan.mtime_ns, inode=plan.inode,
                                media=media, error=dead)
+        self.store.inherit_decoder(path, fp)  # a copy of content decoded before is not decoded again
         out: list[Outcome] = []
         with self._lock:
             if fp in self._c.paths:  # the same content under another path: worked on once

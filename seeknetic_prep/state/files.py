@@ -112,6 +112,19 @@ class FileQueries(Connection):
             "UPDATE files SET media = json_set(coalesce(media, '{}'), '$.decoder', ?) WHERE fingerprint = ?",
             (decoder, fingerprint))])
 
+    def inherit_decoder(self, path: str | os.PathLike[str], fingerprint: str) -> None:
+        """Give ``path`` the decoder recorded for its content under another path (a copy found
+        after the content was decoded, in this run or an earlier one): it is never decoded again,
+        so :meth:`record_decoder` would not reach it."""
+        self._write_many([(
+            "UPDATE files SET media = json_set(coalesce(media, '{}'), '$.decoder', "
+            "(SELECT json_extract(o.media, '$.decoder') FROM files o WHERE o.fingerprint = ?1 "
+            "AND json_extract(o.media, '$.decoder') IS NOT NULL LIMIT 1)) "
+            "WHERE path = ?2 AND json_extract(coalesce(media, '{}'), '$.decoder') IS NULL "
+            "AND EXISTS (SELECT 1 FROM files o WHERE o.fingerprint = ?1 "
+            "AND json_extract(o.media, '$.decoder') IS NOT NULL)",
+            (fingerprint, path_bytes(path)))])
+
     def media_of(self, paths: Sequence[bytes]) -> dict[bytes, dict[str, Any]]:
         """What each of ``paths`` is (its probe, as recorded), where it is known."""
         out: dict[bytes, dict[str, Any]] = {}
