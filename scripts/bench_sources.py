@@ -132,27 +132,33 @@ def section_b(urls: list[str], env: dict[str, str]) -> None:
 
 
 def section_c(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: int) -> None:
+    from _bench_workers import _sampled
+
     print("\n(c) run --local windows/s, the same files from disk and from the bucket "
           f"({rounds} rounds, alternating; --workers 2)")
     rates: dict[str, list[float]] = {"disk": [], "bucket": []}
-    server_cpu = 0.0  # this process runs the S3 server's threads, and nothing else meanwhile
+    cpu: dict[str, dict[str, float]] = {"disk": {}, "bucket": {}}
+    os.environ.update(env)  # the run's environment: the sampler starts it from this process
     for k in range(rounds):
         for name, source in (("disk", str(folder)), ("bucket", url)):
-            cpu = time.process_time()
+            server = time.process_time()  # this process runs the S3 server's threads (and the sampler)
             out = tmp / f"run-{name}-{k}"
-            proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", "run", source, "--local", "--out",
-                                   str(out), "--workers", "2", "--quiet"], env=env, capture_output=True,
-                                  text=True, cwd=ROOT)
+            _, groups, proc = _sampled([sys.executable, "-m", "seeknetic_prep", "run", source, "--local",
+                                        "--out", str(out), "--workers", "2", "--quiet"])
+            groups["S3 server + sampler"] = time.process_time() - server
             m = re.search(r"([\d.]+) windows/s", proc.stdout)
             if proc.returncode or not m:
                 raise SystemExit(f"run {source} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
             rates[name].append(float(m.group(1)))
-            if name == "bucket":
-                server_cpu += time.process_time() - cpu
+            for group, seconds in groups.items():
+                cpu[name][group] = cpu[name].get(group, 0.0) + seconds / rounds
     for name, values in rates.items():
         print(f"  {name:<8}" + "  ".join(f"{v:.2f}" for v in values) + f"   best {max(values):.2f}")
-    print(f"  bucket / disk (best of each): {max(rates['bucket']) / max(rates['disk']):.2f}x; "
-          f"the S3 server's CPU: {server_cpu / rounds:.1f} s a bucket run, on the run's own cores")
+    print(f"  bucket / disk (best of each): {max(rates['bucket']) / max(rates['disk']):.2f}x")
+    print("  CPU seconds a run (mean), by process: where the bucket's extra goes")
+    for group in sorted(set(cpu["disk"]) | set(cpu["bucket"])):
+        d, b = cpu["disk"].get(group, 0.0), cpu["bucket"].get(group, 0.0)
+        print(f"    {group:<22}disk {d:6.2f}   bucket {b:6.2f}   {b - d:+6.2f}")
 
 
 def main() -> None:
