@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from seeknetic_prep.api.answers import check_embedding, check_status
-from seeknetic_prep.api.keys import clean_api_key
+from seeknetic_prep.api.keys import resolve_api_key
 from seeknetic_prep.api.pacing import (
     AdaptiveRate,
     ByteBucket,
@@ -152,7 +152,7 @@ class Client:
     ) -> None:
         self.retrier = retrier or RetryEngine(retry, rate=TokenBucket(qps) if qps else None)
         self.retry = self.retrier.policy
-        self._session = Session(_resolve_key(api_key), base_url=_resolve_base_url(base_url, region),
+        self._session = Session(resolve_api_key(api_key), base_url=_resolve_base_url(base_url, region),
                                 auth=auth, timeout=timeout, stall_timeout_s=stall_timeout_s,
                                 retrier=self.retrier, transport=transport)
         self.base_url, self.auth, self.timeout = self._session.base_url, self._session.auth, timeout
@@ -403,16 +403,6 @@ def _wait_all(get_status: Callable[[str], dict[str, Any]], sleep: Callable[[floa
         sleep(pause)
         pause = min(max_poll_s, pause * 1.5)
     return done
-
-
-def _resolve_key(api_key: str | None) -> str:
-    source = "api_key (--api-key)" if api_key is not None else "SEEKNETIC_API_KEY"
-    raw = api_key if api_key is not None else os.environ.get("SEEKNETIC_API_KEY")
-    if not raw or not raw.strip():
-        raise InvalidArgumentError(
-            "No API key: pass api_key (--api-key) or set SEEKNETIC_API_KEY (or use --local)."
-        )
-    return clean_api_key(raw, source=source)  # before any request: requests would quote a bad header
 
 
 def _resolve_base_url(base_url: str | None, region: str) -> str:

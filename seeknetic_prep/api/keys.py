@@ -36,6 +36,7 @@ __all__ = [
     "read_key_file",
     "redact",
     "redact_value",
+    "resolve_api_key",
     "secret_forms",
 ]
 
@@ -83,6 +84,22 @@ def clean_api_key(raw: str, *, source: str) -> str:
             f"(U+{ord(char):04X}); keys are printable ASCII without spaces (look for {hint})."
         )
     return key
+
+
+def resolve_api_key(api_key: str | None) -> str:
+    """The key a client uses: ``api_key`` when given, else ``SEEKNETIC_API_KEY``, cleaned by
+    :func:`clean_api_key` before any request (requests would quote a bad header in its error).
+
+    Raises:
+        InvalidArgumentError: no key, or one that cannot go in a header.
+    """
+    source = "api_key (--api-key)" if api_key is not None else "SEEKNETIC_API_KEY"
+    raw = api_key if api_key is not None else os.environ.get("SEEKNETIC_API_KEY")
+    if not raw or not raw.strip():
+        raise InvalidArgumentError(
+            "No API key: pass api_key (--api-key) or set SEEKNETIC_API_KEY (or use --local)."
+        )
+    return clean_api_key(raw, source=source)
 
 
 def secret_forms(key: str) -> tuple[str, ...]:
