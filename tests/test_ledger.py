@@ -490,7 +490,8 @@ def test_a_content_failure_fails_its_unsent_units_for_good(start: Start, db: Pat
     rerun = start(services=("embedding",))
     assert rerun.admit(plan(windows=3)) == Admission([], [], [])  # not retried
     assert (rerun.summary.jobs_completed, rerun.summary.jobs_failed) == (1, 2)
-    assert rerun.progress.of("file") == [(A, False, 3, "2 job(s) failed")]
+    # the rerun names the cause, as the first run did (it said "2 job(s) failed" before session 8)
+    assert rerun.progress.of("file") == [(A, False, 3, "invalid data found when decoding")]
 
 
 def test_a_content_is_failed_once_the_first_error_wins(start: Start, db: Path) -> None:
@@ -521,12 +522,32 @@ def test_a_rerun_keeps_a_content_failed_file_recorded_as_failed(start: Start, db
     assert files_on_disk(db)[A] == ("ok", FP, None)
 
 
+def test_a_content_failed_for_good_stays_failed_renamed_or_with_a_service_added(
+        start: Start, db: Path) -> None:
+    why = "invalid data found when decoding"
+    run = start(services=("embedding",))
+    run.admit(plan(windows=2))
+    run.ledger.content_failed(FP, why, environmental=False)
+    run.store.mark_gone([os.fsencode(A)])  # the next run's sweep: a.mp4 renamed to b.mp4
+    run.crash()
+    rerun = start(services=BOTH)  # and --services both: tagging is new
+    admission = rerun.admit(plan(windows=2, path=B), path=B)
+    assert admission.tasks == [] and admission.submit == []  # nothing decoded or billed again
+    assert files_on_disk(db)[B] == ("failed", FP, why)
+    assert {s for s, _ in on_disk(db).values()} == {"failed"} and len(on_disk(db)) == 4
+    assert not rerun.ledger.claim(rid(0, "tagging")) and rerun.ledger.is_dead(FP)
+    rerun.crash()
+    # unchanged since, it is known from one lookup: a rerun does not read it again
+    assert rerun.store.known_file(B, size=1_000_000, mtime_ns=1, inode=2, services=BOTH) is not None
+
+
 def test_an_environmental_failure_is_not_kept_by_the_next_run(start: Start, db: Path) -> None:
     run = start(services=("embedding",))
     run.admit(plan(windows=1))
     run.ledger.content_failed(FP, "unreadable: connection reset", environmental=True)
     assert files_on_disk(db)[A][0] == "failed"
     run.crash()
+    assert run.store.known_file(A, size=1_000_000, mtime_ns=1, inode=2, services=("embedding",)) is None
     start(services=("embedding",)).admit(plan(windows=1))
     assert files_on_disk(db)[A] == ("ok", FP, None)
 

@@ -146,3 +146,16 @@ def test_a_255_byte_name_gets_its_sheets(tmp_path: Path) -> None:
     assert sheet.name.endswith("-w0.png") and len(os.fsencode(sheet.name)) <= 255
     assert sheet.name.startswith("é" * 120) and Image.open(sheet).size == (952, 1072)
     assert [p.name for p in write_sheets(video, tmp_path / "sheets")] == [sheet.name]
+
+
+@pytest.mark.parametrize(("source", "stem"), [
+    ("s3://vids/clips/clip#1.mp4", "clip#1"),  # a bucket key may hold '#' and '?'
+    ("gs://vids/a/b.mp4", "b"),
+    ("https://host/x/lake.mp4?X-Amz-Signature=s", "lake"),
+    ("https://host/", "video"),
+    ("clips/lake.mp4", "lake"),
+])
+def test_sheets_are_named_after_the_objects_key(source: str, stem: str) -> None:
+    from seeknetic_prep.results.sheet import _named
+
+    assert _named(source).stem == stem

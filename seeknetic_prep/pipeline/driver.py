@@ -246,7 +246,8 @@ class _Run:
                 self._route(event, backlog)
 
     def _skip_known(self, path: str) -> bool:
-        """A file the state has finished is counted from it, with no probe (see :func:`_known`)."""
+        """A file the state has finished is counted from it, with no probe (see
+        :func:`~seeknetic_prep.pipeline.inputs.known_row`)."""
         row = known_row(self.store, path, self.listed, self.opt.services)
         if row is None:
             return False

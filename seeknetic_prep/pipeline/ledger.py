@@ -124,8 +124,7 @@ class Ledger:
         dead = dead or self.store.content_failure(fp)
         self.store.record_file(path, status="failed" if dead else "ok", fingerprint=fp, size=plan.size,
                                duration_ms=plan.duration_ms, mtime_ns=plan.mtime_ns, inode=plan.inode,
-                               media=media, error=dead)
-        self.store.inherit_decoder(path, fp)  # a copy of content decoded before is not decoded again
+                               media=media, error=dead, inherit_decoder=True)
         out: list[Outcome] = []
         with self._lock:
             if fp in self._c.paths:  # the same content under another path: worked on once
@@ -143,6 +142,10 @@ class Ledger:
             (fp, idx, svc, start, end, unit_request_id(fp, (idx, start, end), svc, resize=resize))
             for idx, start, end in plan.windows for svc in self.services
         ])
+        if dead:  # a service added since fails with the content: nothing of it is decoded again
+            with self._lock:
+                self._c.dead[fp] = dead
+            self.store.fail_fingerprint(fp, dead)
         units = _sort([u for u in self.store.units_of(fp) if u.service in self.services])
         admission = Admission([], [Work(u.request_id, u.service, fp, r2_keys=u.r2_keys, lookup=True)
                                    for u in units.submit], [(u.request_id, u.service) for u in units.poll])

@@ -33,7 +33,7 @@ from seeknetic_prep.decode.profile import (
 )
 from seeknetic_prep.decode.transform import check_resize, scaled_size
 from seeknetic_prep.errors import InvalidArgumentError
-from seeknetic_prep.sources.urls import is_url
+from seeknetic_prep.sources.urls import is_url, scheme
 from seeknetic_prep.state.rows import display_path
 
 if TYPE_CHECKING:
@@ -264,8 +264,7 @@ def write_sheets(
 
     mode = check_resize(resize)
     text = os.fspath(path)
-    # A URL names its sheets after the object's key; a path after the file.
-    named = Path(urlsplit(text).path) if is_url(text) else Path(text)
+    named = _named(text)
     source = open_source(text)  # a path as it is; a URL as a file over range requests
     try:
         info = probe(source)
@@ -287,6 +286,17 @@ def write_sheets(
     finally:
         if not isinstance(source, str):
             source.close()
+
+
+def _named(text: str) -> Path:
+    """What names the sheets: a path's file, or a URL's object: the key of ``s3://b/clip#1.mp4``
+    (a bucket key may hold ``#`` and ``?``), the path of an ``https`` URL without its query
+    (``video`` when it has none)."""
+    if not is_url(text):
+        return Path(text)
+    key = urlsplit(text).path if scheme(text) in ("http", "https") else text.split("://", 1)[1]
+    name = key.rstrip("/").rpartition("/")[2]
+    return Path(name if name else "video")
 
 
 def _save(sheet: Image.Image, target: Path, out: str | os.PathLike[str] | None) -> None:

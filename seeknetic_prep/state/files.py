@@ -20,6 +20,18 @@ from seeknetic_prep.state.rows import FileRow, FileStatus, path_bytes, safe_text
 __all__ = ["FileQueries"]
 
 
+def _inherit_decoder(path: str | os.PathLike[str], fingerprint: str) -> tuple[str, tuple[Any, ...]]:
+    """The statement that copies a content's recorded decoder to ``path`` when it has none."""
+    return (
+        "UPDATE files SET media = json_set(coalesce(media, '{}'), '$.decoder', "
+        "(SELECT json_extract(o.media, '$.decoder') FROM files o WHERE o.fingerprint = ?1 "
+        "AND json_extract(o.media, '$.decoder') IS NOT NULL LIMIT 1)) "
+        "WHERE path = ?2 AND json_extract(coalesce(media, '{}'), '$.decoder') IS NULL "
+        "AND EXISTS (SELECT 1 FROM files o WHERE o.fingerprint = ?1 "
+        "AND json_extract(o.media, '$.decoder') IS NOT NULL)",
+        (fingerprint, path_bytes(path)))
+
+
 class FileQueries(Connection):
     """The ``files`` table: what became of each path."""
 
@@ -35,8 +47,13 @@ class FileQueries(Connection):
         mtime_ns: int | None = None,
         inode: int | None = None,
         media: dict[str, Any] | None = None,
+        inherit_decoder: bool = False,
     ) -> None:
         """Record a path (made absolute; its bytes kept exactly) and what became of it.
+
+        ``inherit_decoder``: give the path the decoder recorded for its content under another
+        path, in the same commit (a copy found after its content was decoded is never decoded
+        again, so :meth:`record_decoder` would not reach it).
 
         Give ``size``, ``mtime_ns`` and ``inode`` from the ``os.stat`` taken *before* the file
         was fingerprinted, so :meth:`known_file` can skip it next time; a file changed since
@@ -57,7 +74,7 @@ class FileQueries(Connection):
             "error=excluded.error, updated_at=excluded.updated_at",
             (path_bytes(path), fingerprint, size, mtime_ns, inode, duration_ms, status, safe_text(error),
              self._run_id, time.time(), None if media is None else json.dumps(media, sort_keys=True)),
-        )])
+        ), *([_inherit_decoder(path, fingerprint)] if inherit_decoder and fingerprint else [])])
 
     def known_file(
         self,
@@ -71,8 +88,9 @@ class FileQueries(Connection):
         """The finished row of this path if the file is unchanged, else ``None``.
 
         One lookup by primary key: the path's row must have the same size, mtime and inode,
-        status ``ok``, every service in ``services`` planned, and no unit left unfinished. A
-        rerun can then skip the file without fingerprinting or probing it.
+        status ``ok`` (or ``failed`` by its content, for good: see :meth:`content_failure`),
+        every service in ``services`` planned, and no unit left unfinished. A rerun can then
+        skip the file without fingerprinting or probing it.
         """
         has_services = " ".join(
             "AND EXISTS (SELECT 1 FROM units u WHERE u.fingerprint = f.fingerprint AND u.service = ?)"
@@ -80,7 +98,9 @@ class FileQueries(Connection):
         )
         rows = self._read(
             f"SELECT {FileRow.COLUMNS} FROM files f WHERE path=? AND size=? AND mtime_ns=? AND inode=? "
-            "AND status='ok' AND NOT EXISTS (SELECT 1 FROM units u WHERE u.fingerprint = f.fingerprint "
+            "AND (status='ok' OR (status='failed' AND EXISTS (SELECT 1 FROM units u WHERE "
+            "u.fingerprint = f.fingerprint AND u.status='failed' AND u.error = f.error))) "
+            "AND NOT EXISTS (SELECT 1 FROM units u WHERE u.fingerprint = f.fingerprint "
             f"AND u.status NOT IN ('completed', 'failed')) {has_services}",
             (path_bytes(path), size, mtime_ns, inode, *services),
         )
@@ -92,12 +112,13 @@ class FileQueries(Connection):
 
     def content_failure(self, fingerprint: str) -> str | None:
         """Why the content ``fingerprint`` failed for good, or None: a path of it recorded
-        failed whose error its failed units carry (what a content failure leaves; an environmental
-        one leaves the units unfailed, and ``--retry-failed`` puts them back, so neither counts)."""
+        failed (or failed, then found gone: renamed away) whose error its failed units carry:
+        what a content failure leaves. An environmental one leaves the units unfailed, and
+        ``--retry-failed`` puts them back, so neither counts; nor does a path ``prune`` forgot."""
         rows = self._read(
-            "SELECT f.error FROM files f WHERE f.fingerprint=? AND f.status='failed' AND EXISTS "
-            "(SELECT 1 FROM units u WHERE u.fingerprint=f.fingerprint AND u.status='failed' "
-            "AND u.error IS f.error) LIMIT 1", (fingerprint,))
+            "SELECT f.error FROM files f WHERE f.fingerprint=? AND f.status IN ('failed', 'gone') "
+            "AND f.error IS NOT NULL AND EXISTS (SELECT 1 FROM units u WHERE u.fingerprint=f.fingerprint "
+            "AND u.status='failed' AND u.error = f.error) LIMIT 1", (fingerprint,))
         return str(rows[0][0]) if rows else None
 
     def ok_paths(self, fingerprint: str) -> list[bytes]:
@@ -111,19 +132,6 @@ class FileQueries(Connection):
         self._write_many([(
             "UPDATE files SET media = json_set(coalesce(media, '{}'), '$.decoder', ?) WHERE fingerprint = ?",
             (decoder, fingerprint))])
-
-    def inherit_decoder(self, path: str | os.PathLike[str], fingerprint: str) -> None:
-        """Give ``path`` the decoder recorded for its content under another path (a copy found
-        after the content was decoded, in this run or an earlier one): it is never decoded again,
-        so :meth:`record_decoder` would not reach it."""
-        self._write_many([(
-            "UPDATE files SET media = json_set(coalesce(media, '{}'), '$.decoder', "
-            "(SELECT json_extract(o.media, '$.decoder') FROM files o WHERE o.fingerprint = ?1 "
-            "AND json_extract(o.media, '$.decoder') IS NOT NULL LIMIT 1)) "
-            "WHERE path = ?2 AND json_extract(coalesce(media, '{}'), '$.decoder') IS NULL "
-            "AND EXISTS (SELECT 1 FROM files o WHERE o.fingerprint = ?1 "
-            "AND json_extract(o.media, '$.decoder') IS NOT NULL)",
-            (fingerprint, path_bytes(path)))])
 
     def media_of(self, paths: Sequence[bytes]) -> dict[bytes, dict[str, Any]]:
         """What each of ``paths`` is (its probe, as recorded), where it is known."""
@@ -149,7 +157,9 @@ class FileQueries(Connection):
         progress (its part says so), their fingerprint kept (a file that comes back is not
         submitted again)."""
         now = time.time()
-        self._write_many([("UPDATE files SET status='gone', error=NULL, run_id=?, updated_at=? "
+        # a failed path keeps its error: a content that failed for good stays failed when renamed
+        self._write_many([("UPDATE files SET error = CASE WHEN status='failed' THEN error END, "
+                           "status='gone', run_id=?, updated_at=? "
                            "WHERE path=? AND status != 'gone'", (self._run_id, now, raw)) for raw in paths])
 
     def gone_paths(self) -> list[bytes]:
