@@ -538,7 +538,11 @@ def test_a_content_failed_for_good_stays_failed_renamed_or_with_a_service_added(
     assert not rerun.ledger.claim(rid(0, "tagging")) and rerun.ledger.is_dead(FP)
     rerun.crash()
     # unchanged since, it is known from one lookup: a rerun does not read it again
-    assert rerun.store.known_file(B, size=1_000_000, mtime_ns=1, inode=2, services=BOTH) is not None
+    row = rerun.store.known_file(B, size=1_000_000, mtime_ns=1, inode=2, services=BOTH)
+    assert row is not None
+    third = start(services=BOTH)
+    assert third.ledger.known(B, row) == 2
+    assert third.progress.of("file") == [(B, False, 2, why)] and third.summary.files_failed == 1
 
 
 def test_an_environmental_failure_is_not_kept_by_the_next_run(start: Start, db: Path) -> None:

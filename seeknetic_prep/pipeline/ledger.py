@@ -180,6 +180,8 @@ class Ledger:
                    if u.status == "failed" and u.service in self.services] if tally.get("failed") else [])
         out: list[Outcome] = []
         with self._lock:
+            if row.status == "failed" and row.error:  # failed by its content, for good: say why
+                self._c.dead.setdefault(fp, row.error)
             new = fp not in self._c.paths
             if new:
                 self._c.paths[fp] = [path]
