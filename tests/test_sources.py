@@ -119,6 +119,41 @@ def test_range_reader_a_failed_prefetch_is_the_reads_error() -> None:
     assert reader.closed and reader._pool is None
 
 
+def test_readers_of_one_object_share_its_blocks_within_a_bound() -> None:
+    """A decode worker's plan and tasks open the same object one after another: the header and
+    index one reader fetched cost the next no request; another object's blocks are its own; the
+    shared blocks never hold more than their bound."""
+    from seeknetic_prep.sources.reader import SharedBlocks
+
+    data = np.random.default_rng(2).integers(0, 256, 6 << 20, dtype=np.uint8).tobytes()
+    asked: list[tuple[int, int]] = []
+
+    def fetch(start: int, end: int) -> bytes:
+        asked.append((start, end))
+        return data[start:end]
+
+    shared = SharedBlocks(max_bytes=4 << 20)
+
+    def reader(key: str) -> RangeReader:
+        return RangeReader("mem", len(data), fetch, block=256 << 10, shared=(shared, (key, len(data))))
+
+    def head_and_tail(r: RangeReader) -> bytes:
+        head = r.read(100_000)
+        r.seek(-300_000, os.SEEK_END)
+        return head + r.read()
+
+    first = reader("s3://b/a.mp4")
+    want = head_and_tail(first)
+    assert want == data[:100_000] + data[-300_000:] and len(asked) == 2
+    second = reader("s3://b/a.mp4")
+    assert head_and_tail(second) == want and len(asked) == 2 and second.requests == 0  # no request
+    assert head_and_tail(reader("s3://b/other.mp4")) == want and len(asked) == 4  # not another's
+    streamed = reader("s3://b/a.mp4")  # a whole pass: still the right bytes, the bound kept
+    assert b"".join(iter(lambda: streamed.read(64 << 10), b"")) == data
+    streamed.close()
+    assert sum(len(b) for b in shared._blocks.values()) <= 4 << 20
+
+
 def test_same_bytes_same_fingerprint_local_or_in_a_bucket(s3: Any, tmp_path: Path,
                                                            fixtures_dir: Path) -> None:
     big = np.random.default_rng(2).integers(0, 256, (3 << 20) + 12345, dtype=np.uint8).tobytes()

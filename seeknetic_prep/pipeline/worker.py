@@ -162,7 +162,7 @@ def _plan_remote(url: str) -> FilePlan:
     from seeknetic_prep.sources.remote import object_info, open_object
 
     info = object_info(url)
-    reader = open_object(url, info)
+    reader = open_object(url, info, shared=True)  # its head and tail serve the tasks after it
     with reader, _remote_errors(url, reader):
         def read_at(offset: int, length: int) -> bytes:
             if length < _PROBE_SPAN:  # a sample in the middle: exactly its range
@@ -246,7 +246,7 @@ def _encode_remote(task: DecodeTask, wanted: dict[int, list[tuple[Service, str]]
     # The plan's probe knows the size: no metadata request per task (a changed object then
     # reads short, fails as unreadable, and the next run sees its new listing and plans it again).
     known = ObjectInfo(task.path, task.info.size_bytes) if task.info is not None else None
-    reader = open_object(task.path, known)
+    reader = open_object(task.path, known, shared=True)  # the index and the keyframe before: read once
     with reader, _remote_errors(task.path, reader):
         windows = [Window(*w) for w in task.windows]
         # iter_segments hands its source to VideoDecoder, which takes a file object too.

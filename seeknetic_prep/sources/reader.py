@@ -9,6 +9,12 @@ again at one block. So a window in the middle of a long file fetches about what 
 reads, a forward pass costs few requests and seldom waits for one, and memory is at most
 ``max_blocks`` blocks whatever the file's length. Counters (``bytes_fetched``, ``bytes_read``,
 ``requests``) are what the bench prints.
+
+A decode worker opens the same object many times: to plan it, then once per task of a few
+windows, each opening reading the container's header and index again (for an MP4 whose index
+is at the end, megabytes), and each task's first keyframe lying in the blocks the task before
+it read last. :class:`SharedBlocks` keeps the blocks of the process's recent readers (32 MiB),
+so the next reader of that object takes them without a request.
 """
 
 from __future__ import annotations
@@ -17,13 +23,50 @@ import io
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-__all__ = ["RangeReader"]
+__all__ = ["SHARED_BLOCKS", "RangeReader", "SharedBlocks"]
 
 _STREAMS = 4
 """Forward readers whose read-ahead is tracked (each container of a decoder is one)."""
+
+
+class SharedBlocks:
+    """Blocks of recently read objects, for the next reader of the same object in this
+    process: an LRU of at most ``max_bytes``, keyed by the object (URL and size) and block."""
+
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._blocks: OrderedDict[tuple[Hashable, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, key: Hashable, index: int) -> bytes | None:
+        with self._lock:
+            data = self._blocks.get((key, index))
+            if data is not None:
+                self._blocks.move_to_end((key, index))
+                self.hits += 1
+            return data
+
+    def has(self, key: Hashable, index: int) -> bool:
+        with self._lock:
+            return (key, index) in self._blocks
+
+    def put(self, key: Hashable, index: int, data: bytes) -> None:
+        with self._lock:
+            old = self._blocks.pop((key, index), None)
+            self._bytes += len(data) - (len(old) if old is not None else 0)
+            self._blocks[(key, index)] = data
+            while self._bytes > self.max_bytes and self._blocks:
+                _, dropped = self._blocks.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
+SHARED_BLOCKS = SharedBlocks()
+"""This process's blocks, shared by the readers a decode worker opens one after another."""
 
 
 class RangeReader(io.RawIOBase):
@@ -37,10 +80,13 @@ class RangeReader(io.RawIOBase):
         block: bytes per block (the unit of caching and of a request's size).
         max_ahead: the most blocks one forward request fetches.
         max_blocks: blocks kept (the memory bound: ``max_blocks * block`` bytes).
+        shared: blocks of earlier readers of the same object, and this object's key there:
+            a block found there costs no request, and what this reader fetches goes there.
     """
 
     def __init__(self, name: str, size: int, fetch: Callable[[int, int], bytes], *,
-                 block: int = 256 << 10, max_ahead: int = 8, max_blocks: int = 48) -> None:
+                 block: int = 256 << 10, max_ahead: int = 8, max_blocks: int = 48,
+                 shared: tuple[SharedBlocks, Hashable] | None = None) -> None:
         super().__init__()
         self.name = name
         self.size = size
@@ -55,6 +101,7 @@ class RangeReader(io.RawIOBase):
         self._pending: tuple[int, int, int, Future[bytes]] | None = None  # first, last, ahead, data
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._shared = shared
         self.bytes_fetched = 0
         self.bytes_read = 0
         self.requests = 0
@@ -112,27 +159,40 @@ class RangeReader(io.RawIOBase):
             self._pending = None
             _, last, ahead, future = pending
             raw = self._checked(index, last, future.result)
+        elif self._shared is not None and (data := self._shared[0].get(self._shared[1], index)) is not None:
+            self._keep(index, data)
+            if index in self._streams:  # a forward reader goes on: its read-ahead with it
+                self._streams[index + 1] = self._streams.pop(index)
+            return data
         else:
             # A miss where an earlier fetch ended is a reader going on forward: fetch twice as
             # much. Several are tracked: the frame pass and the audio pass read two places in turn.
             ahead = min(self._max_ahead, self._streams.pop(index) * 2) if index in self._streams else 1
             reach = min(wanted + 1, index + self._max_blocks // 3)  # a huge read still fits the cache
             last = min(max(index + ahead, reach), self._nblocks)
+            if self._shared is not None:  # stop short of a block an earlier reader fetched
+                cache, key = self._shared
+                last = next((k for k in range(index + 1, last) if cache.has(key, k)), last)
             start, stop = index * self._block, min(self.size, last * self._block)
             self.requests += 1
             self.bytes_fetched += stop - start
             raw = self._checked(index, last, lambda: self._fetch(start, stop))
         for k in range(index, last):
-            self._blocks[k] = raw[(k - index) * self._block: (k - index + 1) * self._block]
-            self._blocks.move_to_end(k)
-        while len(self._blocks) > self._max_blocks:
-            self._blocks.popitem(last=False)
+            self._keep(k, raw[(k - index) * self._block: (k - index + 1) * self._block])
+            if self._shared is not None:
+                self._shared[0].put(self._shared[1], k, self._blocks[k])
         self._streams[last] = ahead
         while len(self._streams) > _STREAMS:
             self._streams.popitem(last=False)
         if ahead > 1:  # a forward reader: its next span is fetched while it decodes this one
             self._prefetch(last, min(self._max_ahead, ahead * 2))
         return self._blocks[index]
+
+    def _keep(self, index: int, data: bytes) -> None:
+        self._blocks[index] = data
+        self._blocks.move_to_end(index)
+        while len(self._blocks) > self._max_blocks:
+            self._blocks.popitem(last=False)
 
     def pread(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` in one request of exactly that range, not cached (the
@@ -164,6 +224,8 @@ class RangeReader(io.RawIOBase):
         at most ``max_blocks // 3`` blocks, so the cache still holds what is being read)."""
         if self._pending is not None or first >= self._nblocks or first in self._blocks:
             return
+        if self._shared is not None and self._shared[0].has(self._shared[1], first):
+            return  # an earlier reader has it: no request for it
         last = min(first + min(ahead, self._max_blocks // 3), self._nblocks)
         start, stop = first * self._block, min(self.size, last * self._block)
         if self._pool is None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
-from seeknetic_prep.sources.reader import RangeReader
+from seeknetic_prep.sources.reader import SHARED_BLOCKS, RangeReader
 from seeknetic_prep.sources.urls import redact, scheme, scrub
 
 __all__ = ["ObjectInfo", "fetch_range", "filesystem", "list_objects", "object_info", "open_object"]
@@ -189,8 +189,10 @@ def fetch_range(url: str, start: int, end: int) -> bytes:
         raise OSError(scrub(f"{type(exc).__name__}: {' '.join(str(exc).split())}", url)[:200]) from exc
 
 
-def open_object(url: str, info: ObjectInfo | None = None) -> RangeReader:
-    """``url`` as a seekable binary file over range requests (see :class:`RangeReader`).
+def open_object(url: str, info: ObjectInfo | None = None, *, shared: bool = False) -> RangeReader:
+    """``url`` as a seekable binary file over range requests (see :class:`RangeReader`);
+    ``shared``: with the blocks this process's earlier readers of it fetched (a decode worker's
+    plan and tasks: :data:`~.reader.SHARED_BLOCKS`).
 
     Raises:
         MediaError: its size cannot be found (missing, access denied, unreachable), or it is
@@ -203,7 +205,8 @@ def open_object(url: str, info: ObjectInfo | None = None) -> RangeReader:
     def fetch(start: int, end: int) -> bytes:
         return fetch_range(url, start, end)
 
-    reader = RangeReader(redact(url), info.size, fetch)
+    reader = RangeReader(redact(url), info.size, fetch,
+                         shared=(SHARED_BLOCKS, (url, info.size)) if shared else None)
     with _mapped(url):
         head = reader.read(64).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
