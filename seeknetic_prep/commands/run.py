@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="decode processes (default: the number of cores; 0 decodes in-process)")
     parser.add_argument("--uploaders", type=int, default=None,
-                        help="bodies uploaded at once, fixed (default: 4 to start, then as many as the "
+                        help="bodies uploaded at once, fixed (default: 8 to start, then as many as the "
                         "link's throughput shows it takes, up to --upload-memory-mb's worth)")
     parser.add_argument("--upload-memory-mb", type=float, default=256.0, metavar="MB",
                         help="memory for bodies being uploaded, which bounds how many go at once "
