@@ -111,11 +111,6 @@ def source_fingerprint(path: str) -> tuple[str, int, int]:
     return fp, info.size, info.tag_number
 
 
-_CLIENTS = {"s3": ("s3fs",), "gs": ("gcsfs",), "gcs": ("gcsfs",), "az": ("adlfs",), "abfs": ("adlfs",),
-            "abfss": ("adlfs",), "http": ("fsspec.implementations.http",),
-            "https": ("fsspec.implementations.http",)}
-
-
 def client_modules(paths: Iterable[str]) -> list[str]:
     """The modules a worker imports to read ``paths`` (none for local paths), for a fork
     server to import once instead of every worker (s3fs with aiobotocore: ~0.6 s each).
@@ -126,7 +121,10 @@ def client_modules(paths: Iterable[str]) -> list[str]:
     schemes = dict.fromkeys(scheme(p) for p in paths if is_url(p))
     if not schemes:
         return []
-    return ["seeknetic_prep.sources.remote", *dict.fromkeys(m for s in schemes for m in _CLIENTS.get(s, ()))]
+    # the store's package per scheme, as remote.filesystem() names it when it is missing
+    from seeknetic_prep.sources.remote import store_package
+
+    return ["seeknetic_prep.sources.remote", *dict.fromkeys(store_package(s) for s in schemes)]
 
 
 def check_sources(items: Iterable[str]) -> None:

@@ -24,7 +24,8 @@ from seeknetic_prep.errors import InvalidArgumentError, MediaError
 from seeknetic_prep.sources.reader import SHARED_BLOCKS, RangeReader
 from seeknetic_prep.sources.urls import redact, scheme, scrub
 
-__all__ = ["ObjectInfo", "fetch_range", "filesystem", "list_objects", "object_info", "open_object"]
+__all__ = ["ObjectInfo", "fetch_range", "filesystem", "list_objects", "object_info", "open_object",
+           "store_package"]
 
 _EXTRA = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure",
           "http": "http", "https": "http"}
@@ -48,6 +49,11 @@ class ObjectInfo:
         return int.from_bytes(hashlib.sha256(self.tag.encode()).digest()[:8], "big") >> 1
 
 
+def store_package(proto: str) -> str:
+    """The package that reads ``proto://`` objects (``s3`` -> ``s3fs``, ``https`` -> ``aiohttp``)."""
+    return _PACKAGE.get(_EXTRA.get(proto, proto), "fsspec")
+
+
 def filesystem(url: str) -> Any:
     """The fsspec filesystem for ``url``'s scheme (cached per process by fsspec).
 
@@ -65,7 +71,7 @@ def filesystem(url: str) -> Any:
         hint = (f'pip install "seeknetic-prep[{extra}]"' if extra != "http"
                 else 'pip install fsspec aiohttp (or any of the extras s3, gcs, azure)')
         raise InvalidArgumentError(
-            f"Invalid source {redact(url)!r}: reading {proto}:// needs {_PACKAGE.get(extra, 'fsspec')}; "
+            f"Invalid source {redact(url)!r}: reading {proto}:// needs {store_package(proto)}; "
             f"{hint}.") from exc
 
 

@@ -20,6 +20,11 @@ from seeknetic_prep.state.rows import FileRow, FileStatus, path_bytes, safe_text
 __all__ = ["FileQueries"]
 
 
+_FAILED_BY_CONTENT = ("EXISTS (SELECT 1 FROM units u WHERE u.fingerprint = f.fingerprint "
+                      "AND u.status = 'failed' AND u.error = f.error)")
+"""A files row ``f`` whose error its content's failed units carry: its content failed for good."""
+
+
 def _inherit_decoder(path: str | os.PathLike[str], fingerprint: str) -> tuple[str, tuple[Any, ...]]:
     """The statement that copies a content's recorded decoder to ``path`` when it has none."""
     return (
@@ -98,8 +103,7 @@ class FileQueries(Connection):
         )
         rows = self._read(
             f"SELECT {FileRow.COLUMNS} FROM files f WHERE path=? AND size=? AND mtime_ns=? AND inode=? "
-            "AND (status='ok' OR (status='failed' AND EXISTS (SELECT 1 FROM units u WHERE "
-            "u.fingerprint = f.fingerprint AND u.status='failed' AND u.error = f.error))) "
+            f"AND (status='ok' OR (status='failed' AND {_FAILED_BY_CONTENT})) "
             "AND NOT EXISTS (SELECT 1 FROM units u WHERE u.fingerprint = f.fingerprint "
             f"AND u.status NOT IN ('completed', 'failed')) {has_services}",
             (path_bytes(path), size, mtime_ns, inode, *services),
@@ -117,8 +121,7 @@ class FileQueries(Connection):
         ``--retry-failed`` puts them back, so neither counts; nor does a path ``prune`` forgot."""
         rows = self._read(
             "SELECT f.error FROM files f WHERE f.fingerprint=? AND f.status IN ('failed', 'gone') "
-            "AND f.error IS NOT NULL AND EXISTS (SELECT 1 FROM units u WHERE u.fingerprint=f.fingerprint "
-            "AND u.status='failed' AND u.error = f.error) LIMIT 1", (fingerprint,))
+            f"AND f.error IS NOT NULL AND {_FAILED_BY_CONTENT} LIMIT 1", (fingerprint,))
         return str(rows[0][0]) if rows else None
 
     def ok_paths(self, fingerprint: str) -> list[bytes]:
