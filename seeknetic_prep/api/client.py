@@ -7,12 +7,12 @@ key and adds the auth header and redaction to every call, between it and the two
 * :mod:`.retry` decides, for every call, what a failure means: retries with backoff for
   connection errors, timeouts and 500/502/503/504 (never 400/401/402/413/422), 429s waited out
   and not counted, the ``--qps`` pace, cancellation, and the "every call failed for N s" clock;
-* this module builds each request, turns an error status into its class of
-  :mod:`seeknetic_prep.errors` (``Retry-After`` read, the key redacted from any detail), parses
-  the answers, sends a 413 upload again as one request per tensor, and hands submissions to the
-  engine with a lookup: POST retries are safe because our request ids are deterministic and
-  uploads idempotent, and a submission whose answer was lost is first looked up with
-  ``GET /async_status/<id>``, so a job the server already has is never submitted twice.
+* this module and :mod:`.jobs` build each request and parse its answer (an error status became
+  its class of :mod:`seeknetic_prep.errors` in the session, ``Retry-After`` read, the key
+  redacted from any detail): here the connection, the key check, uploads (a 413 sent again as
+  one request per tensor) and text queries; in :class:`~.jobs.JobCommands`, which the client
+  inherits, submissions with a lookup before any resend (so a job the server already has is
+  never submitted twice), status and waiting.
 
 The API key is checked before any request (surrounding whitespace stripped; a control or
 non-ASCII character refused with a message that does not quote it) and held by the session: it is
@@ -33,13 +33,13 @@ import contextlib
 import json
 import os
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from seeknetic_prep.api.answers import check_embedding, check_status
+from seeknetic_prep.api.answers import check_embedding
+from seeknetic_prep.api.jobs import TERMINAL, JobCommands, ServiceName
 from seeknetic_prep.api.keys import resolve_api_key
 from seeknetic_prep.api.pacing import (
     AdaptiveRate,
@@ -53,33 +53,24 @@ from seeknetic_prep.api.pacing import (
 from seeknetic_prep.api.retry import RetryEngine
 from seeknetic_prep.api.session import AuthScheme, Session
 from seeknetic_prep.api.transport import LinkMeter, Transport, short, why
-from seeknetic_prep.api.wire import key_check_answer, r2_keys, split_upload, submission
+from seeknetic_prep.api.wire import key_check_answer, r2_keys, split_upload
 from seeknetic_prep.errors import (
     APIConnectionError,
-    APITimeoutError,
-    ConflictError,
     InvalidArgumentError,
     MalformedAnswerError,
-    NotFoundError,
     PayloadTooLargeError,
     UnreachableError,
 )
 
-__all__ = ["REGIONS", "AdaptiveRate", "AuthScheme", "Client", "ClientConfig", "RateLimit", "Region",
-           "RetryPolicy", "TokenBucket"]
+__all__ = ["REGIONS", "TERMINAL", "AdaptiveRate", "AuthScheme", "Client", "ClientConfig", "RateLimit",
+           "Region", "RetryPolicy", "ServiceName", "TokenBucket"]
 
 Region = Literal["tokyo", "us", "cn"]
-ServiceName = Literal["embedding", "tagging"]
 
 REGIONS: dict[str, str] = {
     "tokyo": "https://api.seeknetic.com",
     "us": "https://api.us.seeknetic.com",  # "coming soon" in the API docs
     "cn": "https://api.cn.seeknetic.com",  # "coming soon" in the API docs
-}
-TERMINAL = frozenset({"completed", "failed"})
-_SUBMIT_PATHS: dict[str, str] = {
-    "embedding": "/video_embedding/encode_video/async",
-    "tagging": "/video_tagging/async",
 }
 _UPLOAD = "/files/upload/tensors"
 
@@ -110,7 +101,7 @@ class ClientConfig:
         return client
 
 
-class Client:
+class Client(JobCommands):
     """A thread-safe client of the Seeknetic API (or of ``seeknetic-prep emulator``).
 
     Args:
@@ -281,28 +272,6 @@ class Client:
             self.link.uploaded(len(body))  # what a body costs: the display's bytes-left estimate
         return keys
 
-    def submit_embedding(self, *, tensor: Mapping[str, str] | None = None, video_url: str | None = None,
-                         video_base64: str | None = None, filename: str | None = None,
-                         request_id: str | None = None) -> dict[str, Any]:
-        """Submit an embedding job (tensor, ``video_url`` or ``video_base64`` mode).
-
-        ``tensor`` is ``{"video_input_key", "audio_input_key"}`` from :meth:`upload_tensors`.
-        Returns the server's answer (``request_id``, ``status``, ...).
-        """
-        return self._submit("embedding", submission(tensor, video_url, video_base64, filename, request_id),
-                            request_id)
-
-    def submit_tagging(self, *, tensor: Mapping[str, str] | None = None, video_url: str | None = None,
-                       video_base64: str | None = None, filename: str | None = None,
-                       request_id: str | None = None) -> dict[str, Any]:
-        """Submit a tagging job; ``tensor`` is ``{"video_input_key", "video_kwargs_key"}``."""
-        return self._submit("tagging", submission(tensor, video_url, video_base64, filename, request_id),
-                            request_id)
-
-    def submit(self, service: ServiceName, *, tensor: Mapping[str, str], request_id: str) -> dict[str, Any]:
-        """Tensor-mode submission for either service (what the pipeline uses)."""
-        return self._submit(service, submission(tensor, None, None, None, request_id), request_id)
-
     def encode_text(self, text: str) -> list[float]:
         """The text embedding of ``text`` (synchronous)."""
         answer = self._call("POST", "/video_embedding/encode_text", body=json.dumps({"text": text}).encode())
@@ -312,59 +281,7 @@ class Client:
         # A query with a NaN, or of another width, would rank nothing and print invalid JSON.
         return check_embedding(answer.get("embedding"))
 
-    def get_status(self, request_id: str, service: str | None = None) -> dict[str, Any]:
-        """``GET /async_status/<request_id>``, checked (:func:`~seeknetic_prep.answers.check_status`):
-        a completed answer holds what a job of ``service`` must, and nothing a result cannot keep.
-
-        Raises:
-            NotFoundError: the server has no job with this id for this key.
-            MalformedAnswerError: the answer breaks the API's promises (the message says how).
-        """
-        answer = self._call("GET", f"/async_status/{request_id}", request_id=request_id)
-        try:
-            return check_status(answer, service)
-        except MalformedAnswerError as exc:
-            exc.request_id = request_id
-            raise
-
-    def wait(self, request_ids: Iterable[str], *, deadline_s: float = 600.0, poll_s: float = 0.25,
-             max_poll_s: float = 5.0, on_result: Callable[[str, dict[str, Any]], None] | None = None,
-             ) -> dict[str, dict[str, Any]]:
-        """Poll until every job is completed or failed; return their final status answers.
-
-        Polls every pending id per round, with the pause between rounds growing from ``poll_s``
-        to ``max_poll_s``. ``on_result`` is called as each job finishes.
-
-        Raises:
-            APITimeoutError: some jobs are still pending after ``deadline_s`` seconds (the
-                message says how many); nothing loops forever.
-            MalformedAnswerError: an answer breaks the API's promises (see :meth:`get_status`).
-        """
-        return _wait_all(self.get_status, self.retrier.wait, list(dict.fromkeys(request_ids)),
-                         deadline_s, poll_s, max_poll_s, on_result)
-
     # ------------------------------------------------------------------ plumbing
-
-    def _submit(self, service: ServiceName, body: bytes, request_id: str | None) -> dict[str, Any]:
-        path = _SUBMIT_PATHS[service]
-        if request_id is None:  # nothing to look up by: plain retries
-            answer = self._call("POST", path, body=body)
-            return answer if isinstance(answer, dict) else {"answer": answer}
-        try:  # before any resend of an ambiguous try, the engine asks whether the job is there
-            answer = self._call("POST", path, body=body, request_id=request_id,
-                                lookup=lambda: self._lookup(request_id))
-        except ConflictError:
-            existing = self._lookup(request_id)
-            if existing is not None and existing.get("task_type") in (None, service):
-                return existing
-            raise
-        return answer if isinstance(answer, dict) else {"request_id": request_id}
-
-    def _lookup(self, request_id: str) -> dict[str, Any] | None:
-        try:
-            return self.get_status(request_id)
-        except NotFoundError:
-            return None
 
     def _call(self, method: str, path: str, *, body: bytes | None = None, request_id: str | None = None,
               lookup: Callable[[], Any] | None = None) -> Any:
@@ -376,33 +293,6 @@ class Client:
 
     def _redact_obj(self, value: object) -> object:
         return self._session.redact_obj(value)
-
-
-def _wait_all(get_status: Callable[[str], dict[str, Any]], sleep: Callable[[float], None],
-              pending: list[str], deadline_s: float, poll_s: float, max_poll_s: float,
-              on_result: Callable[[str, dict[str, Any]], None] | None) -> dict[str, dict[str, Any]]:
-    done: dict[str, dict[str, Any]] = {}
-    stop_at = time.monotonic() + deadline_s
-    pause = poll_s
-    while pending:
-        still: list[str] = []
-        for job in pending:
-            answer = get_status(job)
-            if answer.get("status") not in TERMINAL:
-                still.append(job)
-                continue
-            done[job] = answer
-            if on_result is not None:
-                on_result(job, answer)
-        pending = still
-        if not pending:
-            break
-        if time.monotonic() + pause > stop_at:
-            raise APITimeoutError(f"{len(pending)} job(s) still pending after {deadline_s:g} s "
-                                  f"(first: {pending[0]}).", request_id=pending[0])
-        sleep(pause)
-        pause = min(max_poll_s, pause * 1.5)
-    return done
 
 
 def _resolve_base_url(base_url: str | None, region: str) -> str:
