@@ -10,10 +10,11 @@ One-way stages joined by bounded queues, each in a module of its own::
     results           the run's finished rows      (:func:`~seeknetic_prep.results.finalize.finalize_run`)
 
 This module only wires them: :class:`_Run` feeds the engine (files are probed ahead of the
-decoders, so progress totals are known early), routes each event to the ledger and the next
-stage, and decides when the run is over. Windows stream out of the decoders one by one;
-:meth:`~.upload.UploadStage.put` blocks while the upload queue is full, and an engine does
-not run ahead of a driver that stops pulling, so memory stays flat for a folder of any size.
+decoders, so progress totals are known early), hands each event to :class:`~.route.Router`
+(the ledger first, then the next stage), and decides when the run is over. Windows stream out
+of the decoders one by one; :meth:`~.upload.UploadStage.put` blocks while the upload queue is
+full, and an engine does not run ahead of a driver that stops pulling, so memory stays flat for
+a folder of any size.
 
 A stop (Ctrl-C or SIGTERM, a 401, spent quota, an API gone for good, a stage thread that died
 by an unexpected error) is a flag the driver checks: the state is committed step by step, so
@@ -25,7 +26,6 @@ in time, so nothing needs a second one.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import signal
@@ -34,7 +34,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -49,24 +48,16 @@ from seeknetic_prep.errors import (
     StopReason,
     UnreachableError,
 )
-from seeknetic_prep.executors import (
-    Event,
-    Executor,
-    Planned,
-    PlanTask,
-    TaskDone,
-    TaskFailed,
-    WindowReady,
-    make_executor,
-)
+from seeknetic_prep.executors import Executor, PlanTask, make_executor
 from seeknetic_prep.executors.registry import engine
 from seeknetic_prep.pipeline.gone import sweep_gone
-from seeknetic_prep.pipeline.inputs import file_size, find_videos, known_row
-from seeknetic_prep.pipeline.ledger import Ledger, Work
+from seeknetic_prep.pipeline.inputs import file_size, find_videos
+from seeknetic_prep.pipeline.ledger import Ledger
 from seeknetic_prep.pipeline.poll import PollStage
+from seeknetic_prep.pipeline.route import Router, Stopping
 from seeknetic_prep.pipeline.spec import Progress, RunOptions, RunSummary, pin_settings
 from seeknetic_prep.pipeline.tally import Tally, Totals
-from seeknetic_prep.pipeline.tasks import DecodeTask, is_environmental, retry_request_id
+from seeknetic_prep.pipeline.tasks import DecodeTask, retry_request_id
 from seeknetic_prep.pipeline.upload import UploadStage
 from seeknetic_prep.results.finalize import finalize_run
 from seeknetic_prep.sources import Found, client_modules, is_url, redact
@@ -76,17 +67,10 @@ from seeknetic_prep.util.procs import preload_also
 
 __all__ = ["Progress", "RunOptions", "RunSummary", "run_folder"]
 
-log = logging.getLogger(__name__)
-
-class _Stop(Exception):
-    pass
-
-
 class _Run:
     def __init__(self, found: Sequence[Found], out: Path, client: Client, options: RunOptions,
                  progress: Progress, executor: Executor) -> None:
         self.found = found
-        self.listed = {p: (size, tag) for p, size, tag in found if size is not None}
         self.client = client
         self.opt = options
         self.progress = progress
@@ -113,6 +97,9 @@ class _Run:
         if client.link is not None:
             progress.upload_link(client.link)
         self.totals = Totals(progress)
+        self.router = Router(store=self.store, ledger=self.ledger, totals=self.totals, uploads=self.uploads,
+                             polls=self.polls, thumbs=self.thumbs, options=options,
+                             listed={p: (size, tag) for p, size, tag in found if size is not None})
         self.backend_gone: Callable[[], str | None] | None = None
         self.inputs: Sequence[str] = ()  # the paths as given: what is gone is judged under them
 
@@ -136,15 +123,15 @@ class _Run:
 
     def _check(self) -> None:
         if self.stop.is_set():
-            raise _Stop
+            raise Stopping
         if self.backend_gone is not None and (gone := self.backend_gone()):
             self.halt(StopReason.BACKEND_GONE, gone)
-            raise _Stop
+            raise Stopping
         now = time.monotonic()
         since = self.client.failing_since
         if since is not None and now - since > self.opt.unreachable_after_s:
             self.halt(StopReason.UNREACHABLE, f"every call failed for {now - since:.0f} s")
-            raise _Stop
+            raise Stopping
         if now - self.beat > 2.0:  # so `status` has throughput even after a kill -9
             self.beat = now
             self.store.update_run(self.run_id, windows_decoded=self.summary.windows_decoded,
@@ -180,7 +167,7 @@ class _Run:
             self.halt(StopReason.BACKEND_GONE, str(exc))
         except KeyboardInterrupt:  # a Ctrl-C before our handler was in place
             self.halt(StopReason.INTERRUPT, "interrupted")
-        except _Stop:
+        except Stopping:
             pass
         finally:
             self.stop.set()
@@ -202,7 +189,7 @@ class _Run:
             self.summary.results_path = part or self.summary.out / "parts"
         finally:
             self.store.close()
-            with contextlib.suppress(StateError):  # see _keep_thumbs
+            with contextlib.suppress(StateError):  # see Router.keep_thumbs
                 self.thumbs.close()
 
     def _drive(self) -> None:
@@ -221,7 +208,7 @@ class _Run:
             while ex.in_flight < ex.capacity and not self.no_submit.is_set():
                 if files and len(backlog) < self.opt.plan_ahead:
                     path = files.popleft()
-                    if not self._skip_known(path):
+                    if not self.router.skip_known(path):
                         ex.submit(PlanTask(path))
                 elif backlog:
                     task = backlog.popleft()
@@ -237,74 +224,13 @@ class _Run:
                 if self.uploads.busy == 0 and self.polls.busy == 0:
                     if self.no_submit.is_set():
                         self.halt(self.uploads.quota_reason, self.uploads.quota_message or "quota spent")
-                        raise _Stop
+                        raise Stopping
                     if not files and not backlog:
                         return  # units still pending (none here normally) wait for the next run
                 time.sleep(0.05)
                 continue
             for event in ex.events(timeout=0.1):
-                self._route(event, backlog)
-
-    def _skip_known(self, path: str) -> bool:
-        """A file the state has finished is counted from it, with no probe (see
-        :func:`~seeknetic_prep.pipeline.inputs.known_row`)."""
-        row = known_row(self.store, path, self.listed, self.opt.services)
-        if row is None:
-            return False
-        self.ledger.known(redact(path), row)
-        self.totals.probed(path)
-        return True
-
-    def _route(self, event: Event, backlog: deque[DecodeTask]) -> None:
-        if isinstance(event, WindowReady):
-            window, fp = event.window, event.task.fingerprint
-            if window.wanted:
-                self.ledger.window_decoded(fp, window.decoder)
-            if window.thumbs:
-                self._keep_thumbs(fp, window.index, window.thumbs)
-            for service, rid, body in window.bodies:
-                if self.ledger.claim(rid):
-                    self._put(Work(rid, service, fp, body=body, frame_times_ms=window.frame_times_ms,
-                                   lookup=self.ledger.needs_lookup(rid)))
-            for service, rid, keys in window.uploaded:
-                if self.ledger.claim(rid):
-                    self.ledger.uploaded(rid, keys, window.frame_times_ms)
-                    self._put(Work(rid, service, fp, r2_keys=keys, lookup=self.ledger.needs_lookup(rid)))
-        elif isinstance(event, Planned):
-            path = event.task.path  # a presigned URL's signature never reaches the state:
-            admission = self.ledger.admit(redact(path), event.plan, resize=self.opt.resize,
-                                          windows_per_task=self.opt.windows_per_task,
-                                          decode=self.opt.decode)
-            # ... only the decode tasks, which open it
-            backlog.extend(replace(t, path=path) for t in admission.tasks)
-            for work in admission.submit:
-                self._put(work)
-            for rid, service in admission.poll:
-                self.polls.add(rid, service)
-            jobs = sum(len(t.request_ids) for t in admission.tasks)
-            jobs += len(admission.submit) + len(admission.poll)
-            self.totals.probed(event.task.path, jobs=jobs)
-        elif isinstance(event, TaskFailed):
-            task = event.task
-            if isinstance(task, PlanTask):
-                self.ledger.file_failed(redact(task.path), str(event.error))
-                self.totals.probed(task.path)
-            else:
-                self.ledger.content_failed(task.fingerprint, str(event.error),
-                                           environmental=is_environmental(event.error))
-        else:
-            assert isinstance(event, TaskDone)
-
-    def _keep_thumbs(self, fp: str, index: int, jpegs: bytes) -> None:
-        try:
-            self.thumbs.put(fp, index, jpegs)
-        except StateError as exc:  # a cache for the report (which then decodes): never the run's failure
-            log.debug("%s", exc)
-
-    def _put(self, work: Work) -> None:
-        if not self.uploads.put(work):
-            raise _Stop
-
+                self.router.route(event, backlog)
 
 def _api_event(progress: Progress, kind: str, detail: str) -> None:
     """An event of the client's retry engine, to the progress: its kind, and for a retry why
@@ -385,19 +311,28 @@ def run_folder(
     if executor is None:  # the engine's nodes get their share of the one --qps budget
         _, node_qps = engine(opt.executor).share_qps(opt.qps)
         executor = make_executor(opt.executor, opt, client=client.worker_config(), node_qps=node_qps)
-    # One --max-upload-mbps for the run: the engine's shared cap if its nodes upload, else the driver's.
+    with _upload_cap(client, executor, opt):
+        return _checked_run(found, out_dir, client, opt, progress, executor, backend_gone, inputs)
+
+
+@contextlib.contextmanager
+def _upload_cap(client: Client, executor: Executor, opt: RunOptions) -> Iterator[None]:
+    """One ``--max-upload-mbps`` for the run: the engine's shared cap if its nodes upload, else
+    the driver's; the client's own cap is back afterwards (one client can serve many runs)."""
     cap = executor.upload_bandwidth or (
         ByteBucket(mbps_to_bytes(opt.max_upload_mbps)) if opt.max_upload_mbps else None)
+    if cap is None:
+        yield
+        return
     try:
-        uncapped = client.limit_upload(cap) if cap is not None else None
+        uncapped = client.limit_upload(cap)
     except BaseException:  # a client whose transport cannot pace
         executor.close()
         raise
     try:
-        return _checked_run(found, out_dir, client, opt, progress, executor, backend_gone, inputs)
+        yield
     finally:
-        if cap is not None:
-            client.limit_upload(uncapped)
+        client.limit_upload(uncapped)
 
 
 def _checked_run(found: list[Found], out_dir: Path, client: Client, opt: RunOptions,
