@@ -29,73 +29,87 @@ DEFAULT_OUT = "seeknetic-out"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run's flags, in ``--help``'s groups: what to run on and where results go, then the API,
+    the upload link and the decoders."""
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="video files and/or folders (walked recursively), or URLs: s3://, gs://, "
                         "az:// (abfs://) prefixes (listed recursively) or objects, https:// files")
     add_from_list(parser)
-    parser.add_argument("--local", action="store_true",
-                        help="start the built-in emulator on a free loopback port and run against it")
-    parser.add_argument("--keep-tensors", action="store_true",
-                        help="with --local: keep uploaded tensors in <out>/emulator after their jobs "
-                        "finish (default: deleted, ~6 MB a window; results are kept)")
     parser.add_argument("--out", default=DEFAULT_OUT, type=Path,
                         help="output folder: state.sqlite, parts/ (Parquet results) and search/ "
                         f"(default ./{DEFAULT_OUT})")
     parser.add_argument("--services", "--service", dest="services", default="embedding,tagging",
                         help="embedding, tagging or both, comma-separated, as for prep (default both)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="decode processes (default: the number of cores; 0 decodes in-process)")
-    parser.add_argument("--uploaders", type=int, default=None,
-                        help="bodies uploaded at once, fixed (default: 8 to start, then as many as the "
-                        "link's throughput shows it takes, up to --upload-memory-mb's worth)")
-    parser.add_argument("--upload-memory-mb", type=float, default=256.0, metavar="MB",
-                        help="memory for bodies being uploaded, which bounds how many go at once "
-                        "(about 4 MB each; default 256)")
-    parser.add_argument("--qps", type=float, default=None,
-                        help="client-side limit on requests per second, all threads together (default none)")
-    parser.add_argument("--max-upload-mbps", type=float, default=None, metavar="N",
-                        help="cap on the bytes the run sends, in megabits per second, all uploads "
-                        "together (Ray's nodes included), so the run leaves room on a shared uplink "
-                        "(default none)")
-    parser.add_argument("--api-key", default=None,
-                        help="API key (default: $SEEKNETIC_API_KEY); prefer the variable, a flag shows in ps")
-    parser.add_argument("--base-url", default=None,
-                        help="API base URL (default: $SEEKNETIC_BASE_URL, else the --region URL)")
-    parser.add_argument("--region", default="tokyo", choices=("tokyo", "us", "cn"),
-                        help="API region when no base URL is given (default tokyo)")
-    parser.add_argument("--stall-timeout", type=float, default=60.0, metavar="S",
-                        help="abandon an upload only when the link takes no bytes for S seconds "
-                        "(default 60); a slow link is never cut for taking long")
-    parser.add_argument("--bearer", action="store_true",
-                        help="send the key as 'Authorization: Bearer' instead of X-API-Key")
-    parser.add_argument("--max-jobs", type=int, default=None, metavar="N",
-                        help="submit at most N jobs this run, then stop as a spent quota does (exit 3, "
-                        "state saved); a later run continues (default: no limit)")
     parser.add_argument("--retry-failed", action="store_true",
                         help="give failed jobs another attempt (under new request ids)")
-    parser.add_argument("--extensions", default=None,
-                        help="comma-separated video extensions to pick up in folders "
-                        f"(default: {','.join(sorted(e.lstrip('.') for e in VIDEO_EXTENSIONS))})")
-    parser.add_argument("--resize", choices=("crop", "squash", "pad"), default="crop",
-                        help="how frames become 224x224 (default crop; fixed per --out, as in prep)")
-    parser.add_argument("--decode", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: NVDEC on an NVIDIA GPU for H.264/HEVC when one is present, else the CPU "
-                        "(default); cpu; cuda: require the GPU (exit 2 without one)")
-    parser.add_argument("--gpu-workers", type=int, default=None,
-                        help="NVDEC decode processes beside the CPU ones "
-                        "(default: 8 with a CUDA device, else 0)")
     parser.add_argument("--report", action="store_true",
                         help="also write report.html in --out (thumbnails, tags, failures, neighbours)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars: one line per file")
     parser.add_argument("--wait", action="store_true",
                         help="if another run is using --out, wait for it to end instead of exiting 2")
-    parser.add_argument("--executor", choices=executor_names(), default="local",
-                        help="where files are planned and decoded: this machine's processes (local, "
-                        "default), a Ray cluster's nodes (ray), each uploading what it decoded, or an "
-                        "engine an installed package registers")
-    parser.add_argument("--executor-address", "--ray-address", dest="executor_address", default=None,
-                        metavar="ADDR", help="where the engine runs; ray: the cluster's head (default: "
-                        "$RAY_ADDRESS, else a Ray started on this machine for the run)")
+    _add_api_arguments(parser.add_argument_group("the API"))
+    _add_link_arguments(parser.add_argument_group("the upload link"))
+    _add_decode_arguments(parser.add_argument_group("decoding"))
+
+
+def _add_api_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--local", action="store_true",
+                       help="start the built-in emulator on a free loopback port and run against it")
+    group.add_argument("--keep-tensors", action="store_true",
+                       help="with --local: keep uploaded tensors in <out>/emulator after their jobs "
+                       "finish (default: deleted, ~6 MB a window; results are kept)")
+    group.add_argument("--api-key", default=None,
+                       help="API key (default: $SEEKNETIC_API_KEY); prefer the variable, a flag shows in ps")
+    group.add_argument("--base-url", default=None,
+                       help="API base URL (default: $SEEKNETIC_BASE_URL, else the --region URL)")
+    group.add_argument("--region", default="tokyo", choices=("tokyo", "us", "cn"),
+                       help="API region when no base URL is given (default tokyo)")
+    group.add_argument("--bearer", action="store_true",
+                       help="send the key as 'Authorization: Bearer' instead of X-API-Key")
+
+
+def _add_link_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--uploaders", type=int, default=None,
+                       help="bodies uploaded at once, fixed (default: 8 to start, then as many as the "
+                       "link's throughput shows it takes, up to --upload-memory-mb's worth)")
+    group.add_argument("--upload-memory-mb", type=float, default=256.0, metavar="MB",
+                       help="memory for bodies being uploaded, which bounds how many go at once "
+                       "(about 4 MB each; default 256)")
+    group.add_argument("--qps", type=float, default=None,
+                       help="client-side limit on requests per second, all threads together (default none)")
+    group.add_argument("--max-upload-mbps", type=float, default=None, metavar="N",
+                       help="cap on the bytes the run sends, in megabits per second, all uploads "
+                       "together (Ray's nodes included), so the run leaves room on a shared uplink "
+                       "(default none)")
+    group.add_argument("--stall-timeout", type=float, default=60.0, metavar="S",
+                       help="abandon an upload only when the link takes no bytes for S seconds "
+                       "(default 60); a slow link is never cut for taking long")
+    group.add_argument("--max-jobs", type=int, default=None, metavar="N",
+                       help="submit at most N jobs this run, then stop as a spent quota does (exit 3, "
+                       "state saved); a later run continues (default: no limit)")
+
+
+def _add_decode_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--workers", type=int, default=None,
+                       help="decode processes (default: the number of cores; 0 decodes in-process)")
+    group.add_argument("--extensions", default=None,
+                       help="comma-separated video extensions to pick up in folders "
+                       f"(default: {','.join(sorted(e.lstrip('.') for e in VIDEO_EXTENSIONS))})")
+    group.add_argument("--resize", choices=("crop", "squash", "pad"), default="crop",
+                       help="how frames become 224x224 (default crop; fixed per --out, as in prep)")
+    group.add_argument("--decode", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="auto: NVDEC on an NVIDIA GPU for H.264/HEVC when one is present, else the CPU "
+                       "(default); cpu; cuda: require the GPU (exit 2 without one)")
+    group.add_argument("--gpu-workers", type=int, default=None,
+                       help="NVDEC decode processes beside the CPU ones "
+                       "(default: 8 with a CUDA device, else 0)")
+    group.add_argument("--executor", choices=executor_names(), default="local",
+                       help="where files are planned and decoded: this machine's processes (local, "
+                       "default), a Ray cluster's nodes (ray), each uploading what it decoded, or an "
+                       "engine an installed package registers")
+    group.add_argument("--executor-address", "--ray-address", dest="executor_address", default=None,
+                       metavar="ADDR", help="where the engine runs; ray: the cluster's head (default: "
+                       "$RAY_ADDRESS, else a Ray started on this machine for the run)")
 
 
 def main(args: argparse.Namespace) -> int:
