@@ -187,20 +187,26 @@ def plan_run(
     try:
         if state is not None:
             plan.state, plan.state_jobs = str(db), state.counts()
-        pool = _pool(processes)
-        try:
-            to_decode = _count(plan, found, state, pool, resize=resize)
-            if sample and to_decode:
-                plan.sample = _measure(pool, to_decode, services, resize)
-        except BaseException:  # Ctrl-C: the files not read yet are dropped, not waited for
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+        _read_headers(plan, found, state, processes, services=services, resize=resize, sample=sample)
     finally:
         if state is not None:
             state.close()
     plan.elapsed_s = time.monotonic() - started
     return plan
+
+
+def _read_headers(plan: Plan, found: list[str], state: StateView | None, processes: int | None, *,
+                  services: Sequence[Service], resize: ResizeMode, sample: bool) -> None:
+    """Count ``found`` into ``plan`` from their headers in a pool, then time a few windows."""
+    pool = _pool(processes)
+    try:
+        to_decode = _count(plan, found, state, pool, resize=resize)
+        if sample and to_decode:
+            plan.sample = _measure(pool, to_decode, services, resize)
+    except BaseException:  # Ctrl-C: the files not read yet are dropped, not waited for
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _pool(processes: int | None) -> ProcessPoolExecutor:
