@@ -1,4 +1,4 @@
-"""The state database's connection: opening and upgrading it, batched writes, guarded reads.
+"""The state database's connection: batched writes and guarded reads (opened by :mod:`.opening`).
 
 This is the only layer that holds a ``sqlite3`` connection; the query classes built on it
 (:mod:`.units`, :mod:`.files`, :mod:`.runs`) hand it SQL and get rows back, and ``sqlite3``
@@ -18,9 +18,9 @@ that finds the job, a lost ``mark_completed`` a poll. ``plan_units`` and ``recor
 committed at once, so "was this unit planned before?" is never lost. Buffered writes are
 applied in call order.
 
-The schema is versioned (``PRAGMA user_version``; see :mod:`seeknetic_prep.state.schema`). The
-database runs in WAL mode; only the main process of a run writes to it, and one lock serializes
-its threads.
+The schema is versioned (``PRAGMA user_version``; see :mod:`seeknetic_prep.state.schema`,
+applied by :func:`~.opening.open_writable`). The database runs in WAL mode; only the main
+process of a run writes to it, and one lock serializes its threads.
 """
 
 from __future__ import annotations
@@ -33,63 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from seeknetic_prep.errors import StateError
-from seeknetic_prep.state.schema import SCHEMA_VERSION, apply
+from seeknetic_prep.state.opening import open_readonly, open_writable
 
-__all__ = ["FLUSH_ROWS", "FLUSH_S", "Connection", "connect_readonly", "open_readonly"]
+__all__ = ["FLUSH_ROWS", "FLUSH_S", "Connection"]
 
 FLUSH_S = 0.25
 FLUSH_ROWS = 500
-
-
-_BOOKKEEPING = (".lock", "settings.json")  # written by a run before it opens its state
-
-
-def _earlier_files(db: Path) -> list[str]:
-    """What the folder of ``db`` holds besides the database, its journals and bookkeeping."""
-    mine = {db.name, f"{db.name}-wal", f"{db.name}-shm", f"{db.name}-journal", *_BOOKKEEPING}
-    try:
-        return sorted(p.name for p in db.parent.iterdir() if p.name not in mine)
-    except OSError:
-        return []
-
-
-def connect_readonly(path: Path) -> sqlite3.Connection:
-    """A connection that reads ``path`` and can write nothing: ``mode=ro``, or, where that
-    cannot open a WAL database (no ``-shm`` beside it and a folder we cannot write: then no
-    writer can be there), ``immutable=1``.
-
-    Raises:
-        sqlite3.Error: it cannot be read either way.
-    """
-    uri = path.resolve().as_uri()
-    try:
-        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, isolation_level=None,
-                             timeout=30.0)
-        db.execute("PRAGMA schema_version").fetchone()
-        return db
-    except sqlite3.OperationalError:
-        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, isolation_level=None)
-
-
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """``path`` opened for reading only. A WAL database needs its ``-shm`` file to be read
-    safely while another process writes; in a folder we cannot write, with no ``-shm`` there
-    (its writer closed cleanly), no one can be writing it, so it is read as immutable."""
-    if not path.is_file():
-        raise StateError(f"{path}: no state database there.")
-    try:
-        db = connect_readonly(path)
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    except sqlite3.Error as exc:
-        raise StateError(f"{path}: cannot read the state database ({exc}).") from exc
-    if version != SCHEMA_VERSION:
-        db.close()
-        raise StateError(
-            f"{path}: schema version {version}, and this seeknetic-prep reads version {SCHEMA_VERSION}; "
-            + ("upgrade seeknetic-prep." if version > SCHEMA_VERSION else
-               "it cannot be upgraded in a folder you cannot write: ask its owner to run "
-               "`seeknetic-prep status --out` on it once with this version."))
-    return db
 
 
 class Connection:
@@ -125,79 +74,10 @@ class Connection:
             self._db = open_readonly(self.path)
             self.earlier_results = False
             return
-        existed = self.path.exists()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
-            )
-            try:
-                self.earlier_results = self._check_new(existed)
-            except BaseException:
-                self._db.close()
-                raise
-            if not int(self._db.execute("PRAGMA user_version").fetchone()[0]):  # no table yet:
-                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # freed pages can leave the file
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # Builds with SQLITE_SECURE_DELETE zero every freed page (a released embedding's
-            # overflow page: 70 of 76 ms for 1,000); FAST zeroes what costs no more I/O, and the
-            # incremental vacuum that follows a release overwrites or cuts off the freed pages.
-            self._db.execute("PRAGMA secure_delete=FAST")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot open the state database ({exc}).") from exc
+        self._db, self.earlier_results = open_writable(self.path)
         self._wake = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True, name="store-flush")
         self._flusher.start()
-
-    def _check_new(self, existed: bool) -> bool:
-        """Refuse what cannot be our state before anything is written to it; say whether a new
-        state starts in a folder that already holds an earlier run's results.
-
-        A file that holds no database (zero bytes: a full disk, a bad copy, ``> state.sqlite``)
-        beside an earlier run's files would otherwise become a new state, and the run would
-        submit every request id again: refused unless the folder is otherwise empty. Another
-        program's SQLite database (tables, but no schema version of ours) is always refused.
-        """
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version:
-            return False
-        tables = int(self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
-        if tables:
-            raise StateError(
-                f"{self.path} is not a seeknetic-prep state (another program's SQLite database): "
-                "use another --out, or move that file away."
-            )
-        others = _earlier_files(self.path)
-        if existed and others:
-            raise StateError(
-                f"{self.path} is empty (no database in it) but its folder holds an earlier run's "
-                f"files ({', '.join(others[:3])}): a new state there would submit every request "
-                "again; restore the file from a backup, or delete it to start over (the next run "
-                "then looks up every request on the server first)."
-            )
-        # `run --local` starts its emulator (<out>/emulator) before it opens the state: that
-        # folder alone says nothing of earlier results, and the lookups would slow a first run.
-        return any(name != "emulator" for name in others)
-
-    def _migrate(self) -> None:
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise StateError(
-                f"{self.path}: schema version {version} is newer than this seeknetic-prep "
-                f"understands ({SCHEMA_VERSION}); upgrade seeknetic-prep or use another --out."
-            )
-        for number in range(version, SCHEMA_VERSION):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                apply(self._db, number)
-                self._db.execute(f"PRAGMA user_version = {number + 1}")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     def close(self) -> None:
         """Commit what is buffered and close; later writes are dropped (a late thread)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from seeknetic_prep.decode.profile import Window
 from seeknetic_prep.errors import StateError
-from seeknetic_prep.state.connection import open_readonly
+from seeknetic_prep.state.opening import open_readonly
 from seeknetic_prep.state.store import path_bytes
 
 __all__ = ["StateView"]

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from seeknetic_prep.errors import StateError
-from seeknetic_prep.state.connection import connect_readonly
+from seeknetic_prep.state.opening import connect_readonly
 
 __all__ = ["THUMB_FRAMES", "THUMB_PX", "ThumbStore", "join_jpegs", "split_jpegs"]
 
