@@ -24,31 +24,40 @@ costs no parsing and its body is never buffered:
 
 Who may call, how fast and which faults to inject are decided by :mod:`.policies`
 (:class:`~.policies.Keyring`, :class:`~.policies.RateLimiter`, :class:`~.policies.Faults`); this
-module applies them, in that order, then guards the body.
+module applies them, in that order, then guards the body with the parts of :mod:`.framing`
+(framing, spooling, the body's deadline) and its own :class:`MemoryBudget`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
-import tempfile
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from starlette.exceptions import HTTPException
-
+from seeknetic_prep.emulator.framing import (
+    AMBIGUOUS_FRAMING,
+    BodyTimeout,
+    BodyTooLarge,
+    Message,
+    Receive,
+    Send,
+    content_length,
+    has_content_length,
+    is_chunked,
+    respond,
+    spool_chunked,
+    too_large,
+    with_deadline,
+)
 from seeknetic_prep.emulator.policies import Faults, Keyring, RateLimiter
 
 __all__ = ["BODY_MEMORY_FACTOR", "OWNER_SCOPE_KEY", "PUBLIC_PATHS", "BodyTimeout", "BodyTooLarge", "Guard",
            "MemoryBudget"]
 
 Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OWNER_SCOPE_KEY = "seeknetic_emulator.owner"
@@ -125,40 +134,6 @@ def _settle(turn: asyncio.Future[bool], value: bool) -> None:
         turn.set_result(value)
 
 
-class BodyTimeout(HTTPException):
-    """Raised from ``receive`` when a body has not arrived by its deadline (see BodyTooLarge)."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(
-            status_code=408,
-            detail=f"Request Timeout: the body did not arrive within {seconds:g} s of the request's head.",
-            headers={"Connection": "close"},
-        )
-
-
-class BodyTooLarge(HTTPException):
-    """Raised from ``receive`` when a streamed body passes the limit.
-
-    An HTTPException so that FastAPI's body reader re-raises it instead of turning it into 400.
-    """
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(status_code=413, detail=_too_large(limit))
-
-
-def _too_large(limit: int, length: int | None = None) -> str:
-    size = f"{length} bytes" if length is not None else "more than that"
-    return f"Request body too large: {size}; the limit is {limit} bytes ({limit / 2**20:g} MB)."
-
-
-async def respond(send: Send, status: int, detail: object, headers: Mapping[str, str] | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-
-
 class Guard:
     """The ASGI middleware described in the module docstring."""
 
@@ -179,10 +154,10 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if _content_length_header(scope["headers"]) and _is_chunked(scope["headers"]):
+        if has_content_length(scope["headers"]) and is_chunked(scope["headers"]):
             # Ambiguous framing (the request smuggling shape): refuse before reading any body,
             # and close, since where this request's body ends is exactly what is in doubt.
-            await respond(send, 400, _AMBIGUOUS_FRAMING, {"Connection": "close"})
+            await respond(send, 400, AMBIGUOUS_FRAMING, {"Connection": "close"})
             return
         if path not in PUBLIC_PATHS:
             owner, why = self.keyring.authenticate(scope["headers"])
@@ -193,15 +168,15 @@ class Guard:
             if not path.startswith(EXEMPT_PREFIX) and not await self._admit(owner, send):
                 return
         limit = self.max_body_bytes
-        length = _content_length(scope["headers"])
+        length = content_length(scope["headers"])
         if length is not None and length > limit:
-            await respond(send, 413, _too_large(limit, length))
+            await respond(send, 413, too_large(limit, length))
             return
-        chunked = length is None and _is_chunked(scope["headers"])
+        chunked = length is None and is_chunked(scope["headers"])
         size = length or 0
         if chunked:  # its size is known once it is in: spooled to disk first, then charged
             try:
-                spooled = await _spool_chunked(_with_deadline(receive, self.read_timeout_s), send, limit)
+                spooled = await spool_chunked(with_deadline(receive, self.read_timeout_s), send, limit)
             except BodyTimeout as exc:
                 await respond(send, exc.status_code, exc.detail, exc.headers)
                 return
@@ -214,7 +189,7 @@ class Guard:
             return
         try:
             if length:
-                receive = _with_deadline(receive, self.read_timeout_s)
+                receive = with_deadline(receive, self.read_timeout_s)
             await self._call(scope, receive, send, limit)
         finally:
             if cost:
@@ -278,49 +253,6 @@ class Guard:
         return False
 
 
-def _with_deadline(receive: Receive, seconds: float) -> Receive:
-    """``receive`` that raises :class:`BodyTimeout` once the body is ``seconds`` late.
-
-    One timer per wait (not ``asyncio.wait_for``, which makes a task per chunk): when it fires
-    it cancels the waiting task, and the cancellation becomes the 408.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    complete = False
-
-    async def timed() -> Message:
-        nonlocal complete
-        if complete:
-            return await receive()  # the body is in: only a disconnect can come, whenever
-        if loop.time() >= deadline:
-            raise BodyTimeout(seconds)
-        task = asyncio.current_task()
-        assert task is not None
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = loop.call_at(deadline, expire)
-        try:
-            message = await receive()
-        except asyncio.CancelledError:
-            if not expired:
-                raise
-            if hasattr(task, "uncancel"):  # Python 3.11+: the cancellation is ours, handled
-                task.uncancel()
-            raise BodyTimeout(seconds) from None
-        finally:
-            timer.cancel()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            complete = True
-        return message
-
-    return timed
-
-
 async def _drop(send: Send) -> None:
     """Abort the TCP connection with no answer, as a crashed proxy would."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
@@ -332,72 +264,3 @@ async def _drop(send: Send) -> None:
         await asyncio.sleep(0)
 
 
-_SPOOL_IN_MEMORY = 1 << 20
-_REPLAY_CHUNK = 1 << 20
-
-
-async def _spool_chunked(receive: Receive, send: Send, limit: int) -> tuple[Receive, int] | None:
-    """Read a chunked body to its end or to the limit, holding at most 1 MiB of it in memory.
-
-    Without a Content-Length the size is only known at the end; spooling to a temporary file
-    means a body that turns out too large is answered 413 having cost almost no memory, while
-    one under the limit is replayed to the app unchanged. Returns None when it answered (413) or
-    the client left; else the replaying ``receive`` and the body's size.
-    """
-    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 (closed in replay)
-    seen = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            spool.close()
-            return None
-        chunk = message.get("body", b"")
-        seen += len(chunk)
-        if seen > limit:
-            spool.close()
-            await respond(send, 413, _too_large(limit))
-            return None
-        spool.write(chunk)
-        if not message.get("more_body", False):
-            break
-    spool.seek(0)
-    done = False
-
-    async def replay() -> Message:
-        nonlocal done
-        if done:
-            return await receive()  # only a disconnect can come now
-        chunk = spool.read(_REPLAY_CHUNK)
-        more = len(chunk) == _REPLAY_CHUNK and spool.tell() < seen
-        if not more:
-            done = True
-            spool.close()
-        return {"type": "http.request", "body": chunk, "more_body": more}
-
-    return replay, seen
-
-
-def _is_chunked(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    return any(
-        name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in headers
-    )
-
-
-_AMBIGUOUS_FRAMING = (
-    "Request has both Content-Length and Transfer-Encoding: chunked: send one of them "
-    "(RFC 9112 section 6.1). The body was not read."
-)
-
-
-def _content_length_header(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    return any(name.lower() == b"content-length" for name, _ in headers)
-
-
-def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
