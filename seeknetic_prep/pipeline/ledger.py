@@ -66,14 +66,46 @@ class Admission:
 
 class _Contents:
     """What the ledger knows of each content in flight (by fingerprint): its paths (one
-    content under several), windows, why it died if it did, and how many of its units failed;
-    and so how its files end."""
+    content under several), windows, units not yet terminal, why it died if it did, and how
+    many of its units failed; and so how its files end. The ledger's lock guards it."""
 
     def __init__(self) -> None:
         self.paths: dict[str, list[str]] = {}
         self.windows: dict[str, int] = {}
         self.dead: dict[str, str] = {}  # fingerprint -> why its content cannot be used
         self.unit_failures: dict[str, int] = {}
+        # Bookkeeping only for contents in flight: flat for a folder of any size.
+        self.pending: dict[str, set[str]] = {}  # fingerprint -> request ids not yet terminal
+        self.fp_of: dict[str, str] = {}  # request id -> fingerprint, for pending units
+        self.decoders: dict[str, str] = {}  # pending content -> the decoder recorded for it
+
+    def track(self, fp: str, request_ids: Sequence[str]) -> set[str]:
+        """The content's units not yet terminal, ``request_ids`` among them."""
+        ids = self.pending.setdefault(fp, set())
+        for rid in request_ids:
+            ids.add(rid)
+            self.fp_of[rid] = fp
+        return ids
+
+    def settle(self, request_id: str, status: str, error: str | None) -> list[Outcome]:
+        """A pending unit ended; the outcomes (none if it was not pending: said once)."""
+        fp = self.fp_of.pop(request_id, None)
+        if fp is None or request_id not in self.pending.get(fp, set()):
+            return []
+        self.pending[fp].discard(request_id)
+        out: list[Outcome] = [JobFinished(request_id, status) if status == "completed"
+                              else self.count_failure(fp, request_id, error or "failed", now=True)]
+        if not self.pending[fp]:
+            out += self.forget(fp)
+        return out
+
+    def forget(self, fp: str) -> list[Outcome]:
+        """The content is out of flight (its units ended, or left as they are for the next
+        run); how its files end."""
+        for rid in self.pending.pop(fp, set()):
+            self.fp_of.pop(rid, None)
+        self.decoders.pop(fp, None)
+        return self.finish(fp)
 
     def count_failure(self, fp: str, request_id: str, error: str, *, now: bool) -> JobFinished:
         self.unit_failures[fp] = self.unit_failures.get(fp, 0) + 1
@@ -98,13 +130,9 @@ class Ledger:
         self.record = record
         self.services = tuple(services)
         self._lock = threading.RLock()
-        # Bookkeeping only for contents in flight: flat for a folder of any size.
-        self._pending: dict[str, set[str]] = {}  # fingerprint -> request ids not yet terminal
-        self._fp_of: dict[str, str] = {}  # request id -> fingerprint, for pending units
         self._c = _Contents()
         self._claimed: set[str] = set()
         self._lookup: set[str] = set()
-        self._decoders: dict[str, str] = {}  # pending content -> the decoder recorded for it
 
     # ------------------------------------------------------------------ planning
 
@@ -129,7 +157,7 @@ class Ledger:
         with self._lock:
             if fp in self._c.paths:  # the same content under another path: worked on once
                 self._c.paths[fp].append(path)
-                if not self._pending.get(fp):
+                if not self._c.pending.get(fp):
                     out += self._c.finish(fp, [path])
                 self.record(out)
                 return Admission([], [], [])
@@ -150,10 +178,7 @@ class Ledger:
         admission = Admission([], [Work(u.request_id, u.service, fp, r2_keys=u.r2_keys, lookup=True)
                                    for u in units.submit], [(u.request_id, u.service) for u in units.poll])
         with self._lock:
-            ids = self._pending.setdefault(fp, set())
-            for u in units.pending:
-                ids.add(u.request_id)
-                self._fp_of[u.request_id] = fp
+            ids = self._c.track(fp, [u.request_id for u in units.pending])
             if existed:  # a unit made before this run may be on the server: looked up first
                 self._lookup.update(u.request_id for us in units.to_decode.values() for u in us)
             out += [self._c.count_failure(fp, u.request_id, u.error or "failed", now=False)
@@ -161,8 +186,7 @@ class Ledger:
             out.append(FilePlanned(path, len(plan.windows), len(units.to_decode), len(ids),
                                    new_windows=len(plan.windows), done_jobs=units.done))
             if not ids:
-                del self._pending[fp]
-                out += self._c.finish(fp)
+                out += self._c.forget(fp)
         self.record(out)
         for w in admission.submit:
             self.claim(w.request_id)
@@ -216,11 +240,7 @@ class Ledger:
             self.store.record_file(path, status="failed", fingerprint=fingerprint, error=error)
         if environmental:
             with self._lock:
-                ids = self._pending.pop(fingerprint, set())
-                self._decoders.pop(fingerprint, None)
-                for rid in ids:
-                    self._fp_of.pop(rid, None)
-                self.record(self._c.finish(fingerprint))
+                self.record(self._c.forget(fingerprint))
             return
         self.store.fail_fingerprint(fingerprint, error)
         failed = [u.request_id for u in self.store.units_of(fingerprint) if u.status == "failed"]
@@ -237,7 +257,7 @@ class Ledger:
         """Take the upload/submit of a unit for this run; False if it is taken, finished, or
         its content failed (the caller drops the item)."""
         with self._lock:
-            fp = self._fp_of.get(request_id)
+            fp = self._c.fp_of.get(request_id)
             if fp is None or fp in self._c.dead or request_id in self._claimed:
                 return False
             self._claimed.add(request_id)
@@ -258,9 +278,9 @@ class Ledger:
         for the results' per-file ``decoder`` column."""
         self.record([WindowDecoded()])
         with self._lock:
-            first = self._decoders.get(fingerprint) != decoder
-            if fingerprint in self._pending:  # kept while the content is in flight only
-                self._decoders[fingerprint] = decoder
+            first = self._c.decoders.get(fingerprint) != decoder
+            if fingerprint in self._c.pending:  # kept while the content is in flight only
+                self._c.decoders[fingerprint] = decoder
         if first:
             self.store.record_decoder(fingerprint, decoder)
 
@@ -283,29 +303,21 @@ class Ledger:
     @property
     def pending_jobs(self) -> int:
         with self._lock:
-            return sum(len(ids) for ids in self._pending.values())
+            return sum(len(ids) for ids in self._c.pending.values())
 
     def close_counts(self) -> None:
         """Say what is still pending at the end of a run."""
         with self._lock:
-            unfinished = sum(len(self._c.paths.get(fp, [])) for fp, ids in self._pending.items() if ids)
+            unfinished = sum(len(self._c.paths.get(fp, [])) for fp, ids in self._c.pending.items() if ids)
             self.record([RunCounts(self.pending_jobs, unfinished)])
 
     def _finish(self, request_id: str, status: str, error: str | None) -> None:
         with self._lock:
-            fp = self._fp_of.pop(request_id, None)
-            if fp is None or request_id not in self._pending.get(fp, set()):
-                return
-            self._pending[fp].discard(request_id)
-            self._claimed.discard(request_id)
-            self._lookup.discard(request_id)
-            out: list[Outcome] = [JobFinished(request_id, status) if status == "completed"
-                                  else self._c.count_failure(fp, request_id, error or "failed", now=True)]
-            if not self._pending[fp]:
-                del self._pending[fp]
-                self._decoders.pop(fp, None)
-                out += self._c.finish(fp)
-            self.record(out)
+            out = self._c.settle(request_id, status, error)
+            if out:
+                self._claimed.discard(request_id)
+                self._lookup.discard(request_id)
+                self.record(out)
 
 
 @dataclass
