@@ -7,11 +7,12 @@ and the file's codec is one whose NVDEC output was checked to equal the CPU deco
 ``"cuda"`` insists: without a device it is a usage error (exit 2) said once, up front; a codec
 outside :data:`NVDEC_CODECS` still falls back to the CPU, because exactness outranks speed.
 
-What is known (measured on an H200 by the issue's author, PyAV 18.1 from the wheel): NVDEC's
-``nv12`` frames and their ``rgb24`` conversion were bit-identical to software decoding for
-H.264; CUDA fails in a forked worker, so GPU decode workers are ``spawn``ed. What is not yet
-measured in this project: exactness of the whole window (``scripts/gpu_check.py`` checks it on
-the H.264 and HEVC fixtures) and the speed of the pipeline with GPU workers.
+What is known (measured on an H200, PyAV 18.1 from the wheel; README, bench section g): a
+window decoded on NVDEC equals the CPU's to the bit (frames, times, audio) on every H.264 and
+HEVC fixture, 10-bit HEVC included; CUDA fails in a forked worker, so GPU decode workers are
+``spawn``ed; opening a file on NVDEC costs ~0.3 s even on the kept primary context (0.44 s with
+a context of its own), which is why ``auto`` beside 16 CPU workers gained 1.2-1.4x, not more,
+on one-window 1080p files.
 
 The choice is :func:`choose_device`, a pure function of its arguments (no process state), so
 its whole table is tested without a GPU; :class:`~seeknetic_prep.decode.decoder.VideoDecoder`
@@ -20,13 +21,15 @@ asks it and opens the file accordingly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
 from seeknetic_prep.errors import InvalidArgumentError
 
-__all__ = ["NVDEC_CODECS", "DecodeMode", "check_decode", "choose_device", "cuda_present", "nvdec"]
+__all__ = ["NVDEC_CODECS", "NVDEC_OPTIONS", "DecodeMode", "check_decode", "choose_device", "cuda_present",
+           "nvdec"]
 
 DecodeMode = Literal["auto", "cpu", "cuda"]
 DECODE_MODES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -95,9 +98,33 @@ def choose_device(
     return "cuda"
 
 
+NVDEC_OPTIONS: dict[str, object] = {"primary_ctx": "1"}
+"""``av_hwdevice_ctx_create`` options: use the device's primary CUDA context, the one context a
+process shares, instead of creating one for every file (measured on the H200: ~0.45 s a file,
+more than NVDEC takes to decode a 10 s 1080p window)."""
+
+
 def nvdec() -> Any:
-    """The ``hwaccel=`` that opens a file for NVDEC (no silent software fallback)."""
+    """The ``hwaccel=`` that opens a file for NVDEC (no silent software fallback), on the
+    process's primary CUDA context, which stays retained (:func:`_keep_primary_context`) so that
+    the next file finds it made: one context per worker, reused across files."""
     # PyAV: the driver asks choose_device without loading it
     from av.codec.hwaccel import HWAccel
+    from av.error import FFmpegError
 
-    return HWAccel("cuda", allow_software_fallback=False)
+    # A device that refuses (busy, exclusive, gone) refuses the file's own open just below,
+    # which says so in our words (decoder.py): not a reason to fail here first, unworded.
+    with contextlib.suppress(FFmpegError):
+        _keep_primary_context()
+    return HWAccel("cuda", allow_software_fallback=False, options=dict(NVDEC_OPTIONS))
+
+
+@functools.lru_cache(maxsize=1)
+def _keep_primary_context() -> Any:
+    """A device context on the primary CUDA context, held for the life of the process: the
+    primary context is destroyed when its last user lets go, i.e. at the end of every file."""
+    import av
+    from av.codec.hwaccel import HWAccel
+
+    accel = HWAccel("cuda", allow_software_fallback=False, options=dict(NVDEC_OPTIONS))
+    return accel.create(av.Codec("h264", "r"))
