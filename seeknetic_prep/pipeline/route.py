@@ -59,6 +59,12 @@ class Router:
         return True
 
     def route(self, event: Event, backlog: deque[DecodeTask]) -> None:
+        """Act on one event; a planned file's decode tasks join ``backlog``, which the driver
+        feeds to the engine as it has room (so plans run ahead of decoding, not the reverse).
+
+        Raises:
+            Stopping: the upload stage refused an item because the run is stopping.
+        """
         if isinstance(event, WindowReady):
             window, fp = event.window, event.task.fingerprint
             if window.wanted:
@@ -99,6 +105,7 @@ class Router:
             assert isinstance(event, TaskDone)
 
     def keep_thumbs(self, fp: str, index: int, jpegs: bytes) -> None:
+        """Keep a window's thumbnails for ``report`` (which decodes again where one is missing)."""
         try:
             self.thumbs.put(fp, index, jpegs)
         except StateError as exc:  # a cache for the report (which then decodes): never the run's failure
