@@ -112,9 +112,10 @@ def nvdec() -> Any:
     from av.codec.hwaccel import HWAccel
     from av.error import FFmpegError
 
-    # A device that refuses (busy, exclusive, gone) refuses the file's own open just below,
-    # which says so in our words (decoder.py): not a reason to fail here first, unworded.
-    with contextlib.suppress(FFmpegError):
+    # A device that refuses (busy, exclusive, gone: FFmpegError) or a PyAV without CUDA's h264
+    # config (NotImplementedError) refuses the file's own open just below, which says so in our
+    # words (decoder.py): not a reason to fail here first, unworded.
+    with contextlib.suppress(FFmpegError, NotImplementedError, ValueError):
         _keep_primary_context()
     return HWAccel("cuda", allow_software_fallback=False, options=dict(NVDEC_OPTIONS))
 

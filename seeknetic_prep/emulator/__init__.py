@@ -5,7 +5,8 @@ starting it takes), :mod:`.in_process` (``running``: a thread of this process, f
 :mod:`.child_process` (``spawned``: a child process, for ``run --local``), :mod:`.server` (the
 parts, the socket, uvicorn; ``serve`` in the foreground for the CLI), :mod:`.connections` (a
 deadline for every request head), :mod:`.guard` (auth, rate limit, faults, body limit, memory
-budget, body deadline, before any handler; the first three decided by :mod:`.policies`),
+budget, body deadline, before any handler; the first three decided by :mod:`.policies`, the
+body's framing, spooling and deadline by :mod:`.framing`),
 :mod:`.app` (assembles the endpoints of :mod:`.routers`, one router per concern, over the bodies
 of :mod:`.models`, read by :mod:`.bodies`), :mod:`.uploads` (what a tensor must be),
 :mod:`.storage` (SQLite + atomic files, one part per concern), :mod:`.jobs` (the worker that

@@ -8,7 +8,8 @@
 * :mod:`.ledger` -- what is left to do, and the exactly-once rules every stage asks.
 * :mod:`.upload` -- the upload/submit stage (threads over a bounded queue).
 * :mod:`.poll` -- the poll stage (``async_status`` until each job is finished).
-* :mod:`.driver` -- ``run_folder``: wires the stages, routes events, stops on a flag.
+* :mod:`.route` -- ``Router``: each engine event to the ledger, then the next stage.
+* :mod:`.driver` -- ``run_folder``: wires the stages, feeds the engine, stops on a flag.
 
 The driver never imports :mod:`.worker`: decoding happens in an engine's workers
 (:mod:`seeknetic_prep.executors`).

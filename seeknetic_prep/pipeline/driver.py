@@ -232,6 +232,7 @@ class _Run:
             for event in ex.events(timeout=0.1):
                 self.router.route(event, backlog)
 
+
 def _api_event(progress: Progress, kind: str, detail: str) -> None:
     """An event of the client's retry engine, to the progress: its kind, and for a retry why
     (``the link stalled; try 2 in 0.5 s`` -> ``the link stalled``; ``POST /x: 503 ...`` ->

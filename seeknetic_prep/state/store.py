@@ -8,9 +8,10 @@ can change without its readers (``status``, the report, the results parts) notic
 
 ``Store`` is assembled from layers split along the database's seams:
 
-* :mod:`.connection` -- opening and upgrading the file, batched writes (and why losing the last
-  ones to a ``kill -9`` is safe), reads after a flush; ``sqlite3`` errors become
-  :class:`~seeknetic_prep.errors.StateError` there;
+* :mod:`.opening` -- opening and upgrading the file (what is not our state refused first);
+* :mod:`.connection` -- batched writes (and why losing the last ones to a ``kill -9`` is safe),
+  reads after a flush; ``sqlite3`` errors become :class:`~seeknetic_prep.errors.StateError`
+  there and in :mod:`.opening`;
 * :mod:`.units` -- planning units, their transitions, reads of progress;
 * :mod:`.files` -- the paths seen and the lookup that lets a rerun skip a finished file;
 * :mod:`.runs` -- runs, throughput, and what one run finished (for its results part);
