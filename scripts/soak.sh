@@ -8,6 +8,10 @@ OUT=${2:-/tmp/soak}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 rm -rf "$OUT/clone" && git clone -q "$HERE" "$OUT/clone" && cd "$OUT/clone" || exit 2
+echo "soak of $(git rev-parse --short HEAD), $(date -u +%FT%TZ)" >> "$OUT/results.txt"
+# CI (.ci/run) installs chromium for the report's browser test; without it that test skips here.
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+  || echo "no chromium: the browser test skips (bash .ci/run installs it)" >> "$OUT/results.txt"
 python3 -c 'while True: pass' & H1=$!
 python3 -c 'while True: pass' & H2=$!
 trap 'kill $H1 $H2 2>/dev/null' EXIT
