@@ -40,14 +40,18 @@ CLIPS = 8  # 60 s each: 48 windows, distinct content (each its own seed)
 SETTINGS = ((50.0, 50.0), (50.0, 150.0), (50.0, 300.0), (200.0, 50.0), (200.0, 150.0), (200.0, 300.0))
 
 
+def link_recipe(i: int) -> Recipe:
+    """The ``i``-th link clip: 640x360 60 s, its own seed."""
+    return Recipe(f"link-h264-360p30-60s-{i}", "mp4", "libx264", 640, 360, 30, 60.0,
+                  gop=250, bframes=3, options=_x264(250, 3), audio_rate=44_100, seed=100 + i)
+
+
 def link_clips(cache: Path, count: int = CLIPS) -> Path:
     """A folder of ``count`` distinct 640x360 60 s clips (symlinks into the cache)."""
     folder = cache / f"link-{count}"
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        recipe = Recipe(f"link-h264-360p30-60s-{i}", "mp4", "libx264", 640, 360, 30, 60.0,
-                        gop=250, bframes=3, options=_x264(250, 3), audio_rate=44_100, seed=100 + i)
-        clip = ensure(recipe, cache)
+        clip = ensure(link_recipe(i), cache)
         link = folder / clip.name
         if not link.exists():
             link.symlink_to(clip)

@@ -48,12 +48,17 @@ if __name__ == "__main__":
 SCALE_CLIPS = 16
 
 
-def scale_folder(cache: Path, clips: int) -> Path:
-    """``clips`` x 1080p 10 s + ``clips`` x 480p 20 s distinct clips, generated once."""
+def scale_recipes(clips: int) -> list[inputs.Recipe]:
+    """The recipes of :func:`scale_folder`'s clips (``_device_clips.py`` makes them in parallel)."""
     big = inputs.RECIPES["h264-1080p30-60s"]
     small = inputs.RECIPES["h264-480p25-20s"]
     recipes = [replace(big, name=f"h264-1080p30-10s-s{k}", seconds=10.0, seed=100 + k) for k in range(clips)]
-    recipes += [replace(small, name=f"h264-480p25-20s-s{k}", seed=200 + k) for k in range(clips)]
+    return recipes + [replace(small, name=f"h264-480p25-20s-s{k}", seed=200 + k) for k in range(clips)]
+
+
+def scale_folder(cache: Path, clips: int) -> Path:
+    """``clips`` x 1080p 10 s + ``clips`` x 480p 20 s distinct clips, generated once."""
+    recipes = scale_recipes(clips)
     folder = cache / f"workers-{clips}x2"
     if not folder.exists():
         tmp = cache / f".workers-{clips}.tmp"

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,14 +29,10 @@ def main() -> int:
     p.add_argument("--scale", type=int, default=16)
     p.add_argument("--link", type=int, default=16)
     args = p.parse_args()
-    big, small = inputs.RECIPES["h264-1080p30-60s"], inputs.RECIPES["h264-480p25-20s"]
-    # the same recipes as _bench_workers.scale_folder and _bench_link.link_clips
-    recipes = [replace(big, name=f"h264-1080p30-10s-s{k}", seconds=10.0, seed=100 + k)
-               for k in range(args.scale)]
-    recipes += [replace(small, name=f"h264-480p25-20s-s{k}", seed=200 + k) for k in range(args.scale)]
-    recipes += [inputs.Recipe(f"link-h264-360p30-60s-{i}", "mp4", "libx264", 640, 360, 30, 60.0, gop=250,
-                              bframes=3, options=inputs._x264(250, 3), audio_rate=44_100, seed=100 + i)
-                for i in range(args.link)]
+    import _bench_link
+    import _bench_workers
+
+    recipes = [*_bench_workers.scale_recipes(args.scale), *map(_bench_link.link_recipe, range(args.link))]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
         names = list(pool.map(_make, recipes))
