@@ -2,7 +2,7 @@
 # One session on the device machine (NVIDIA GPU, 16 cores, no network), as one command:
 #   run: bash scripts/device_check.sh      (carry: [".whl"]; see NOTES.md for the wheels)
 # 0. the clips, generated in parallel (scripts/_device_clips.py);
-# 1. NVDEC exactness on every H.264/HEVC fixture and decode speed (scripts/_device_gpu.py);
+# 1. NVDEC exactness on every H.264/HEVC fixture and decode speed (scripts/gpu_check.py);
 # 2. run --local --decode cpu vs auto on 1080p H.264 (scripts/_device_runs.py);
 # 3. the upload link at 200 Mbit/s and 1 Gbit/s where 16 cores can feed it (scripts/_bench_link.py).
 # 4. (STEPS=ctx) what a CUDA context per file costs against the primary one (scripts/_device_ctx.py).
@@ -20,7 +20,7 @@ CLIPS=${CLIPS:-16}
 STEPS=${STEPS:-clips gpu runs link200 link1000}
 for s in $STEPS; do case $s in
   clips) step clips 90 python3 scripts/_device_clips.py --scale "$CLIPS" --link "${LINKCLIPS:-16}" ;;
-  gpu) step gpu 180 python3 scripts/_device_gpu.py --clips "$CLIPS" ;;
+  gpu) step gpu 180 python3 scripts/gpu_check.py --clips "$CLIPS" --out "$OUT" ;;
   ctx) step ctx 60 python3 scripts/_device_ctx.py ;;
   runs) step runs "${RUNS_S:-130}" python3 scripts/_device_runs.py --clips "$CLIPS" --copies "${COPIES:-16}" \
           --configs "${CONFIGS:---decode cpu;--decode auto}" ;;
