@@ -23,7 +23,9 @@ import resource
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +55,12 @@ def h26x_fixtures() -> list[Path]:
     return found
 
 
-def _checked(path: Path) -> dict[str, Any]:
-    """:func:`compare`, or where it failed (one file's failure does not end the check)."""
+def _or_failure(work: Callable[[], dict[str, Any]], **what: Any) -> dict[str, Any]:
+    """``work()``'s row, or ``what`` with where it failed: one failure does not end the check."""
     try:
-        return compare(path)
+        return work()
     except Exception:
-        return {"file": str(path), "exact": False, "error": traceback.format_exc()[-1500:]}
+        return {**what, "error": traceback.format_exc()[-1500:]}
 
 
 def compare(path: Path) -> dict[str, Any]:
@@ -145,21 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
 
     for path in h26x_fixtures():
-        note("exactness", _checked(path))
+        note("exactness", _or_failure(partial(compare, path), file=str(path), exact=False))
     if not args.skip_bench:
         import _bench_workers
 
         folder = _bench_workers.scale_folder(ROOT / ".bench-cache", args.clips)
         big = sorted(f for f in folder.iterdir() if "1080p" in f.name)
         for clip in big[:2]:
-            note("exactness", _checked(clip))
+            note("exactness", _or_failure(partial(compare, clip), file=str(clip), exact=False))
         cores = os.cpu_count() or 1
         for cpu, gpu in ((cores, 0), (0, 8), (cores, 8), (0, 16)):
-            try:
-                note("throughput", throughput(big, cpu=cpu, gpu=gpu))
-            except Exception:
-                failed = {"cpu_workers": cpu, "gpu_workers": gpu, "error": traceback.format_exc()[-1500:]}
-                note("throughput", failed)
+            note("throughput", _or_failure(partial(throughput, big, cpu=cpu, gpu=gpu),
+                                           cpu_workers=cpu, gpu_workers=gpu))
     exact = all(r["exact"] for r in report["exactness"])
     verdict = "every file exact" if exact else "DIFFERENCES found"
     print(f"gpu_check: {verdict}; wrote {args.out / 'gpu_check.json'}")

@@ -38,7 +38,6 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
 
 
-
 RAY_MODULES = {"test_ray_executor", "test_ray_node_lost", "test_ray_watchdog", "test_sources_ray"}
 """Modules whose every test drives Ray (the rest reach it only through a ``[ray]`` parameter)."""
 
