@@ -6,11 +6,14 @@
 
 Client-to-server bytes pass a token bucket (``mbps``, the uplink's cap, shared by every
 connection as an uplink is); every byte in either direction waits ``latency_ms`` in a delay line
-(one-way latency, so a round trip costs twice it). ``recv_buffer`` shrinks the proxy's receive
-buffer so the client's own send buffer is what holds the unsent body, as on a real slow link.
+(one-way latency, so a round trip costs twice it). A connection's close (its FIN) travels with
+the same delay, and a new connection's first byte waits a round trip (TCP's handshake), so a
+client pays here for reusing or opening connections what it pays on a distant link.
+``recv_buffer`` shrinks the proxy's receive buffer so the client's own send buffer is what holds
+the unsent body, as on a real slow link.
 :meth:`ThrottleProxy.stall` holds the whole link for a while (a Wi-Fi drop, a congested hop).
 
-What it does not model: TLS (the client reuses connections, so a handshake is rare), packet
+What it does not model: TLS (its handshake's extra round trip on a new connection), packet
 loss and TCP slow start (loopback never loses), and a cap on the download side (answers are
 small). The tests and ``scripts/bench.py --only link`` use this same class.
 """
@@ -20,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import signal
 import socket
 import threading
 import time
@@ -37,6 +42,26 @@ class LinkStats:
     down_bytes: int = 0
     connections: int = 0
     started: float = field(default_factory=time.monotonic)
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+    """``(monotonic time, up_bytes so far)`` at each client-to-server delivery."""
+
+    def busy(self, slack: int = 100_000) -> tuple[float, int]:
+        """``(seconds, bytes)`` of the uplink's busy span: from when the first ``slack`` bytes
+        had crossed to when all but the last ``slack`` had. Between them the client had bodies
+        to send, so bytes over that time against the cap is how full it kept the link; small
+        calls before and after (lookups, the last polls) and the last answer's trip back, which
+        no client can shorten, are left out."""
+        line = self.timeline
+        if not line or line[-1][1] <= 2 * slack:
+            return 0.0, 0
+        start = next(i for i, (_, n) in enumerate(line) if n > slack)
+        end = next(i for i, (_, n) in enumerate(line) if n >= line[-1][1] - slack)
+        return line[end][0] - line[start][0], line[end][1] - line[start][1]
+
+    def busy_mbps(self) -> float:
+        """Client-to-server Mbit/s over :meth:`busy`'s span."""
+        seconds, count = self.busy()
+        return count * 8 / 1e6 / seconds if seconds > 0 else 0.0
 
 
 class _Bucket:
@@ -119,12 +144,15 @@ class ThrottleProxy:
         sock = c_writer.get_extra_info("socket")
         if self.recv_buffer is not None and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.recv_buffer)
+        # TCP's handshake: the server accepts when the SYN arrives (one way), the client may
+        # send once the SYN-ACK is back (a round trip).
+        await asyncio.sleep(self.latency_s)
         try:
             s_reader, s_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
             c_writer.close()
             return
-        up = asyncio.ensure_future(self._pipe(c_reader, s_writer, upload=True))
+        up = asyncio.ensure_future(self._pipe(c_reader, s_writer, upload=True, after=self.latency_s))
         down = asyncio.ensure_future(self._pipe(s_reader, c_writer, upload=False))
         await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
         if up.done() and not down.done():  # the client half-closed: its answer still comes back
@@ -135,24 +163,27 @@ class ThrottleProxy:
             writer.close()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                    upload: bool) -> None:
-        """Forward one direction through the delay line (and, uploading, the bucket)."""
+                    upload: bool, after: float = 0.0) -> None:
+        """Forward one direction through the delay line (and, uploading, the bucket), starting
+        ``after`` seconds from now."""
+        await asyncio.sleep(after)
         line: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def deliver() -> None:
             while True:
                 due, data = await line.get()
+                wait = due - time.monotonic()
+                if wait > 0:  # a FIN travels as slowly as data: a closed connection is seen late
+                    await asyncio.sleep(wait)
                 if not data:
                     if writer.can_write_eof():
                         writer.write_eof()
                     return
-                wait = due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
                 writer.write(data)
                 await writer.drain()
                 if upload:
                     self.stats.up_bytes += len(data)
+                    self.stats.timeline.append((time.monotonic(), self.stats.up_bytes))
                 else:
                     self.stats.down_bytes += len(data)
 
@@ -191,9 +222,14 @@ def main() -> None:
     with ThrottleProxy((host, int(port)), mbps=args.mbps, latency_ms=args.latency_ms,
                        recv_buffer=args.recv_buffer) as proxy:
         print(f"throttling {args.upstream} at {proxy.url} (Ctrl-C to stop)", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # terminate() ends it as Ctrl-C does
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(1)
+        stats = proxy.stats
+        print(json.dumps({"up_bytes": stats.up_bytes, "down_bytes": stats.down_bytes,
+                          "connections": stats.connections, "busy_s": stats.busy()[0],
+                          "busy_mbps": stats.busy_mbps()}), flush=True)
 
 
 if __name__ == "__main__":

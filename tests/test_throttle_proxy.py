@@ -87,3 +87,58 @@ def test_http_to_the_emulator_goes_through(emulator: Any) -> None:
         r = requests.get(f"{link.url}/async_status/nope", headers={"X-API-Key": emulator.api_key},
                          timeout=30)
     assert r.status_code == 404 and link.stats.up_bytes > 0 and link.stats.down_bytes > 0
+
+
+def _server(talk: Any) -> tuple[socket.socket, tuple[str, int]]:
+    """A TCP server that runs ``talk(conn)`` for each connection, then closes it."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                talk(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()
+
+
+def test_a_new_connection_waits_a_round_trip_before_its_first_byte() -> None:
+    """TCP's handshake: the first answer takes two round trips (handshake, then request and
+    answer), not one. Lower bounds only: a loaded machine can be late, never early."""
+    srv, upstream = _server(lambda conn: conn.sendall(conn.recv(10)))
+    one_way = 0.25
+    try:
+        with ThrottleProxy(upstream, latency_ms=one_way * 1000) as link, \
+                socket.create_connection(("127.0.0.1", link.port), timeout=30) as s:
+            started = time.monotonic()
+            s.sendall(b"ping")
+            assert s.recv(10) == b"ping"
+            assert time.monotonic() - started >= 4 * one_way - 0.01
+    finally:
+        srv.close()
+
+
+def test_a_close_travels_with_the_latency() -> None:
+    """A server's FIN arrives a one-way latency after it was sent, as data does: a client
+    learns late that the server closed (the keep-alive race the transport avoids)."""
+    pause, one_way = 0.6, 0.5
+
+    def hello_then_close(conn: socket.socket) -> None:
+        conn.sendall(b"hi")
+        time.sleep(pause)
+
+    srv, upstream = _server(hello_then_close)
+    try:
+        with ThrottleProxy(upstream, latency_ms=one_way * 1000) as link, \
+                socket.create_connection(("127.0.0.1", link.port), timeout=30) as s:
+            started = time.monotonic()
+            assert s.recv(10) == b"hi"
+            assert s.recv(10) == b""  # the close
+            # the SYN's trip (the server accepts and says hi) + its pause + the FIN's own trip
+            assert time.monotonic() - started >= one_way + pause + one_way - 0.01
+    finally:
+        srv.close()
