@@ -20,7 +20,9 @@ packet loss and TCP slow start (loopback never loses a packet).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import logging
 import resource
 import subprocess
 import sys
@@ -58,13 +60,18 @@ def link_clips(cache: Path, count: int = CLIPS) -> Path:
     return folder
 
 
-def one(folder: Path, mbps: float, latency_ms: float, extra: dict[str, Any]) -> dict[str, Any]:
-    """One run through the proxy; what the link carried and how full it was."""
+def one(folder: Path, mbps: float, latency_ms: float, extra: dict[str, Any],
+        trace: Path | None = None) -> dict[str, Any]:
+    """One run through the proxy; what the link carried and how full it was. ``trace``: write
+    the samples there (seconds, MB handed to sockets, MB of answered uploads), one per line."""
     from seeknetic_prep.api.client import Client
     from seeknetic_prep.emulator import EmulatorConfig, spawned
     from seeknetic_prep.pipeline.driver import run_folder
     from seeknetic_prep.pipeline.spec import RunOptions
 
+    failures = _Failures()
+    logging.getLogger("seeknetic_prep.api.retry").addHandler(failures)
+    logging.getLogger("seeknetic_prep.api.retry").setLevel(logging.DEBUG)
     with tempfile.TemporaryDirectory() as tmp, spawned(EmulatorConfig(job_seconds=0.2)) as emulator:
         upstream = emulator.base_url.rsplit("/", 1)[-1]
         proxy = subprocess.Popen([sys.executable, str(HERE / "throttle_proxy.py"), "--upstream", upstream,
@@ -91,20 +98,44 @@ def one(folder: Path, mbps: float, latency_ms: float, extra: dict[str, Any]) -> 
                 done.set()
                 sampler.join()
                 assert client.link is not None
-                uploads_done = client.link.uploads
+                uploads_done, connections = client.link.uploads, getattr(client.link, "connections", -1)
         finally:
             proxy.terminate()
-            proxy.wait()
+            tail = proxy.communicate(timeout=30)[0].strip().splitlines()
+    link = json.loads(tail[-1]) if tail and tail[-1].startswith("{") else {}
+    if trace is not None:
+        t0 = samples[0][0]
+        trace.write_text("".join(f"{t - t0:.1f} {n / 1e6:.1f} {u / 1e6:.1f}\n" for t, n, u in samples))
     sent, uploaded = samples[-1][1], samples[-1][2]
     first = next(t for t, n, _ in samples if n > 0)
     last = next(t for t, _, u in samples if u >= uploaded)  # the last upload answered
     rate = uploaded / max(1e-9, last - first)  # bytes the server got, not bytes in socket buffers
     return {"mbps": mbps, "latency_ms": latency_ms, "flags": extra, "windows": summary.windows,
             "exit_code": summary.exit_code, "uploads": uploads_done, "sent_mb": round(sent / 1e6, 1),
+            "uploaded_mb": round(uploaded / 1e6, 1), "connections": connections,
+            "failed_calls": dict(failures.kinds),
             "upload_s": round(last - first, 1), "run_s": round(time.monotonic() - started, 1),
             "utilization": round(rate * 8 / (mbps * 1e6), 3),
+            "link_busy": round(link.get("busy_mbps", 0.0) / mbps, 3),
+            "proxy_connections": link.get("connections"),
             "windows_per_s": round(summary.windows / max(1e-9, last - first), 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+class _Failures(logging.Handler):
+    """Counts the retry engine's failed calls by what failed (``RemoteDisconnected``: a request
+    sent on a connection the server had closed; its body is sent again)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.kinds: collections.Counter[str] = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("attempt "):
+            text = str(record.args[1]) if isinstance(record.args, tuple) and len(record.args) > 1 else ""
+            kind = next((k for k in ("RemoteDisconnected", "ConnectionReset", "BrokenPipe", "timed out",
+                                     "stalled") if k in text), "other")
+            self.kinds[kind] += 1
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -124,17 +155,16 @@ def main() -> None:
     parser.add_argument("--uploaders", type=int, default=None)
     parser.add_argument("--clips", type=int, default=CLIPS)
     parser.add_argument("--verbose", action="store_true", help="with --one: say each change of concurrency")
+    parser.add_argument("--trace", type=Path, help="with --one: write the link's samples to this file")
     parser.add_argument("--settings", default=None, help="MBPS/MS,MBPS/MS,... (default: the table's)")
     args = parser.parse_args()
     extra = {} if args.uploaders is None else {"uploaders": args.uploaders}
     folder = link_clips(HERE.parent / CACHE_NAME, args.clips)
     if args.one:
         if args.verbose:
-            import logging
-
             logging.basicConfig(format="%(relativeCreated)6.0f ms %(message)s")
             logging.getLogger("seeknetic_prep.pipeline.upload_gate").setLevel(logging.DEBUG)
-        print(json.dumps(one(folder, args.one[0], args.one[1], extra)))
+        print(json.dumps(one(folder, args.one[0], args.one[1], extra, args.trace)))
         return
     settings = SETTINGS if args.settings is None else tuple(
         (float(a), float(b)) for a, b in (s.split("/") for s in args.settings.split(",")))
