@@ -61,13 +61,14 @@ def test(args: list[str]) -> int:
     ):
         if _run(cmd) != 0:
             return 1
-    # Two pytest-xdist workers: much of the suite waits (on servers, throttled links, a Ray
-    # starting, a job's seconds), so two overlap well even on CI's two cores (the suite on this
-    # 2-core machine, quiet: 911 s in one process, 529 s in two, 433 s in three; two, as many as
-    # its cores, is what the soak under load was run with). tests/conftest.py says which tests
-    # share a worker. Any -n (``-n 0``: one process) or ``-p no:xdist`` given runs it your way.
+    # Three pytest-xdist workers: much of the suite waits (on servers, throttled links, a Ray
+    # starting, a job's seconds), so even on CI's two cores a third worker fills what two leave
+    # idle (the suite on this 2-core machine, quiet: 911 s in one process, 520 s in two, using
+    # 60% of the two cores, 433 s in three). Soaked under load with three (README).
+    # tests/conftest.py says which tests share a worker. Any -n (``-n 0``: one process) or
+    # ``-p no:xdist`` given runs it your way.
     given = any(a.startswith(("-n", "--numprocesses")) or a == "no:xdist" for a in args)
-    return _run([PY, "-m", "pytest", *([] if given else ["-n", "2"]), *args])
+    return _run([PY, "-m", "pytest", *([] if given else ["-n", "3"]), *args])
 
 
 def main() -> int:

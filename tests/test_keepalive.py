@@ -6,10 +6,11 @@ bench saw whole 3 MB upload bodies sent again (8 in one run). The transport reti
 connections idle longer than ``idle_retire_s`` instead of reusing them.
 
 The race is played for real: a keep-alive HTTP server on loopback that closes connections
-idle for ``K`` = 1 s, behind the throttling proxy with ``L`` = 0.3 s one-way (the FIN travels
-with the same delay). A request sent ``t`` = 0.7 s after the previous answer reaches the server
-at ``t + 2L`` = 1.3 s of its idle time, after its close at 1.0 s, yet before the client can see
-the close (at 1.0 s on its own clock): the middle of the window, 0.3 s from either edge.
+idle for ``K`` = 2 s, behind the throttling proxy with ``L`` = 0.5 s one-way (the FIN travels
+with the same delay). A request sent ``t`` = 1.5 s after the previous answer reaches the server
+at ``t + 2L`` = 2.5 s of its idle time, after its close at 2 s, yet before the client can see
+the close (at 2 s on its own clock): the middle of the window, 0.5 s from either edge, so a
+loaded machine's late wake-ups do not move it out.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from seeknetic_prep.errors import APIConnectionError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from throttle_proxy import ThrottleProxy
 
-SERVER_IDLE_S = 1.0
-ONE_WAY_S = 0.3
-CLIENT_IDLE_S = 0.7
+SERVER_IDLE_S = 2.0
+ONE_WAY_S = 0.5
+CLIENT_IDLE_S = 1.5
 
 
 class _KeepAlive(BaseHTTPRequestHandler):
@@ -78,7 +79,7 @@ def _post(transport: RequestsTransport, url: str, body: bytes) -> int:
 
 def test_a_connection_idle_too_long_is_retired_and_the_body_arrives(distant: tuple[str, list[int]]) -> None:
     url, bodies = distant
-    transport = RequestsTransport(idle_retire_s=CLIENT_IDLE_S / 2)  # under K - 2L = 0.4 s
+    transport = RequestsTransport(idle_retire_s=CLIENT_IDLE_S / 2)  # under K - 2L = 1 s
     try:
         assert _post(transport, url, b"a" * 200_000) == 200
         time.sleep(CLIENT_IDLE_S)
