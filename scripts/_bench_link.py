@@ -139,12 +139,13 @@ class _Failures(logging.Handler):
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| cap | one-way latency | flags | utilization | windows/s | upload s | peak RSS |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| cap | one-way latency | flags | utilization | link busy | windows/s | upload s | peak RSS |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in r["flags"].items()) or "default"
         lines.append(f"| {r['mbps']:g} Mbit/s | {r['latency_ms']:g} ms | {flags} "
-                     f"| {100 * r['utilization']:.1f}% | {r['windows_per_s']} | {r['upload_s']} "
+                     f"| {100 * r['utilization']:.1f}% | {100 * r.get('link_busy', 0):.1f}% "
+                     f"| {r['windows_per_s']} | {r['upload_s']} "
                      f"| {r['peak_rss_mb']} MB |")
     return "\n".join(lines)
 
