@@ -19,12 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from throttle_proxy import ThrottleProxy
 
 
-@pytest.fixture
-def sink() -> Iterator[tuple[tuple[str, int], list[bytes]]]:
-    """A TCP server that keeps what it receives and answers with its SHA of it on EOF."""
-    import hashlib
-
-    received: list[bytes] = []
+def _server(talk: Any) -> tuple[socket.socket, tuple[str, int]]:
+    """A TCP server that runs ``talk(conn)`` for each connection, then closes it."""
     srv = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -34,14 +30,28 @@ def sink() -> Iterator[tuple[tuple[str, int], list[bytes]]]:
             except OSError:
                 return
             with conn:
-                chunks = []
-                while data := conn.recv(65536):
-                    chunks.append(data)
-                    received.append(data)
-                conn.sendall(hashlib.sha256(b"".join(chunks)).hexdigest().encode())
+                talk(conn)
 
     threading.Thread(target=serve, daemon=True).start()
-    yield srv.getsockname(), received
+    return srv, srv.getsockname()
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[tuple[str, int], list[bytes]]]:
+    """A TCP server that keeps what it receives and answers with its SHA of it on EOF."""
+    import hashlib
+
+    received: list[bytes] = []
+
+    def keep(conn: socket.socket) -> None:
+        chunks = []
+        while data := conn.recv(65536):
+            chunks.append(data)
+            received.append(data)
+        conn.sendall(hashlib.sha256(b"".join(chunks)).hexdigest().encode())
+
+    srv, address = _server(keep)
+    yield address, received
     srv.close()
 
 
@@ -87,23 +97,6 @@ def test_http_to_the_emulator_goes_through(emulator: Any) -> None:
         r = requests.get(f"{link.url}/async_status/nope", headers={"X-API-Key": emulator.api_key},
                          timeout=30)
     assert r.status_code == 404 and link.stats.up_bytes > 0 and link.stats.down_bytes > 0
-
-
-def _server(talk: Any) -> tuple[socket.socket, tuple[str, int]]:
-    """A TCP server that runs ``talk(conn)`` for each connection, then closes it."""
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                talk(conn)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, srv.getsockname()
 
 
 def test_a_new_connection_waits_a_round_trip_before_its_first_byte() -> None:
