@@ -98,6 +98,7 @@ def one(folder: Path, mbps: float, latency_ms: float, extra: dict[str, Any],
                 done.set()
                 sampler.join()
                 assert client.link is not None
+                # getattr: a tree from before the meter counted connections runs this same bench
                 uploads_done, connections = client.link.uploads, getattr(client.link, "connections", -1)
         finally:
             proxy.terminate()

@@ -43,7 +43,17 @@ class LinkStats:
     connections: int = 0
     started: float = field(default_factory=time.monotonic)
     timeline: list[tuple[float, int]] = field(default_factory=list)
-    """``(monotonic time, up_bytes so far)`` at each client-to-server delivery."""
+    """``(monotonic time, up_bytes so far)``, one entry per 10 ms with deliveries (bounded for
+    a proxy left running: 100 entries a second at most)."""
+
+    def delivered(self, count: int) -> None:
+        """``count`` client-to-server bytes were delivered upstream."""
+        self.up_bytes += count
+        now = time.monotonic()
+        if self.timeline and now - self.timeline[-1][0] < 0.01:
+            self.timeline[-1] = (self.timeline[-1][0], self.up_bytes)
+        else:
+            self.timeline.append((now, self.up_bytes))
 
     def busy(self, slack: int = 100_000) -> tuple[float, int]:
         """``(seconds, bytes)`` of the uplink's busy span: from when the first ``slack`` bytes
@@ -182,8 +192,7 @@ class ThrottleProxy:
                 writer.write(data)
                 await writer.drain()
                 if upload:
-                    self.stats.up_bytes += len(data)
-                    self.stats.timeline.append((time.monotonic(), self.stats.up_bytes))
+                    self.stats.delivered(len(data))
                 else:
                     self.stats.down_bytes += len(data)
 
