@@ -310,7 +310,21 @@ class _StallAdapter(HTTPAdapter):
                     {"ConnectionCls": _stalling(HTTPConnection, self._stall_s, self._meter, self._pace)})
         https = type("StallingHTTPSPool", (_retiring(HTTPSConnectionPool, self._idle_retire_s),),
                      {"ConnectionCls": _stalling(HTTPSConnection, self._stall_s, self._meter, self._pace)})
-        self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
+        self._pools = {"http": http, "https": https}
+        self.poolmanager.pool_classes_by_scheme = dict(self._pools)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """Behind an HTTP(S) proxy (``HTTPS_PROXY``, ``HTTP_PROXY``), the same pools and
+        connections: requests builds a proxy's pools from urllib3's defaults, so a user behind
+        a company proxy lost the stall-tolerant sends, the upload cap, the link meter and the
+        retiring of idle connections (the run still worked, as before issue 20). A SOCKS
+        proxy keeps urllib3's own SOCKS connections."""
+        if self._socket_options and proxy not in self.proxy_manager:
+            proxy_kwargs["socket_options"] = [*HTTPConnection.default_socket_options, *self._socket_options]
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = dict(self._pools)
+        return manager
 
 
 class MockTransport:
