@@ -138,15 +138,20 @@ class APIError(SeekneticPrepError):
 
 
 class APIStatusError(APIError):
-    """The server answered with an error status; ``detail`` is its explanation."""
+    """The server answered with an error status; ``detail`` is its explanation, ``retry_after``
+    the seconds its ``Retry-After`` asked for (a 429, or a 503 that is busy), if any.
+    ``status_code`` defaults to the class's (429 for :class:`RateLimitError`, 500 for
+    :class:`ServerError`)."""
 
     status_code: int = 0
 
     def __init__(
-        self, message: str, *, status_code: int, detail: object = None, request_id: str | None = None
+        self, message: str, *, status_code: int | None = None, detail: object = None,
+        request_id: str | None = None, retry_after: float | None = None,
     ) -> None:
-        self.status_code = status_code
+        self.status_code = type(self).status_code if status_code is None else status_code
         self.detail = detail
+        self.retry_after = retry_after
         super().__init__(message, request_id=request_id)
 
 
@@ -181,17 +186,7 @@ class ValidationError(APIStatusError, ValueError):
 class RateLimitError(APIStatusError):
     """429: over the key's requests per second; ``retry_after`` seconds is the server's hint."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int = 429,
-        detail: object = None,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, status_code=status_code, detail=detail, request_id=request_id)
+    status_code = 429
 
 
 class ServerError(APIStatusError):
@@ -202,17 +197,7 @@ class ServerError(APIStatusError):
     that counts against a call's attempts or a unit's rounds.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int = 500,
-        detail: object = None,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, status_code=status_code, detail=detail, request_id=request_id)
+    status_code = 500
 
     @property
     def busy(self) -> bool:
