@@ -140,8 +140,8 @@ class APIError(SeekneticPrepError):
 class APIStatusError(APIError):
     """The server answered with an error status; ``detail`` is its explanation, ``retry_after``
     the seconds its ``Retry-After`` asked for (a 429, or a 503 that is busy), if any.
-    ``status_code`` defaults to the class's (429 for :class:`RateLimitError`, 500 for
-    :class:`ServerError`)."""
+    ``status_code`` defaults to the class's own (each subclass names its status; 500 for
+    :class:`ServerError`, which stands for every 5xx)."""
 
     status_code: int = 0
 
@@ -158,29 +158,43 @@ class APIStatusError(APIError):
 class BadRequestError(APIStatusError):
     """400: the server could not parse the request."""
 
+    status_code = 400
+
 
 class AuthenticationError(APIStatusError, PermissionError):
     """401: the API key is missing or wrong."""
+
+    status_code = 401
 
 
 class QuotaExceededError(APIStatusError):
     """402: the key's quota is spent; more work needs more quota, not a retry."""
 
+    status_code = 402
+
 
 class NotFoundError(APIStatusError, LookupError):
     """404: no such job or object for this key."""
+
+    status_code = 404
 
 
 class ConflictError(APIStatusError):
     """409: the request_id already names a different job."""
 
+    status_code = 409
+
 
 class PayloadTooLargeError(APIStatusError):
     """413: the body is over the server's limit; split it, do not retry it."""
 
+    status_code = 413
+
 
 class ValidationError(APIStatusError, ValueError):
     """422: the body does not match the API's schema or tensor rules."""
+
+    status_code = 422
 
 
 class RateLimitError(APIStatusError):
@@ -241,14 +255,9 @@ class UnreachableError(APIConnectionError):
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    402: QuotaExceededError,
-    404: NotFoundError,
-    409: ConflictError,
-    413: PayloadTooLargeError,
-    422: ValidationError,
-    429: RateLimitError,
+    cls.status_code: cls
+    for cls in (BadRequestError, AuthenticationError, QuotaExceededError, NotFoundError, ConflictError,
+                PayloadTooLargeError, ValidationError, RateLimitError)
 }
 
 

@@ -294,7 +294,9 @@ class _StallAdapter(HTTPAdapter):
                  pace: Callable[[int], None], idle_retire_s: float) -> None:
         self._stall_s = stall_s
         self._idle_retire_s = idle_retire_s
-        self._socket_options = socket_options
+        # our options on top of urllib3's (TCP_NODELAY), for every pool, a proxy's included
+        self._pool_kwargs: dict[str, Any] = {} if not socket_options else {
+            "socket_options": [*HTTPConnection.default_socket_options, *socket_options]}
         self._meter = meter
         self._pace = pace
         # requests keeps 10 connections a host: a run may upload dozens of bodies at once on a
@@ -303,9 +305,7 @@ class _StallAdapter(HTTPAdapter):
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
                          **pool_kwargs: Any) -> None:
-        if self._socket_options:
-            pool_kwargs["socket_options"] = [*HTTPConnection.default_socket_options, *self._socket_options]
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        super().init_poolmanager(connections, maxsize, block, **{**pool_kwargs, **self._pool_kwargs})
         http = type("StallingHTTPPool", (_retiring(HTTPConnectionPool, self._idle_retire_s),),
                     {"ConnectionCls": _stalling(HTTPConnection, self._stall_s, self._meter, self._pace)})
         https = type("StallingHTTPSPool", (_retiring(HTTPSConnectionPool, self._idle_retire_s),),
@@ -319,9 +319,7 @@ class _StallAdapter(HTTPAdapter):
         a company proxy lost the stall-tolerant sends, the upload cap, the link meter and the
         retiring of idle connections (the run still worked, as before issue 20). A SOCKS
         proxy keeps urllib3's own SOCKS connections."""
-        if self._socket_options and proxy not in self.proxy_manager:
-            proxy_kwargs["socket_options"] = [*HTTPConnection.default_socket_options, *self._socket_options]
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager = super().proxy_manager_for(proxy, **{**proxy_kwargs, **self._pool_kwargs})
         if not proxy.lower().startswith("socks"):
             manager.pool_classes_by_scheme = dict(self._pools)
         return manager
