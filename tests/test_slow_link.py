@@ -21,7 +21,8 @@ import pytest
 from _pipeline_helpers import ROOT
 
 from seeknetic_prep.api.client import Client, RetryPolicy
-from seeknetic_prep.api.transport import LinkMeter, RequestsTransport
+from seeknetic_prep.api.link import LinkMeter
+from seeknetic_prep.api.transport import RequestsTransport
 from seeknetic_prep.commands.display import RunDisplay, link_text
 from seeknetic_prep.emulator import running
 from seeknetic_prep.pipeline.driver import _api_event, run_folder

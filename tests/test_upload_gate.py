@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from seeknetic_prep.api.transport import LinkMeter
+from seeknetic_prep.api.link import LinkMeter
 from seeknetic_prep.pipeline.upload_gate import Concurrency, UploadGate
 
 BODY = 3_000_000

@@ -41,6 +41,7 @@ from typing import Any, Literal
 from seeknetic_prep.api.answers import check_embedding
 from seeknetic_prep.api.jobs import TERMINAL, JobCommands, ServiceName
 from seeknetic_prep.api.keys import resolve_api_key
+from seeknetic_prep.api.link import LinkMeter
 from seeknetic_prep.api.pacing import (
     AdaptiveRate,
     ByteBucket,
@@ -52,7 +53,7 @@ from seeknetic_prep.api.pacing import (
 )
 from seeknetic_prep.api.retry import RetryEngine
 from seeknetic_prep.api.session import AuthScheme, Session
-from seeknetic_prep.api.transport import LinkMeter, Transport, short, why
+from seeknetic_prep.api.transport import Transport, short, why
 from seeknetic_prep.api.wire import key_check_answer, r2_keys, split_upload
 from seeknetic_prep.errors import (
     APIConnectionError,

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from seeknetic_prep.api.keys import redact, redact_value, secret_forms
+from seeknetic_prep.api.link import LinkMeter
 from seeknetic_prep.api.pacing import ByteRate, RetryPolicy
 from seeknetic_prep.api.retry import RetryEngine
-from seeknetic_prep.api.transport import LinkMeter, Request, RequestsTransport, Transport
+from seeknetic_prep.api.transport import Request, RequestsTransport, Transport
 from seeknetic_prep.api.wire import read_answer
 from seeknetic_prep.errors import InvalidArgumentError
 

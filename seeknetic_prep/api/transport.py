@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +30,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from seeknetic_prep.api.link import LinkMeter
 from seeknetic_prep.api.pacing import ByteRate
 from seeknetic_prep.errors import APIConnectionError, APITimeoutError
 
-__all__ = ["IDLE_RETIRE_S", "STALL_S", "LinkMeter", "MockTransport", "Request", "RequestsTransport",
-           "Response", "Transport", "rid_suffix", "short", "stalled", "why"]
+__all__ = ["IDLE_RETIRE_S", "MockTransport", "Request", "RequestsTransport", "Response", "Transport",
+           "rid_suffix", "short", "why"]
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,6 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-STALL_S = 3.0
-"""Seconds without a block going out, with bodies in flight, that make a stall: shown as one,
-and a reason to send fewer bodies at once."""
-
-
 IDLE_RETIRE_S = 2.0
 """A pooled connection idle longer than this is closed instead of reused.
 
@@ -105,66 +100,6 @@ reaches a server that closes after ``K`` at ``t + 2L`` of its idle time (the ans
 to come, the request takes ``L`` to go), so 2 s is safe for ``K = 5`` up to 1.5 s one-way.
 What it costs is a new connection (a round trip, and TLS's) for the few connections a run
 leaves idle that long. httpx does the same with ``keepalive_expiry`` (5 s)."""
-
-
-def stalled(sending: int, idle_s: float) -> bool:
-    """Whether a :meth:`LinkMeter.snapshot`'s ``sending`` and ``idle_s`` say the link stalled
-    (idle time with no body in flight is no stall)."""
-    return sending > 0 and idle_s >= STALL_S
-
-
-class LinkMeter:
-    """What the upload link is doing, for the progress display: bytes handed to the sockets,
-    bodies being sent now, and when the last block went out (a stall is bodies in flight and
-    no block for a while). Thread-safe; fed by :class:`RequestsTransport`."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.sent = 0
-        self.sending = 0
-        self.last_progress = time.monotonic()
-        self.connections = 0
-        """Connections opened (sockets connected): with a pool, a handful a run; many more
-        say connections are being lost or retired (see :data:`IDLE_RETIRE_S`)."""
-        self.uploads = 0
-        """Upload bodies that got their answer (fed by the client): with their bytes, what a
-        window costs on the wire, hence how much is left to send."""
-        self.upload_bytes = 0
-
-    def begin(self) -> None:
-        with self._lock:
-            if self.sending == 0:
-                self.last_progress = time.monotonic()  # idle time before a body is not a stall
-            self.sending += 1
-
-    def add(self, count: int) -> None:
-        with self._lock:
-            self.sent += count
-            self.last_progress = time.monotonic()
-
-    def end(self) -> None:
-        with self._lock:
-            self.sending -= 1
-
-    def connected(self) -> None:
-        with self._lock:
-            self.connections += 1
-
-    def uploaded(self, size: int) -> None:
-        """A body of ``size`` bytes was uploaded."""
-        with self._lock:
-            self.uploads += 1
-            self.upload_bytes += size
-
-    def answered(self) -> tuple[int, int]:
-        """``(uploads answered, their bytes)``, read together."""
-        with self._lock:
-            return self.uploads, self.upload_bytes
-
-    def snapshot(self) -> tuple[int, int, float]:
-        """``(bytes sent, bodies being sent, seconds since the last block went out)``."""
-        with self._lock:
-            return self.sent, self.sending, time.monotonic() - self.last_progress
 
 
 class RequestsTransport:
@@ -205,7 +140,7 @@ class RequestsTransport:
 
     def handle(self, request: Request) -> Response:
         where = f"{request.method} {request.path}"
-        body = None if request.content is None else io.BytesIO(request.content)  # sent in blocks
+        body = None if request.content is None else _Body(request.content, self.meter.end)  # sent in blocks
         if body is not None:
             self.meter.begin()
         try:
@@ -230,7 +165,7 @@ class RequestsTransport:
             ) from exc
         finally:
             if body is not None:
-                self.meter.end()
+                body.finish()
         return Response(resp.status_code, dict(resp.headers), resp.content)
 
     def close(self) -> None:
@@ -243,6 +178,29 @@ class RequestsTransport:
             time.sleep(wait)
 
 
+class _Body(io.BytesIO):
+    """A request body that says once when it is all handed over (``done``): urllib3 reads a
+    file-like body block by block and sends each, so the read that finds its end follows the
+    last send. From then on the request waits for its answer, which on a distant link is a
+    round trip of no bytes going out, and no stall (:mod:`seeknetic_prep.api.link`)."""
+
+    def __init__(self, content: bytes, done: Callable[[], None]) -> None:
+        super().__init__(content)
+        self._done: Callable[[], None] | None = done
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        if not data and size != 0:
+            self.finish()
+        return data
+
+    def finish(self) -> None:
+        """Say ``done`` unless it was said (the request ended before the body's end was read)."""
+        done, self._done = self._done, None
+        if done is not None:
+            done()
+
+
 def _stalling(base: type[Any], stall_s: float, meter: LinkMeter, pace: Callable[[int], None]) -> type[Any]:
     """``base`` (urllib3's HTTP or HTTPS connection) whose sends wait at most ``stall_s`` for
     the socket to take each block: the connect timeout stays short (a dead host is known in
@@ -253,7 +211,7 @@ def _stalling(base: type[Any], stall_s: float, meter: LinkMeter, pace: Callable[
         if self.sock is not None:
             self.sock.settimeout(stall_s)
         base.send(self, data)
-        meter.add(len(data))
+        meter.add(len(data), self.sock)
 
     def connect(self: Any) -> None:
         base.connect(self)

@@ -13,11 +13,11 @@ On a terminal (tqdm, two lines)::
 * Files that a resumed run finds already done are counted once ("already done: N files"),
   not listed.
 * Failures are written above the bar as they happen, and repeated by the command at the end.
-* The upload link in bytes (:class:`~seeknetic_prep.api.transport.LinkMeter`): megabytes sent,
+* The upload link in bytes (:class:`~seeknetic_prep.api.link.LinkMeter`): megabytes sent,
   the rate over the last seconds, and the bytes left with the time they take at that rate
   (jobs left to upload times the mean body so far): when the link is the bottleneck, this
   is the ETA to read. When bodies are in flight and no block has gone out for
-  :data:`~seeknetic_prep.api.transport.STALL_S`, ``link stalled 12 s``. Both lines are redrawn
+  :data:`~seeknetic_prep.api.link.STALL_S`, ``link stalled 12 s``. Both lines are redrawn
   every second by a ticker, so a stall never freezes the screen (its clock included).
 
 Without a terminal (``--quiet``, a pipe, CI) it prints one line per file instead, and the
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seeknetic_prep.api.transport import LinkMeter, stalled
+from seeknetic_prep.api.link import LinkMeter, stalled
 from seeknetic_prep.pipeline.driver import Progress
 from seeknetic_prep.state.store import display_path  # a name that is not UTF-8 prints escaped, never crashes
 from seeknetic_prep.util.text import printable

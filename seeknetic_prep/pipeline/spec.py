@@ -220,7 +220,7 @@ class Progress:
         ``connection refused``, ``HTTP 503``): said with the count, not just counted."""
 
     def upload_link(self, meter: Any) -> None:
-        """Once, at the start: the run's :class:`~seeknetic_prep.api.transport.LinkMeter`
+        """Once, at the start: the run's :class:`~seeknetic_prep.api.link.LinkMeter`
         (bytes sent, bodies in flight, seconds since a block went out), to read as you draw."""
 
 

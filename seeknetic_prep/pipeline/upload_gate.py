@@ -14,7 +14,7 @@ data centre's. So the number of uploads in flight is found as TCP finds a window
   and growth pauses for ``rest_periods``, then is probed again by an eighth (the knee is
   near; links change);
 * **halve on a stall**: bodies in flight and nothing sent for
-  :data:`~seeknetic_prep.api.transport.STALL_S`: fewer, not more,
+  :data:`~seeknetic_prep.api.link.STALL_S`: fewer, not more,
   connections on a link that has stopped;
 * **a ceiling from memory**: each upload in flight holds its body (about 3 MB), so the ceiling
   is the ``--upload-memory-mb`` budget over the body size, and the floor the starting value.
@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from seeknetic_prep.api.transport import LinkMeter, stalled
+from seeknetic_prep.api.link import LinkMeter, stalled
 
 __all__ = ["Concurrency", "UploadGate"]
 
@@ -105,7 +105,7 @@ class UploadGate:
     A thread takes a slot, then an item, and gives the slot back once the item's body is sent
     (its submission waits for an answer without holding a slot). ``more_waiting()`` is said when
     work was left queued after an item was taken: the link, not the decoders, is behind.
-    ``link`` is the client's :class:`~seeknetic_prep.api.transport.LinkMeter` (uploads answered,
+    ``link`` is the client's :class:`~seeknetic_prep.api.link.LinkMeter` (uploads answered,
     a stall); with ``adapt`` False, or no meter, the limit stays at ``start`` (``--uploaders``
     given: the user's number is kept).
     """
