@@ -148,3 +148,20 @@ def test_a_meter_nobody_reads_forgets_closed_sockets() -> None:
         sock.close()
     assert len(meter._queues) <= link._TRACKED
     assert meter.snapshot()[:2] == (20 * link._TRACKED, 0)
+
+
+def test_a_body_after_idle_time_starts_with_a_clean_clock() -> None:
+    """A socket written to long ago (a poll, say) and not looked at since must not make the next
+    body's first look a stall: its queue emptied long ago."""
+    meter = LinkMeter()
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as sock, listener.accept()[0]:
+        sock.sendall(b"GET")
+        meter.add(3, sock)
+        deadline = time.monotonic() + 5
+        while unacknowledged(sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        meter.last_progress -= 10 * link.STALL_S  # the link idled since
+        meter.begin()
+        _, sending, idle = meter.snapshot()
+        assert sending == 1 and not stalled(sending, idle), (sending, idle)

@@ -83,8 +83,9 @@ class LinkMeter:
 
     def begin(self) -> None:
         with self._lock:
-            if self.sending == 0 and not self._queues:
-                self.last_progress = time.monotonic()  # idle time before a body is not a stall
+            now = time.monotonic()
+            if self.sending == 0 and self._on_link(now) == 0:
+                self.last_progress = now  # idle time before a body is not a stall
             self.sending += 1
 
     def add(self, count: int, sock: socket.socket | None = None) -> None:
@@ -118,16 +119,20 @@ class LinkMeter:
             return self.uploads, self.upload_bytes
 
     def snapshot(self) -> tuple[int, int, float]:
-        """``(bytes sent, bodies on the link, seconds since the link last moved)``; a socket
-        whose queue emptied is a body delivered, one whose queue shrank is progress."""
+        """``(bytes sent, bodies on the link, seconds since the link last moved)``."""
         with self._lock:
             now = time.monotonic()
-            for sock, before in list(self._queues.items()):
-                queued = unacknowledged(sock)
-                if (queued is None or queued < before) and before != sys.maxsize:
-                    self.last_progress = now  # it shrank (or emptied and closed) since the last look
-                if not queued:
-                    del self._queues[sock]
-                else:
-                    self._queues[sock] = queued
-            return self.sent, self.sending + len(self._queues), now - self.last_progress
+            return self.sent, self.sending + self._on_link(now), now - self.last_progress
+
+    def _on_link(self, now: float) -> int:
+        """Read the tracked sockets' queues: one that shrank is progress, one that emptied (or
+        closed) a socket with nothing of ours left on the link; how many still hold bytes."""
+        for sock, before in list(self._queues.items()):
+            queued = unacknowledged(sock)
+            if (queued is None or queued < before) and before != sys.maxsize:
+                self.last_progress = now
+            if not queued:
+                del self._queues[sock]
+            else:
+                self._queues[sock] = queued
+        return len(self._queues)

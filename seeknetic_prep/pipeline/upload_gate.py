@@ -13,9 +13,9 @@ data centre's. So the number of uploads in flight is found as TCP finds a window
 * **step back when growing stops helping**: a step that brought less than ``gain`` is undone
   and growth pauses for ``rest_periods``, then is probed again by an eighth (the knee is
   near; links change);
-* **halve on a stall**: bodies in flight and nothing sent for
-  :data:`~seeknetic_prep.api.link.STALL_S`: fewer, not more,
-  connections on a link that has stopped;
+* **halve on a stall**: bodies on the link and nothing moving for
+  :data:`~seeknetic_prep.api.link.STALL_S` (:mod:`seeknetic_prep.api.link`; waiting for
+  answers is no stall): fewer, not more, connections on a link that has stopped;
 * **a ceiling from memory**: each upload in flight holds its body (about 3 MB), so the ceiling
   is the ``--upload-memory-mb`` budget over the body size, and the floor the starting value.
 
