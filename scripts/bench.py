@@ -826,7 +826,8 @@ def section_link(args: argparse.Namespace, command: str) -> int:
                    *flags]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
-    body = (f"Machine: {machine_line()}.\nCommand: `{command}` ({folder.name}: 48 windows, 288 MB).\n\n"
+    body = (f"Machine: {machine_line()}.\nCommand: `{command}` ({folder.name}: {rows[0]['windows']} windows, "
+            f"{rows[0]['uploaded_mb']:.0f} MB).\n\n"
             + _bench_link.table(rows) + "\n")
     print(body)
     if args.write_readme:

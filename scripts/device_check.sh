@@ -24,7 +24,7 @@ for s in $STEPS; do case $s in
   ctx) step ctx 60 python3 scripts/_device_ctx.py ;;
   runs) step runs "${RUNS_S:-130}" python3 scripts/_device_runs.py --clips "$CLIPS" --copies "${COPIES:-16}" \
           --configs "${CONFIGS:---decode cpu;--decode auto}" ;;
-  link200) step link200 110 python3 scripts/_bench_link.py --settings 200/50,200/150,200/300 ;;
+  link200) step link200 150 python3 scripts/_bench_link.py --settings 200/50,200/150,200/300 --clips "${LINKCLIPS:-16}" ;;
   link1000) step link1000 45 python3 scripts/_bench_link.py --settings 1000/50 --clips 16 ;;
 esac; done
 cat "$OUT/steps.txt"
