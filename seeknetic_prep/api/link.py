@@ -119,7 +119,9 @@ class LinkMeter:
             return self.uploads, self.upload_bytes
 
     def snapshot(self) -> tuple[int, int, float]:
-        """``(bytes sent, bodies on the link, seconds since the link last moved)``."""
+        """``(bytes sent, how much is on the link, seconds since the link last moved)``; the
+        middle figure counts bodies not all handed over plus sockets still holding bytes (a body
+        being handed over may count twice: what matters is whether it is zero)."""
         with self._lock:
             now = time.monotonic()
             return self.sent, self.sending + self._on_link(now), now - self.last_progress
