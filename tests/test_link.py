@@ -10,6 +10,7 @@ client's kernel (a stall, seen through the socket's send queue on Linux).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from _tcp import tcp_server
 
 from seeknetic_prep.api import link
 from seeknetic_prep.api.link import LinkMeter, stalled, unacknowledged
@@ -30,31 +32,12 @@ def short_stall(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(link, "STALL_S", STALL)
 
 
-def _server(handle: Callable[[socket.socket], None], *, recv_buffer: int | None = None) -> Iterator[int]:
-    """A one-connection-at-a-time TCP server on loopback running ``handle``; yields its port."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if recv_buffer is not None:  # set before listen: accepted sockets inherit it
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    conns: list[socket.socket] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            conns.append(conn)
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
-        for conn in conns:
-            conn.close()
+@contextlib.contextmanager
+def _server(talk: Callable[[socket.socket], object], *, recv_buffer: int | None = None) -> Iterator[int]:
+    """A threaded TCP server on loopback running ``talk``; yields its port."""
+    srv, (_, port) = tcp_server(talk, threaded=True, recv_buffer=recv_buffer)
+    with srv:
+        yield port
 
 
 def _answer_late(conn: socket.socket) -> None:
@@ -92,7 +75,7 @@ def _send(transport: RequestsTransport, port: int, size: int, done: threading.Ev
 
 
 def test_a_body_handed_over_and_waiting_for_its_answer_is_no_stall(short_stall: None) -> None:
-    for port in _server(_answer_late):
+    with _server(_answer_late) as port:
         transport = RequestsTransport()
         done, result = threading.Event(), []
         sender = threading.Thread(target=_send, args=(transport, port, 1_000_000, done, result))
@@ -112,7 +95,7 @@ def test_a_link_that_stops_with_the_body_in_the_kernel_is_a_stall(short_stall: N
     def never_read(conn: socket.socket) -> None:
         time.sleep(30)
 
-    for port in _server(never_read, recv_buffer=4096):
+    with _server(never_read, recv_buffer=4096) as port:
         transport = RequestsTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)],
                                       timeout=(5.0, 4 * STALL))
         done, result = threading.Event(), []

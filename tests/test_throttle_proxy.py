@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,26 +13,10 @@ from typing import Any
 
 import pytest
 import requests
+from _tcp import tcp_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from throttle_proxy import ThrottleProxy
-
-
-def _server(talk: Any) -> tuple[socket.socket, tuple[str, int]]:
-    """A TCP server that runs ``talk(conn)`` for each connection, then closes it."""
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                talk(conn)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, srv.getsockname()
 
 
 @pytest.fixture
@@ -50,7 +33,7 @@ def sink() -> Iterator[tuple[tuple[str, int], list[bytes]]]:
             received.append(data)
         conn.sendall(hashlib.sha256(b"".join(chunks)).hexdigest().encode())
 
-    srv, address = _server(keep)
+    srv, address = tcp_server(keep)
     yield address, received
     srv.close()
 
@@ -102,7 +85,7 @@ def test_http_to_the_emulator_goes_through(emulator: Any) -> None:
 def test_a_new_connection_waits_a_round_trip_before_its_first_byte() -> None:
     """TCP's handshake: the first answer takes two round trips (handshake, then request and
     answer), not one. Lower bounds only: a loaded machine can be late, never early."""
-    srv, upstream = _server(lambda conn: conn.sendall(conn.recv(10)))
+    srv, upstream = tcp_server(lambda conn: conn.sendall(conn.recv(10)))
     one_way = 0.25
     try:
         with ThrottleProxy(upstream, latency_ms=one_way * 1000) as link, \
@@ -124,7 +107,7 @@ def test_a_close_travels_with_the_latency() -> None:
         conn.sendall(b"hi")
         time.sleep(pause)
 
-    srv, upstream = _server(hello_then_close)
+    srv, upstream = tcp_server(hello_then_close)
     try:
         with ThrottleProxy(upstream, latency_ms=one_way * 1000) as link, \
                 socket.create_connection(("127.0.0.1", link.port), timeout=30) as s:
