@@ -86,7 +86,7 @@ class _Run:
         self.interrupts = 0
         self.run_id = 0
         self.beat = 0.0
-        self.polls = PollStage(client, self.ledger, threads=max(1, options.upload_threads // 2),
+        self.polls = PollStage(client, self.ledger, threads=options.poll_threads,
                                stop=self.stop, halt=self.halt, poll_s=options.poll_s,
                                max_poll_s=options.max_poll_s, job_timeout_s=options.job_timeout_s)
         self.uploads = UploadStage(client, self.ledger, threads=options.upload_threads, stop=self.stop,
