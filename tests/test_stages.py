@@ -25,6 +25,7 @@ from seeknetic_prep.api.transport import Request, Response
 from seeknetic_prep.errors import APIConnectionError, StopReason
 from seeknetic_prep.pipeline.ledger import Ledger, Work
 from seeknetic_prep.pipeline.poll import PollStage
+from seeknetic_prep.pipeline.spec import POLL_THREADS, RunSpec
 from seeknetic_prep.pipeline.tasks import FilePlan, unit_request_id
 from seeknetic_prep.pipeline.upload import UploadStage
 from seeknetic_prep.state.store import Store
@@ -402,3 +403,36 @@ def test_a_rejected_key_while_polling_halts_the_run(bench: Bench) -> None:
     until(lambda: bench.halts, "the halt")
     assert bench.halts[0][0] is StopReason.AUTH
     assert bench.units()[rid(0)][0] == "submitted"  # kept for the next run to poll
+
+
+def test_a_run_that_follows_the_link_keeps_many_polls_in_flight(bench: Bench) -> None:
+    """Each poll costs a round trip: on a distant API the poller must ask many jobs at once.
+    With half the starting uploads (4 threads) a run at 1200 ms one way ended 31 s after its last
+    upload; a run whose uploads follow the link polls ``POLL_THREADS`` at once. The API here
+    answers no poll until that many are waiting together."""
+    assert RunSpec().poll_threads == POLL_THREADS >= 16
+    assert RunSpec(uploaders=6).poll_threads == 3  # fixed uploaders: half of them, as before
+    fp = "ab" * 32
+    windows = tuple((i, i * 10_000, (i + 1) * 10_000) for i in range(POLL_THREADS))
+    plan = FilePlan(path="/videos/b.mp4", fingerprint=fp, size=1, duration_ms=10_000 * len(windows),
+                    windows=windows, mtime_ns=1, inode=3)
+    bench.ledger.admit(plan.path, plan, resize="crop", windows_per_task=4)
+    ids = [unit_request_id(fp, w, "embedding") for w in windows]
+    for r in ids:
+        bench.ledger.uploaded(r, keys_of(r), [417.0])
+        bench.ledger.submitted(r)
+    together = threading.Barrier(POLL_THREADS, timeout=20)
+
+    def distant(request: Request) -> Response:
+        together.wait()
+        return completed(request.path.rsplit("/", 1)[1])
+
+    mock = Mock(distant)
+    stage = PollStage(mock.client, bench.ledger, threads=RunSpec().poll_threads, stop=bench.stop,
+                      halt=bench.halt, poll_s=0.001, max_poll_s=0.002, job_timeout_s=60.0)
+    for r in ids:
+        stage.add(r, "embedding")
+    until(finished(stage), "every job's answer", timeout=60)
+    assert not together.broken
+    units = bench.units()
+    assert [units[r][0] for r in ids] == ["completed"] * len(ids)
