@@ -407,7 +407,7 @@ def test_a_rejected_key_while_polling_halts_the_run(bench: Bench) -> None:
 
 def test_a_run_that_follows_the_link_keeps_many_polls_in_flight(bench: Bench) -> None:
     """Each poll costs a round trip: on a distant API the poller must ask many jobs at once.
-    With half the starting uploads (4 threads) a run at 1200 ms one way ended 31 s after its last
+    With half the starting uploads (4 threads) a run at 1200 ms one way took 33-37 s more than its
     upload; a run whose uploads follow the link polls ``POLL_THREADS`` at once. The API here
     answers no poll until that many are waiting together."""
     assert RunSpec().poll_threads == POLL_THREADS >= 16

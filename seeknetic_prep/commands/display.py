@@ -16,8 +16,9 @@ On a terminal (tqdm, two lines)::
 * The upload link in bytes (:class:`~seeknetic_prep.api.link.LinkMeter`): megabytes sent,
   the rate over the last seconds, and the bytes left with the time they take at that rate
   (jobs left to upload times the mean body so far): when the link is the bottleneck, this
-  is the ETA to read. When bodies are in flight and no block has gone out for
-  :data:`~seeknetic_prep.api.link.STALL_S`, ``link stalled 12 s``. Both lines are redrawn
+  is the ETA to read. When bytes are on the link and nothing has moved for
+  :data:`~seeknetic_prep.api.link.STALL_S` (a body waiting for its answer is not on the link),
+  ``link stalled 12 s``. Both lines are redrawn
   every second by a ticker, so a stall never freezes the screen (its clock included).
 
 Without a terminal (``--quiet``, a pipe, CI) it prints one line per file instead, and the

@@ -27,20 +27,21 @@ __all__ = ["DEFAULT_UPLOADERS", "POLL_THREADS", "SERVICES", "Progress", "RunOpti
            "pin_settings"]
 
 DEFAULT_UPLOADERS = 16
-"""Uploads in flight at the start, before the link is measured. 16 x ~3 MB fills 50 Mbit/s at
-1200 ms one way (200 Mbit/s at 300 ms, scaled) from the first round trip: with 8 the first 16
-answers came at ~55% of the link, and 120-window runs reached 88.4-90.3% against 91.4-92.0%
-(session 12); the cost is ~50 MB more of bodies in flight at the start."""
+"""Uploads in flight when a run starts (more as the link shows it takes them), before the link
+is measured: the probe judges a step once per 16 answered uploads, so on a distant link a run
+spends its first round trips on what it starts with. 8, not 4 (link bench, 100 Mbit/s at 300 ms
+one-way: 84.0% and 84.9% of the link from 4, 92.0% and 91.8% from 8; 200 Mbit/s at 150 ms:
+76.1% -> 85.6%); 16, not 8 (session 12, 120 windows, 50 Mbit/s at 1200 ms one way, the shape
+of 200 Mbit/s at 300 ms: 88.4-90.3% from 8, 91.4-92.0% from 16; with 8 the first 16 answers
+came at ~55% of the link). The cost is ~50 MB more of bodies in flight at the start."""
 
 POLL_THREADS = 16
 """Status polls in flight at once when the uploads follow the link: each poll costs a round
 trip, so the 4 threads of half the starting uploads fell behind a full distant link (50 Mbit/s
-at 1200 ms one way: the run ended 31 s after its last upload; session 12). The poll schedule,
-not the thread count, sets how often a job is asked; idle threads wait on the heap."""
-"""Uploads in flight when a run starts (more as the link shows it takes them). 8, not 4: the
-probe judges a step once per 16 answered uploads, so on a distant link a run spent much of its
-first minute finding what 8 gives at once (link bench, 100 Mbit/s at 300 ms one-way: 84.0% and
-84.9% of the link from 4, 92.0% and 91.8% from 8; 200 Mbit/s at 150 ms: 76.1% -> 85.6%)."""
+at 1200 ms one way: a run took 33-37 s more than its upload, ~6 s of it before the first byte;
+6-7 s with more polls; session 12). The poll schedule, not the thread count, sets how often a
+job is asked; idle threads wait on the heap."""
+
 BODY_BYTES_IN_FLIGHT = 4e6
 """What an upload in flight holds: its body (3.0 MB on average in the link bench) and more."""
 
@@ -238,7 +239,7 @@ class Progress:
 
     def upload_link(self, meter: Any) -> None:
         """Once, at the start: the run's :class:`~seeknetic_prep.api.link.LinkMeter`
-        (bytes sent, bodies in flight, seconds since a block went out), to read as you draw."""
+        (bytes sent, how much is on the link, seconds since it last moved), to read as you draw."""
 
 
 @dataclass
