@@ -24,7 +24,7 @@ import soxr
 from av.audio.plane import AudioPlane
 
 from seeknetic_prep.decode.profile import SAMPLE_RATE
-from seeknetic_prep.decode.source import Source, audio_channels, open_container, reason
+from seeknetic_prep.decode.source import Source, audio_channels, demux_only, open_container, reason
 from seeknetic_prep.errors import MediaError
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ def audio_pass(
         return
     with open_container(source) as container:
         stream = container.streams.audio[0]
+        demux_only(container, stream)
         audio_channels(stream)
         stream.codec_context.thread_type = "AUTO"
         if threads:

@@ -29,6 +29,7 @@ from seeknetic_prep.decode.frames import frame_pass
 from seeknetic_prep.decode.probe import MediaInfo, probe_container
 from seeknetic_prep.decode.source import (
     Source,
+    demux_only,
     open_container,
     set_video_threads,
     source_name,
@@ -120,6 +121,7 @@ class VideoDecoder:
             )
             self._container = self._open_for_frames(self._container)
             self._video = best_video_stream(self.info.path, self._container)
+            demux_only(self._container, self._video)
         except BaseException:
             self.close()
             raise
@@ -149,6 +151,7 @@ class VideoDecoder:
             self._container = None
         self._container = self._open_for_frames(None)
         self._video = best_video_stream(self.info.path, self._container)
+        demux_only(self._container, self._video)
         return self._container, self._video
 
     def __enter__(self) -> VideoDecoder:
