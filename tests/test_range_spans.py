@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import io
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from seeknetic_prep.decode.audio import audio_pass
-from seeknetic_prep.decode.probe import probe
+from seeknetic_prep.decode.preprocess import iter_segments
+from seeknetic_prep.decode.probe import MediaInfo, probe
+from seeknetic_prep.decode.profile import Window
 from seeknetic_prep.decode.sampling import plan_windows
+from seeknetic_prep.decode.spans import byte_spans
+from seeknetic_prep.sources.reader import RangeReader
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from _bench_inputs import Recipe, _encode, _x264  # noqa: E402
+
+BLOCK = 64 << 10
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +40,145 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _encode(Recipe("spans", "mp4", "libx264", 320, 240, 15, 30.0, gop=30, bframes=2,
                    options=_x264(30, 2, "ultrafast"), seed=5), path)
     return path
+
+
+def _reader(data: bytes, asked: list[tuple[int, int]] | None = None,
+            fetch: Callable[[int, int], bytes] | None = None) -> RangeReader:
+    def plain(start: int, end: int) -> bytes:
+        if asked is not None:
+            asked.append((start, end))
+        return data[start:end]
+
+    return RangeReader("mem", len(data), fetch or plain, block=BLOCK, max_ahead=8, max_blocks=48)
+
+
+class _Consumed:
+    """The union of the byte ranges read through ``reader.read``."""
+
+    def __init__(self, reader: RangeReader) -> None:
+        self.spans: list[tuple[int, int]] = []
+        original = reader.read
+
+        def read(size: int | None = -1) -> bytes:
+            start = reader.tell()
+            data = original(size)
+            self.spans.append((start, start + len(data)))
+            return data
+
+        reader.read = read  # type: ignore[method-assign]
+
+    def total(self) -> int:
+        total, end = 0, -1
+        for a, b in sorted(self.spans):
+            if b > end:
+                total += b - max(a, end)
+                end = b
+        return total
+
+
+def _decode(source: Any, info: MediaInfo, windows: list[Window]) -> list[Any]:
+    return list(iter_segments(source, windows, info=info, threads=1))
+
+
+def _same(a: list[Any], b: list[Any]) -> None:
+    assert [s.index for s in a] == [s.index for s in b]
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.video, y.video) and np.array_equal(x.audio, y.audio)
+        assert x.frame_times_ms == y.frame_times_ms
+
+
+def test_a_reader_told_its_spans_fetches_them_in_large_requests_and_nothing_past_them() -> None:
+    data = np.random.default_rng(7).integers(0, 256, 12 << 20, dtype=np.uint8).tobytes()
+    asked: list[tuple[int, int]] = []
+    reader = _reader(data, asked)
+    spans = [(1_000_000, 3_500_000), (7_000_000, 7_300_000)]
+    reader.expect(spans)
+    for start, end in spans:  # a decoder going forward through each, in small reads
+        reader.seek(start)
+        while (pos := reader.tell()) < end:
+            n = min(20_000, end - pos)
+            assert reader.read(n) == data[pos:pos + n]
+    # The first span, 2.5 MB, in 16-block (1 MiB) requests, not one block at a time then doubling.
+    first = [(a, b) for a, b in asked if a < 4_000_000]
+    assert len(first) == 3, first
+    assert max(b for _, b in asked) <= -(-7_300_000 // BLOCK) * BLOCK  # never past the last span
+    assert reader.bytes_fetched <= sum(e - s for s, e in spans) + 4 * BLOCK  # only block rounding
+    # A read outside every span is served as asked, one block, with nothing fetched ahead.
+    before = len(asked)
+    reader.seek(10_000_000)
+    assert reader.read(1000) == data[10_000_000:10_001_000]
+    assert asked[before:] == [(10_000_000 // BLOCK * BLOCK, (10_000_000 // BLOCK + 1) * BLOCK)]
+
+
+def test_a_reader_told_nothing_reads_ahead_as_before() -> None:
+    """``expect(None)`` (a container without an index): a forward reader's requests grow."""
+    data = bytes(range(256)) * (4 << 12)  # 4 MiB
+    asked: list[tuple[int, int]] = []
+    reader = _reader(data, asked)
+    reader.expect(None)
+    assert b"".join(iter(lambda: reader.read(16_384), b"")) == data
+    reader.close()
+    assert len(asked) < len(data) // BLOCK // 2  # growing, and prefetched: far fewer than a block each
+
+
+def test_read_many_asks_for_every_range_at_once_and_keeps_only_the_big_ones() -> None:
+    data = np.random.default_rng(8).integers(0, 256, 6 << 20, dtype=np.uint8).tobytes()
+    asked: list[tuple[int, int]] = []
+    together = threading.Barrier(4, timeout=20)  # one request after another never gets past it
+
+    def fetch(start: int, end: int) -> bytes:
+        asked.append((start, end))
+        if len(asked) <= 4:
+            together.wait()
+        return data[start:end]
+
+    reader = _reader(data, fetch=fetch)
+    reader.seek(123)
+    ranges = [(0, 1 << 20), (2_000_000, 20_000), (3_000_000, 20_000), (len(data) - (1 << 20), 1 << 20)]
+    got = reader.read_many(ranges)
+    assert got == [data[o:o + n] for o, n in ranges]
+    assert len(asked) == 4 and reader.requests == 4 and reader.tell() == 123
+    # The first and last MiB are kept (the probe reads them next): no request; a sample (less
+    # than a block) is not.
+    reader.seek(len(data) - 500_000)
+    assert reader.read(500_000) == data[-500_000:] and len(asked) == 4
+    assert reader.read_many([(2_000_000, 20_000)]) == [data[2_000_000:2_020_000]] and len(asked) == 5
+
+
+def test_a_task_told_its_spans_decodes_the_same_windows_in_fewer_requests(clip: Path) -> None:
+    data = clip.read_bytes()
+    info = probe(clip)
+    windows = plan_windows(info.duration_ms)
+    assert len(windows) == 3
+    task = [windows[1]]  # the middle: after a seek, before the end
+    want = _decode(clip, info, task)
+
+    guessing = _reader(data)  # before: read ahead as the reads go
+    _same(_decode(guessing, info, task), want)
+
+    told = _reader(data)  # as a worker does it: nothing ahead while the index is read, then its spans
+    consumed = _Consumed(told)
+    told.expect([])
+    spans = byte_spans(told, info, task)
+    assert spans and all(0 <= a < b <= len(data) for a, b in spans)
+    told.expect(spans)
+    _same(_decode(told, info, task), want)
+
+    assert told.requests < guessing.requests * 0.7, (told.requests, guessing.requests)
+    assert told.bytes_fetched <= 1.3 * consumed.total(), (told.bytes_fetched, consumed.total())
+
+
+def test_spans_of_a_whole_file_and_of_a_container_without_an_index(clip: Path, fixtures_dir: Path) -> None:
+    info = probe(clip)
+    whole = byte_spans(clip, info, plan_windows(info.duration_ms))
+    assert whole[0][0] < 100 and whole[-1][1] >= info.size_bytes - 200_000  # from the first packet on
+    ts = fixtures_dir / "mpegts_offset.ts"  # no index: no hint, and the windows as ever
+    ts_info = probe(ts)
+    ts_windows = plan_windows(ts_info.duration_ms)
+    assert byte_spans(ts, ts_info, ts_windows) == []
+    reader = _reader(ts.read_bytes())
+    reader.expect(None)
+    _same(_decode(reader, ts_info, ts_windows), _decode(ts, ts_info, ts_windows))
 
 
 def test_the_audio_pass_reads_the_audio_not_the_video_around_it(clip: Path) -> None:

@@ -30,8 +30,9 @@ from seeknetic_prep.decode.preprocess import iter_segments
 from seeknetic_prep.decode.probe import probe
 from seeknetic_prep.decode.profile import Segment, Service, Window
 from seeknetic_prep.decode.sampling import plan_windows
+from seeknetic_prep.decode.spans import byte_spans
 from seeknetic_prep.errors import MediaError, SeekneticPrepError
-from seeknetic_prep.pipeline.payloads import file_fingerprint, fingerprint_of, upload_body_bytes
+from seeknetic_prep.pipeline.payloads import file_fingerprint, upload_body_bytes
 from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, FileEstimate, FilePlan
 from seeknetic_prep.sources.urls import is_url, redact
 from seeknetic_prep.state.thumbs import THUMB_FRAMES, THUMB_PX, join_jpegs
@@ -40,7 +41,8 @@ from seeknetic_prep.util.malloc import keep_freed_buffers
 if TYPE_CHECKING:
     from seeknetic_prep.sources.reader import RangeReader
 
-__all__ = ["configure", "decode_windows", "encode_windows", "estimate_file", "plan_file", "worker_init"]
+__all__ = ["configure", "decode_windows", "encode_windows", "estimate_file", "plan_file", "plan_object",
+           "worker_init"]
 
 
 @dataclass
@@ -150,33 +152,32 @@ def _header_duration_ms(path: str) -> int | None:
     return duration_ms if duration_ms > 0 else None
 
 
-_PROBE_SPAN = 1 << 20
-
-
 def _plan_remote(url: str) -> FilePlan:
-    """A URL's plan: its size and version tag from one metadata request, the fingerprint's
-    ranges and the probe read through one :class:`~seeknetic_prep.sources.reader.RangeReader`
-    (the first and last MiB serve both). The version tag stands in for the mtime, so a rerun
-    skips the object from its listing alone."""
+    """A URL's plan: its size and version tag from one metadata request, then
+    :func:`plan_object`. The version tag stands in for the mtime, so a rerun skips the object
+    from its listing alone."""
     # fsspec and its store: only for URLs
-    from seeknetic_prep.sources.remote import object_info, open_object
+    from seeknetic_prep.sources.remote import object_info, open_for_fingerprint
 
     info = object_info(url)
-    reader = open_object(url, info, shared=True)  # its head and tail serve the tasks after it
+    reader = open_for_fingerprint(url, info, shared=True)  # its head and tail serve the tasks after it
     with reader, _remote_errors(url, reader):
-        def read_at(offset: int, length: int) -> bytes:
-            if length < _PROBE_SPAN:  # a sample in the middle: exactly its range
-                return reader.pread(offset, length)
-            reader.seek(offset)  # the first and last MiB: cached, the probe reads them too
-            return reader.read(length)
+        return plan_object(url, reader, info.tag_number)
 
-        fp = fingerprint_of(info.size, read_at)
-        reader.seek(0)
-        probed = probe(cast(IO[bytes], reader))
-        windows = plan_windows(int(probed.duration_ms))
-    return FilePlan(url, fp, info.size, int(probed.duration_ms),
+
+def plan_object(url: str, reader: RangeReader, tag: int = 0) -> FilePlan:
+    """The plan of the object ``reader`` reads (``tag``: its version tag number): its
+    fingerprint (the ranges requested at once), then the probe, which reads the first and last
+    MiB again from the reader."""
+    from seeknetic_prep.sources.remote import fingerprint_object
+
+    fp = fingerprint_object(reader)
+    reader.seek(0)
+    probed = probe(cast(IO[bytes], reader))
+    windows = plan_windows(int(probed.duration_ms))
+    return FilePlan(url, fp, reader.size, int(probed.duration_ms),
                     tuple((w.index, w.start_ms, w.end_ms) for w in windows),
-                    mtime_ns=info.tag_number, inode=0, info=probed)
+                    mtime_ns=tag, inode=0, info=probed)
 
 
 @contextlib.contextmanager
@@ -246,9 +247,13 @@ def _encode_remote(task: DecodeTask, wanted: dict[int, list[tuple[Service, str]]
     # The plan's probe knows the size: no metadata request per task (a changed object then
     # reads short, fails as unreadable, and the next run sees its new listing and plans it again).
     known = ObjectInfo(task.path, task.info.size_bytes) if task.info is not None else None
-    reader = open_object(task.path, known, shared=True)  # the index and the keyframe before: read once
+    # The index and the keyframe before: read once. Nothing is fetched ahead until the index
+    # says where the task's packets are; then few large requests there.
+    reader = open_object(task.path, known, shared=True, expect=[] if known is not None else None)
     with reader, _remote_errors(task.path, reader):
         windows = [Window(*w) for w in task.windows]
+        if task.info is not None:  # no index, no spans: read ahead as the reads go
+            reader.expect(byte_spans(cast(Any, reader), task.info, windows) or None)
         # iter_segments hands its source to VideoDecoder, which takes a file object too.
         segments = iter_segments(cast(Any, reader), windows, resize=task.resize, decode=task.decode,
                                  info=task.info, threads=_settings.threads,

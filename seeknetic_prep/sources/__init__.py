@@ -27,7 +27,7 @@ from typing import IO, cast
 
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
 from seeknetic_prep.pipeline.discover import discover
-from seeknetic_prep.pipeline.payloads import file_fingerprint, fingerprint_of
+from seeknetic_prep.pipeline.payloads import file_fingerprint
 from seeknetic_prep.sources.manifest import read_list
 from seeknetic_prep.sources.urls import is_url, redact, scheme
 
@@ -103,11 +103,11 @@ def source_fingerprint(path: str) -> tuple[str, int, int]:
         fp = file_fingerprint(path)
         return fp, Path(path).stat().st_size, 0
     # fsspec and its store: only for URLs
-    from seeknetic_prep.sources.remote import _mapped, fetch_range, object_info
+    from seeknetic_prep.sources.remote import _mapped, fingerprint_object, object_info, open_for_fingerprint
 
     info = object_info(path)
-    with _mapped(path):
-        fp = fingerprint_of(info.size, lambda offset, length: fetch_range(path, offset, offset + length))
+    with open_for_fingerprint(path, info) as reader, _mapped(path):
+        fp = fingerprint_object(reader)
     return fp, info.size, info.tag_number
 
 

@@ -10,6 +10,12 @@ reads, a forward pass costs few requests and seldom waits for one, and memory is
 ``max_blocks`` blocks whatever the file's length. Counters (``bytes_fetched``, ``bytes_read``,
 ``requests``) are what the bench prints.
 
+Growing from one block after every seek is a guess, and guesses cost requests: a decode task
+knows better. Its container's index says where its packets lie, and :meth:`RangeReader.expect`
+takes those byte ranges: inside one a miss fetches a third of the cache (4 MiB) at
+once and prefetches the next part, never past its end. The plan reads ten places of an object
+for its fingerprint, all at once (:meth:`RangeReader.read_many`).
+
 A decode worker opens the same object many times: to plan it, then once per task of a few
 windows, each opening reading the container's header and index again (for an MP4 whose index
 is at the end, megabytes), and each task's first keyframe lying in the blocks the task before
@@ -19,17 +25,22 @@ so the next reader of that object takes them without a request.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import io
 import os
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["SHARED_BLOCKS", "RangeReader", "SharedBlocks"]
 
 _STREAMS = 4
 """Forward readers whose read-ahead is tracked (each container of a decoder is one)."""
+_PARALLEL = 8
+"""Requests :meth:`RangeReader.read_many` keeps in flight."""
 
 
 class SharedBlocks:
@@ -99,6 +110,8 @@ class RangeReader(io.RawIOBase):
         self._streams: OrderedDict[int, int] = OrderedDict()  # next block -> its read-ahead
         self._nblocks = -(-size // block)
         self._pending: tuple[int, int, int, Future[bytes]] | None = None  # first, last, ahead, data
+        self._spans: list[tuple[int, int]] = []  # expected reads, in blocks: [first, end)
+        self._told = False  # expect() was called: no read-ahead outside the spans, even none
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._shared = shared
@@ -147,6 +160,25 @@ class RangeReader(io.RawIOBase):
         self.bytes_read += len(out)
         return out
 
+    def expect(self, spans: Iterable[tuple[int, int]] | None) -> None:
+        """The byte ranges ``[start, end)`` the reader's user is going to read, each forward
+        (a decode task's packets, from the container's index:
+        :func:`~seeknetic_prep.decode.spans.byte_spans`). A miss inside one fetches up to
+        ``max_blocks // 3`` blocks of it at once and prefetches the next part of it, never past
+        its end: few requests and no bytes nobody reads. A miss elsewhere grows as before, but
+        nothing outside the spans is fetched ahead (an empty list: nothing at all, as while a
+        container is opened to find them). ``None``: no idea, read ahead as a forward reader
+        goes (the default)."""
+        self._spans = sorted((a // self._block, -(-b // self._block)) for a, b in spans or () if b > a)
+        self._told = spans is not None
+
+    def _span_end(self, index: int) -> int | None:
+        """The block after the end of the expected span holding block ``index``, if any."""
+        k = bisect.bisect_right(self._spans, (index, sys.maxsize)) - 1
+        if k >= 0 and self._spans[k][0] <= index < self._spans[k][1]:
+            return min(self._spans[k][1], self._nblocks)
+        return None
+
     def _get(self, index: int, wanted: int) -> bytes:
         """Block ``index``, fetching it (and up to block ``wanted``, the read's last, plus the
         read-ahead) on a miss."""
@@ -155,21 +187,31 @@ class RangeReader(io.RawIOBase):
             self._blocks.move_to_end(index)
             return data
         pending = self._pending
-        if pending is not None and pending[0] == index:  # prefetched while the decoder worked
+        first = index  # the first block fetched
+        if pending is not None and pending[0] <= index < pending[1]:  # prefetched meanwhile
             self._pending = None
-            _, last, ahead, future = pending
-            raw = self._checked(index, last, future.result)
+            first, last, ahead, future = pending
+            raw = self._checked(first, last, future.result)
         elif self._shared is not None and (data := self._shared[0].get(self._shared[1], index)) is not None:
             self._keep(index, data)
             if index in self._streams:  # a forward reader goes on: its read-ahead with it
                 self._streams[index + 1] = self._streams.pop(index)
             return data
         else:
-            # A miss where an earlier fetch ended is a reader going on forward: fetch twice as
-            # much. Several are tracked: the frame pass and the audio pass read two places in turn.
-            ahead = min(self._max_ahead, self._streams.pop(index) * 2) if index in self._streams else 1
             reach = min(wanted + 1, index + self._max_blocks // 3)  # a huge read still fits the cache
-            last = min(max(index + ahead, reach), self._nblocks)
+            span_end = self._span_end(index)
+            if span_end is not None:  # an expected span: as much of it as a request may take
+                ahead = self._max_blocks // 3
+                last = max(min(span_end, index + ahead), reach)
+            else:
+                # A miss where an earlier fetch ended is a reader going on forward: fetch twice
+                # as much. Several are tracked: the frame pass and the audio pass read two places
+                # in turn.
+                ahead = min(self._max_ahead, self._streams.pop(index) * 2) if index in self._streams else 1
+                last = max(index + ahead, reach)
+            last = min(last, self._nblocks)
+            if pending is not None and index < pending[0] < last:  # nor fetch one twice
+                last = pending[0]
             if self._shared is not None:  # stop short of a block an earlier reader fetched
                 cache, key = self._shared
                 last = next((k for k in range(index + 1, last) if cache.has(key, k)), last)
@@ -177,15 +219,19 @@ class RangeReader(io.RawIOBase):
             self.requests += 1
             self.bytes_fetched += stop - start
             raw = self._checked(index, last, lambda: self._fetch(start, stop))
-        for k in range(index, last):
-            self._keep(k, raw[(k - index) * self._block: (k - index + 1) * self._block])
+        for k in range(first, last):
+            self._keep(k, raw[(k - first) * self._block: (k - first + 1) * self._block])
             if self._shared is not None:
                 self._shared[0].put(self._shared[1], k, self._blocks[k])
-        self._streams[last] = ahead
+        # A read past an expected span's end is not expected: it starts small again.
+        self._streams[last] = 1 if self._span_end(index) is not None else ahead
+        if self._told:  # what comes next is known: prefetch only inside an expected span
+            if (span_end := self._span_end(last)) is not None:
+                self._prefetch(last, self._max_blocks // 3, span_end)
+        elif ahead > 1:  # a forward reader: its next span is fetched while it decodes this one
+            self._prefetch(last, min(self._max_ahead, ahead * 2), self._nblocks)
         while len(self._streams) > _STREAMS:
             self._streams.popitem(last=False)
-        if ahead > 1:  # a forward reader: its next span is fetched while it decodes this one
-            self._prefetch(last, min(self._max_ahead, ahead * 2))
         return self._blocks[index]
 
     def _keep(self, index: int, data: bytes) -> None:
@@ -194,15 +240,56 @@ class RangeReader(io.RawIOBase):
         while len(self._blocks) > self._max_blocks:
             self._blocks.popitem(last=False)
 
-    def pread(self, offset: int, length: int) -> bytes:
-        """``length`` bytes at ``offset`` in one request of exactly that range, not cached (the
-        fingerprint's small samples: a block each would fetch several times what it reads)."""
-        stop = min(self.size, offset + length)
-        if offset >= stop:
-            return b""
-        self.requests += 1
-        self.bytes_fetched += stop - offset
-        return self._checked_range(offset, stop, lambda: self._fetch(offset, stop))
+    def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The bytes of each ``(offset, length)``, requested all at once (up to
+        :data:`_PARALLEL` in flight): a plan's fingerprint reads ten places of an object, and
+        one after another they cost ten round trips. A range of a block or more is fetched as
+        whole blocks and kept (the plan's probe reads the last MiB again: an MP4's index is
+        there), a smaller one exactly and not kept; blocks already here cost no request. The
+        position does not move. Raises the first failed request's ``OSError``."""
+        block = self._block
+        jobs: list[tuple[int, int, bool]] = []  # start, stop, as blocks
+        for offset, length in ranges:
+            stop = min(self.size, offset + length)
+            if length >= block:
+                first, end = offset // block, -(-stop // block)
+                if not all(self._has(k) for k in range(first, end)):
+                    jobs.append((first * block, min(self.size, end * block), True))
+            elif offset < stop:
+                jobs.append((offset, stop, False))
+        jobs = list(dict.fromkeys(jobs))
+        exact: dict[tuple[int, int], bytes] = {}
+        if jobs:
+            with ThreadPoolExecutor(min(len(jobs), _PARALLEL), thread_name_prefix="range-many") as pool:
+                futures = [pool.submit(self._checked_range, a, b, functools.partial(self._fetch, a, b))
+                           for a, b, _ in jobs]
+            self.requests += len(jobs)
+            self.bytes_fetched += sum(b - a for a, b, _ in jobs)
+            for (a, b, as_blocks), future in zip(jobs, futures, strict=True):
+                raw = future.result()
+                if not as_blocks:
+                    exact[(a, b)] = raw
+                    continue
+                with self._lock:
+                    for k in range(a // block, -(-b // block)):
+                        self._keep(k, raw[k * block - a: (k + 1) * block - a])
+                        if self._shared is not None:
+                            self._shared[0].put(self._shared[1], k, self._blocks[k])
+        out = []
+        here = self._pos
+        for offset, length in ranges:
+            stop = min(self.size, offset + length)
+            if (offset, stop) in exact:
+                out.append(exact[(offset, stop)])
+            else:
+                self._pos = offset
+                out.append(self.read(max(0, stop - offset)))
+        self._pos = here
+        return out
+
+    def _has(self, index: int) -> bool:
+        shared = self._shared
+        return index in self._blocks or (shared is not None and shared[0].has(shared[1], index))
 
     def _checked(self, index: int, last: int, fetch: Callable[[], bytes]) -> bytes:
         return self._checked_range(index * self._block, min(self.size, last * self._block), fetch)
@@ -219,14 +306,18 @@ class RangeReader(io.RawIOBase):
             raise short
         return raw
 
-    def _prefetch(self, first: int, ahead: int) -> None:
-        """Start fetching blocks ``first`` on in the background (one request in flight at most;
-        at most ``max_blocks // 3`` blocks, so the cache still holds what is being read)."""
-        if self._pending is not None or first >= self._nblocks or first in self._blocks:
+    def _prefetch(self, first: int, ahead: int, limit: int) -> None:
+        """Start fetching blocks ``first`` on (``ahead`` of them, never block ``limit`` or past
+        it) in the background: one request in flight at most, at most ``max_blocks // 3``
+        blocks, so the cache still holds what is being read."""
+        if self._pending is not None or first >= limit or first in self._blocks:
             return
         if self._shared is not None and self._shared[0].has(self._shared[1], first):
             return  # an earlier reader has it: no request for it
-        last = min(first + min(ahead, self._max_blocks // 3), self._nblocks)
+        last = min(first + min(ahead, self._max_blocks // 3), limit, self._nblocks)
+        if self._shared is not None:  # and stop short of one it has further on
+            cache, key = self._shared
+            last = next((k for k in range(first + 1, last) if cache.has(key, k)), last)
         start, stop = first * self._block, min(self.size, last * self._block)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="range-prefetch")

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
+from seeknetic_prep.pipeline.payloads import fingerprint_of, fingerprint_ranges
 from seeknetic_prep.sources.reader import SHARED_BLOCKS, RangeReader
 from seeknetic_prep.sources.urls import redact, scheme, scrub
 
-__all__ = ["ObjectInfo", "fetch_range", "filesystem", "list_objects", "object_info", "open_object",
-           "store_package"]
+__all__ = ["ObjectInfo", "fetch_range", "filesystem", "fingerprint_object", "list_objects", "object_info",
+           "open_for_fingerprint", "open_object", "store_package"]
 
 _EXTRA = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure",
           "http": "http", "https": "http"}
@@ -195,10 +196,12 @@ def fetch_range(url: str, start: int, end: int) -> bytes:
         raise OSError(scrub(f"{type(exc).__name__}: {' '.join(str(exc).split())}", url)[:200]) from exc
 
 
-def open_object(url: str, info: ObjectInfo | None = None, *, shared: bool = False) -> RangeReader:
+def open_object(url: str, info: ObjectInfo | None = None, *, shared: bool = False,
+                expect: Sequence[tuple[int, int]] | None = None) -> RangeReader:
     """``url`` as a seekable binary file over range requests (see :class:`RangeReader`);
     ``shared``: with the blocks this process's earlier readers of it fetched (a decode worker's
-    plan and tasks: :data:`~.reader.SHARED_BLOCKS`).
+    plan and tasks: :data:`~.reader.SHARED_BLOCKS`); ``expect``: byte ranges about to be read
+    (:meth:`RangeReader.expect`), the first look at the object's head included.
 
     Raises:
         MediaError: its size cannot be found (missing, access denied, unreachable), or it is
@@ -213,6 +216,8 @@ def open_object(url: str, info: ObjectInfo | None = None, *, shared: bool = Fals
 
     reader = RangeReader(redact(url), info.size, fetch,
                          shared=(SHARED_BLOCKS, (url, info.size)) if shared else None)
+    if expect is not None:
+        reader.expect(expect)
     with _mapped(url):
         head = reader.read(64).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
@@ -220,3 +225,25 @@ def open_object(url: str, info: ObjectInfo | None = None, *, shared: bool = Fals
                          "(an error or sign-in page?)")
     reader.seek(0)
     return reader
+
+
+def open_for_fingerprint(url: str, info: ObjectInfo, *, shared: bool = False) -> RangeReader:
+    """:func:`open_object` for :func:`fingerprint_object`: its first MiB comes with the look at
+    its head, in one request."""
+    return open_object(url, info, shared=shared, expect=fingerprint_ranges(info.size)[:1])
+
+
+def fingerprint_object(reader: RangeReader) -> str:
+    """The fingerprint of the object ``reader`` reads: the byte ranges a local file's is made
+    of (:func:`~seeknetic_prep.pipeline.payloads.fingerprint_ranges`), so the same bytes give the
+    same request ids anywhere, requested all at once: one after another, its ten ranges were ten
+    round trips before a plan could start. The first and last MiB are kept in the reader, for
+    the probe that reads them next.
+
+    Raises:
+        OSError: a request failed.
+    """
+    ranges = fingerprint_ranges(reader.size)
+    parts = dict(zip(ranges, reader.read_many(ranges), strict=True))
+    return fingerprint_of(reader.size, lambda offset, length: parts[(offset, length)])
+
