@@ -19,6 +19,7 @@ class Route:
     fail_after: int | None = None  # GETs answered normally before the fault starts
     fault: str = ""  # "503" or "reset"
     gets: int = 0
+    heads: int = 0
 
 
 @dataclass
@@ -56,7 +57,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = route.body
         start, end = 0, len(body)
         rng = self.headers.get("Range")
-        if not head:
+        if head:
+            route.heads += 1
+        else:
             route.gets += 1
             if route.fail_after is not None and route.gets > route.fail_after and route.fault == "503":
                 self._status(503, b"slow down")

@@ -293,6 +293,21 @@ def test_errors_one_line_per_url_rest_done(s3: Any, fresh: Any, fixtures_dir: Pa
     assert summary.files_failed == 6
 
 
+def test_a_listed_object_is_planned_without_asking_for_its_size_again(fresh: Any, fixtures_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """The listing gave each object's size and version: planning it asks no more (a metadata
+    request per object, a million of them for a million objects, and a round trip before each
+    plan could start)."""
+    files = Files({"/a.mp4": Route((fixtures_dir / "vfr.mp4").read_bytes()),
+                   "/b.mp4": Route((fixtures_dir / "no_audio.mp4").read_bytes())})
+    with http_files(files) as base, _client(fresh) as c:
+        summary = run_folder([f"{base}/a.mp4", f"{base}/b.mp4"], out=tmp_path / "out", client=c,
+                             options=RunOptions(workers=0))
+    assert summary.exit_code == 0 and summary.files_ok == 2, summary.failures
+    assert [r.heads for r in files.routes.values()] == [1, 1]  # the listing's own
+    assert all(r.gets >= 1 for r in files.routes.values())
+
+
 # ------------------------------------------------------------------ the command line
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -209,7 +209,7 @@ class _Run:
                 if files and len(backlog) < self.opt.plan_ahead:
                     path = files.popleft()
                     if not self.router.skip_known(path):
-                        ex.submit(PlanTask(path))
+                        ex.submit(PlanTask(path, listed=self.router.listed.get(path)))
                 elif backlog:
                     task = backlog.popleft()
                     if self.ledger.is_dead(task.fingerprint):

@@ -99,12 +99,14 @@ class PlanTask(_Task):
     """Fingerprint and probe one file: ``("planned", FilePlan)`` or ``("failed", error)``."""
 
     path: str
+    listed: tuple[int, int] | None = None
+    """A URL's size and version tag number as its listing gave them: planned without asking again."""
 
     def messages(self) -> Iterator[Message]:
         from seeknetic_prep.pipeline import worker  # PyAV: loaded where tasks run, not by the driver
 
         try:
-            plan = worker.plan_file(self.path)
+            plan = worker.plan_file(self.path, listed=self.listed)
         except SeekneticPrepError as exc:  # ours pickle with their type and fields
             yield "failed", exc
             return

@@ -57,14 +57,15 @@ the process is where they belong (its share of the cores, whether it is a GPU wo
 decoder takes them as arguments."""
 
 
-def plan_file(path: str) -> FilePlan:
-    """Fingerprint, probe and plan one file (or object: a URL is read with range requests).
+def plan_file(path: str, *, listed: tuple[int, int] | None = None) -> FilePlan:
+    """Fingerprint, probe and plan one file (or object: a URL is read with range requests;
+    ``listed``: its size and version tag number from the run's listing).
 
     Raises:
         MediaError: the file is not usable video (the message names it and the cause).
     """
     if is_url(path):
-        return _plan_remote(path)
+        return _plan_remote(path, listed)
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block; a device is no video
@@ -152,17 +153,23 @@ def _header_duration_ms(path: str) -> int | None:
     return duration_ms if duration_ms > 0 else None
 
 
-def _plan_remote(url: str) -> FilePlan:
-    """A URL's plan: its size and version tag from one metadata request, then
-    :func:`plan_object`. The version tag stands in for the mtime, so a rerun skips the object
-    from its listing alone."""
+def _plan_remote(url: str, listed: tuple[int, int] | None) -> FilePlan:
+    """A URL's plan: its size and version tag from the listing (else one metadata request),
+    then :func:`plan_object`. The version tag stands in for the mtime, so a rerun skips the
+    object from its listing alone. (An object replaced since its listing reads short and fails
+    as unreadable, or plans under its old tag: the next run's listing plans it again.)"""
     # fsspec and its store: only for URLs
-    from seeknetic_prep.sources.remote import object_info, open_for_fingerprint
+    from seeknetic_prep.sources.remote import ObjectInfo, object_info, open_for_fingerprint
 
-    info = object_info(url)
+    if listed is None:
+        info = object_info(url)
+        size, tag = info.size, info.tag_number
+    else:
+        size, tag = listed
+        info = ObjectInfo(url, size)
     reader = open_for_fingerprint(url, info, shared=True)  # its head and tail serve the tasks after it
     with reader, _remote_errors(url, reader):
-        return plan_object(url, reader, info.tag_number)
+        return plan_object(url, reader, tag)
 
 
 def plan_object(url: str, reader: RangeReader, tag: int = 0) -> FilePlan:
