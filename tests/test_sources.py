@@ -293,6 +293,23 @@ def test_errors_one_line_per_url_rest_done(s3: Any, fresh: Any, fixtures_dir: Pa
     assert summary.files_failed == 6
 
 
+def test_a_decode_worker_makes_its_s3_client_before_its_first_task(s3: Any) -> None:
+    """A worker started for a run over s3:// builds its client (service model, endpoints,
+    credentials) while the driver checks the key, not in its first plan; one that cannot be
+    built now is left to the first request to report."""
+    from seeknetic_prep.sources.remote import filesystem, warm_clients
+
+    forget_clients()
+    warm_clients()
+    assert filesystem("s3://")._s3 is not None
+    forget_clients()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+        mp.setenv("AWS_PROFILE", "no-such-profile")  # botocore refuses to make a client
+        warm_clients()  # no exception
+    forget_clients()
+
+
 def test_a_listed_object_is_planned_without_asking_for_its_size_again(fresh: Any, fixtures_dir: Path,
                                                                       tmp_path: Path) -> None:
     """The listing gave each object's size and version: planning it asks no more (a metadata

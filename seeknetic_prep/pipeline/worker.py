@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -314,6 +315,10 @@ def worker_init(decode_threads: int = 0, gpu: bool = True) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     keep_freed_buffers()  # each window's bodies are megabytes, freed and made again
     configure(decode_threads=decode_threads, gpu=gpu)
+    if "seeknetic_prep.sources.remote" in sys.modules:  # preloaded for a run over URLs
+        from seeknetic_prep.sources.remote import warm_clients
+
+        warm_clients()  # the store's client now, while the driver checks the key
 
 
 def configure(*, decode_threads: int = 0, gpu: bool = True) -> None:

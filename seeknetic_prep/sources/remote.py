@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -26,7 +27,7 @@ from seeknetic_prep.sources.reader import SHARED_BLOCKS, RangeReader
 from seeknetic_prep.sources.urls import redact, scheme, scrub
 
 __all__ = ["ObjectInfo", "fetch_range", "filesystem", "fingerprint_object", "list_objects", "object_info",
-           "open_for_fingerprint", "open_object", "store_package"]
+           "open_for_fingerprint", "open_object", "store_package", "warm_clients"]
 
 _EXTRA = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure",
           "http": "http", "https": "http"}
@@ -247,3 +248,16 @@ def fingerprint_object(reader: RangeReader) -> str:
     parts = dict(zip(ranges, reader.read_many(ranges), strict=True))
     return fingerprint_of(reader.size, lambda offset, length: parts[(offset, length)])
 
+
+def warm_clients() -> None:
+    """Make the S3 client of this process now, if its package is loaded (the fork server loads
+    it for a run over ``s3://``: :func:`~seeknetic_prep.sources.client_modules`).
+
+    A decode worker starts while the driver still checks the key; its first range request then
+    built the client (botocore's service model, endpoints, the credential chain: ~0.15 s of CPU)
+    on the run's critical path, as the first file's plan waited. Never fails: a client that
+    cannot be made now fails the first request, which says why."""
+    if "s3fs" not in sys.modules:
+        return
+    with contextlib.suppress(Exception):
+        filesystem("s3://").connect()
