@@ -10,6 +10,8 @@
 * :mod:`.media` -- one-call shortcuts over the decoder: ``probe``, ``decode_frames_at``, ``decode_audio``.
 * :mod:`.transform` -- numpy: rotate, resize + crop, resample.
 * :mod:`.hw` -- which decoder a file gets: NVDEC (PyAV's ``cuda`` hwaccel) or the CPU.
+* :mod:`.spans` -- where a task's packets lie in its file, from the container's index (for a
+  reader over range requests).
 * :mod:`.preprocess` -- ``preprocess()`` and ``iter_segments()``, the entry points.
 
 Importing the package loads nothing heavy; the decoder's modules load PyAV.
