@@ -211,3 +211,30 @@ def test_the_audio_pass_reads_the_audio_not_the_video_around_it(clip: Path) -> N
     chunks.close()
     assert heard > 0
     assert Counted.read_bytes < len(data) // 5, (Counted.read_bytes, len(data))
+
+
+def test_an_mp4s_index_is_found_from_its_first_bytes_and_read_in_large_requests(clip: Path) -> None:
+    """Opening an MP4 reads its whole ``moov`` (megabytes for a long video) in FFmpeg's 32 KiB
+    reads; told where it lies from the top-level box headers, a reader fetches it in requests
+    of a third of its cache instead of a ramp of one block, two, four..., and keeps it expected
+    whatever a task's spans say later (every container opened on the reader reads it)."""
+    from seeknetic_prep.decode.boxes import index_span
+
+    data = clip.read_bytes()
+    span = index_span(data[:4096], len(data))
+    assert span is not None and span[1] == len(data)  # written after the media, as PyAV does
+    assert data[span[0] + 4:span[0] + 8] == b"moov"
+
+    blob = np.random.default_rng(9).integers(0, 256, 6 << 20, dtype=np.uint8).tobytes()
+    index = (1 << 20, 4 << 20)  # a 3 MiB index
+    requests = {}
+    for told in (False, True):
+        reader = _reader(blob)
+        if told:
+            reader.index = index
+        reader.expect([(5 << 20, 6 << 20)])  # a task's spans: the index stays expected
+        reader.seek(index[0])
+        while (pos := reader.tell()) < index[1]:  # as FFmpeg reads it
+            assert reader.read(32 << 10) == blob[pos:pos + (32 << 10)]
+        requests[told] = reader.requests
+    assert requests[True] <= 3 < 8 <= requests[False], requests

@@ -112,6 +112,9 @@ class RangeReader(io.RawIOBase):
         self._pending: tuple[int, int, int, Future[bytes]] | None = None  # first, last, ahead, data
         self._spans: list[tuple[int, int]] = []  # expected reads, in blocks: [first, end)
         self._told = False  # expect() was called: no read-ahead outside the spans, even none
+        self.index: tuple[int, int] | None = None
+        """Where the container's index lies (an MP4's ``moov``): expected whatever
+        :meth:`expect` is told later, as every container opened on this reader reads it."""
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._shared = shared
@@ -169,7 +172,8 @@ class RangeReader(io.RawIOBase):
         nothing outside the spans is fetched ahead (an empty list: nothing at all, as while a
         container is opened to find them). ``None``: no idea, read ahead as a forward reader
         goes (the default)."""
-        self._spans = sorted((a // self._block, -(-b // self._block)) for a, b in spans or () if b > a)
+        told = [*(spans or ()), *([self.index] if self.index else [])]
+        self._spans = sorted((a // self._block, -(-b // self._block)) for a, b in told if b > a)
         self._told = spans is not None
 
     def _span_end(self, index: int) -> int | None:

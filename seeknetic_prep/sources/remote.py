@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from seeknetic_prep.decode.boxes import index_span
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
 from seeknetic_prep.pipeline.payloads import fingerprint_of, fingerprint_ranges
 from seeknetic_prep.sources.reader import SHARED_BLOCKS, RangeReader
@@ -29,6 +30,9 @@ from seeknetic_prep.sources.urls import redact, scheme, scrub
 __all__ = ["ObjectInfo", "fetch_range", "filesystem", "fingerprint_object", "list_objects", "object_info",
            "open_for_fingerprint", "open_object", "store_package", "warm_clients"]
 
+_HEAD = 4096
+"""Bytes of an object's head looked at when it is opened: a web page's start, an MP4's top-level
+box headers (where its index lies)."""
 _EXTRA = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure",
           "http": "http", "https": "http"}
 _PACKAGE = {"s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs", "http": "aiohttp"}
@@ -220,10 +224,13 @@ def open_object(url: str, info: ObjectInfo | None = None, *, shared: bool = Fals
     if expect is not None:
         reader.expect(expect)
     with _mapped(url):
-        head = reader.read(64).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        first = reader.read(_HEAD)  # from the first block: one request
+    if first[:64].lstrip().lower().startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
         raise MediaError(redact(url), "unreadable: the URL answered a web page (HTML), not the video "
                          "(an error or sign-in page?)")
+    reader.index = index_span(first, info.size)  # an MP4's index: fetched in large requests
+    if reader.index is not None:
+        reader.expect(expect)  # now with the index
     reader.seek(0)
     return reader
 
