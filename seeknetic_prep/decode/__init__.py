@@ -11,7 +11,7 @@
 * :mod:`.transform` -- numpy: rotate, resize + crop, resample.
 * :mod:`.hw` -- which decoder a file gets: NVDEC (PyAV's ``cuda`` hwaccel) or the CPU.
 * :mod:`.spans` -- where a task's packets lie in its file, from the container's index (for a
-  reader over range requests).
+  reader over range requests); :mod:`.boxes` -- where an MP4's index lies, from its first bytes.
 * :mod:`.preprocess` -- ``preprocess()`` and ``iter_segments()``, the entry points.
 
 Importing the package loads nothing heavy; the decoder's modules load PyAV.
