@@ -206,7 +206,8 @@ def open_object(url: str, info: ObjectInfo | None = None, *, shared: bool = Fals
     """``url`` as a seekable binary file over range requests (see :class:`RangeReader`);
     ``shared``: with the blocks this process's earlier readers of it fetched (a decode worker's
     plan and tasks: :data:`~.reader.SHARED_BLOCKS`); ``expect``: byte ranges about to be read
-    (:meth:`RangeReader.expect`), the first look at the object's head included.
+    (:meth:`RangeReader.expect`), the first look at the object's head included. An MP4's index,
+    found from the box headers in that head, is expected as well (``RangeReader.index``).
 
     Raises:
         MediaError: its size cannot be found (missing, access denied, unreachable), or it is
