@@ -119,29 +119,29 @@ class VideoDecoder:
             self.device: Literal["cpu", "cuda"] = hw.choose_device(
                 device, self.info.video_codec, gpu_allowed=gpu_allowed, cuda_present=hw.cuda_present
             )
-            self._container = self._open_for_frames(self._container)
-            self._video = best_video_stream(self.info.path, self._container)
-            demux_only(self._container, self._video)
+            self._open_for_frames(self._container)
         except BaseException:
             self.close()
             raise
 
-    def _open_for_frames(self, probed: Any) -> Any:
-        """The container for the frame pass: the probe's own on the CPU (a small file's first
-        window costs about as much as opening it again), a fresh one for NVDEC."""
+    def _open_for_frames(self, probed: Any) -> None:
+        """The container for the frame pass (``_container``, its video stream ``_video``): the
+        probe's own on the CPU (a small file's first window costs about as much as opening it
+        again), a fresh one for NVDEC. Its demuxer reads the video stream only."""
         if self.device == "cuda":
             if probed is not None:
                 probed.close()
                 self._container = None
             container = open_container(self.source, hwaccel=hw.nvdec())
             best_video_stream(self.info.path, container).codec_context.thread_count = 1  # one feeder
-            return container
-        if probed is not None:
-            return probed  # threaded by the probe, before its first frame
-        container = open_container(self.source)
+        elif probed is not None:
+            container = probed  # threaded by the probe, before its first frame
+        else:
+            container = self._container = open_container(self.source)
+            set_video_threads(best_video_stream(self.info.path, container), self.threads)
         self._container = container
-        set_video_threads(best_video_stream(self.info.path, container), self.threads)
-        return container
+        self._video = best_video_stream(self.info.path, container)
+        demux_only(container, self._video)
 
     def _reopen(self) -> tuple[Any, Any]:
         """The file opened afresh for the frame pass, unread (its first byte next): for a
@@ -149,9 +149,7 @@ class VideoDecoder:
         if self._container is not None:
             self._container.close()
             self._container = None
-        self._container = self._open_for_frames(None)
-        self._video = best_video_stream(self.info.path, self._container)
-        demux_only(self._container, self._video)
+        self._open_for_frames(None)
         return self._container, self._video
 
     def __enter__(self) -> VideoDecoder:
