@@ -110,11 +110,9 @@ class RangeReader(io.RawIOBase):
         self._streams: OrderedDict[int, int] = OrderedDict()  # next block -> its read-ahead
         self._nblocks = -(-size // block)
         self._pending: tuple[int, int, int, Future[bytes]] | None = None  # first, last, ahead, data
-        self._spans: list[tuple[int, int]] = []  # expected reads, in blocks: [first, end)
-        self._told = False  # expect() was called: no read-ahead outside the spans, even none
-        self.index: tuple[int, int] | None = None
-        """Where the container's index lies (an MP4's ``moov``): expected whatever
-        :meth:`expect` is told later, as every container opened on this reader reads it."""
+        self._expected: list[tuple[int, int]] | None = None  # what expect() was told, in bytes
+        self._index: tuple[int, int] | None = None
+        self._spans: list[tuple[int, int]] = []  # both, in blocks: [first, end)
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._shared = shared
@@ -172,9 +170,23 @@ class RangeReader(io.RawIOBase):
         nothing outside the spans is fetched ahead (an empty list: nothing at all, as while a
         container is opened to find them). ``None``: no idea, read ahead as a forward reader
         goes (the default)."""
-        told = [*(spans or ()), *([self.index] if self.index else [])]
-        self._spans = sorted((a // self._block, -(-b // self._block)) for a, b in told if b > a)
-        self._told = spans is not None
+        self._expected = None if spans is None else list(spans)
+        self._respan()
+
+    @property
+    def index(self) -> tuple[int, int] | None:
+        """Where the container's index lies (an MP4's ``moov``), ``[start, end)``: expected
+        whatever :meth:`expect` is told, as every container opened on this reader reads it."""
+        return self._index
+
+    @index.setter
+    def index(self, span: tuple[int, int] | None) -> None:
+        self._index = span
+        self._respan()
+
+    def _respan(self) -> None:
+        spans = [*(self._expected or ()), *([self._index] if self._index else [])]
+        self._spans = sorted((a // self._block, -(-b // self._block)) for a, b in spans if b > a)
 
     def _span_end(self, index: int) -> int | None:
         """The block after the end of the expected span holding block ``index``, if any."""
@@ -216,20 +228,15 @@ class RangeReader(io.RawIOBase):
             last = min(last, self._nblocks)
             if pending is not None and index < pending[0] < last:  # nor fetch one twice
                 last = pending[0]
-            if self._shared is not None:  # stop short of a block an earlier reader fetched
-                cache, key = self._shared
-                last = next((k for k in range(index + 1, last) if cache.has(key, k)), last)
+            last = self._unshared_end(index, last)
             start, stop = index * self._block, min(self.size, last * self._block)
             self.requests += 1
             self.bytes_fetched += stop - start
             raw = self._checked(index, last, lambda: self._fetch(start, stop))
-        for k in range(first, last):
-            self._keep(k, raw[(k - first) * self._block: (k - first + 1) * self._block])
-            if self._shared is not None:
-                self._shared[0].put(self._shared[1], k, self._blocks[k])
+        self._store(first, raw)
         # A read past an expected span's end is not expected: it starts small again.
         self._streams[last] = 1 if self._span_end(index) is not None else ahead
-        if self._told:  # what comes next is known: prefetch only inside an expected span
+        if self._expected is not None:  # what comes next is known: prefetch only inside a span
             if (span_end := self._span_end(last)) is not None:
                 self._prefetch(last, self._max_blocks // 3, span_end)
         elif ahead > 1:  # a forward reader: its next span is fetched while it decodes this one
@@ -237,6 +244,13 @@ class RangeReader(io.RawIOBase):
         while len(self._streams) > _STREAMS:
             self._streams.popitem(last=False)
         return self._blocks[index]
+
+    def _store(self, first: int, raw: bytes) -> None:
+        """Blocks ``first`` on, fetched together as ``raw``: kept here and shared."""
+        for k in range(first, first + -(-len(raw) // self._block)):
+            self._keep(k, raw[(k - first) * self._block: (k - first + 1) * self._block])
+            if self._shared is not None:
+                self._shared[0].put(self._shared[1], k, self._blocks[k])
 
     def _keep(self, index: int, data: bytes) -> None:
         self._blocks[index] = data
@@ -275,10 +289,7 @@ class RangeReader(io.RawIOBase):
                     exact[(a, b)] = raw
                     continue
                 with self._lock:
-                    for k in range(a // block, -(-b // block)):
-                        self._keep(k, raw[k * block - a: (k + 1) * block - a])
-                        if self._shared is not None:
-                            self._shared[0].put(self._shared[1], k, self._blocks[k])
+                    self._store(a // block, raw)
         out = []
         here = self._pos
         for offset, length in ranges:
@@ -290,6 +301,14 @@ class RangeReader(io.RawIOBase):
                 out.append(self.read(max(0, stop - offset)))
         self._pos = here
         return out
+
+    def _unshared_end(self, first: int, last: int) -> int:
+        """``last``, or the first block after ``first`` an earlier reader fetched: a request
+        stops short of it."""
+        if self._shared is None:
+            return last
+        cache, key = self._shared
+        return next((k for k in range(first + 1, last) if cache.has(key, k)), last)
 
     def _has(self, index: int) -> bool:
         shared = self._shared
@@ -319,9 +338,7 @@ class RangeReader(io.RawIOBase):
         if self._shared is not None and self._shared[0].has(self._shared[1], first):
             return  # an earlier reader has it: no request for it
         last = min(first + min(ahead, self._max_blocks // 3), limit, self._nblocks)
-        if self._shared is not None:  # and stop short of one it has further on
-            cache, key = self._shared
-            last = next((k for k in range(first + 1, last) if cache.has(key, k)), last)
+        last = self._unshared_end(first, last)
         start, stop = first * self._block, min(self.size, last * self._block)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="range-prefetch")

@@ -230,8 +230,6 @@ def open_object(url: str, info: ObjectInfo | None = None, *, shared: bool = Fals
         raise MediaError(redact(url), "unreadable: the URL answered a web page (HTML), not the video "
                          "(an error or sign-in page?)")
     reader.index = index_span(first, info.size)  # an MP4's index: fetched in large requests
-    if reader.index is not None:
-        reader.expect(expect)  # now with the index
     reader.seek(0)
     return reader
 
