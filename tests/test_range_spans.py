@@ -8,6 +8,7 @@ compared with the same windows decoded from the file."""
 from __future__ import annotations
 
 import io
+import itertools
 import sys
 import threading
 from collections.abc import Callable
@@ -43,13 +44,13 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _reader(data: bytes, asked: list[tuple[int, int]] | None = None,
-            fetch: Callable[[int, int], bytes] | None = None) -> RangeReader:
+            fetch: Callable[[int, int], bytes] | None = None, max_blocks: int = 48) -> RangeReader:
     def plain(start: int, end: int) -> bytes:
         if asked is not None:
             asked.append((start, end))
         return data[start:end]
 
-    return RangeReader("mem", len(data), fetch or plain, block=BLOCK, max_ahead=8, max_blocks=48)
+    return RangeReader("mem", len(data), fetch or plain, block=BLOCK, max_ahead=8, max_blocks=max_blocks)
 
 
 class _Consumed:
@@ -238,3 +239,48 @@ def test_an_mp4s_index_is_found_from_its_first_bytes_and_read_in_large_requests(
             assert reader.read(32 << 10) == blob[pos:pos + (32 << 10)]
         requests[told] = reader.requests
     assert requests[True] <= 3 < 8 <= requests[False], requests
+
+
+def test_a_task_given_its_plans_layout_opens_in_one_round_and_reads_only_its_spans(clip: Path) -> None:
+    """The plan of an object records what opening its container reads and each window's
+    packets; a task handed them fetches the opening all at once (it was four misses one after
+    another, each a round trip), opens the container with no request of its own, and decodes
+    its windows as from the file, reading inside its spans only."""
+    from seeknetic_prep.decode.source import open_container
+    from seeknetic_prep.pipeline.worker import plan_object
+
+    data = clip.read_bytes()
+    plan = plan_object("s3://bucket/clip.mp4", _reader(data))
+    layout = plan.layout
+    assert layout is not None and plan.info is not None
+    assert layout.opening[0][0] == 0 and layout.opening[-1][1] == len(data)  # the header; the moov at the end
+    assert [k for k, _ in layout.windows] == [w[0] for w in plan.windows]
+    blocks = sorted({k for a, b in layout.opening for k in range(a // BLOCK, -(-b // BLOCK))})
+    runs = 1 + sum(1 for j, k in itertools.pairwise(blocks) if k != j + 1)
+    assert runs >= 3  # the header, the audio's first packet (after most of the video), the moov
+
+    asked: list[tuple[int, int]] = []
+    together = threading.Barrier(runs, timeout=20)  # one request after another never gets past it
+
+    def fetch(start: int, end: int) -> bytes:
+        asked.append((start, end))
+        if len(asked) <= runs:
+            together.wait()
+        return data[start:end]
+
+    # A worker's reader holds 24 MiB: a task's opening is still there when its audio pass
+    # opens the container again. Here: this clip's 7 MB in 64 KiB blocks.
+    reader = _reader(data, fetch=fetch, max_blocks=len(data) // BLOCK + 8)
+    reader.warm(layout.opening)
+    assert len(asked) == runs
+    open_container(reader).close()  # what the frame pass and the audio pass each do first
+    assert len(asked) == runs
+
+    task = [Window(*w) for w in plan.windows[1:]]
+    spans = layout.spans_of(w.index for w in task)
+    consumed = _Consumed(reader)
+    reader.expect(spans)
+    _same(_decode(reader, plan.info, task), _decode(clip, plan.info, task))
+    inside = [(a // BLOCK * BLOCK, -(-b // BLOCK) * BLOCK) for a, b in (*spans, *layout.opening)]  # as blocks
+    assert all(any(a <= s and e <= b for a, b in inside) for s, e in asked[runs:]), (asked, inside)
+    assert reader.bytes_fetched <= 1.3 * consumed.total(), (reader.bytes_fetched, consumed.total())

@@ -123,7 +123,7 @@ def test_readers_of_one_object_share_its_blocks_within_a_bound() -> None:
     """A decode worker's plan and tasks open the same object one after another: the header and
     index one reader fetched cost the next no request; another object's blocks are its own; the
     shared blocks never hold more than their bound."""
-    from seeknetic_prep.sources.reader import SharedBlocks
+    from seeknetic_prep.sources.blocks import SharedBlocks
 
     data = np.random.default_rng(2).integers(0, 256, 6 << 20, dtype=np.uint8).tobytes()
     asked: list[tuple[int, int]] = []

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from seeknetic_prep.decode.source import Source, open_container
 from seeknetic_prep.errors import MediaError
+from seeknetic_prep.util.ranges import merged
 
 if TYPE_CHECKING:
     from seeknetic_prep.decode.probe import MediaInfo
     from seeknetic_prep.decode.profile import Window
 
-__all__ = ["byte_spans"]
+__all__ = ["byte_spans", "window_spans"]
 
 _VIDEO_AFTER_S = 0.5
 """Packets read past a task's end: the frame pass looks a few pictures ahead of its last
@@ -45,15 +46,22 @@ def byte_spans(source: Source, info: MediaInfo, windows: Sequence[Window]) -> li
     Raises:
         MediaError: the container cannot be opened (as the decode itself would).
     """
+    return merged(span for spans in window_spans(source, info, windows) for span in spans)
+
+
+def window_spans(source: Source, info: MediaInfo, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
+    """:func:`byte_spans` of each window alone, from one opening of the container: a plan
+    finds them once for all its tasks, which then need not open the container a third time
+    (the frame pass and the audio pass each open it) before their first request."""
     if not windows:
         return []
     container = open_container(source)
     try:
-        return _spans(container, info, windows)
+        return [_spans(container, info, [w]) for w in windows]
     except MediaError:
         raise
     except Exception:  # an index PyAV cannot read costs the hint, never the task
-        return []
+        return [[] for _ in windows]
     finally:
         container.close()
 
@@ -70,7 +78,7 @@ def _spans(container: Any, info: MediaInfo, windows: Sequence[Window]) -> list[t
         audio = container.streams.audio[0]
         spans += _span(audio, start_s - _AUDIO_BEFORE_S, end_s + _AUDIO_AFTER_S, size, keyframe=False)
         spans += _first_packet(audio)  # it anchors the audio pass's sample grid
-    return _merged(spans)
+    return merged(spans)
 
 
 def _span(stream: Any, start_s: float, end_s: float, size: int, *, keyframe: bool) -> list[tuple[int, int]]:
@@ -96,18 +104,3 @@ def _first_packet(stream: Any) -> list[tuple[int, int]]:
     if len(entries) == 0 or entries[0].pos < 0:
         return []
     return [(int(entries[0].pos), int(entries[0].pos + max(entries[0].size, 1)))]
-
-
-def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``spans`` sorted, overlapping or touching ones joined.
-
-    >>> _merged([(50, 60), (0, 10), (5, 20), (20, 30)])
-    [(0, 30), (50, 60)]
-    """
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out

@@ -363,9 +363,12 @@ def _decode_tasks(path: str, plan: FilePlan, to_decode: dict[int, list[Unit]], s
     for chunk in chunks.values():
         wanted = [u for idx, _, _ in chunk for u in to_decode.get(idx, [])]
         if wanted:
+            layout = plan.layout
             tasks.append(DecodeTask(
                 path=path, fingerprint=plan.fingerprint, windows=tuple(chunk),
                 request_ids=tuple((u.window_index, cast(Service, u.service), u.request_id) for u in wanted),
                 resize=resize, decode=decode, info=plan.info,
+                opening=layout.opening if layout else (),
+                spans=layout.spans_of(idx for idx, _, _ in chunk) if layout else None,
             ))
     return tasks

@@ -11,7 +11,7 @@ and never dispatches on the task's type; the work itself is in
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +19,13 @@ from seeknetic_prep.decode.hw import DecodeMode
 from seeknetic_prep.decode.profile import ResizeMode, Service, Window
 from seeknetic_prep.errors import MediaError, SeekneticPrepError
 from seeknetic_prep.pipeline.payloads import request_id_for
+from seeknetic_prep.util.ranges import merged
 
 if TYPE_CHECKING:
     from seeknetic_prep.decode.media import MediaInfo
 
 __all__ = [
+    "ByteLayout",
     "DecodeTask",
     "EncodedWindow",
     "FileEstimate",
@@ -50,6 +52,28 @@ def retry_request_id(unit: Any, attempt: int) -> str:
     return re.sub(r"-r\d+$", "", unit.request_id) + f"-r{attempt}"
 
 
+Spans = tuple[tuple[int, int], ...]
+"""Byte ranges ``[start, end)`` of a file, sorted and disjoint."""
+
+
+@dataclass(frozen=True)
+class ByteLayout:
+    """Where an object's bytes lie for its decode tasks, as its plan found them (objects in a
+    bucket only: on a disk a read costs no round trip). ``opening``: what opening its container
+    reads (the header, the index, the first packets FFmpeg looks at), which a task fetches all
+    at once instead of one miss after another; ``windows``: each window's packets by window
+    index (:func:`~seeknetic_prep.decode.spans.window_spans`), so a task knows where its
+    packets lie without opening the container once more to ask its index."""
+
+    opening: Spans = ()
+    windows: tuple[tuple[int, Spans], ...] = ()
+
+    def spans_of(self, indexes: Iterable[int]) -> Spans:
+        """The byte spans of the windows ``indexes``, sorted, touching ones joined."""
+        by_index = dict(self.windows)
+        return tuple(merged(span for k in indexes for span in by_index.get(k, ())))
+
+
 @dataclass(frozen=True)
 class FilePlan:
     path: str
@@ -60,6 +84,7 @@ class FilePlan:
     mtime_ns: int = 0  # from the stat taken before fingerprinting: a later change is seen
     inode: int = 0
     info: MediaInfo | None = None  # the probe, handed to the decode tasks (not probed twice)
+    layout: ByteLayout | None = None  # an object's, for its tasks' range requests
 
 
 @dataclass(frozen=True)
@@ -125,6 +150,8 @@ class DecodeTask(_Task):
     resize: ResizeMode = "crop"
     decode: DecodeMode = "auto"
     info: MediaInfo | None = None  # the plan's probe: the decode opens the file, probes no more
+    opening: Spans = ()  # an object's bytes that opening it reads: fetched at once
+    spans: Spans | None = None  # an object's bytes these windows read (None: not known)
 
     def messages(self) -> Iterator[Message]:
         from seeknetic_prep.pipeline import worker  # PyAV: loaded where tasks run, not by the driver

@@ -18,7 +18,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -28,13 +28,13 @@ import cv2
 import numpy as np
 
 from seeknetic_prep.decode.preprocess import iter_segments
-from seeknetic_prep.decode.probe import probe
+from seeknetic_prep.decode.probe import MediaInfo, probe
 from seeknetic_prep.decode.profile import Segment, Service, Window
 from seeknetic_prep.decode.sampling import plan_windows
-from seeknetic_prep.decode.spans import byte_spans
+from seeknetic_prep.decode.spans import byte_spans, window_spans
 from seeknetic_prep.errors import MediaError, SeekneticPrepError
 from seeknetic_prep.pipeline.payloads import file_fingerprint, upload_body_bytes
-from seeknetic_prep.pipeline.tasks import DecodeTask, EncodedWindow, FileEstimate, FilePlan
+from seeknetic_prep.pipeline.tasks import ByteLayout, DecodeTask, EncodedWindow, FileEstimate, FilePlan
 from seeknetic_prep.sources.urls import is_url, redact
 from seeknetic_prep.state.thumbs import THUMB_FRAMES, THUMB_PX, join_jpegs
 from seeknetic_prep.util.malloc import keep_freed_buffers
@@ -185,7 +185,17 @@ def plan_object(url: str, reader: RangeReader, tag: int = 0) -> FilePlan:
     windows = plan_windows(int(probed.duration_ms))
     return FilePlan(url, fp, reader.size, int(probed.duration_ms),
                     tuple((w.index, w.start_ms, w.end_ms) for w in windows),
-                    mtime_ns=tag, inode=0, info=probed)
+                    mtime_ns=tag, inode=0, info=probed, layout=_layout(reader, probed, windows))
+
+
+def _layout(reader: RangeReader, info: MediaInfo, windows: Sequence[Window]) -> ByteLayout:
+    """Where the object's bytes lie for its tasks: what opening its container reads (recorded
+    on one more opening, from the blocks the probe fetched: no request) and each window's
+    packets, from the index that opening reads."""
+    reader.seek(0)
+    with reader.recorded() as opening:
+        spans = window_spans(cast(Any, reader), info, windows)
+    return ByteLayout(tuple(opening), tuple((w.index, tuple(s)) for w, s in zip(windows, spans, strict=True)))
 
 
 @contextlib.contextmanager
@@ -255,12 +265,13 @@ def _encode_remote(task: DecodeTask, wanted: dict[int, list[tuple[Service, str]]
     # The plan's probe knows the size: no metadata request per task (a changed object then
     # reads short, fails as unreadable, and the next run sees its new listing and plans it again).
     known = ObjectInfo(task.path, task.info.size_bytes) if task.info is not None else None
-    # The index and the keyframe before: read once. Nothing is fetched ahead until the index
-    # says where the task's packets are; then few large requests there.
-    reader = open_object(task.path, known, shared=True, expect=[] if known is not None else None)
+    windows = [Window(*w) for w in task.windows]
+    if task.spans is not None:  # from the plan: what opening reads, at once; then the packets
+        reader = open_object(task.path, known, shared=True, expect=task.spans or None, warm=task.opening)
+    else:  # nothing fetched ahead until the index says where the task's packets are
+        reader = open_object(task.path, known, shared=True, expect=[] if known is not None else None)
     with reader, _remote_errors(task.path, reader):
-        windows = [Window(*w) for w in task.windows]
-        if task.info is not None:  # no index, no spans: read ahead as the reads go
+        if task.spans is None and task.info is not None:  # no index, no spans: read ahead as reads go
             reader.expect(byte_spans(cast(Any, reader), task.info, windows) or None)
         # iter_segments hands its source to VideoDecoder, which takes a file object too.
         segments = iter_segments(cast(Any, reader), windows, resize=task.resize, decode=task.decode,

@@ -19,65 +19,36 @@ for its fingerprint, all at once (:meth:`RangeReader.read_many`).
 A decode worker opens the same object many times: to plan it, then once per task of a few
 windows, each opening reading the container's header and index again (for an MP4 whose index
 is at the end, megabytes), and each task's first keyframe lying in the blocks the task before
-it read last. :class:`SharedBlocks` keeps the blocks of the process's recent readers (32 MiB),
-so the next reader of that object takes them without a request.
+it read last. :class:`~seeknetic_prep.sources.blocks.SharedBlocks` keeps the blocks of the
+process's recent readers (32 MiB), so the next reader of that object takes them without a
+request. A task on another worker (or node) has none of them, and opening the container there
+was four misses one after another (the header, the index, the first packets of each stream
+FFmpeg looks at): the plan records what its own opening read (:meth:`RangeReader.recorded`)
+and the task fetches all of it at once (:meth:`RangeReader.warm`) before it opens.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import io
 import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-__all__ = ["SHARED_BLOCKS", "RangeReader", "SharedBlocks"]
+from seeknetic_prep.sources.blocks import SharedBlocks
+from seeknetic_prep.util.ranges import merged
+
+__all__ = ["RangeReader"]
 
 _STREAMS = 4
 """Forward readers whose read-ahead is tracked (each container of a decoder is one)."""
 _PARALLEL = 8
 """Requests :meth:`RangeReader.read_many` keeps in flight."""
-
-
-class SharedBlocks:
-    """Blocks of recently read objects, for the next reader of the same object in this
-    process: an LRU of at most ``max_bytes``, keyed by the object (URL and size) and block."""
-
-    def __init__(self, max_bytes: int = 32 << 20) -> None:
-        self.max_bytes = max_bytes
-        self._blocks: OrderedDict[tuple[Hashable, int], bytes] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-
-    def get(self, key: Hashable, index: int) -> bytes | None:
-        with self._lock:
-            data = self._blocks.get((key, index))
-            if data is not None:
-                self._blocks.move_to_end((key, index))
-                self.hits += 1
-            return data
-
-    def has(self, key: Hashable, index: int) -> bool:
-        with self._lock:
-            return (key, index) in self._blocks
-
-    def put(self, key: Hashable, index: int, data: bytes) -> None:
-        with self._lock:
-            old = self._blocks.pop((key, index), None)
-            self._bytes += len(data) - (len(old) if old is not None else 0)
-            self._blocks[(key, index)] = data
-            while self._bytes > self.max_bytes and self._blocks:
-                _, dropped = self._blocks.popitem(last=False)
-                self._bytes -= len(dropped)
-
-
-SHARED_BLOCKS = SharedBlocks()
-"""This process's blocks, shared by the readers a decode worker opens one after another."""
 
 
 class RangeReader(io.RawIOBase):
@@ -116,6 +87,7 @@ class RangeReader(io.RawIOBase):
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._shared = shared
+        self._reads: list[tuple[int, int]] | None = None
         self.bytes_fetched = 0
         self.bytes_read = 0
         self.requests = 0
@@ -157,9 +129,23 @@ class RangeReader(io.RawIOBase):
                 parts.append(piece)
                 pos += len(piece)
             out = b"".join(parts)
+        if self._reads is not None:
+            self._reads.append((self._pos, self._pos + len(out)))
         self._pos += len(out)
         self.bytes_read += len(out)
         return out
+
+    @contextlib.contextmanager
+    def recorded(self) -> Iterator[list[tuple[int, int]]]:
+        """The byte ranges read within the block, merged at its end: what opening a container
+        reads, seen once by a plan and handed to its tasks (:meth:`warm`)."""
+        reads: list[tuple[int, int]] = []
+        self._reads = reads
+        try:
+            yield reads
+        finally:
+            self._reads = None
+            reads[:] = merged(reads)
 
     def expect(self, spans: Iterable[tuple[int, int]] | None) -> None:
         """The byte ranges ``[start, end)`` the reader's user is going to read, each forward
@@ -265,31 +251,12 @@ class RangeReader(io.RawIOBase):
         whole blocks and kept (the plan's probe reads the last MiB again: an MP4's index is
         there), a smaller one exactly and not kept; blocks already here cost no request. The
         position does not move. Raises the first failed request's ``OSError``."""
-        block = self._block
-        jobs: list[tuple[int, int, bool]] = []  # start, stop, as blocks
-        for offset, length in ranges:
-            stop = min(self.size, offset + length)
-            if length >= block:
-                first, end = offset // block, -(-stop // block)
-                if not all(self._has(k) for k in range(first, end)):
-                    jobs.append((first * block, min(self.size, end * block), True))
-            elif offset < stop:
-                jobs.append((offset, stop, False))
-        jobs = list(dict.fromkeys(jobs))
-        exact: dict[tuple[int, int], bytes] = {}
-        if jobs:
-            with ThreadPoolExecutor(min(len(jobs), _PARALLEL), thread_name_prefix="range-many") as pool:
-                futures = [pool.submit(self._checked_range, a, b, functools.partial(self._fetch, a, b))
-                           for a, b, _ in jobs]
-            self.requests += len(jobs)
-            self.bytes_fetched += sum(b - a for a, b, _ in jobs)
-            for (a, b, as_blocks), future in zip(jobs, futures, strict=True):
-                raw = future.result()
-                if not as_blocks:
-                    exact[(a, b)] = raw
-                    continue
-                with self._lock:
-                    self._store(a // block, raw)
+        big = [(offset, offset + length) for offset, length in ranges if length >= self._block]
+        jobs = [(a, b, True) for a, b in self._missing(big)]  # start, stop, as blocks
+        small = [(offset, min(self.size, offset + length), False) for offset, length in ranges
+                 if 0 < length < self._block and offset < self.size]
+        jobs += dict.fromkeys(small)  # exactly, and each once
+        exact = self._fetch_all(jobs)
         out = []
         here = self._pos
         for offset, length in ranges:
@@ -301,6 +268,55 @@ class RangeReader(io.RawIOBase):
                 out.append(self.read(max(0, stop - offset)))
         self._pos = here
         return out
+
+    def warm(self, spans: Iterable[tuple[int, int]]) -> None:
+        """Fetch the blocks that the byte ranges ``[start, end)`` touch and that are not here
+        yet, all at once (a request for each run of missing blocks), and keep them. A decode
+        task opening a container reads its header, its index and the first packets FFmpeg looks
+        at, each a miss after the last: four round trips one after another, where the plan
+        already saw which bytes the opening reads (:attr:`~seeknetic_prep.pipeline.tasks.
+        DecodeTask.opening`). More than the cache holds is not warmed (it would evict itself).
+        Raises the first failed request's ``OSError``."""
+        jobs = [(a, b, True) for a, b in self._missing(spans)]
+        if sum(b - a for a, b, _ in jobs) <= self._max_blocks * self._block // 2:
+            self._fetch_all(jobs)
+
+    def _missing(self, spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The byte ranges of the runs of blocks that ``spans`` touch and that are neither here
+        nor shared: one request each, none asking for a block twice."""
+        block = self._block
+        touched = sorted({k for start, stop in spans
+                          for k in range(max(0, start) // block, -(-min(self.size, stop) // block))})
+        out: list[tuple[int, int]] = []
+        for k in touched:
+            if self._has(k):
+                continue
+            a, b = k * block, min(self.size, (k + 1) * block)
+            if out and out[-1][1] == a:
+                out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+        return out
+
+    def _fetch_all(self, jobs: list[tuple[int, int, bool]]) -> dict[tuple[int, int], bytes]:
+        """Each ``(start, stop, as_blocks)`` fetched at once; block-aligned ones kept and
+        shared, the others returned by their range."""
+        exact: dict[tuple[int, int], bytes] = {}
+        if not jobs:
+            return exact
+        with ThreadPoolExecutor(min(len(jobs), _PARALLEL), thread_name_prefix="range-many") as pool:
+            futures = [pool.submit(self._checked_range, a, b, functools.partial(self._fetch, a, b))
+                       for a, b, _ in jobs]
+        self.requests += len(jobs)
+        self.bytes_fetched += sum(b - a for a, b, _ in jobs)
+        for (a, b, as_blocks), future in zip(jobs, futures, strict=True):
+            raw = future.result()
+            if not as_blocks:
+                exact[(a, b)] = raw
+                continue
+            with self._lock:
+                self._store(a // self._block, raw)
+        return exact
 
     def _unshared_end(self, first: int, last: int) -> int:
         """``last``, or the first block after ``first`` an earlier reader fetched: a request

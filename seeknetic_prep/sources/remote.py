@@ -24,7 +24,8 @@ from typing import Any, NoReturn
 from seeknetic_prep.decode.boxes import index_span
 from seeknetic_prep.errors import InvalidArgumentError, MediaError
 from seeknetic_prep.pipeline.payloads import fingerprint_of, fingerprint_ranges
-from seeknetic_prep.sources.reader import SHARED_BLOCKS, RangeReader
+from seeknetic_prep.sources.blocks import SHARED_BLOCKS
+from seeknetic_prep.sources.reader import RangeReader
 from seeknetic_prep.sources.urls import redact, scheme, scrub
 
 __all__ = ["ObjectInfo", "fetch_range", "filesystem", "fingerprint_object", "list_objects", "object_info",
@@ -202,56 +203,72 @@ def fetch_range(url: str, start: int, end: int) -> bytes:
 
 
 def open_object(url: str, info: ObjectInfo | None = None, *, shared: bool = False,
-                expect: Sequence[tuple[int, int]] | None = None) -> RangeReader:
+                expect: Sequence[tuple[int, int]] | None = None,
+                warm: Sequence[tuple[int, int]] = ()) -> RangeReader:
     """``url`` as a seekable binary file over range requests (see :class:`RangeReader`);
     ``shared``: with the blocks this process's earlier readers of it fetched (a decode worker's
-    plan and tasks: :data:`~.reader.SHARED_BLOCKS`); ``expect``: byte ranges about to be read
+    plan and tasks: :data:`~.blocks.SHARED_BLOCKS`); ``expect``: byte ranges about to be read
     (:meth:`RangeReader.expect`), the first look at the object's head included. An MP4's index,
     found from the box headers in that head, is expected as well (``RangeReader.index``).
+    ``warm``: byte ranges fetched all at once before that look (:meth:`RangeReader.warm`: what
+    opening the container reads, as the object's plan saw it).
 
     Raises:
         MediaError: its size cannot be found (missing, access denied, unreachable), or it is
             empty, or the server answers a web page instead of the object.
     """
-    info = info or object_info(url)
+    reader = open_for_fingerprint(url, info or object_info(url), shared=shared)
+    if expect is not None:
+        reader.expect(expect)
+    with _mapped(url):
+        reader.warm(warm)
+        _look_at_head(reader)  # from the first block: one request (none when warmed)
+    return reader
+
+
+def open_for_fingerprint(url: str, info: ObjectInfo, *, shared: bool = False) -> RangeReader:
+    """:func:`open_object` for :func:`fingerprint_object`, which takes the look at its head from
+    the first of the ranges it requests at once: no request before those.
+
+    Raises:
+        MediaError: it is empty.
+    """
     if info.size == 0:
         raise MediaError(redact(url), "empty: the object has 0 bytes")
 
     def fetch(start: int, end: int) -> bytes:
         return fetch_range(url, start, end)
 
-    reader = RangeReader(redact(url), info.size, fetch,
-                         shared=(SHARED_BLOCKS, (url, info.size)) if shared else None)
-    if expect is not None:
-        reader.expect(expect)
-    with _mapped(url):
-        first = reader.read(_HEAD)  # from the first block: one request
-    if first[:64].lstrip().lower().startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
-        raise MediaError(redact(url), "unreadable: the URL answered a web page (HTML), not the video "
-                         "(an error or sign-in page?)")
-    reader.index = index_span(first, info.size)  # an MP4's index: fetched in large requests
+    return RangeReader(redact(url), info.size, fetch,
+                       shared=(SHARED_BLOCKS, (url, info.size)) if shared else None)
+
+
+def _look_at_head(reader: RangeReader) -> None:
+    """Refuse a web page; keep an MP4's index expected (``RangeReader.index``)."""
     reader.seek(0)
-    return reader
-
-
-def open_for_fingerprint(url: str, info: ObjectInfo, *, shared: bool = False) -> RangeReader:
-    """:func:`open_object` for :func:`fingerprint_object`: its first MiB comes with the look at
-    its head, in one request."""
-    return open_object(url, info, shared=shared, expect=fingerprint_ranges(info.size)[:1])
+    first = reader.read(_HEAD)
+    if first[:64].lstrip().lower().startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        raise MediaError(reader.name, "unreadable: the URL answered a web page (HTML), not the video "
+                         "(an error or sign-in page?)")
+    reader.index = index_span(first, reader.size)  # an MP4's index: fetched in large requests
+    reader.seek(0)
 
 
 def fingerprint_object(reader: RangeReader) -> str:
     """The fingerprint of the object ``reader`` reads: the byte ranges a local file's is made
     of (:func:`~seeknetic_prep.pipeline.payloads.fingerprint_ranges`), so the same bytes give the
     same request ids anywhere, requested all at once: one after another, its ten ranges were ten
-    round trips before a plan could start. The first and last MiB are kept in the reader, for
-    the probe that reads them next.
+    round trips before a plan could start, and its first MiB holds the look at the object's
+    head (a web page is refused here). The first and last MiB are kept in the reader, for the
+    probe that reads them next.
 
     Raises:
         OSError: a request failed.
+        MediaError: the server answered a web page.
     """
     ranges = fingerprint_ranges(reader.size)
     parts = dict(zip(ranges, reader.read_many(ranges), strict=True))
+    _look_at_head(reader)
     return fingerprint_of(reader.size, lambda offset, length: parts[(offset, length)])
 
 
