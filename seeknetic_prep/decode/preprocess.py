@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from seeknetic_prep.decode.decoder import VideoDecoder
     from seeknetic_prep.decode.hw import DecodeMode
     from seeknetic_prep.decode.probe import MediaInfo
+    from seeknetic_prep.decode.source import Source
 
 __all__ = ["iter_segments", "preprocess"]
 
@@ -80,7 +81,7 @@ def preprocess(
 
 
 def iter_segments(
-    path: str | os.PathLike[str],
+    path: Source,
     windows: Sequence[Window] | None = None,
     *,
     resize: ResizeMode = "crop",
@@ -92,7 +93,7 @@ def iter_segments(
     """Yield each window's segment as soon as it is decoded: one forward pass, flat memory.
 
     Args:
-        path: the video file.
+        path: the video file, or a seekable binary file of it (a URL's range reader).
         windows: ascending, non-overlapping windows on the file's timeline; ``None`` for all
             10-second windows. Ends past the content are clipped to it.
         resize: as for :func:`preprocess`.

@@ -20,7 +20,7 @@ import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, cast
 
 import av
 import av.error
@@ -194,7 +194,7 @@ def _layout(reader: RangeReader, info: MediaInfo, windows: Sequence[Window]) -> 
     packets, from the index that opening reads."""
     reader.seek(0)
     with reader.recorded() as opening:
-        spans = window_spans(cast(Any, reader), info, windows)
+        spans = window_spans(cast(IO[bytes], reader), info, windows)
     return ByteLayout(tuple(opening), tuple((w.index, tuple(s)) for w, s in zip(windows, spans, strict=True)))
 
 
@@ -272,9 +272,8 @@ def _encode_remote(task: DecodeTask, wanted: dict[int, list[tuple[Service, str]]
         reader = open_object(task.path, known, shared=True, expect=[] if known is not None else None)
     with reader, _remote_errors(task.path, reader):
         if task.spans is None and task.info is not None:  # no index, no spans: read ahead as reads go
-            reader.expect(byte_spans(cast(Any, reader), task.info, windows) or None)
-        # iter_segments hands its source to VideoDecoder, which takes a file object too.
-        segments = iter_segments(cast(Any, reader), windows, resize=task.resize, decode=task.decode,
+            reader.expect(byte_spans(cast(IO[bytes], reader), task.info, windows) or None)
+        segments = iter_segments(cast(IO[bytes], reader), windows, resize=task.resize, decode=task.decode,
                                  info=task.info, threads=_settings.threads,
                                  gpu_allowed=_settings.gpu_allowed)
         for seg in segments:
