@@ -24,6 +24,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,7 +84,6 @@ class _Counting:
 
 def section_a(url: str) -> None:
     from seeknetic_prep.decode.preprocess import iter_segments
-    from seeknetic_prep.decode.spans import byte_spans
     from seeknetic_prep.pipeline.worker import plan_object
     from seeknetic_prep.sources.remote import object_info, open_for_fingerprint, open_object
 
@@ -100,10 +100,12 @@ def section_a(url: str) -> None:
     print(f"  {'plan (fp + probe)':<22}{reader.bytes_fetched / mb:>11.2f}{count.consumed() / mb:>13.2f}"
           f"{reader.bytes_fetched / max(1, count.consumed()):>7.2f}{reader.requests:>10}")
     windows = [Window(*w) for w in plan.windows]
+    layout = plan.layout
+    assert layout is not None
     for w in (windows[0], windows[len(windows) // 2], windows[-1]):
-        r = open_object(url, info, expect=[])  # as a task opens it: nothing fetched ahead yet
+        # As a task opens it: what opening reads, at once, then the window's spans.
+        r = open_object(url, info, expect=layout.spans_of([w.index]), warm=layout.opening)
         c = _Counting(r)
-        r.expect(byte_spans(r, probed, [w]))  # type: ignore[arg-type]
         for _ in iter_segments(r, [w], info=probed):  # type: ignore[arg-type]
             pass
         label = f"window {w.index} ({w.start_ms // 1000}-{w.end_ms // 1000} s)"
@@ -115,7 +117,7 @@ def _rss_child(url: str) -> None:
     from seeknetic_prep.decode.preprocess import iter_segments
     from seeknetic_prep.sources import open_source
 
-    n = sum(1 for _ in iter_segments(open_source(url)))  # type: ignore[arg-type]
+    n = sum(1 for _ in iter_segments(open_source(url)))
     status = Path("/proc/self/status").read_text().splitlines()
     hwm = next(line for line in status if line.startswith("VmHWM"))
     print(n, int(hwm.split()[1]) // 1024)
@@ -209,9 +211,12 @@ def section_c(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: in
                 cpu[name][group] = cpu[name].get(group, 0.0) + seconds / rounds
     _EXACT.clear()
     for name, values in rates.items():
-        print(f"  {name:<15}" + "  ".join(f"{v:.2f}" for v in values) + f"   best {max(values):.2f}")
+        print(f"  {name:<15}" + "  ".join(f"{v:.2f}" for v in values)
+              + f"   best {max(values):.2f}   median {statistics.median(values):.2f}")
     for name in ("bucket", "bucket, exact"):
-        print(f"  {name} / disk (best of each): {max(rates[name]) / max(rates['disk']):.2f}x")
+        best = max(rates[name]) / max(rates["disk"])
+        median = statistics.median(rates[name]) / statistics.median(rates["disk"])
+        print(f"  {name} / disk: {best:.2f}x best of each, {median:.2f}x median of each")
     print("  CPU seconds a run (mean), by process: where the bucket's extra goes")
     for group in sorted(set(cpu["disk"]) | set(cpu["bucket"])):
         d, b, e = (cpu[name].get(group, 0.0) for name in arms)
