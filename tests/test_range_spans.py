@@ -146,6 +146,19 @@ def test_read_many_asks_for_every_range_at_once_and_keeps_only_the_big_ones() ->
     assert reader.read_many([(2_000_000, 20_000)]) == [data[2_000_000:2_020_000]] and len(asked) == 5
 
 
+def test_warm_asks_once_for_each_run_of_missing_blocks_and_never_for_over_half_the_cache() -> None:
+    data = np.random.default_rng(10).integers(0, 256, 8 << 20, dtype=np.uint8).tobytes()
+    asked: list[tuple[int, int]] = []
+    reader = _reader(data, asked)  # 48 blocks of 64 KiB
+    assert reader.read(10) == data[:10] and asked == [(0, BLOCK)]
+    reader.warm([(0, 100), (50_000, 200_000), (150_000, 210_000), (1_000_000, 1_000_001)])
+    assert asked[1:] == [(BLOCK, 4 * BLOCK), (15 * BLOCK, 16 * BLOCK)]  # block 0 is here; 1-3 once
+    reader.seek(BLOCK)
+    assert reader.read(3 * BLOCK) == data[BLOCK:4 * BLOCK] and len(asked) == 3
+    reader.warm([(4 << 20, 6 << 20)])  # 32 blocks: more than half of 48
+    assert len(asked) == 3
+
+
 def test_a_task_told_its_spans_decodes_the_same_windows_in_fewer_requests(clip: Path) -> None:
     data = clip.read_bytes()
     info = probe(clip)

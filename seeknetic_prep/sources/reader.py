@@ -274,9 +274,9 @@ class RangeReader(io.RawIOBase):
         yet, all at once (a request for each run of missing blocks), and keep them. A decode
         task opening a container reads its header, its index and the first packets FFmpeg looks
         at, each a miss after the last: four round trips one after another, where the plan
-        already saw which bytes the opening reads (:attr:`~seeknetic_prep.pipeline.tasks.
-        DecodeTask.opening`). More than the cache holds is not warmed (it would evict itself).
-        Raises the first failed request's ``OSError``."""
+        already saw which bytes the opening reads (a decode task's ``opening``). More than half
+        the cache is not warmed (it would evict itself before the opening is done). Raises the
+        first failed request's ``OSError``."""
         jobs = [(a, b, True) for a, b in self._missing(spans)]
         if sum(b - a for a, b, _ in jobs) <= self._max_blocks * self._block // 2:
             self._fetch_all(jobs)
