@@ -31,7 +31,7 @@ from seeknetic_prep.decode.preprocess import iter_segments
 from seeknetic_prep.decode.probe import MediaInfo, probe
 from seeknetic_prep.decode.profile import Segment, Service, Window
 from seeknetic_prep.decode.sampling import plan_windows
-from seeknetic_prep.decode.spans import byte_spans, window_spans
+from seeknetic_prep.decode.spans import window_spans
 from seeknetic_prep.errors import MediaError, SeekneticPrepError
 from seeknetic_prep.pipeline.payloads import file_fingerprint, upload_body_bytes
 from seeknetic_prep.pipeline.tasks import ByteLayout, DecodeTask, EncodedWindow, FileEstimate, FilePlan
@@ -176,7 +176,7 @@ def _plan_remote(url: str, listed: tuple[int, int] | None) -> FilePlan:
 def plan_object(url: str, reader: RangeReader, tag: int = 0) -> FilePlan:
     """The plan of the object ``reader`` reads (``tag``: its version tag number): its
     fingerprint (the ranges requested at once), then the probe, which reads the first and last
-    MiB again from the reader."""
+    MiB again from the reader, then the byte layout its tasks read by."""
     from seeknetic_prep.sources.remote import fingerprint_object
 
     fp = fingerprint_object(reader)
@@ -265,14 +265,11 @@ def _encode_remote(task: DecodeTask, wanted: dict[int, list[tuple[Service, str]]
     # The plan's probe knows the size: no metadata request per task (a changed object then
     # reads short, fails as unreadable, and the next run sees its new listing and plans it again).
     known = ObjectInfo(task.path, task.info.size_bytes) if task.info is not None else None
-    windows = [Window(*w) for w in task.windows]
-    if task.spans is not None:  # from the plan: what opening reads, at once; then the packets
-        reader = open_object(task.path, known, shared=True, expect=task.spans or None, warm=task.opening)
-    else:  # nothing fetched ahead until the index says where the task's packets are
-        reader = open_object(task.path, known, shared=True, expect=[] if known is not None else None)
+    # The plan's layout: what opening reads, fetched at once, then large requests inside the
+    # windows' spans. Without one (no index, or no plan: read ahead as the reads go).
+    reader = open_object(task.path, known, shared=True, expect=task.spans or None, warm=task.opening)
     with reader, _remote_errors(task.path, reader):
-        if task.spans is None and task.info is not None:  # no index, no spans: read ahead as reads go
-            reader.expect(byte_spans(cast(IO[bytes], reader), task.info, windows) or None)
+        windows = [Window(*w) for w in task.windows]
         segments = iter_segments(cast(IO[bytes], reader), windows, resize=task.resize, decode=task.decode,
                                  info=task.info, threads=_settings.threads,
                                  gpu_allowed=_settings.gpu_allowed)
