@@ -37,7 +37,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from seeknetic_prep.sources.blocks import SharedBlocks
@@ -49,6 +49,8 @@ _STREAMS = 4
 """Forward readers whose read-ahead is tracked (each container of a decoder is one)."""
 _PARALLEL = 8
 """Requests :meth:`RangeReader.read_many` keeps in flight."""
+_IN_FLIGHT = 2
+"""Prefetches in flight at once (:meth:`RangeReader._prefetch`)."""
 
 
 class RangeReader(io.RawIOBase):
@@ -80,7 +82,7 @@ class RangeReader(io.RawIOBase):
         self._pos = 0
         self._streams: OrderedDict[int, int] = OrderedDict()  # next block -> its read-ahead
         self._nblocks = -(-size // block)
-        self._pending: tuple[int, int, int, Future[bytes]] | None = None  # first, last, ahead, data
+        self._pending: list[tuple[int, int, int, Future[bytes]]] = []  # first, last, ahead, data
         self._expected: list[tuple[int, int]] | None = None  # what expect() was told, in bytes
         self._index: tuple[int, int] | None = None
         self._spans: list[tuple[int, int]] = []  # both, in blocks: [first, end)
@@ -181,6 +183,34 @@ class RangeReader(io.RawIOBase):
             return min(self._spans[k][1], self._nblocks)
         return None
 
+    def _next_missing(self, first: int, limit: int, coming: Collection[int] = ()) -> int:
+        """The first block from ``first`` on that is neither here nor shared nor being fetched nor
+        ``coming``, or ``limit``."""
+        while first < limit and (self._has(first) or first in coming or self._coming(first)):
+            first += 1
+        return first
+
+    def _next_expected(self, first: int, coming: Collection[int] = ()) -> tuple[int, int] | None:
+        """The first block from ``first`` on that an expected span holds and that is neither
+        here nor shared nor being fetched, with the end of its span; ``None`` if there is none
+        within two thirds of the cache (what lies further would wait in the cache, or be
+        evicted, before it is read).
+
+        The next prefetch starts there rather than at ``first``: blocks an earlier reader left
+        (the plan's, a task's opening) and the next window's span after a gap used to end the
+        chain of prefetches, and the decoder then waited for a request of its own at each."""
+        reach = first + self._max_blocks - self._max_blocks // 3
+        for start, end in self._spans:
+            end = min(end, self._nblocks)
+            if end <= first:
+                continue
+            if start >= reach:
+                return None
+            block = self._next_missing(max(start, first), min(end, reach), coming)
+            if block < min(end, reach):
+                return block, min([end, *(k for k in coming if k > block)])
+        return None
+
     def _get(self, index: int, wanted: int) -> bytes:
         """Block ``index``, fetching it (and up to block ``wanted``, the read's last, plus the
         read-ahead) on a miss."""
@@ -188,10 +218,10 @@ class RangeReader(io.RawIOBase):
         if data is not None:
             self._blocks.move_to_end(index)
             return data
-        pending = self._pending
+        pending = next((p for p in self._pending if p[0] <= index < p[1]), None)
         first = index  # the first block fetched
-        if pending is not None and pending[0] <= index < pending[1]:  # prefetched meanwhile
-            self._pending = None
+        if pending is not None:  # prefetched meanwhile
+            self._pending.remove(pending)
             first, last, ahead, future = pending
             raw = self._checked(first, last, future.result)
         elif self._shared is not None and (data := self._shared[0].get(self._shared[1], index)) is not None:
@@ -211,10 +241,7 @@ class RangeReader(io.RawIOBase):
                 # in turn.
                 ahead = min(self._max_ahead, self._streams.pop(index) * 2) if index in self._streams else 1
                 last = max(index + ahead, reach)
-            last = min(last, self._nblocks)
-            if pending is not None and index < pending[0] < last:  # nor fetch one twice
-                last = pending[0]
-            last = self._unshared_end(index, last)
+            last = self._unshared_end(index, min(last, self._nblocks))  # nor fetch one twice
             start, stop = index * self._block, min(self.size, last * self._block)
             self.requests += 1
             self.bytes_fetched += stop - start
@@ -222,11 +249,13 @@ class RangeReader(io.RawIOBase):
         self._store(first, raw)
         # A read past an expected span's end is not expected: it starts small again.
         self._streams[last] = 1 if self._span_end(index) is not None else ahead
-        if self._expected is not None:  # what comes next is known: prefetch only inside a span
-            if (span_end := self._span_end(last)) is not None:
-                self._prefetch(last, self._max_blocks // 3, span_end)
+        if self._expected is not None:  # what comes next is known: prefetch only what is expected
+            if (after := self._next_expected(last)) is not None:
+                self._prefetch(after[0], self._max_blocks // 3, after[1])
         elif ahead > 1:  # a forward reader: its next span is fetched while it decodes this one
-            self._prefetch(last, min(self._max_ahead, ahead * 2), self._nblocks)
+            near = min(self._nblocks, last + self._max_ahead)
+            if (block := self._next_missing(last, near)) < near:
+                self._prefetch(block, min(self._max_ahead, ahead * 2), self._nblocks)
         while len(self._streams) > _STREAMS:
             self._streams.popitem(last=False)
         return self._blocks[index]
@@ -275,11 +304,21 @@ class RangeReader(io.RawIOBase):
         task opening a container reads its header, its index and the first packets FFmpeg looks
         at, each a miss after the last: four round trips one after another, where the plan
         already saw which bytes the opening reads (a decode task's ``opening``). More than half
-        the cache is not warmed (it would evict itself before the opening is done). Raises the
-        first failed request's ``OSError``."""
+        the cache is not warmed (it would evict itself before the opening is done).
+
+        Meanwhile the starts of the first expected spans are prefetched (:meth:`expect`): what
+        the decoder reads right after the opening (its frames' packets, and its audio's where
+        they lie apart). Each was a request of its own once the container was open, one more
+        round trip before a task's first frame. Raises the first failed request's ``OSError``."""
         jobs = [(a, b, True) for a, b in self._missing(spans)]
-        if sum(b - a for a, b, _ in jobs) <= self._max_blocks * self._block // 2:
-            self._fetch_all(jobs)
+        if sum(b - a for a, b, _ in jobs) > self._max_blocks * self._block // 2:
+            return
+        coming = {k for a, b, _ in jobs for k in range(a // self._block, -(-b // self._block))}
+        for start, end in self._spans if self._expected else ():
+            block = self._next_missing(start, end, coming)
+            if block < end:
+                self._prefetch(block, self._max_blocks // 3, min([end, *(k for k in coming if k > block)]))
+        self._fetch_all(jobs)
 
     def _missing(self, spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         """The byte ranges of the runs of blocks that ``spans`` touch and that are neither here
@@ -319,12 +358,17 @@ class RangeReader(io.RawIOBase):
         return exact
 
     def _unshared_end(self, first: int, last: int) -> int:
-        """``last``, or the first block after ``first`` an earlier reader fetched: a request
-        stops short of it."""
+        """``last``, or the first block after ``first`` that an earlier reader fetched or a
+        prefetch in flight is fetching: a request stops short of it."""
+        last = min([last, *(p[0] for p in self._pending if first < p[0] < last)])
         if self._shared is None:
             return last
         cache, key = self._shared
         return next((k for k in range(first + 1, last) if cache.has(key, k)), last)
+
+    def _coming(self, index: int) -> bool:
+        """Whether a prefetch in flight is fetching block ``index``."""
+        return any(p[0] <= index < p[1] for p in self._pending)
 
     def _has(self, index: int) -> bool:
         shared = self._shared
@@ -347,26 +391,27 @@ class RangeReader(io.RawIOBase):
 
     def _prefetch(self, first: int, ahead: int, limit: int) -> None:
         """Start fetching blocks ``first`` on (``ahead`` of them, never block ``limit`` or past
-        it) in the background: one request in flight at most, at most ``max_blocks // 3``
-        blocks, so the cache still holds what is being read."""
-        if self._pending is not None or first >= limit or first in self._blocks:
+        it) in the background, at most ``max_blocks // 3`` blocks, so the cache still holds what
+        is being read. Up to :data:`_IN_FLIGHT` such requests at once: a decoder reads two
+        places in turn (its frame pass and its audio pass, which in a file whose audio lies
+        apart from its video are megabytes apart), and with one in flight, the pass whose turn
+        it was not waited for a request of its own at each of its misses."""
+        if len(self._pending) >= _IN_FLIGHT or first >= limit or self._has(first) or self._coming(first):
             return
-        if self._shared is not None and self._shared[0].has(self._shared[1], first):
-            return  # an earlier reader has it: no request for it
         last = min(first + min(ahead, self._max_blocks // 3), limit, self._nblocks)
         last = self._unshared_end(first, last)
         start, stop = first * self._block, min(self.size, last * self._block)
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="range-prefetch")
+            self._pool = ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="range-prefetch")
         self.requests += 1
         self.bytes_fetched += stop - start
-        self._pending = (first, last, ahead, self._pool.submit(self._fetch, start, stop))
+        self._pending.append((first, last, ahead, self._pool.submit(self._fetch, start, stop)))
 
     def close(self) -> None:
         """Release the file; a prefetch in flight is left to finish on its own and dropped."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        self._pending = None
+        self._pending.clear()
         self._blocks.clear()
         super().close()
