@@ -13,6 +13,8 @@
 (c) ``run --local`` windows/s over the same folder from the bucket and from local disk, and
     from the bucket with the server reading only the asked range of an object (moto reads the
     whole object for every range GET, on the run's own cores; real stores do not).
+(d) the long clip's plan and tasks from the bucket behind scripts/throttle_proxy.py (a store
+    50 ms of round trip away): each one's wall time, and how long its reads waited for requests.
 
 Needs the test extra (moto[server], s3fs). Inputs are generated with PyAV and cached in
 ``.bench-cache/`` (``scripts/_bench_inputs.py``).
@@ -132,6 +134,56 @@ def section_b(urls: list[str], env: dict[str, str]) -> None:
         print(f"  {url.rsplit('/', 1)[1]:<28}{out[0]:>8}{out[1]:>13}")
 
 
+_FAR_MS = 25.0
+"""One-way latency of section (d)'s link to the S3 server: a store 50 ms of round trip away."""
+
+
+def _far_child(url: str) -> None:
+    """Section (d) in a fresh process (the proxy and the server run in the bench's): the plan,
+    then each task of the clip as a worker that did not plan it runs it."""
+    from seeknetic_prep.decode.preprocess import iter_segments
+    from seeknetic_prep.pipeline.worker import plan_object
+    from seeknetic_prep.sources.blocks import SHARED_BLOCKS
+    from seeknetic_prep.sources.remote import object_info, open_for_fingerprint, open_object
+
+    info = object_info(url)
+    began = time.monotonic()
+    reader = open_for_fingerprint(url, info)
+    plan = plan_object(url, reader)
+    rows = [("plan (fp + probe)", time.monotonic() - began, reader.waited_s, reader.requests)]
+    layout = plan.layout
+    assert layout is not None and plan.info is not None
+    windows = [Window(*w) for w in plan.windows]
+    for k in range(0, len(windows), 4):
+        SHARED_BLOCKS.clear()  # none of the plan's blocks: as on another worker
+        task = windows[k:k + 4]
+        began = time.monotonic()
+        r = open_object(url, info, shared=True, expect=layout.spans_of(w.index for w in task),
+                        warm=layout.opening)
+        for _ in iter_segments(r, task, info=plan.info):  # type: ignore[arg-type]
+            pass
+        rows.append((f"task, windows {task[0].index}-{task[-1].index}", time.monotonic() - began,
+                     r.waited_s, r.requests))
+    for row in rows:
+        print(*row, sep="\t")
+
+
+def section_d(url: str, env: dict[str, str]) -> None:
+    from throttle_proxy import throttled
+
+    host, port = env["AWS_ENDPOINT_URL"].rsplit("/", 1)[1].split(":")
+    with throttled((host, int(port)), latency_ms=_FAR_MS) as link:
+        far = {**env, "AWS_ENDPOINT_URL": link.url}
+        out = subprocess.run([sys.executable, __file__, "--far-child", url], env=far, capture_output=True,
+                             text=True, check=True).stdout
+    print(f"\n(d) {url.rsplit('/', 1)[1]} from the bucket {2 * _FAR_MS:g} ms of round trip away "
+          "(scripts/throttle_proxy.py): its plan, then each task as a worker that did not plan it")
+    print(f"  {'what':<24}{'wall s':>8}{'waiting s':>11}{'requests':>10}")
+    for line in out.splitlines():
+        what, wall, waited, requests = line.split("\t")
+        print(f"  {what:<24}{float(wall):>8.2f}{float(waited):>11.2f}{requests:>10}")
+
+
 _EXACT = threading.Event()
 """Set: the S3 server reads only the asked range of an object (see :func:`_exact_ranges`)."""
 
@@ -228,11 +280,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--only", default="abc", help="sections to run (default abc)")
+    ap.add_argument("--only", default="abcd", help="sections to run (default abcd)")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
+    ap.add_argument("--far-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
         _rss_child(args.rss_child)
+        return
+    if args.far_child:
+        _far_child(args.far_child)
         return
     import boto3
     from moto.server import ThreadedMotoServer
@@ -267,6 +323,8 @@ def main() -> None:
             section_b(urls, env)
         if "c" in args.only:
             section_c(folder, "s3://bench/clips/", env, tmp, args.rounds)
+        if "d" in args.only:
+            section_d(urls[1], env)
     server.stop()
 
 

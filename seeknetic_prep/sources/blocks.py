@@ -34,6 +34,12 @@ class SharedBlocks:
         with self._lock:
             return (key, index) in self._blocks
 
+    def clear(self) -> None:
+        """Forget every block (what a process that never read these objects has)."""
+        with self._lock:
+            self._blocks.clear()
+            self._bytes = 0
+
     def put(self, key: Hashable, index: int, data: bytes) -> None:
         with self._lock:
             old = self._blocks.pop((key, index), None)

@@ -8,7 +8,7 @@ background thread while the decoder works on this one (one request in flight); a
 again at one block. So a window in the middle of a long file fetches about what the decoder
 reads, a forward pass costs few requests and seldom waits for one, and memory is at most
 ``max_blocks`` blocks whatever the file's length. Counters (``bytes_fetched``, ``bytes_read``,
-``requests``) are what the bench prints.
+``requests``, ``waited_s``) are what the bench prints.
 
 Growing from one block after every seek is a guess, and guesses cost requests: a decode task
 knows better. Its container's index says where its packets lie, and :meth:`RangeReader.expect`
@@ -36,6 +36,7 @@ import io
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -93,6 +94,9 @@ class RangeReader(io.RawIOBase):
         self.bytes_fetched = 0
         self.bytes_read = 0
         self.requests = 0
+        self.waited_s = 0.0
+        """Seconds the reads spent waiting for requests (a prefetch's wait counted only while a
+        read waits for it): what a store's latency costs the decoder."""
         self.error: OSError | None = None
 
     def readable(self) -> bool:
@@ -223,7 +227,7 @@ class RangeReader(io.RawIOBase):
         if pending is not None:  # prefetched meanwhile
             self._pending.remove(pending)
             first, last, ahead, future = pending
-            raw = self._checked(first, last, future.result)
+            raw = self._waited(lambda: self._checked(first, last, future.result))
         elif self._shared is not None and (data := self._shared[0].get(self._shared[1], index)) is not None:
             self._keep(index, data)
             if index in self._streams:  # a forward reader goes on: its read-ahead with it
@@ -245,7 +249,7 @@ class RangeReader(io.RawIOBase):
             start, stop = index * self._block, min(self.size, last * self._block)
             self.requests += 1
             self.bytes_fetched += stop - start
-            raw = self._checked(index, last, lambda: self._fetch(start, stop))
+            raw = self._waited(lambda: self._checked(index, last, lambda: self._fetch(start, stop)))
         self._store(first, raw)
         # A read past an expected span's end is not expected: it starts small again.
         self._streams[last] = 1 if self._span_end(index) is not None else ahead
@@ -343,9 +347,11 @@ class RangeReader(io.RawIOBase):
         exact: dict[tuple[int, int], bytes] = {}
         if not jobs:
             return exact
+        began = time.monotonic()
         with ThreadPoolExecutor(min(len(jobs), _PARALLEL), thread_name_prefix="range-many") as pool:
             futures = [pool.submit(self._checked_range, a, b, functools.partial(self._fetch, a, b))
                        for a, b, _ in jobs]
+        self.waited_s += time.monotonic() - began
         self.requests += len(jobs)
         self.bytes_fetched += sum(b - a for a, b, _ in jobs)
         for (a, b, as_blocks), future in zip(jobs, futures, strict=True):
@@ -356,6 +362,13 @@ class RangeReader(io.RawIOBase):
             with self._lock:
                 self._store(a // self._block, raw)
         return exact
+
+    def _waited(self, fetch: Callable[[], bytes]) -> bytes:
+        began = time.monotonic()
+        try:
+            return fetch()
+        finally:
+            self.waited_s += time.monotonic() - began
 
     def _unshared_end(self, first: int, last: int) -> int:
         """``last``, or the first block after ``first`` that an earlier reader fetched or a
