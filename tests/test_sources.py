@@ -116,7 +116,7 @@ def test_range_reader_a_failed_prefetch_is_the_reads_error() -> None:
                 break
     assert isinstance(reader.error, ConnectionResetError)
     reader.close()  # nothing left running: a prefetch in flight is dropped
-    assert reader.closed and reader._pool is None
+    assert reader.closed and reader._inflight._pool is None
 
 
 def test_readers_of_one_object_share_its_blocks_within_a_bound() -> None:

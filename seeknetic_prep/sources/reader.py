@@ -29,19 +29,18 @@ and the task fetches all of it at once (:meth:`RangeReader.warm`) before it open
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import functools
 import io
 import os
-import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from seeknetic_prep.sources.blocks import SharedBlocks
+from seeknetic_prep.sources.expected import ExpectedBlocks, InFlight
 from seeknetic_prep.util.ranges import merged
 
 __all__ = ["RangeReader"]
@@ -83,11 +82,8 @@ class RangeReader(io.RawIOBase):
         self._pos = 0
         self._streams: OrderedDict[int, int] = OrderedDict()  # next block -> its read-ahead
         self._nblocks = -(-size // block)
-        self._pending: list[tuple[int, int, int, Future[bytes]]] = []  # first, last, ahead, data
-        self._expected: list[tuple[int, int]] | None = None  # what expect() was told, in bytes
-        self._index: tuple[int, int] | None = None
-        self._spans: list[tuple[int, int]] = []  # both, in blocks: [first, end)
-        self._pool: ThreadPoolExecutor | None = None
+        self._inflight = InFlight(_IN_FLIGHT)
+        self._want = ExpectedBlocks(block, self._nblocks)  # what expect() was told, the index
         self._lock = threading.Lock()
         self._shared = shared
         self._reads: list[tuple[int, int]] | None = None
@@ -162,35 +158,22 @@ class RangeReader(io.RawIOBase):
         nothing outside the spans is fetched ahead (an empty list: nothing at all, as while a
         container is opened to find them). ``None``: no idea, read ahead as a forward reader
         goes (the default)."""
-        self._expected = None if spans is None else list(spans)
-        self._respan()
+        self._want.tell(spans)
 
     @property
     def index(self) -> tuple[int, int] | None:
         """Where the container's index lies (an MP4's ``moov``), ``[start, end)``: expected
         whatever :meth:`expect` is told, as every container opened on this reader reads it."""
-        return self._index
+        return self._want.index
 
     @index.setter
     def index(self, span: tuple[int, int] | None) -> None:
-        self._index = span
-        self._respan()
-
-    def _respan(self) -> None:
-        spans = [*(self._expected or ()), *([self._index] if self._index else [])]
-        self._spans = sorted((a // self._block, -(-b // self._block)) for a, b in spans if b > a)
-
-    def _span_end(self, index: int) -> int | None:
-        """The block after the end of the expected span holding block ``index``, if any."""
-        k = bisect.bisect_right(self._spans, (index, sys.maxsize)) - 1
-        if k >= 0 and self._spans[k][0] <= index < self._spans[k][1]:
-            return min(self._spans[k][1], self._nblocks)
-        return None
+        self._want.set_index(span)
 
     def _next_missing(self, first: int, limit: int, coming: Collection[int] = ()) -> int:
         """The first block from ``first`` on that is neither here nor shared nor being fetched nor
         ``coming``, or ``limit``."""
-        while first < limit and (self._has(first) or first in coming or self._coming(first)):
+        while first < limit and (self._has(first) or first in coming or self._inflight.covers(first)):
             first += 1
         return first
 
@@ -204,16 +187,12 @@ class RangeReader(io.RawIOBase):
         (the plan's, a task's opening) and the next window's span after a gap used to end the
         chain of prefetches, and the decoder then waited for a request of its own at each."""
         reach = first + self._max_blocks - self._max_blocks // 3
-        for start, end in self._spans:
-            end = min(end, self._nblocks)
-            if end <= first:
-                continue
-            if start >= reach:
-                return None
-            block = self._next_missing(max(start, first), min(end, reach), coming)
-            if block < min(end, reach):
-                return block, min([end, *(k for k in coming if k > block)])
-        return None
+        found = self._want.first_wanted(
+            first, reach, lambda k: not (self._has(k) or k in coming or self._inflight.covers(k)))
+        if found is None:
+            return None
+        block, end = found
+        return block, min([end, *(k for k in coming if k > block)])
 
     def _get(self, index: int, wanted: int) -> bytes:
         """Block ``index``, fetching it (and up to block ``wanted``, the read's last, plus the
@@ -222,10 +201,9 @@ class RangeReader(io.RawIOBase):
         if data is not None:
             self._blocks.move_to_end(index)
             return data
-        pending = next((p for p in self._pending if p[0] <= index < p[1]), None)
+        pending = self._inflight.take(index)
         first = index  # the first block fetched
         if pending is not None:  # prefetched meanwhile
-            self._pending.remove(pending)
             first, last, ahead, future = pending
             raw = self._waited(lambda: self._checked(first, last, future.result))
         elif self._shared is not None and (data := self._shared[0].get(self._shared[1], index)) is not None:
@@ -235,7 +213,7 @@ class RangeReader(io.RawIOBase):
             return data
         else:
             reach = min(wanted + 1, index + self._max_blocks // 3)  # a huge read still fits the cache
-            span_end = self._span_end(index)
+            span_end = self._want.end_of(index)
             if span_end is not None:  # an expected span: as much of it as a request may take
                 ahead = self._max_blocks // 3
                 last = max(min(span_end, index + ahead), reach)
@@ -252,8 +230,8 @@ class RangeReader(io.RawIOBase):
             raw = self._waited(lambda: self._checked(index, last, lambda: self._fetch(start, stop)))
         self._store(first, raw)
         # A read past an expected span's end is not expected: it starts small again.
-        self._streams[last] = 1 if self._span_end(index) is not None else ahead
-        if self._expected is not None:  # what comes next is known: prefetch only what is expected
+        self._streams[last] = 1 if self._want.end_of(index) is not None else ahead
+        if self._want.told is not None:  # what comes next is known: prefetch only what is expected
             if (after := self._next_expected(last)) is not None:
                 self._prefetch(after[0], self._max_blocks // 3, after[1])
         elif ahead > 1:  # a forward reader: its next span is fetched while it decodes this one
@@ -318,7 +296,7 @@ class RangeReader(io.RawIOBase):
         if sum(b - a for a, b, _ in jobs) > self._max_blocks * self._block // 2:
             return
         coming = {k for a, b, _ in jobs for k in range(a // self._block, -(-b // self._block))}
-        for start, end in self._spans if self._expected else ():
+        for start, end in self._want.spans if self._want.told else ():
             block = self._next_missing(start, end, coming)
             if block < end:
                 self._prefetch(block, self._max_blocks // 3, min([end, *(k for k in coming if k > block)]))
@@ -373,15 +351,11 @@ class RangeReader(io.RawIOBase):
     def _unshared_end(self, first: int, last: int) -> int:
         """``last``, or the first block after ``first`` that an earlier reader fetched or a
         prefetch in flight is fetching: a request stops short of it."""
-        last = min([last, *(p[0] for p in self._pending if first < p[0] < last)])
+        last = self._inflight.stop_before(first, last)
         if self._shared is None:
             return last
         cache, key = self._shared
         return next((k for k in range(first + 1, last) if cache.has(key, k)), last)
-
-    def _coming(self, index: int) -> bool:
-        """Whether a prefetch in flight is fetching block ``index``."""
-        return any(p[0] <= index < p[1] for p in self._pending)
 
     def _has(self, index: int) -> bool:
         shared = self._shared
@@ -409,22 +383,17 @@ class RangeReader(io.RawIOBase):
         places in turn (its frame pass and its audio pass, which in a file whose audio lies
         apart from its video are megabytes apart), and with one in flight, the pass whose turn
         it was not waited for a request of its own at each of its misses."""
-        if len(self._pending) >= _IN_FLIGHT or first >= limit or self._has(first) or self._coming(first):
+        if self._inflight.full() or first >= limit or self._has(first) or self._inflight.covers(first):
             return
         last = min(first + min(ahead, self._max_blocks // 3), limit, self._nblocks)
         last = self._unshared_end(first, last)
         start, stop = first * self._block, min(self.size, last * self._block)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="range-prefetch")
         self.requests += 1
         self.bytes_fetched += stop - start
-        self._pending.append((first, last, ahead, self._pool.submit(self._fetch, start, stop)))
+        self._inflight.start(first, last, ahead, functools.partial(self._fetch, start, stop))
 
     def close(self) -> None:
         """Release the file; a prefetch in flight is left to finish on its own and dropped."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-        self._pending.clear()
+        self._inflight.close()
         self._blocks.clear()
         super().close()
