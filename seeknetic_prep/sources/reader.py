@@ -4,7 +4,8 @@ PyAV reads through ``read``/``seek``: each read here is served from a small LRU 
 a miss fetches one range request. Reads that follow on from where a fetch ended (the decoder
 streaming forward; the frame pass and the audio pass each count) grow the next request,
 doubling up to ``max_ahead`` blocks, and the next span of such a reader is fetched in a
-background thread while the decoder works on this one (one request in flight); a seek starts
+background thread while the decoder works on this one (two requests in flight at most: the
+frame pass and the audio pass read two places in turn); a seek starts
 again at one block. So a window in the middle of a long file fetches about what the decoder
 reads, a forward pass costs few requests and seldom waits for one, and memory is at most
 ``max_blocks`` blocks whatever the file's length. Counters (``bytes_fetched``, ``bytes_read``,
@@ -13,7 +14,8 @@ reads, a forward pass costs few requests and seldom waits for one, and memory is
 Growing from one block after every seek is a guess, and guesses cost requests: a decode task
 knows better. Its container's index says where its packets lie, and :meth:`RangeReader.expect`
 takes those byte ranges: inside one a miss fetches a third of the cache (4 MiB) at
-once and prefetches the next part, never past its end. The plan reads ten places of an object
+once and prefetches the next expected block that is not here yet (past blocks an earlier
+reader left), never past a span's end. The plan reads ten places of an object
 for its fingerprint, all at once (:meth:`RangeReader.read_many`).
 
 A decode worker opens the same object many times: to plan it, then once per task of a few
