@@ -18,6 +18,7 @@ class Route:
     content_type: str = "video/mp4"
     fail_after: int | None = None  # GETs answered normally before the fault starts
     fault: str = ""  # "503" or "reset"
+    hold: threading.Event | None = None  # GETs wait for it (up to a minute) before answering
     gets: int = 0
     heads: int = 0
 
@@ -61,6 +62,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             route.heads += 1
         else:
             route.gets += 1
+            if route.hold is not None:
+                route.hold.wait(60)
             if route.fail_after is not None and route.gets > route.fail_after and route.fault == "503":
                 self._status(503, b"slow down")
                 return

@@ -10,7 +10,11 @@
   dies (a crash in a decoder, the OOM killer) fails only its own task; that task is tried once
   more on a fresh worker before it is reported as ``crashed``; the others carry on;
 * **clean exits**: no hidden manager thread joined at interpreter exit, so any number of
-  Ctrl-C ends promptly, and :meth:`close` kills every worker it started.
+  Ctrl-C ends promptly, and :meth:`close` kills every worker it started;
+* **round trips ahead**: a task on an object in a bucket starts with round trips (a plan's
+  fingerprint, a decode task's opening), the worker's core idle meanwhile. A busy worker is
+  handed its next such task while it runs this one, and opens it ahead
+  (:mod:`seeknetic_prep.pipeline.ahead`: I/O only, so a crash is still the running task's).
 
 CPU workers are forked from a ``forkserver`` that has imported the decoding modules once; NVDEC
 workers are started with ``spawn`` (CUDA breaks in a child forked from a process that touched
@@ -27,6 +31,7 @@ import multiprocessing.connection as mpc
 import os
 import queue
 import threading
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ from seeknetic_prep.errors import MediaError
 from seeknetic_prep.executors.base import Event, Executor, PlanTask, Task, TaskFailed, WindowReady, to_event
 from seeknetic_prep.executors.registry import EngineFactory
 from seeknetic_prep.pipeline.tasks import Message
+from seeknetic_prep.sources.urls import is_url
 from seeknetic_prep.util.procs import worker_context
 
 if TYPE_CHECKING:
@@ -58,24 +64,55 @@ _PRELOAD = ["seeknetic_prep.executors.local", "seeknetic_prep.pipeline.worker"]
 
 
 def _worker_main(tasks: mpc.Connection, results: mpc.Connection, threads: int, gpu: bool) -> None:
+    from seeknetic_prep.pipeline import ahead
     from seeknetic_prep.pipeline.worker import worker_init  # PyAV: workers only, never the driver
 
     worker_init(threads, gpu)
     outbox = _Outbox(results)
-    while True:
+    inbox = _Inbox(tasks, ahead.open_ahead)
+    while (item := inbox.get()) is not None:
+        task, opened = item
         try:
-            task = tasks.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        try:
-            task.run(outbox.put)
+            with ahead.handed(opened):
+                task.run(outbox.put)
         except _PoolGone:
             return
         except Exception:  # a bug: surface it in the main process, with its traceback
             with contextlib.suppress(_PoolGone):
                 outbox.put(("bug", traceback.format_exc()))
+        finally:
+            inbox.busy = False
+
+
+class _Inbox:
+    """A worker's tasks, read from its pipe by a thread of their own, which opens a task that
+    arrives while another runs (``open_ahead``) before handing it on: the next task's first
+    round trips overlap this one's decoding. ``None`` ends the worker (the pool closed it)."""
+
+    def __init__(self, pipe: mpc.Connection, open_ahead: Any) -> None:
+        self._pipe = pipe
+        self._open_ahead = open_ahead
+        self._queue: queue.Queue[tuple[Task, Any] | None] = queue.Queue()
+        self.busy = False
+        threading.Thread(target=self._read, daemon=True, name="seeknetic-inbox").start()
+
+    def get(self) -> tuple[Task, Any] | None:
+        item = self._queue.get()
+        self.busy = item is not None
+        return item
+
+    def _read(self) -> None:
+        while True:
+            try:
+                task = self._pipe.recv()
+            except (EOFError, OSError):
+                task = None
+            if task is None:
+                self._queue.put(None)
+                return
+            # an idle worker starts the task at once: opening it here would only race it
+            waits = self.busy or not self._queue.empty()
+            self._queue.put((task, self._open_ahead(task) if waits else None))
 
 
 class _PoolGone(Exception):
@@ -119,7 +156,11 @@ class _Worker:
     tasks: mpc.Connection
     results: mpc.Connection
     task: Task | None = None
+    next: Task | None = None
+    """Sent while ``task`` runs, opened ahead there: it runs next (a remote task only)."""
     gpu: bool = False
+    since: float = 0.0
+    """When ``task`` started."""
 
 
 class ProcessExecutor(Executor):
@@ -154,7 +195,7 @@ class ProcessExecutor(Executor):
 
     @property
     def in_flight(self) -> int:
-        return len(self._queue) + sum(w.task is not None for w in self._workers)
+        return len(self._queue) + sum((w.task is not None) + (w.next is not None) for w in self._workers)
 
     def submit(self, task: Task) -> None:
         if self._closed:
@@ -174,7 +215,21 @@ class ProcessExecutor(Executor):
                     self._queue.appendleft(task)  # not a crash of this task: no attempt counted
                     self._replace(w)  # the fresh worker takes it at the next dispatch
                     continue
-                w.task = task
+                w.task, w.since = task, time.monotonic()
+        # Every worker is busy: the next remote task goes to the one busy longest, to be opened
+        # there ahead (a local one waits here: a disk has no round trips to hide).
+        while self._queue and is_url(self._queue[0].path):
+            ready = [w for w in self._workers if w.next is None and w.task is not None]
+            if not ready:
+                return
+            w = min(ready, key=lambda w: w.since)
+            task = self._queue.popleft()
+            try:
+                w.tasks.send(task)
+            except OSError:  # it died: the sentinel says so, and its running task is dealt with
+                self._queue.appendleft(task)
+                return
+            w.next = task
 
     def events(self, timeout: float) -> list[Event]:
         self._dispatch()
@@ -205,15 +260,17 @@ class ProcessExecutor(Executor):
         except (EOFError, OSError):
             self._died(w, out)
             return
-        if kind != "window":
-            w.task = None
+        if kind != "window":  # it ended: the worker goes on with its next, if it has one
+            w.task, w.next, w.since = w.next, None, time.monotonic()
             self._attempts.pop(task, None)
         out.append(to_event(task, kind, payload))  # a "bug" message raises here, in the driver
 
     def _died(self, w: _Worker, out: list[Event]) -> None:
         task = w.task
         assert task is not None
-        w.task = None
+        if w.next is not None:  # it never started: no attempt counted
+            self._queue.appendleft(w.next)
+        w.task = w.next = None
         code = w.process.exitcode
         self._replace(w)
         tries = self._attempts.get(task, 0)

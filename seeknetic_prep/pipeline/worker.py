@@ -33,6 +33,7 @@ from seeknetic_prep.decode.profile import Segment, Service, Window
 from seeknetic_prep.decode.sampling import plan_windows
 from seeknetic_prep.decode.spans import window_spans
 from seeknetic_prep.errors import MediaError, SeekneticPrepError
+from seeknetic_prep.pipeline import ahead
 from seeknetic_prep.pipeline.payloads import file_fingerprint, upload_body_bytes
 from seeknetic_prep.pipeline.tasks import ByteLayout, DecodeTask, EncodedWindow, FileEstimate, FilePlan
 from seeknetic_prep.sources.urls import is_url, redact
@@ -162,6 +163,9 @@ def _plan_remote(url: str, listed: tuple[int, int] | None) -> FilePlan:
     # fsspec and its store: only for URLs
     from seeknetic_prep.sources.remote import ObjectInfo, object_info, open_for_fingerprint
 
+    if (opened := ahead.take(url)) is not None:  # its fingerprint read while the last task ran
+        with opened.reader, _remote_errors(url, opened.reader):
+            return plan_object(url, opened.reader, opened.tag, fingerprint=opened.fingerprint)
     if listed is None:
         info = object_info(url)
         size, tag = info.size, info.tag_number
@@ -173,13 +177,14 @@ def _plan_remote(url: str, listed: tuple[int, int] | None) -> FilePlan:
         return plan_object(url, reader, tag)
 
 
-def plan_object(url: str, reader: RangeReader, tag: int = 0) -> FilePlan:
+def plan_object(url: str, reader: RangeReader, tag: int = 0, *, fingerprint: str | None = None) -> FilePlan:
     """The plan of the object ``reader`` reads (``tag``: its version tag number): its
-    fingerprint (the ranges requested at once), then the probe, which reads the first and last
-    MiB again from the reader, then the byte layout its tasks read by."""
+    fingerprint (the ranges requested at once; ``fingerprint``: read already, :mod:`.ahead`),
+    then the probe, which reads the first and last MiB again from the reader, then the byte
+    layout its tasks read by."""
     from seeknetic_prep.sources.remote import fingerprint_object
 
-    fp = fingerprint_object(reader)
+    fp = fingerprint if fingerprint is not None else fingerprint_object(reader)
     reader.seek(0)
     probed = probe(cast(IO[bytes], reader))
     windows = plan_windows(int(probed.duration_ms))
@@ -258,16 +263,10 @@ def encode_windows(task: DecodeTask) -> Iterator[EncodedWindow]:
 
 
 def _encode_remote(task: DecodeTask, wanted: dict[int, list[tuple[Service, str]]]) -> Iterator[EncodedWindow]:
-    """:func:`encode_windows` for a URL: the decoder reads the object through range requests."""
-    # fsspec and its store: only for URLs
-    from seeknetic_prep.sources.remote import ObjectInfo, open_object
-
-    # The plan's probe knows the size: no metadata request per task (a changed object then
-    # reads short, fails as unreadable, and the next run sees its new listing and plans it again).
-    known = ObjectInfo(task.path, task.info.size_bytes) if task.info is not None else None
-    # The plan's layout: what opening reads, fetched at once, then large requests inside the
-    # windows' spans. Without one (no index, or no plan: read ahead as the reads go).
-    reader = open_object(task.path, known, shared=True, expect=task.spans or None, warm=task.opening)
+    """:func:`encode_windows` for a URL: the decoder reads the object through range requests,
+    from a reader opened while the worker's last task ran (:mod:`.ahead`) when there is one."""
+    opened = ahead.take(task.path)
+    reader = opened.reader if opened is not None else ahead.open_task(task)
     with reader, _remote_errors(task.path, reader):
         windows = [Window(*w) for w in task.windows]
         segments = iter_segments(cast(IO[bytes], reader), windows, resize=task.resize, decode=task.decode,
