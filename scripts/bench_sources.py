@@ -15,6 +15,8 @@
     whole object for every range GET, on the run's own cores; real stores do not).
 (d) the long clip's plan and tasks from the bucket behind scripts/throttle_proxy.py (a store
     50 ms of round trip away): each one's wall time, and how long its reads waited for requests.
+(e) ``run --local`` windows/s over eight 10 s clips (one window each: a plan per window) from
+    disk, from the bucket, and from the bucket 50 ms away: where a store's round trips cost most.
 
 Needs the test extra (moto[server], s3fs). Inputs are generated with PyAV and cached in
 ``.bench-cache/`` (``scripts/_bench_inputs.py``).
@@ -276,11 +278,40 @@ def section_c(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: in
               f"   exact {e:6.2f} ({e - d:+5.2f})")
 
 
+def section_e(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: int) -> None:
+    from throttle_proxy import throttled
+
+    host, port = env["AWS_ENDPOINT_URL"].rsplit("/", 1)[1].split(":")
+    rates: dict[str, list[float]] = {}
+    _EXACT.set()  # the server reads the asked range, as stores do: the round trips are what is measured
+    with throttled((host, int(port)), latency_ms=_FAR_MS) as link:
+        arms = {"disk": (str(folder), env), "bucket": (url, env),
+                f"bucket, {2 * _FAR_MS:g} ms away": (url, {**env, "AWS_ENDPOINT_URL": link.url})}
+        for k in range(rounds):
+            for arm, (name, (source, arm_env)) in enumerate(arms.items()):
+                proc = subprocess.run([sys.executable, "-m", "seeknetic_prep", "run", source, "--local",
+                                       "--out", str(tmp / f"short-{k}-{arm}"),
+                                       "--workers", "2", "--quiet"],
+                                      env=arm_env, capture_output=True, text=True, cwd=ROOT)
+                m = re.search(r"([\d.]+) windows/s", proc.stdout)
+                if proc.returncode or not m:
+                    raise SystemExit(f"run {source} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+                rates.setdefault(name, []).append(float(m.group(1)))
+    _EXACT.clear()
+    print(f"\n(e) run --local windows/s, eight 10 s clips (a plan per window), {rounds} rounds alternating; "
+          "--workers 2; the server reads only the asked range")
+    disk = statistics.median(rates["disk"])
+    for name, values in rates.items():
+        median = statistics.median(values)
+        print(f"  {name:<20}" + "  ".join(f"{v:.2f}" for v in values)
+              + f"   median {median:.2f}   vs disk {median / disk:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--only", default="abcd", help="sections to run (default abcd)")
+    ap.add_argument("--only", default="abcde", help="sections to run (default abcde)")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     ap.add_argument("--far-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -296,6 +327,7 @@ def main() -> None:
     short_s, long_s = (20.0, 80.0) if args.quick else (30.0, 120.0)
     cache = ROOT / CACHE_NAME
     clips = [ensure(_recipe(short_s, 11), cache), ensure(_recipe(long_s, 12), cache)]
+    shorts = [ensure(_recipe(10.0, 100 + k), cache) for k in range(8)] if "e" in args.only else []
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line a request otherwise
@@ -317,6 +349,11 @@ def main() -> None:
             s3.upload_file(str(clip), "bench", f"clips/{clip.name}")
             shutil.copyfile(clip, folder / clip.name)
         urls = [f"s3://bench/clips/{c.name}" for c in clips]
+        short_folder = tmp / "shorts"
+        short_folder.mkdir()
+        for clip in shorts:
+            s3.upload_file(str(clip), "bench", f"shorts/{clip.name}")
+            shutil.copyfile(clip, short_folder / clip.name)
         if "a" in args.only:
             section_a(urls[1])
         if "b" in args.only:
@@ -325,6 +362,8 @@ def main() -> None:
             section_c(folder, "s3://bench/clips/", env, tmp, args.rounds)
         if "d" in args.only:
             section_d(urls[1], env)
+        if "e" in args.only:
+            section_e(short_folder, "s3://bench/shorts/", env, tmp, args.rounds)
     server.stop()
 
 
