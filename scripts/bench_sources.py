@@ -236,6 +236,14 @@ def _exact_ranges() -> None:
     responses.S3Response._handle_range_header = handle_exact
 
 
+def _windows_per_s(proc: subprocess.CompletedProcess[str], source: str) -> float:
+    """The windows/s a finished ``run`` printed; the bench stops if the run failed."""
+    m = re.search(r"([\d.]+) windows/s", proc.stdout)
+    if proc.returncode or not m:
+        raise SystemExit(f"run {source} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+    return float(m.group(1))
+
+
 def section_c(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: int) -> None:
     from _bench_workers import _sampled
 
@@ -257,10 +265,7 @@ def section_c(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: in
             _, groups, proc = _sampled([sys.executable, "-m", "seeknetic_prep", "run", source, "--local",
                                         "--out", str(out), "--workers", "2", "--quiet"])
             groups["S3 server + sampler"] = time.process_time() - server
-            m = re.search(r"([\d.]+) windows/s", proc.stdout)
-            if proc.returncode or not m:
-                raise SystemExit(f"run {source} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
-            rates[name].append(float(m.group(1)))
+            rates[name].append(_windows_per_s(proc, source))
             for group, seconds in groups.items():
                 cpu[name][group] = cpu[name].get(group, 0.0) + seconds / rounds
     _EXACT.clear()
@@ -293,10 +298,7 @@ def section_e(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: in
                                        "--out", str(tmp / f"short-{k}-{arm}"),
                                        "--workers", "2", "--quiet"],
                                       env=arm_env, capture_output=True, text=True, cwd=ROOT)
-                m = re.search(r"([\d.]+) windows/s", proc.stdout)
-                if proc.returncode or not m:
-                    raise SystemExit(f"run {source} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
-                rates.setdefault(name, []).append(float(m.group(1)))
+                rates.setdefault(name, []).append(_windows_per_s(proc, source))
     _EXACT.clear()
     print(f"\n(e) run --local windows/s, eight 10 s clips (a plan per window), {rounds} rounds alternating; "
           "--workers 2; the server reads only the asked range")

@@ -34,6 +34,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +90,7 @@ class _Inbox:
     arrives while another runs (``open_ahead``) before handing it on: the next task's first
     round trips overlap this one's decoding. ``None`` ends the worker (the pool closed it)."""
 
-    def __init__(self, pipe: mpc.Connection, open_ahead: Any) -> None:
+    def __init__(self, pipe: mpc.Connection, open_ahead: Callable[[Task], object]) -> None:
         self._pipe = pipe
         self._open_ahead = open_ahead
         self._queue: queue.Queue[tuple[Task, Any] | None] = queue.Queue()

@@ -27,7 +27,7 @@ from seeknetic_prep.sources.urls import is_url
 if TYPE_CHECKING:
     from seeknetic_prep.sources.reader import RangeReader
 
-__all__ = ["Opened", "handed", "open_ahead", "open_task", "take"]
+__all__ = ["Opened", "handed", "open_ahead", "open_plan", "open_task", "take"]
 
 
 @dataclass
@@ -57,6 +57,20 @@ def open_task(task: DecodeTask) -> RangeReader:
     return open_object(task.path, known, shared=True, expect=task.spans or None, warm=task.opening)
 
 
+def open_plan(url: str, listed: tuple[int, int] | None) -> tuple[RangeReader, int]:
+    """A plan's object, opened for its fingerprint (no request yet), and its version tag
+    number: size and tag from the listing (``listed``), else one metadata request."""
+    from seeknetic_prep.sources.remote import ObjectInfo, object_info, open_for_fingerprint  # fsspec
+
+    if listed is None:
+        info = object_info(url)
+        tag = info.tag_number
+    else:
+        size, tag = listed
+        info = ObjectInfo(url, size)
+    return open_for_fingerprint(url, info, shared=True), tag  # its head and tail serve the tasks after it
+
+
 def open_ahead(task: object) -> Opened | None:
     """Do the first round trips of ``task`` now, if it reads an object in a store: never
     raises (what fails here, the task meets again and reports)."""
@@ -65,26 +79,15 @@ def open_ahead(task: object) -> Opened | None:
     try:
         if isinstance(task, DecodeTask):
             return Opened(task.path, open_task(task))
-        from seeknetic_prep.sources.remote import (
-            ObjectInfo,
-            fingerprint_object,
-            object_info,
-            open_for_fingerprint,
-        )
-
-        if task.listed is None:
-            info = object_info(task.path)
-            size, tag = info.size, info.tag_number
-        else:
-            size, tag = task.listed
-            info = ObjectInfo(task.path, size)
-        reader = open_for_fingerprint(task.path, info, shared=True)
-        try:
-            return Opened(task.path, reader, tag, fingerprint_object(reader))
-        except BaseException:
-            reader.close()
-            raise
+        reader, tag = open_plan(task.path, task.listed)
     except Exception:
+        return None
+    from seeknetic_prep.sources.remote import fingerprint_object
+
+    try:
+        return Opened(task.path, reader, tag, fingerprint_object(reader))
+    except Exception:
+        reader.close()
         return None
 
 
@@ -105,5 +108,7 @@ def handed(opened: Opened | None) -> Iterator[None]:
 def take(path: str) -> Opened | None:
     """What was opened ahead for the running task on ``path``, once; ``None`` if nothing was."""
     global _ready
-    found, _ready = (_ready, None) if _ready is not None and _ready.path == path else (None, _ready)
+    if _ready is None or _ready.path != path:
+        return None
+    found, _ready = _ready, None
     return found

@@ -160,21 +160,13 @@ def _plan_remote(url: str, listed: tuple[int, int] | None) -> FilePlan:
     then :func:`plan_object`. The version tag stands in for the mtime, so a rerun skips the
     object from its listing alone. (An object replaced since its listing reads short and fails
     as unreadable, or plans under its old tag: the next run's listing plans it again.)"""
-    # fsspec and its store: only for URLs
-    from seeknetic_prep.sources.remote import ObjectInfo, object_info, open_for_fingerprint
-
-    if (opened := ahead.take(url)) is not None:  # its fingerprint read while the last task ran
-        with opened.reader, _remote_errors(url, opened.reader):
-            return plan_object(url, opened.reader, opened.tag, fingerprint=opened.fingerprint)
-    if listed is None:
-        info = object_info(url)
-        size, tag = info.size, info.tag_number
+    opened = ahead.take(url)  # its fingerprint read while the worker's last task ran, if it was
+    if opened is not None:
+        reader, tag, fingerprint = opened.reader, opened.tag, opened.fingerprint
     else:
-        size, tag = listed
-        info = ObjectInfo(url, size)
-    reader = open_for_fingerprint(url, info, shared=True)  # its head and tail serve the tasks after it
+        (reader, tag), fingerprint = ahead.open_plan(url, listed), None
     with reader, _remote_errors(url, reader):
-        return plan_object(url, reader, tag)
+        return plan_object(url, reader, tag, fingerprint=fingerprint)
 
 
 def plan_object(url: str, reader: RangeReader, tag: int = 0, *, fingerprint: str | None = None) -> FilePlan:
