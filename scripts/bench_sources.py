@@ -12,7 +12,9 @@
     clip through range requests: flat with the file's length.
 (c) ``run --local`` windows/s over the same folder from the bucket and from local disk, and
     from the bucket with the server reading only the asked range of an object (moto reads the
-    whole object for every range GET, on the run's own cores; real stores do not).
+    whole object for every range GET, on the run's own cores; real stores do not), and from a
+    second, unpatched S3 server that reads only the range (MiniStack: ``scripts/_ministack.py``,
+    installed into the bench cache on first use; ``--no-ministack`` leaves it out).
 (d) the long clip's plan and tasks from the bucket behind scripts/throttle_proxy.py (a store
     50 ms of round trip away): each one's wall time, and how long its reads waited for requests.
 (e) ``run --local`` windows/s over eight 10 s clips (one window each: a plan per window) from
@@ -25,6 +27,7 @@ Needs the test extra (moto[server], s3fs). Inputs are generated with PyAV and ca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -41,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 from _bench_inputs import CACHE_NAME, Recipe, _x264, ensure  # noqa: E402
+from _ministack import ensure_ministack, ministack_server, upload  # noqa: E402
 
 from seeknetic_prep.decode.profile import Window  # noqa: E402
 
@@ -199,7 +203,9 @@ def _exact_ranges() -> None:
     from moto.s3 import models, responses
 
     ranged = threading.local()
-    whole = models.FakeKey.value
+    key_class: Any = models.FakeKey  # patched below: typed loosely
+    response_class: Any = responses.S3Response
+    whole = key_class.value
 
     class _Lazy:  # len() and one slice: all moto's range code asks of the body
         def __init__(self, key: Any) -> None:
@@ -217,9 +223,9 @@ def _exact_ranges() -> None:
     def value(key: Any) -> Any:
         return _Lazy(key) if getattr(ranged, "on", False) else whole.fget(key)
 
-    models.FakeKey.value = property(value, whole.fset)
-    get_object = responses.S3Response.get_object
-    handle = responses.S3Response._handle_range_header
+    key_class.value = property(value, whole.fset)
+    get_object = response_class.get_object
+    handle = response_class._handle_range_header
 
     def get_exact(self: Any) -> Any:
         ranged.on = _EXACT.is_set() and bool(self.headers.get("range"))
@@ -232,8 +238,8 @@ def _exact_ranges() -> None:
         status, headers, body = handle(self, request, headers, content)
         return status, headers, body[:] if isinstance(body, _Lazy) else body  # a range it ignored
 
-    responses.S3Response.get_object = get_exact
-    responses.S3Response._handle_range_header = handle_exact
+    response_class.get_object = get_exact
+    response_class._handle_range_header = handle_exact
 
 
 def _windows_per_s(proc: subprocess.CompletedProcess[str], source: str) -> float:
@@ -244,43 +250,58 @@ def _windows_per_s(proc: subprocess.CompletedProcess[str], source: str) -> float
     return float(m.group(1))
 
 
-def section_c(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: int) -> None:
+def _server_cpu(ministack: tuple[str, Any] | None) -> float:
+    """CPU seconds so far of the S3 servers: this process runs moto's threads (and the
+    sampler's), ministack runs in a process of its own."""
+    return time.process_time() + (sum(ministack[1].cpu_times()[:2]) if ministack is not None else 0.0)
+
+
+def section_c(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: int,
+              ministack: tuple[str, Any] | None) -> None:
     from _bench_workers import _sampled
 
     print("\n(c) run --local windows/s, the same files from disk and from the bucket "
-          f"({rounds} rounds, alternating; --workers 2); 'bucket, exact' is the same server "
-          "reading only the asked range, as real stores do")
-    arms = {"disk": str(folder), "bucket": url, "bucket, exact": url}
+          f"({rounds} rounds, alternating; --workers 2); 'moto, exact' is the same server "
+          "reading only the asked range, 'ministack' a second server (unpatched) that does, "
+          "as real stores do")
+    moto = env["AWS_ENDPOINT_URL"]
+    arms = {"disk": (str(folder), moto), "bucket (moto)": (url, moto), "bucket (moto, exact)": (url, moto)}
+    if ministack is not None:
+        arms["bucket (ministack)"] = (url, ministack[0])
     rates: dict[str, list[float]] = {name: [] for name in arms}
     cpu: dict[str, dict[str, float]] = {name: {} for name in arms}
     os.environ.update(env)  # the run's environment: the sampler starts it from this process
     for k in range(rounds):
-        for name, source in arms.items():
-            if name == "bucket, exact":
+        for name, (source, endpoint) in arms.items():
+            if name == "bucket (moto, exact)":
                 _EXACT.set()
             else:
                 _EXACT.clear()
-            server = time.process_time()  # this process runs the S3 server's threads (and the sampler)
-            out = tmp / f"run-{name}-{k}"
+            os.environ["AWS_ENDPOINT_URL"] = endpoint
+            server = _server_cpu(ministack)
+            out = tmp / f"run-{k}-{len(rates[name])}-{name.replace(' ', '_')}"
             _, groups, proc = _sampled([sys.executable, "-m", "seeknetic_prep", "run", source, "--local",
                                         "--out", str(out), "--workers", "2", "--quiet"])
-            groups["S3 server + sampler"] = time.process_time() - server
+            groups["S3 server + sampler"] = _server_cpu(ministack) - server
             rates[name].append(_windows_per_s(proc, source))
             for group, seconds in groups.items():
                 cpu[name][group] = cpu[name].get(group, 0.0) + seconds / rounds
     _EXACT.clear()
+    os.environ["AWS_ENDPOINT_URL"] = moto
     for name, values in rates.items():
-        print(f"  {name:<15}" + "  ".join(f"{v:.2f}" for v in values)
+        print(f"  {name:<21}" + "  ".join(f"{v:.2f}" for v in values)
               + f"   best {max(values):.2f}   median {statistics.median(values):.2f}")
-    for name in ("bucket", "bucket, exact"):
+    for name in list(arms)[1:]:
         best = max(rates[name]) / max(rates["disk"])
         median = statistics.median(rates[name]) / statistics.median(rates["disk"])
         print(f"  {name} / disk: {best:.2f}x best of each, {median:.2f}x median of each")
-    print("  CPU seconds a run (mean), by process: where the bucket's extra goes")
-    for group in sorted(set(cpu["disk"]) | set(cpu["bucket"])):
-        d, b, e = (cpu[name].get(group, 0.0) for name in arms)
-        print(f"    {group:<22}disk {d:6.2f}   bucket {b:6.2f} ({b - d:+5.2f})"
-              f"   exact {e:6.2f} ({e - d:+5.2f})")
+    print("  CPU seconds a run (mean), by process, and over the disk's: where the bucket's extra goes")
+    print(f"    {'':<22}" + "".join(f"{name:>24}" for name in arms))
+    for group in sorted({g for name in arms for g in cpu[name]}):
+        d = cpu["disk"].get(group, 0.0)
+        cells = [f"{d:.2f}"] + [f"{cpu[n].get(group, 0.0):.2f} ({cpu[n].get(group, 0.0) - d:+.2f})"
+                                for n in list(arms)[1:]]
+        print(f"    {group:<22}" + "".join(f"{c:>24}" for c in cells))
 
 
 def section_e(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: int) -> None:
@@ -314,6 +335,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--only", default="abcde", help="sections to run (default abcde)")
+    ap.add_argument("--no-ministack", action="store_true",
+                    help="(c) without the second S3 server (scripts/_ministack.py installs it on first use)")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     ap.add_argument("--far-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -361,7 +384,12 @@ def main() -> None:
         if "b" in args.only:
             section_b(urls, env)
         if "c" in args.only:
-            section_c(folder, "s3://bench/clips/", env, tmp, args.rounds)
+            exe = None if args.no_ministack else ensure_ministack(cache)
+            with contextlib.ExitStack() as stack:
+                second = stack.enter_context(ministack_server(exe)) if exe is not None else None
+                if second is not None:
+                    upload(second[0], "bench", {f"clips/{c.name}": c for c in clips})
+                section_c(folder, "s3://bench/clips/", env, tmp, args.rounds, second)
         if "d" in args.only:
             section_d(urls[1], env)
         if "e" in args.only:
