@@ -49,8 +49,10 @@ __all__ = ["RangeReader"]
 
 _STREAMS = 4
 """Forward readers whose read-ahead is tracked (each container of a decoder is one)."""
-_PARALLEL = 8
-"""Requests :meth:`RangeReader.read_many` keeps in flight."""
+_PARALLEL = 10
+"""Requests :meth:`RangeReader.read_many` keeps in flight: a fingerprint's ten ranges in one
+round trip (eight made it two, 0.1 s a plan 50 ms from the store), as many as botocore's
+connection pool holds by default."""
 _IN_FLIGHT = 2
 """Prefetches in flight at once (:meth:`RangeReader._prefetch`)."""
 
