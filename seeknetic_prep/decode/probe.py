@@ -23,6 +23,7 @@ from typing import Any
 
 import av.error
 
+from seeknetic_prep.decode.boxes import TAIL_SECONDS
 from seeknetic_prep.decode.source import (
     Source,
     audio_channels,
@@ -38,8 +39,7 @@ from seeknetic_prep.errors import MediaError
 
 __all__ = ["TRUNCATION_SLACK_S", "MediaInfo", "probe", "probe_container"]
 
-_TAIL_SECONDS = 3.0
-"""How much of the end of a file is demuxed to find where its content really ends."""
+_TAIL_SECONDS = TAIL_SECONDS
 TRUNCATION_SLACK_S = 0.1
 """How far the data may fall short of the header's duration before the file counts as cut."""
 

@@ -7,7 +7,8 @@ ranges before its probe can begin, a decode task fetches what opening the contai
 short clips, a third of the run. The local engine hands a busy worker its next remote task
 (:class:`~seeknetic_prep.executors.local.ProcessExecutor`), and the worker's inbox thread
 does that I/O here while the decoder works: the task then starts from an open reader whose
-blocks are here, and a plan from its fingerprint.
+blocks are here, and a plan from its fingerprint and the blocks its probe reads (where an
+MP4's index says they lie: :func:`~seeknetic_prep.sources.remote.warm_probe`).
 
 Only I/O and hashing run ahead, never PyAV: a crash of the process is still the running
 task's, as the engine blames it. What fails ahead is dropped and met again by the task
@@ -82,10 +83,12 @@ def open_ahead(task: object) -> Opened | None:
         reader, tag = open_plan(task.path, task.listed)
     except Exception:
         return None
-    from seeknetic_prep.sources.remote import fingerprint_object
+    from seeknetic_prep.sources.remote import fingerprint_object, warm_probe
 
     try:
-        return Opened(task.path, reader, tag, fingerprint_object(reader))
+        opened = Opened(task.path, reader, tag, fingerprint_object(reader))
+        warm_probe(reader)  # and what its probe reads, where the MP4's index says it lies
+        return opened
     except Exception:
         reader.close()
         return None

@@ -172,11 +172,13 @@ def _plan_remote(url: str, listed: tuple[int, int] | None) -> FilePlan:
 def plan_object(url: str, reader: RangeReader, tag: int = 0, *, fingerprint: str | None = None) -> FilePlan:
     """The plan of the object ``reader`` reads (``tag``: its version tag number): its
     fingerprint (the ranges requested at once; ``fingerprint``: read already, :mod:`.ahead`),
-    then the probe, which reads the first and last MiB again from the reader, then the byte
-    layout its tasks read by."""
-    from seeknetic_prep.sources.remote import fingerprint_object
+    then the probe, which reads the first and last MiB again from the reader and what an MP4's
+    index says it reads besides (fetched at once first), then the byte layout its tasks read
+    by."""
+    from seeknetic_prep.sources.remote import fingerprint_object, warm_probe
 
     fp = fingerprint if fingerprint is not None else fingerprint_object(reader)
+    warm_probe(reader)  # done ahead already when the fingerprint was: then no request
     reader.seek(0)
     probed = probe(cast(IO[bytes], reader))
     windows = plan_windows(int(probed.duration_ms))
