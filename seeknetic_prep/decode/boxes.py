@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seeknetic_prep.util.ranges import merged
+
 __all__ = ["TAIL_SECONDS", "index_span", "probe_ranges"]
 
 TAIL_SECONDS = 3.0
@@ -205,10 +207,4 @@ def probe_ranges(moov: bytes, tail_s: float, *, slack_s: float = 0.25,
             keep |= t.times < 1.0
         ends = t.offsets[keep] + t.sizes[keep] + _AVIO_BUFFER
         picked += zip((t.offsets[keep]).tolist(), ends.tolist(), strict=True)
-    merged: list[tuple[int, int]] = []
-    for a, b in sorted(picked):
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-        else:
-            merged.append((a, b))
-    return merged
+    return merged(picked)
