@@ -39,7 +39,6 @@ from seeknetic_prep.errors import MediaError
 
 __all__ = ["TRUNCATION_SLACK_S", "MediaInfo", "probe", "probe_container"]
 
-_TAIL_SECONDS = TAIL_SECONDS
 TRUNCATION_SLACK_S = 0.1
 """How far the data may fall short of the header's duration before the file counts as cut."""
 
@@ -183,7 +182,7 @@ def _content_end(name: str, container: Any, vs: Any, origin: float, size: int) -
     streams = [vs, *container.streams.audio[:1]]
     declared, whole = _declared_ends(container, streams, vs)
     declared_end = max([*declared.values(), *([whole] if whole else [])], default=origin)
-    seek_to = declared.get(vs.index, declared_end) - _TAIL_SECONDS
+    seek_to = declared.get(vs.index, declared_end) - TAIL_SECONDS
     seek_pts = int(max(seek_to, origin) / vs.time_base)
     # Any packet will do to start demuxing from (nothing is decoded), which saves most of a
     # GOP on a small file. A file that then looks cut short is scanned again from a keyframe,

@@ -177,8 +177,10 @@ def plan_object(url: str, reader: RangeReader, tag: int = 0, *, fingerprint: str
     by."""
     from seeknetic_prep.sources.remote import fingerprint_object, warm_probe
 
-    fp = fingerprint if fingerprint is not None else fingerprint_object(reader)
-    warm_probe(reader)  # done ahead already when the fingerprint was: then no request
+    fp = fingerprint
+    if fp is None:  # else read ahead (:mod:`.ahead`), and with it what the probe reads
+        fp = fingerprint_object(reader)
+        warm_probe(reader)
     reader.seek(0)
     probed = probe(cast(IO[bytes], reader))
     windows = plan_windows(int(probed.duration_ms))
