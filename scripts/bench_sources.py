@@ -279,7 +279,7 @@ def section_c(folder: Path, url: str, env: dict[str, str], tmp: Path, rounds: in
                 _EXACT.clear()
             os.environ["AWS_ENDPOINT_URL"] = endpoint
             server = _server_cpu(ministack)
-            out = tmp / f"run-{k}-{len(rates[name])}-{name.replace(' ', '_')}"
+            out = tmp / f"run-{k}-{name.replace(' ', '_')}"
             _, groups, proc = _sampled([sys.executable, "-m", "seeknetic_prep", "run", source, "--local",
                                         "--out", str(out), "--workers", "2", "--quiet"])
             groups["S3 server + sampler"] = _server_cpu(ministack) - server
@@ -346,7 +346,6 @@ def main() -> None:
     if args.far_child:
         _far_child(args.far_child)
         return
-    import boto3
     from moto.server import ThreadedMotoServer
 
     short_s, long_s = (20.0, 80.0) if args.quick else (30.0, 120.0)
@@ -366,29 +365,23 @@ def main() -> None:
     os.environ.update(env)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="bench")
-        folder = tmp / "folder"
-        folder.mkdir()
-        for clip in clips:
-            s3.upload_file(str(clip), "bench", f"clips/{clip.name}")
-            shutil.copyfile(clip, folder / clip.name)
-        urls = [f"s3://bench/clips/{c.name}" for c in clips]
-        short_folder = tmp / "shorts"
-        short_folder.mkdir()
-        for clip in shorts:
-            s3.upload_file(str(clip), "bench", f"shorts/{clip.name}")
-            shutil.copyfile(clip, short_folder / clip.name)
+        objects = {f"clips/{c.name}": c for c in clips}
+        upload(env["AWS_ENDPOINT_URL"], "bench", {**objects, **{f"shorts/{c.name}": c for c in shorts}})
+        folder, short_folder = tmp / "folder", tmp / "shorts"
+        for into, files in ((folder, clips), (short_folder, shorts)):
+            into.mkdir()
+            for clip in files:
+                shutil.copyfile(clip, into / clip.name)
+        urls = [f"s3://bench/{key}" for key in objects]
         if "a" in args.only:
             section_a(urls[1])
         if "b" in args.only:
             section_b(urls, env)
         if "c" in args.only:
             exe = None if args.no_ministack else ensure_ministack(cache)
-            with contextlib.ExitStack() as stack:
-                second = stack.enter_context(ministack_server(exe)) if exe is not None else None
+            with ministack_server(exe) if exe is not None else contextlib.nullcontext() as second:
                 if second is not None:
-                    upload(second[0], "bench", {f"clips/{c.name}": c for c in clips})
+                    upload(second[0], "bench", objects)
                 section_c(folder, "s3://bench/clips/", env, tmp, args.rounds, second)
         if "d" in args.only:
             section_d(urls[1], env)
